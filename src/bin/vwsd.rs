@@ -1,0 +1,52 @@
+//! `vwsd`: the vws container. `vwsd --config conf/vwsd.toml [--http ADDR:PORT] [--data DIR]`.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "vwsd", version, about = "Virtual Workspaces service (GT 4.0-compatible WSRF container)")]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = "conf/vwsd.toml")]
+    config: PathBuf,
+    /// Plain HTTP listener ADDR:PORT (overrides server.http).
+    #[arg(long)]
+    http: Option<String>,
+    /// Store directory (overrides server.data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Base URL for EPRs and WSDL (overrides server.public_url).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VWS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = match vws::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vwsd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(h) = args.http {
+        cfg.server.http = Some(h);
+    }
+    if let Some(d) = args.data {
+        cfg.server.data = d;
+    }
+    if let Some(u) = args.public_url {
+        cfg.server.public_url = Some(u);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = rt.block_on(vws::app::run(cfg)) {
+        eprintln!("vwsd: {e}");
+        std::process::exit(1);
+    }
+}

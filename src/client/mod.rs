@@ -1,0 +1,196 @@
+//! The client side, used by the `vws` command: build GT 4.0-style requests (WS-Addressing
+//! headers, reference properties copied as headers), send them over HTTP/1.1, and turn answers
+//! and SOAP faults into values and readable errors.
+
+use crate::soap::epr::Epr;
+use crate::soap::ns;
+use crate::soap::xml::{self, escape, escape_attr, Element, Limits, QName};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {url}: {msg}")]
+    Transport { url: String, msg: String },
+    /// A SOAP fault: faultstring, and the detail's fault element name.
+    #[error("{fault}{}", .kind.as_ref().map(|k| format!(" [{k}]")).unwrap_or_default())]
+    Fault { fault: String, kind: Option<String> },
+    #[error("unreadable answer (HTTP {status}): {msg}")]
+    BadAnswer { status: u16, msg: String },
+}
+
+pub struct Client {
+    http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Client { http: HyperClient::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Send `payload` (the Body's child) to `to` with `action`, reference properties of `epr` as
+    /// headers; returns the Body's first child of the answer.
+    pub async fn call(&self, to: &str, epr: Option<&Epr>, action: &str, payload: &str) -> Result<Element, ClientError> {
+        let mut env = String::with_capacity(1024 + payload.len());
+        env.push_str(&format!(
+            "<soapenv:Envelope xmlns:soapenv=\"{}\" xmlns:xsi=\"{}\" xmlns:wsa=\"{}\"><soapenv:Header>",
+            ns::SOAPENV,
+            ns::XSI,
+            ns::WSA
+        ));
+        env.push_str(&format!(
+            "<wsa:MessageID soapenv:mustUnderstand=\"0\">{}</wsa:MessageID><wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To>\
+             <wsa:Action soapenv:mustUnderstand=\"0\">{}</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>{}</wsa:Address></wsa:From>",
+            crate::soap::envelope::new_message_id(),
+            escape(to),
+            escape(action),
+            ns::WSA_ANONYMOUS
+        ));
+        for (q, v) in epr.map(|e| e.properties.as_slice()).unwrap_or(&[]) {
+            env.push_str(&format!(
+                "<k:{0} xmlns:k=\"{1}\" soapenv:mustUnderstand=\"0\">{2}</k:{0}>",
+                q.local,
+                escape_attr(&q.ns),
+                escape(v)
+            ));
+        }
+        env.push_str("</soapenv:Header><soapenv:Body>");
+        env.push_str(payload);
+        env.push_str("</soapenv:Body></soapenv:Envelope>");
+        let req = hyper::Request::post(to)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", format!("\"{action}\""))
+            .body(Full::new(Bytes::from(env)))
+            .map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
+        let resp = self.http.request(req).await.map_err(|e| ClientError::Transport { url: to.to_string(), msg: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport { url: to.to_string(), msg: e.to_string() })?
+            .to_bytes();
+        let limits = Limits { max_depth: 256, max_elements: 1_000_000, max_attributes: 256 };
+        let root = xml::parse_bytes(&body, &limits).map_err(|e| ClientError::BadAnswer {
+            status,
+            msg: format!("{e}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])),
+        })?;
+        let first = root
+            .child(ns::SOAPENV, "Body")
+            .and_then(|b| b.first_element())
+            .cloned()
+            .ok_or_else(|| ClientError::BadAnswer { status, msg: "no SOAP Body".into() })?;
+        if first.is(ns::SOAPENV, "Fault") {
+            let fault = first.child("", "faultstring").map(|f| f.text()).unwrap_or_default();
+            let kind = first.child("", "detail").and_then(|d| d.first_element()).map(|e| e.name.local.clone());
+            return Err(ClientError::Fault { fault, kind });
+        }
+        Ok(first)
+    }
+}
+
+/// Read an EPR file (any root element of type wsa:EndpointReferenceType).
+pub fn read_epr(path: &std::path::Path) -> Result<Epr, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let root = xml::parse(&text, &Limits::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    Epr::from_element(&root).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Parse a property name given on the command line: `{ns}local`, `prefix:local` with a
+/// well-known prefix (vws, nimbus, wsrl, wsrp), or a bare local name in the vws namespace.
+pub fn parse_qname_arg(s: &str) -> Result<QName, ClientError> {
+    if s.starts_with('{') {
+        return QName::from_clark(s).ok_or_else(|| ClientError::Usage(format!("'{s}' is not a QName")));
+    }
+    let (ns_uri, local) = match s.split_once(':') {
+        Some(("vws", l)) => (ns::VWS, l),
+        Some(("nimbus", l)) => (ns::NIMBUS, l),
+        Some(("wsrl", l)) => (ns::WSRL, l),
+        Some(("wsrp", l)) => (ns::WSRP, l),
+        Some((p, _)) => return Err(ClientError::Usage(format!("unknown prefix '{p}' in '{s}'; use {{namespace}}local"))),
+        None => (ns::VWS, s),
+    };
+    if !xml::is_ncname(local) {
+        return Err(ClientError::Usage(format!("'{s}' is not a QName")));
+    }
+    Ok(QName::new(ns_uri, local))
+}
+
+/// Payload of GetResourceProperty.
+pub fn get_property_payload(q: &QName) -> String {
+    format!(
+        "<GetResourceProperty xmlns=\"{}\" xmlns:p=\"{}\">p:{}</GetResourceProperty>",
+        ns::WSRP,
+        escape_attr(&q.ns),
+        q.local
+    )
+}
+
+/// Payload of GetMultipleResourceProperties.
+pub fn get_properties_payload(qs: &[QName]) -> String {
+    let mut s = format!("<GetMultipleResourceProperties xmlns=\"{}\">", ns::WSRP);
+    for (i, q) in qs.iter().enumerate() {
+        s.push_str(&format!("<ResourceProperty xmlns:p{i}=\"{}\">p{i}:{}</ResourceProperty>", escape_attr(&q.ns), q.local));
+    }
+    s.push_str("</GetMultipleResourceProperties>");
+    s
+}
+
+pub fn query_payload(xpath: &str) -> String {
+    format!(
+        "<QueryResourceProperties xmlns=\"{}\"><QueryExpression Dialect=\"{}\">{}</QueryExpression></QueryResourceProperties>",
+        ns::WSRP,
+        ns::XPATH_DIALECT,
+        escape(xpath)
+    )
+}
+
+/// Payload of SetTerminationTime; None = never.
+pub fn set_termination_payload(t: Option<i64>) -> String {
+    let inner = match t {
+        Some(ms) => format!("<RequestedTerminationTime>{}</RequestedTerminationTime>", crate::wsrf::time::format_ms(ms)),
+        None => "<RequestedTerminationTime xsi:nil=\"true\"/>".to_string(),
+    };
+    format!("<SetTerminationTime xmlns=\"{}\">{inner}</SetTerminationTime>", ns::WSRL)
+}
+
+/// `RFC3339`, `+SECONDS` or `never`, to ms since the epoch (None = never).
+pub fn parse_when(s: &str, now_ms: i64) -> Result<Option<i64>, ClientError> {
+    if s == "never" || s == "infinity" {
+        return Ok(None);
+    }
+    if let Some(secs) = s.strip_prefix('+') {
+        let n: i64 = secs.parse().map_err(|_| ClientError::Usage(format!("'{s}': expected +SECONDS")))?;
+        return Ok(Some(now_ms + n * 1000));
+    }
+    crate::wsrf::time::parse_ms(s)
+        .map(Some)
+        .ok_or_else(|| ClientError::Usage(format!("'{s}' is not RFC 3339, +SECONDS or never")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_parsing() {
+        assert_eq!(parse_qname_arg("{urn:x}a").unwrap(), QName::new("urn:x", "a"));
+        assert_eq!(parse_qname_arg("wsrl:TerminationTime").unwrap(), QName::new(ns::WSRL, "TerminationTime"));
+        assert_eq!(parse_qname_arg("hardware").unwrap(), QName::new(ns::VWS, "hardware"));
+        assert!(parse_qname_arg("zz:a").is_err());
+        assert_eq!(parse_when("never", 0).unwrap(), None);
+        assert_eq!(parse_when("+60", 1000).unwrap(), Some(61_000));
+        assert!(parse_when("+x", 0).is_err());
+        assert_eq!(parse_when("1970-01-01T00:00:01Z", 0).unwrap(), Some(1000));
+    }
+}

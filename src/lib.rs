@@ -1,0 +1,12 @@
+//! vws: the Virtual Workspaces service (Keahey, Foster et al., 2005) as a GT 4.0-compatible
+//! SOAP/WSRF container. See ARCHITECTURE.md for the map of layers.
+
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod security;
+pub mod services;
+pub mod soap;
+pub mod store;
+pub mod workspace;
+pub mod wsrf;

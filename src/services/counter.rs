@@ -1,0 +1,107 @@
+//! GT 4.0's WSRF counter sample (`http://counter.com`): createCounter, add, the `Value`
+//! property. `CounterService` matches the GT 4.0 deployment (no SetResourceProperties);
+//! `CounterServiceRW` also lets SetResourceProperties update `Value`. Hosted so that the
+//! recordings of a live GT 4.0 container replay against vws unchanged.
+
+use super::{reply, unknown_operation, wsrf_operation, Shared};
+use crate::security::Action;
+use crate::soap::envelope::SoapFault;
+use crate::soap::http::{SoapReply, SoapRequest};
+use crate::soap::ns::COUNTER;
+use crate::soap::xml::QName;
+use crate::wsrf::{BaseFault, FaultType, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
+use std::sync::Arc;
+
+pub const NAME: &str = "CounterService";
+pub const NAME_RW: &str = "CounterServiceRW";
+
+pub struct CounterService {
+    pub home: Arc<Home>,
+    pub shared: Arc<Shared>,
+    writable: bool,
+}
+
+/// The counter's resource property document: `{http://counter.com}Counter`.
+pub fn resource_type(writable: bool) -> ResourceType {
+    let value = if writable {
+        PropertyDecl::modifiable(COUNTER, "Value", 1, Some(1))
+    } else {
+        PropertyDecl::read_only(COUNTER, "Value")
+    };
+    ResourceType::new(QName::new(COUNTER, "Counter"), vec![value])
+}
+
+pub fn key_name() -> QName {
+    QName::new(COUNTER, "CounterKey")
+}
+
+fn value_xml(v: i64) -> String {
+    format!("<ns1:Value xmlns:ns1=\"{COUNTER}\">{v}</ns1:Value>")
+}
+
+fn read_value(st: &ResourceState, home: &Home) -> i64 {
+    st.get(&home.rtype, &QName::new(COUNTER, "Value"))
+        .and_then(|v| v.first())
+        .and_then(|x| crate::soap::xml::parse(x, &Default::default()).ok())
+        .and_then(|e| e.text().trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl CounterService {
+    pub fn new(home: Arc<Home>, shared: Arc<Shared>, writable: bool) -> Self {
+        CounterService { home, shared, writable }
+    }
+
+    pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
+        let payload = req.env.payload();
+        if payload.name.ns == COUNTER {
+            let out = match payload.name.local.as_str() {
+                "createCounter" => self.create_counter(req).await,
+                "add" => self.add(req).await,
+                _ => Err(unknown_operation(req)),
+            };
+            return out.map_err(SoapFault::from);
+        }
+        let policy = LifetimePolicy::default();
+        match wsrf_operation(&self.shared, &self.home, req, &policy, self.writable, |_| {}).await {
+            Some(r) => r,
+            None => Err(unknown_operation(req).into()),
+        }
+    }
+
+    /// createCounter: a new counter at 0, never terminating (as GT 4.0's sample).
+    async fn create_counter(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        self.shared.authorize(&req.caller, Action::Create, None)?;
+        let mut st = ResourceState::new(&self.home.rtype, req.caller.as_owner(), None);
+        st.set(&self.home.rtype, COUNTER, "Value", vec![value_xml(0)]);
+        let key = self.home.create(st).await?;
+        let mut out = format!("<createCounterResponse xmlns=\"{COUNTER}\">");
+        self.home.epr(&req.service_url, &key).write(&mut out, "wsa:EndpointReference", crate::soap::epr::WSA_DECL);
+        out.push_str("</createCounterResponse>");
+        Ok(reply(format!("{COUNTER}/CounterPortType/createCounterResponse"), out))
+    }
+
+    /// add: Value += n; answers the new value.
+    async fn add(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let payload = req.env.payload();
+        let text = payload.text();
+        let n: i64 = text
+            .trim()
+            .parse()
+            .map_err(|_| BaseFault::new(FaultType::InvalidRequest, format!("add takes an integer, not '{}'", text.trim())))?;
+        let key = self.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        let home = &self.home;
+        let v = home
+            .update(&key, FaultType::RpResourceUnknown, |st| {
+                self.shared.authorize(&req.caller, Action::Manage, Some(&st.owner))?;
+                let v = read_value(st, home)
+                    .checked_add(n)
+                    .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, "counter overflow"))?;
+                st.set(&home.rtype, COUNTER, "Value", vec![value_xml(v)]);
+                Ok(v)
+            })
+            .await?;
+        Ok(reply(format!("{COUNTER}/CounterPortType/addResponse"), format!("<addResponse xmlns=\"{COUNTER}\">{v}</addResponse>")))
+    }
+}
+

@@ -1,0 +1,78 @@
+//! `WorkspaceFactoryService` (port type `{vws}WorkspaceFactoryPortType`): `create` validates a
+//! workspace description, applies the site policy, creates the workspace resource and returns
+//! its EPR.
+
+use super::workspace;
+use super::{reply, unknown_operation, Shared};
+use crate::security::Action;
+use crate::soap::envelope::SoapFault;
+use crate::soap::epr::WSA_DECL;
+use crate::soap::http::{SoapReply, SoapRequest};
+use crate::soap::ns::{NIMBUS, VWS};
+use crate::workspace::{Description, Policy};
+use crate::wsrf::{BaseFault, FaultType, Home};
+use std::sync::Arc;
+
+pub const NAME: &str = "WorkspaceFactoryService";
+pub const PORT_TYPE: &str = "WorkspaceFactoryPortType";
+
+pub struct FactoryService {
+    pub shared: Arc<Shared>,
+    pub policy: Policy,
+    pub workspaces: Arc<Home>,
+}
+
+impl FactoryService {
+    pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
+        let p = req.env.payload();
+        let r = if p.is(VWS, "create") {
+            self.create(req).await
+        } else if p.name.ns == NIMBUS && p.name.local == "create" {
+            Err(BaseFault::new(
+                FaultType::UnknownOperation,
+                format!(
+                    "Nimbus' factory protocol ({{{NIMBUS}}}create) is not supported; send {{{VWS}}}create with a virtualWorkspace description"
+                ),
+            ))
+        } else {
+            Err(unknown_operation(req))
+        };
+        r.map_err(SoapFault::from)
+    }
+
+    /// create: description in, EPR of the new workspace out.
+    pub async fn create(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        self.shared.authorize(&req.caller, Action::Create, None)?;
+        let p = req.env.payload();
+        let vw = p.child(VWS, "virtualWorkspace").ok_or_else(|| {
+            BaseFault::new(FaultType::InvalidDescription, format!("create needs a {{{VWS}}}virtualWorkspace element"))
+        })?;
+        // Line numbers are reported relative to the description's first line.
+        let description = Description::from_element(vw).map_err(|e| {
+            let line = e.line.saturating_sub(vw.line) + 1;
+            BaseFault::new(
+                FaultType::InvalidDescription,
+                format!("invalid workspace description: line {line}, element {}: {}", e.path, e.message),
+            )
+            .code(e.path.clone())
+        })?;
+        let lifetime = self.policy.admit(&description).map_err(|r| {
+            tracing::info!(caller = req.caller.name(), rule = r.rule, "workspace rejected: {}", r.message);
+            BaseFault::new(FaultType::PolicyRejected, format!("rejected by site policy rule '{}': {}", r.rule, r.message))
+                .code(r.rule)
+        })?;
+        let key = Home::new_key();
+        let service_url = format!("{}/wsrf/services/{}", req.base_url, workspace::NAME);
+        let epr = self.workspaces.epr(&service_url, &key);
+        let mut epr_xml = String::new();
+        epr.write(&mut epr_xml, "w:EPR", &format!(" xmlns:w=\"{VWS}\"{WSA_DECL}"));
+        let st = workspace::new_resource(&self.workspaces.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
+        let key = self.workspaces.create(st).await?;
+        tracing::info!(caller = req.caller.name(), key, lifetime_s = lifetime, "workspace created");
+        let mut out = format!("<createResponse xmlns=\"{VWS}\">");
+        epr.write(&mut out, "wsa:EndpointReference", WSA_DECL);
+        out.push_str("</createResponse>");
+        Ok(reply(format!("{VWS}/{PORT_TYPE}/createResponse"), out))
+    }
+}
+

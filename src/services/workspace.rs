@@ -1,0 +1,110 @@
+//! `WorkspaceService`: every workspace is a WS-Resource here, keyed by `{vws}WorkspaceKey`. Its
+//! resource properties are the description's fields (vws namespace) plus Nimbus-compatible
+//! `CurrentState`, `CurrentTime` and a writable `Comment` (Nimbus namespace), so that GT 4.0
+//! generic clients used against Nimbus work unchanged.
+
+use super::{unknown_operation, wsrf_operation, Shared};
+use crate::soap::envelope::SoapFault;
+use crate::soap::http::{SoapReply, SoapRequest};
+use crate::soap::ns::{NIMBUS, VWS};
+use crate::soap::xml::QName;
+use crate::workspace::description::text_property;
+use crate::workspace::{Description, State};
+use crate::wsrf::home::Source;
+use crate::wsrf::{time, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const NAME: &str = "WorkspaceService";
+
+pub fn key_name() -> QName {
+    QName::new(VWS, "WorkspaceKey")
+}
+
+/// The workspace resource property document `{vws}WorkspaceResourceProperties`.
+pub fn resource_type() -> ResourceType {
+    let ro = |l| PropertyDecl::read_only(VWS, l);
+    ResourceType::new(
+        QName::new(VWS, "WorkspaceResourceProperties"),
+        vec![
+            ro("category"),
+            ro("state"),
+            ro("EPR"),
+            ro("creationTime"),
+            ro("lifeCycle"),
+            ro("lastModified"),
+            ro("hardware"),
+            ro("network"),
+            ro("software"),
+            ro("capability"),
+            ro("owner"),
+            PropertyDecl::read_only(NIMBUS, "CurrentState"),
+            PropertyDecl::computed(NIMBUS, "CurrentTime", Source::CurrentTime),
+            PropertyDecl::modifiable(NIMBUS, "Comment", 0, Some(1)),
+        ],
+    )
+}
+
+/// Service-private state of a workspace, kept with the resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkspaceData {
+    pub description: Description,
+    pub state: State,
+    pub created_ms: i64,
+}
+
+/// Build the resource state of a new workspace.
+pub fn new_resource(
+    rtype: &ResourceType,
+    key: String,
+    epr_xml: String,
+    owner: crate::wsrf::Owner,
+    description: Description,
+    lifetime_secs: u64,
+) -> ResourceState {
+    let now = time::now_ms();
+    let termination = now + lifetime_secs as i64 * 1000;
+    let mut st = ResourceState::new(rtype, owner.clone(), Some(termination));
+    st.key = key;
+    let d = &description;
+    let opt = |x: Option<String>| x.into_iter().collect::<Vec<_>>();
+    let state = State::Unstaged;
+    st.set(rtype, VWS, "category", vec![d.category_xml()]);
+    st.set(rtype, VWS, "state", vec![text_property("state", state.image_state().as_str())]);
+    st.set(rtype, VWS, "EPR", vec![epr_xml]);
+    st.set(rtype, VWS, "creationTime", vec![text_property("creationTime", &time::format_ms(now))]);
+    st.set(rtype, VWS, "lifeCycle", vec![text_property("lifeCycle", &lifetime_secs.to_string())]);
+    st.set(rtype, VWS, "lastModified", vec![text_property("lastModified", &time::format_ms(now))]);
+    st.set(rtype, VWS, "hardware", opt(d.hardware_xml()));
+    st.set(rtype, VWS, "network", opt(d.network_xml()));
+    st.set(rtype, VWS, "software", opt(d.software_xml()));
+    st.set(rtype, VWS, "capability", opt(d.capability_xml()));
+    st.set(rtype, VWS, "owner", vec![text_property("owner", owner.dn.as_deref().unwrap_or("anonymous"))]);
+    st.set(
+        rtype,
+        NIMBUS,
+        "CurrentState",
+        vec![format!("<n:CurrentState xmlns:n=\"{NIMBUS}\">{}</n:CurrentState>", state.as_str())],
+    );
+    st.data = serde_json::to_value(WorkspaceData { description, state, created_ms: now }).expect("serializable");
+    st
+}
+
+pub struct WorkspaceService {
+    pub home: Arc<Home>,
+    pub shared: Arc<Shared>,
+    pub lifetime: LifetimePolicy,
+}
+
+impl WorkspaceService {
+    pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
+        let rtype = &self.home.rtype;
+        let touch = |st: &mut ResourceState| {
+            st.set(rtype, VWS, "lastModified", vec![text_property("lastModified", &time::format_ms(time::now_ms()))]);
+        };
+        match wsrf_operation(&self.shared, &self.home, req, &self.lifetime, true, touch).await {
+            Some(r) => r,
+            None => Err(unknown_operation(req).into()),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The HTTP/1.1 listener: keep-alive, chunked bodies and `Expect: 100-continue` (hyper), bounded
+//! and timed body reads, `?wsdl`, SOAPAction / wsa:Action agreement, mustUnderstand, and the
+//! mapping of every outcome to a SOAP response or fault. Transport security plugs in here by
+//! producing the [`Caller`] of a connection; services never see the transport.
+
+use super::envelope::{self, Envelope, FaultCode, SoapFault};
+use super::xml::{Limits, QName};
+use crate::security::Caller;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Limits and timeouts of the listener.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    /// Longest pause allowed between two pieces of a request body.
+    pub body_idle_timeout: Duration,
+    /// Longest time a whole request body may take.
+    pub body_total_timeout: Duration,
+    pub header_timeout: Duration,
+    pub xml: Limits,
+    /// Public base URL (`https://host:8443`) used in EPRs and WSDL; by default the request's Host.
+    pub public_url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            body_idle_timeout: Duration::from_millis(500),
+            body_total_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            xml: Limits::default(),
+            public_url: None,
+        }
+    }
+}
+
+/// A request as services see it.
+pub struct SoapRequest {
+    pub service: String,
+    pub env: Envelope,
+    pub caller: Caller,
+    /// The URL this request was addressed to (`scheme://host/wsrf/services/Name`).
+    pub service_url: String,
+    /// `scheme://host` of the same.
+    pub base_url: String,
+}
+
+/// A successful answer: the response action and the Body's child.
+pub struct SoapReply {
+    pub action: String,
+    pub payload: String,
+}
+
+pub type DispatchFuture<'a> = Pin<Box<dyn Future<Output = Result<SoapReply, SoapFault>> + Send + 'a>>;
+
+/// The container's services, as the listener needs them.
+pub trait Dispatcher: Send + Sync + 'static {
+    fn has_service(&self, name: &str) -> bool;
+    /// The service's WSDL with its soap:address set to `url`.
+    fn wsdl(&self, name: &str, url: &str) -> Option<String>;
+    /// Headers (beyond WS-Addressing) this service processes, for mustUnderstand.
+    fn understands(&self, name: &str, header: &QName) -> bool;
+    fn dispatch(&self, req: SoapRequest) -> DispatchFuture<'_>;
+}
+
+const SERVICES_PREFIX: &str = "/wsrf/services/";
+
+fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn xml_response(status: u16, body: String, close: bool) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"));
+    if close {
+        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+fn fault_response(
+    req: Option<&envelope::Addressing>,
+    service_url: &str,
+    f: &SoapFault,
+    close: bool,
+) -> Response<Full<Bytes>> {
+    xml_response(f.status, envelope::fault(req, service_url, f), close)
+}
+
+enum BodyError {
+    TooLarge(usize),
+    Idle,
+    Total,
+    Io(String),
+}
+
+async fn read_body(body: Incoming, cfg: &HttpConfig) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + cfg.body_total_timeout;
+    loop {
+        let next = tokio::time::timeout(cfg.body_idle_timeout, body.frame());
+        let frame = tokio::select! {
+            r = next => r.map_err(|_| BodyError::Idle)?,
+            _ = tokio::time::sleep_until(deadline) => return Err(BodyError::Total),
+        };
+        match frame {
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) => return Err(BodyError::Io(e.to_string())),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    if buf.len() + data.len() > cfg.max_body_bytes {
+                        return Err(BodyError::TooLarge(cfg.max_body_bytes));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+fn unquote(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s)
+}
+
+async fn handle<D: Dispatcher>(
+    req: Request<Incoming>,
+    d: Arc<D>,
+    cfg: Arc<HttpConfig>,
+    scheme: &'static str,
+    peer: SocketAddr,
+    caller: Caller,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let Some(name) = path.strip_prefix(SERVICES_PREFIX).filter(|n| !n.is_empty() && !n.contains('/')) else {
+        return Ok(text_response(StatusCode::NOT_FOUND, "no such service; services live under /wsrf/services/\n"));
+    };
+    let name = name.to_string();
+    if !d.has_service(&name) {
+        return Ok(text_response(StatusCode::NOT_FOUND, &format!("no service named '{name}'\n")));
+    }
+    let base_url = match &cfg.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("{scheme}://{host}")
+        }
+    };
+    let service_url = format!("{base_url}{path}");
+    match *req.method() {
+        Method::GET => {
+            let wants_wsdl = req.uri().query().is_some_and(|q| q.eq_ignore_ascii_case("wsdl"));
+            if !wants_wsdl {
+                return Ok(text_response(StatusCode::OK, &format!("vws service {name}; its WSDL is at {service_url}?wsdl\n")));
+            }
+            return Ok(match d.wsdl(&name, &service_url) {
+                Some(w) => xml_response(200, w, false),
+                None => text_response(StatusCode::NOT_FOUND, "no WSDL for this service\n"),
+            });
+        }
+        Method::POST => {}
+        _ => return Ok(text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST for SOAP requests, GET ?wsdl for WSDL\n")),
+    }
+    let declared_len = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared_len.is_some_and(|l| l > cfg.max_body_bytes as u64) {
+        let f = SoapFault::client(format!(
+            "request body of {} bytes exceeds the limit of {} bytes",
+            declared_len.unwrap_or(0),
+            cfg.max_body_bytes
+        ))
+        .with_status(413);
+        tracing::warn!(%peer, service = %name, "{}", f.string);
+        return Ok(fault_response(None, &service_url, &f, true));
+    }
+    let soap_action = req.headers().get("soapaction").and_then(|v| v.to_str().ok()).map(|s| unquote(s).to_string());
+    let body = match read_body(req.into_body(), &cfg).await {
+        Ok(b) => b,
+        Err(e) => {
+            let f = match e {
+                BodyError::TooLarge(max) => {
+                    SoapFault::client(format!("request body exceeds the limit of {max} bytes")).with_status(413)
+                }
+                BodyError::Idle => SoapFault::client(format!(
+                    "request body stalled for more than {} ms",
+                    cfg.body_idle_timeout.as_millis()
+                ))
+                .with_status(408),
+                BodyError::Total => SoapFault::client(format!(
+                    "request body took longer than {} s",
+                    cfg.body_total_timeout.as_secs()
+                ))
+                .with_status(408),
+                BodyError::Io(m) => SoapFault::client(format!("request body could not be read: {m}")).with_status(400),
+            };
+            tracing::warn!(%peer, service = %name, "{}", f.string);
+            return Ok(fault_response(None, &service_url, &f, true));
+        }
+    };
+    let env = match envelope::parse(&body, &cfg.xml) {
+        Ok(env) => env,
+        Err(f) => {
+            tracing::warn!(%peer, service = %name, "refused request: {}", f.string);
+            return Ok(fault_response(None, &service_url, &f, false));
+        }
+    };
+    if let (Some(sa), Some(wa)) = (soap_action.as_deref(), env.addressing.action.as_deref()) {
+        if !sa.is_empty() && sa != wa {
+            let f = SoapFault::client(format!("SOAPAction '{sa}' and wsa:Action '{wa}' disagree"));
+            tracing::warn!(%peer, service = %name, "{}", f.string);
+            return Ok(fault_response(Some(&env.addressing), &service_url, &f, false));
+        }
+    }
+    if let Some(h) = env.header() {
+        for e in h.elements() {
+            if envelope::must_understand(e) && e.name.ns != super::ns::WSA && !d.understands(&name, &e.name) {
+                let f = SoapFault {
+                    code: FaultCode::MustUnderstand,
+                    string: format!("header {} is marked mustUnderstand but is not understood", e.name),
+                    detail: None,
+                    status: 500,
+                };
+                tracing::warn!(%peer, service = %name, "{}", f.string);
+                return Ok(fault_response(Some(&env.addressing), &service_url, &f, false));
+            }
+        }
+    }
+    let addressing = env.addressing.clone();
+    let sreq = SoapRequest { service: name.clone(), env, caller, service_url: service_url.clone(), base_url };
+    match d.dispatch(sreq).await {
+        Ok(reply) => Ok(xml_response(200, envelope::response(&addressing, &service_url, &reply.action, &reply.payload), false)),
+        Err(f) => {
+            tracing::info!(%peer, service = %name, action = addressing.action.as_deref().unwrap_or("-"), "fault: {}", f.string);
+            Ok(fault_response(Some(&addressing), &service_url, &f, false))
+        }
+    }
+}
+
+/// Serve plain HTTP on `listener` until `shutdown` resolves; then finish in-flight requests
+/// (up to `grace`) and return.
+pub async fn serve<D: Dispatcher>(
+    listener: TcpListener,
+    d: Arc<D>,
+    cfg: Arc<HttpConfig>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (d2, cfg2) = (d.clone(), cfg.clone());
+                let svc = hyper::service::service_fn(move |req| {
+                    handle(req, d2.clone(), cfg2.clone(), "http", peer, Caller::anonymous())
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(cfg.header_timeout)
+                    .keep_alive(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}

@@ -1,0 +1,634 @@
+//! Hardened, namespace-aware XML parsing into a small DOM, and XML writing helpers.
+//!
+//! Everything vws reads off the wire goes through [`parse`]: it refuses any DOCTYPE (so no entity
+//! expansion and no external entities can happen), and enforces limits on nesting depth, element
+//! count and attributes per element. Every element keeps its in-scope namespace bindings (so
+//! QName-valued text such as `ns1:CurrentState` can be resolved against the declarations on that
+//! very element) and the line it started on (for validation messages).
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+pub const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+/// Limits applied while parsing untrusted XML.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_elements: usize,
+    pub max_attributes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_depth: 128, max_elements: 50_000, max_attributes: 64 }
+    }
+}
+
+/// Why a document was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum XmlError {
+    #[error("DOCTYPE declarations are not allowed (line {0})")]
+    Doctype(u32),
+    #[error("element nesting deeper than {0} levels (line {1})")]
+    TooDeep(usize, u32),
+    #[error("more than {0} elements in the document")]
+    TooManyElements(usize),
+    #[error("more than {0} attributes on one element (line {1})")]
+    TooManyAttributes(usize, u32),
+    #[error("undeclared namespace prefix '{0}' (line {1})")]
+    UndeclaredPrefix(String, u32),
+    #[error("malformed XML at line {line}: {msg}")]
+    Malformed { line: u32, msg: String },
+    #[error("document has no root element")]
+    Empty,
+    #[error("document is not UTF-8")]
+    NotUtf8,
+}
+
+/// An expanded name: namespace URI ("" for none) and local part.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QName {
+    pub ns: String,
+    pub local: String,
+}
+
+impl QName {
+    pub fn new(ns: &str, local: &str) -> Self {
+        QName { ns: ns.to_string(), local: local.to_string() }
+    }
+    /// `{ns}local` (Clark notation), as GT4 prints QNames.
+    pub fn clark(&self) -> String {
+        if self.ns.is_empty() {
+            self.local.clone()
+        } else {
+            format!("{{{}}}{}", self.ns, self.local)
+        }
+    }
+    /// Parse Clark notation `{ns}local` or a bare local name.
+    pub fn from_clark(s: &str) -> Option<QName> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix('{') {
+            let (ns, local) = rest.split_once('}')?;
+            if local.is_empty() || !is_ncname(local) {
+                return None;
+            }
+            Some(QName::new(ns, local))
+        } else if is_ncname(s) {
+            Some(QName::new("", s))
+        } else {
+            None
+        }
+    }
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.ns == ns && self.local == local
+    }
+}
+
+impl std::fmt::Display for QName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.clark())
+    }
+}
+
+pub fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attr {
+    pub name: QName,
+    /// The prefix as written ("" for none).
+    pub prefix: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+/// In-scope namespace bindings: (prefix, uri); "" prefix is the default namespace.
+pub type Scope = Arc<Vec<(String, String)>>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Element {
+    pub name: QName,
+    pub prefix: String,
+    pub attrs: Vec<Attr>,
+    /// Namespace declarations written on this element.
+    pub decls: Vec<(String, String)>,
+    /// Every binding in scope on this element (inherited + own).
+    pub scope: Scope,
+    pub children: Vec<Node>,
+    pub line: u32,
+}
+
+impl Element {
+    /// A fresh element (for building documents); scope holds its own declaration.
+    pub fn new(ns: &str, local: &str) -> Element {
+        Element {
+            name: QName::new(ns, local),
+            prefix: String::new(),
+            attrs: Vec::new(),
+            decls: Vec::new(),
+            scope: Arc::new(Vec::new()),
+            children: Vec::new(),
+            line: 0,
+        }
+    }
+
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.name.is(ns, local)
+    }
+
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    pub fn child(&self, ns: &str, local: &str) -> Option<&Element> {
+        self.elements().find(|e| e.is(ns, local))
+    }
+
+    /// First child element whose local name matches, in any namespace.
+    pub fn child_local(&self, local: &str) -> Option<&Element> {
+        self.elements().find(|e| e.name.local == local)
+    }
+
+    pub fn first_element(&self) -> Option<&Element> {
+        self.elements().next()
+    }
+
+    /// Concatenated direct text content.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                s.push_str(t);
+            }
+        }
+        s
+    }
+
+    pub fn attr(&self, ns: &str, local: &str) -> Option<&str> {
+        self.attrs.iter().find(|a| a.name.is(ns, local)).map(|a| a.value.as_str())
+    }
+
+    /// Resolve a prefix against the bindings in scope on this element.
+    pub fn lookup_prefix(&self, prefix: &str) -> Option<&str> {
+        if prefix == "xml" {
+            return Some(XML_NS);
+        }
+        self.scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
+    }
+
+    /// Resolve QName-valued text (`prefix:local` or `local`) in this element's scope.
+    pub fn resolve_qname(&self, text: &str) -> Result<QName, String> {
+        let t = text.trim();
+        let (prefix, local) = match t.split_once(':') {
+            Some((p, l)) => (p, l),
+            None => ("", t),
+        };
+        if !is_ncname(local) || (!prefix.is_empty() && !is_ncname(prefix)) {
+            return Err(format!("'{t}' is not a valid QName"));
+        }
+        match self.lookup_prefix(prefix) {
+            Some(ns) => Ok(QName::new(ns, local)),
+            None if prefix.is_empty() => Ok(QName::new("", local)),
+            None => Err(format!("prefix '{prefix}' of QName '{t}' is not declared")),
+        }
+    }
+
+    /// True when `xsi:nil="true"` (or "1") is set.
+    pub fn is_nil(&self) -> bool {
+        matches!(self.attr(crate::soap::ns::XSI, "nil").map(str::trim), Some("true") | Some("1"))
+    }
+
+    /// Serialize as a standalone fragment: the root declares every in-scope binding the subtree
+    /// uses (names, and QName-looking text), so it keeps its meaning wherever it is embedded.
+    pub fn to_fragment(&self) -> String {
+        let mut out = String::with_capacity(128);
+        self.write(&mut out, true);
+        out
+    }
+
+    /// Prefixes this subtree needs: in element and attribute names, and in text or attribute
+    /// values that look like QNames (`p:local`), so QName-valued content keeps its binding.
+    fn used_prefixes<'a>(&'a self, acc: &mut Vec<&'a str>) {
+        fn qname_prefix(v: &str) -> Option<&str> {
+            let (p, l) = v.trim().split_once(':')?;
+            (is_ncname(p) && is_ncname(l)).then_some(p)
+        }
+        fn add<'a>(acc: &mut Vec<&'a str>, p: &'a str) {
+            if !acc.contains(&p) {
+                acc.push(p)
+            }
+        }
+        add(acc, self.prefix.as_str());
+        for a in &self.attrs {
+            if !a.prefix.is_empty() {
+                add(acc, a.prefix.as_str());
+            }
+            if let Some(p) = qname_prefix(&a.value) {
+                add(acc, p);
+            }
+        }
+        for c in &self.children {
+            match c {
+                Node::Text(t) => {
+                    if let Some(p) = qname_prefix(t) {
+                        add(acc, p);
+                    }
+                }
+                Node::Element(e) => e.used_prefixes(acc),
+            }
+        }
+    }
+
+    fn write(&self, out: &mut String, root: bool) {
+        out.push('<');
+        if !self.prefix.is_empty() {
+            out.push_str(&self.prefix);
+            out.push(':');
+        }
+        out.push_str(&self.name.local);
+        let used;
+        let decls: &[(String, String)] = if root {
+            let mut prefixes = Vec::new();
+            self.used_prefixes(&mut prefixes);
+            used = self
+                .scope
+                .iter()
+                .filter(|(p, _)| prefixes.contains(&p.as_str()))
+                .cloned()
+                .collect::<Vec<_>>();
+            &used
+        } else {
+            &self.decls
+        };
+        // An unprefixed root in no namespace must undeclare any default namespace around it.
+        if root && self.prefix.is_empty() && self.name.ns.is_empty() {
+            out.push_str(" xmlns=\"\"");
+        }
+        // On the root, later bindings of the same prefix shadow earlier ones.
+        for (i, (p, u)) in decls.iter().enumerate() {
+            if root && (decls[i + 1..].iter().any(|(q, _)| q == p) || (p.is_empty() && self.name.ns.is_empty())) {
+                continue;
+            }
+            if p.is_empty() {
+                out.push_str(" xmlns=\"");
+            } else {
+                out.push_str(" xmlns:");
+                out.push_str(p);
+                out.push_str("=\"");
+            }
+            escape_into(out, u, true);
+            out.push('"');
+        }
+        for a in &self.attrs {
+            out.push(' ');
+            if !a.prefix.is_empty() {
+                out.push_str(&a.prefix);
+                out.push(':');
+            }
+            out.push_str(&a.name.local);
+            out.push_str("=\"");
+            escape_into(out, &a.value, true);
+            out.push('"');
+        }
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        for c in &self.children {
+            match c {
+                Node::Text(t) => escape_into(out, t, false),
+                Node::Element(e) => e.write(out, false),
+            }
+        }
+        out.push_str("</");
+        if !self.prefix.is_empty() {
+            out.push_str(&self.prefix);
+            out.push(':');
+        }
+        out.push_str(&self.name.local);
+        out.push('>');
+    }
+}
+
+/// Escape text or attribute content.
+pub fn escape_into(out: &mut String, s: &str, attr: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\r' => out.push_str("&#13;"),
+            '\n' if attr => out.push_str("&#10;"),
+            '\t' if attr => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s, false);
+    out
+}
+
+pub fn escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s, true);
+    out
+}
+
+/// Parse bytes (must be UTF-8) into a DOM, enforcing `limits`.
+pub fn parse_bytes(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
+    let s = std::str::from_utf8(input).map_err(|_| XmlError::NotUtf8)?;
+    parse(s, limits)
+}
+
+struct LineCounter<'a> {
+    src: &'a [u8],
+    pos: usize,
+    line: u32,
+}
+
+impl LineCounter<'_> {
+    fn at(&mut self, pos: usize) -> u32 {
+        let pos = pos.min(self.src.len());
+        if pos >= self.pos {
+            self.line += self.src[self.pos..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+        } else {
+            self.line = 1 + self.src[..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+        }
+        self.pos = pos;
+        self.line
+    }
+}
+
+/// Parse a document into its root element, enforcing `limits`.
+pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
+    let mut reader = Reader::from_str(input);
+    let cfg = reader.config_mut();
+    cfg.trim_text(false);
+    cfg.check_end_names = true;
+    cfg.expand_empty_elements = false;
+    let mut lines = LineCounter { src: input.as_bytes(), pos: 0, line: 1 };
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut count = 0usize;
+    let base_scope: Scope = Arc::new(Vec::new());
+    loop {
+        let start_pos = reader.buffer_position() as usize;
+        let ev = reader.read_event().map_err(|e| XmlError::Malformed {
+            line: lines.at(reader.buffer_position() as usize),
+            msg: e.to_string(),
+        })?;
+        match ev {
+            Event::DocType(_) => return Err(XmlError::Doctype(lines.at(start_pos))),
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let is_empty = matches!(ev, Event::Empty(_));
+                let line = lines.at(start_pos);
+                if root.is_some() {
+                    return Err(XmlError::Malformed { line, msg: "content after the root element".into() });
+                }
+                count += 1;
+                if count > limits.max_elements {
+                    return Err(XmlError::TooManyElements(limits.max_elements));
+                }
+                if stack.len() + 1 > limits.max_depth {
+                    return Err(XmlError::TooDeep(limits.max_depth, line));
+                }
+                let parent_scope = stack.last().map(|p| p.scope.clone()).unwrap_or_else(|| base_scope.clone());
+                let el = start_element(e, parent_scope, line, limits)?;
+                if is_empty {
+                    attach(&mut stack, &mut root, el);
+                } else {
+                    stack.push(el);
+                }
+            }
+            Event::End(_) => {
+                let el = stack.pop().ok_or_else(|| XmlError::Malformed {
+                    line: lines.at(start_pos),
+                    msg: "unexpected end tag".into(),
+                })?;
+                attach(&mut stack, &mut root, el);
+            }
+            Event::Text(t) => {
+                let line = lines.at(start_pos);
+                let text = t.unescape().map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
+                match stack.last_mut() {
+                    Some(top) => push_text(top, &text),
+                    None if text.trim().is_empty() => {}
+                    None => return Err(XmlError::Malformed { line, msg: "text outside the root element".into() }),
+                }
+            }
+            Event::CData(c) => {
+                let line = lines.at(start_pos);
+                let text = std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?.to_string();
+                match stack.last_mut() {
+                    Some(top) => push_text(top, &text),
+                    None => return Err(XmlError::Malformed { line, msg: "CDATA outside the root element".into() }),
+                }
+            }
+            Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
+            Event::Eof => {
+                if let Some(open) = stack.last() {
+                    return Err(XmlError::Malformed {
+                        line: lines.at(input.len()),
+                        msg: format!("unexpected end of document inside <{}>", open.name.local),
+                    });
+                }
+                return root.ok_or(XmlError::Empty);
+            }
+        }
+    }
+}
+
+fn push_text(top: &mut Element, text: &str) {
+    if let Some(Node::Text(prev)) = top.children.last_mut() {
+        prev.push_str(text);
+    } else {
+        top.children.push(Node::Text(text.to_string()));
+    }
+}
+
+fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(Node::Element(el)),
+        None => *root = Some(el),
+    }
+}
+
+fn split_name(raw: &[u8]) -> (String, String) {
+    let s = String::from_utf8_lossy(raw);
+    match s.split_once(':') {
+        Some((p, l)) => (p.to_string(), l.to_string()),
+        None => (String::new(), s.into_owned()),
+    }
+}
+
+fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
+    let (prefix, local) = split_name(e.name().as_ref());
+    let mut decls = Vec::new();
+    let mut raw_attrs = Vec::new();
+    for (i, a) in e.attributes().enumerate() {
+        if i >= limits.max_attributes {
+            return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
+        }
+        let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
+        let value = a
+            .unescape_value()
+            .map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?
+            .into_owned();
+        let key = a.key.as_ref();
+        if key == b"xmlns" {
+            decls.push((String::new(), value));
+        } else if let Some(p) = key.strip_prefix(b"xmlns:") {
+            let p = String::from_utf8_lossy(p).into_owned();
+            if value.is_empty() {
+                return Err(XmlError::Malformed { line, msg: format!("namespace prefix '{p}' bound to empty URI") });
+            }
+            decls.push((p, value));
+        } else {
+            raw_attrs.push((split_name(key), value));
+        }
+    }
+    let scope = if decls.is_empty() {
+        parent_scope
+    } else {
+        let mut v = (*parent_scope).clone();
+        v.extend(decls.iter().cloned());
+        Arc::new(v)
+    };
+    let lookup = |p: &str| -> Option<String> {
+        if p == "xml" {
+            return Some(XML_NS.to_string());
+        }
+        scope.iter().rev().find(|(q, _)| q == p).map(|(_, u)| u.clone())
+    };
+    let ns = if prefix.is_empty() {
+        lookup("").unwrap_or_default()
+    } else {
+        lookup(&prefix).ok_or_else(|| XmlError::UndeclaredPrefix(prefix.clone(), line))?
+    };
+    let mut attrs = Vec::with_capacity(raw_attrs.len());
+    for ((ap, al), value) in raw_attrs {
+        let ans = if ap.is_empty() {
+            String::new()
+        } else {
+            lookup(&ap).ok_or_else(|| XmlError::UndeclaredPrefix(ap.clone(), line))?
+        };
+        attrs.push(Attr { name: QName { ns: ans, local: al }, prefix: ap, value });
+    }
+    Ok(Element { name: QName { ns, local }, prefix, attrs, decls, scope, children: Vec::new(), line })
+}
+
+/// Small builder for writing XML text with namespace declarations.
+pub struct Writer {
+    pub out: String,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer { out: String::with_capacity(1024) }
+    }
+    pub fn raw(&mut self, s: &str) -> &mut Self {
+        self.out.push_str(s);
+        self
+    }
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        escape_into(&mut self.out, s, false);
+        self
+    }
+    /// `<tag attrs...>text</tag>`; `tag` is written as given (with its prefix).
+    pub fn leaf(&mut self, tag: &str, attrs: &[(&str, &str)], text: &str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(tag);
+        for (k, v) in attrs {
+            let _ = write!(self.out, " {k}=\"");
+            escape_into(&mut self.out, v, true);
+            self.out.push('"');
+        }
+        self.out.push('>');
+        escape_into(&mut self.out, text, false);
+        let _ = write!(self.out, "</{tag}>");
+        self
+    }
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_qname_text_with_prefix_declared_on_same_element() {
+        let doc = r#"<a xmlns="urn:x"><b xmlns:ns1="urn:y">ns1:Foo</b></a>"#;
+        let root = parse(doc, &Limits::default()).unwrap();
+        assert_eq!(root.name, QName::new("urn:x", "a"));
+        let b = root.first_element().unwrap();
+        assert_eq!(b.name, QName::new("urn:x", "b"));
+        assert_eq!(b.resolve_qname(&b.text()).unwrap(), QName::new("urn:y", "Foo"));
+        assert!(root.resolve_qname("ns1:Foo").is_err());
+    }
+
+    #[test]
+    fn refuses_doctype_and_entities() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><a>&lol;</a>"#;
+        assert!(matches!(parse(bomb, &Limits::default()), Err(XmlError::Doctype(1))));
+        let undeclared = "<a>&lol;</a>";
+        assert!(matches!(parse(undeclared, &Limits::default()), Err(XmlError::Malformed { .. })));
+    }
+
+    #[test]
+    fn enforces_depth_elements_attributes() {
+        let deep = "<a>".repeat(200) + &"</a>".repeat(200);
+        assert!(matches!(parse(&deep, &Limits::default()), Err(XmlError::TooDeep(128, 1))));
+        let many = format!("<a>{}</a>", "<b/>".repeat(60_000));
+        assert!(matches!(parse(&many, &Limits::default()), Err(XmlError::TooManyElements(_))));
+        let attrs: String = (0..70).map(|i| format!(" a{i}=\"1\"")).collect();
+        assert!(matches!(parse(&format!("<a{attrs}/>"), &Limits::default()), Err(XmlError::TooManyAttributes(64, 1))));
+    }
+
+    #[test]
+    fn fragment_keeps_namespaces_and_lines() {
+        let doc = "<r xmlns:p=\"urn:p\">\n <p:x a=\"1&amp;2\">t&lt;</p:x>\n</r>";
+        let root = parse(doc, &Limits::default()).unwrap();
+        let x = root.first_element().unwrap();
+        assert_eq!(x.line, 2);
+        let frag = x.to_fragment();
+        assert_eq!(frag, "<p:x xmlns:p=\"urn:p\" a=\"1&amp;2\">t&lt;</p:x>");
+        let again = parse(&frag, &Limits::default()).unwrap();
+        assert_eq!(again.name, QName::new("urn:p", "x"));
+    }
+
+    #[test]
+    fn malformed_and_unclosed() {
+        assert!(parse("<a><b></a>", &Limits::default()).is_err());
+        assert!(parse("<a>", &Limits::default()).is_err());
+        assert!(parse("<p:a/>", &Limits::default()).is_err());
+        assert_eq!(parse("", &Limits::default()), Err(XmlError::Empty));
+    }
+}

@@ -1,0 +1,228 @@
+//! Durable storage of WS-Resources in embedded SQLite (WAL, `synchronous=FULL`).
+//!
+//! One writer thread owns the connection and commits writes in groups: every write waiting when
+//! a transaction starts goes into it, and each caller is answered only after the commit (and
+//! its fsync) returned. Concurrent clients therefore share fsyncs, while every acknowledged write
+//! is on disk. A crash at any point leaves either the old or the new row, never a partial one.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store is closed")]
+    Closed,
+    #[error("store commit failed: {0}")]
+    Commit(String),
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One stored resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub service: String,
+    pub key: String,
+    /// Termination time in ms since the Unix epoch; None = never.
+    pub termination_ms: Option<i64>,
+    /// The resource's serialized state (JSON written by the resource home).
+    pub record: String,
+}
+
+enum Op {
+    Put(Row),
+    Delete { service: String, key: String },
+    /// Checkpoint the WAL into the database file (at shutdown).
+    Checkpoint,
+}
+
+struct Job {
+    op: Op,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    service TEXT NOT NULL,
+    key TEXT NOT NULL,
+    termination_ms INTEGER,
+    record TEXT NOT NULL,
+    PRIMARY KEY (service, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS resources_termination ON resources(termination_ms) WHERE termination_ms IS NOT NULL;
+";
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Open (creating if needed) `DIR/vws.db` and start the writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("vws.db");
+        let conn = open_conn(&path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name("vws-store".into()).spawn(move || writer(conn, rx))?;
+        Ok(Store { tx, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every row of a service (used once, at start-up).
+    pub fn load(&self, service: &str) -> Result<Vec<Row>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let mut st = conn.prepare("SELECT key, termination_ms, record FROM resources WHERE service = ?1")?;
+        let rows = st
+            .query_map(params![service], |r| {
+                Ok(Row { service: service.to_string(), key: r.get(0)?, termination_ms: r.get(1)?, record: r.get(2)? })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Read one row directly from disk (tests, tools).
+    pub fn get(&self, service: &str, key: &str) -> Result<Option<Row>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        Ok(conn
+            .query_row(
+                "SELECT termination_ms, record FROM resources WHERE service = ?1 AND key = ?2",
+                params![service, key],
+                |r| {
+                    Ok(Row { service: service.into(), key: key.into(), termination_ms: r.get(0)?, record: r.get(1)? })
+                },
+            )
+            .optional()?)
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Job { op, done }).map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(StoreError::Commit(msg)),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Insert or replace a row; returns once it is committed.
+    pub async fn put(&self, row: Row) -> Result<(), StoreError> {
+        self.submit(Op::Put(row)).await
+    }
+
+    /// Flush the write-ahead log into the database file; used at shutdown.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.submit(Op::Checkpoint).await
+    }
+
+    /// Delete a row; returns once the deletion is committed.
+    pub async fn delete(&self, service: &str, key: &str) -> Result<(), StoreError> {
+        self.submit(Op::Delete { service: service.into(), key: key.into() }).await
+    }
+}
+
+const MAX_GROUP: usize = 512;
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut result = commit(&mut conn, &jobs).map_err(|e| e.to_string());
+        if result.is_ok() && jobs.iter().any(|j| matches!(j.op, Op::Checkpoint)) {
+            result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(|e| e.to_string());
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = jobs.len(), "store commit failed; writes not applied");
+        }
+        for j in jobs {
+            let _ = j.done.send(result.clone());
+        }
+    }
+    // All senders gone: checkpoint so the database file is self-contained.
+    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    tracing::debug!("store writer closed");
+}
+
+fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO resources (service, key, termination_ms, record) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut del = tx.prepare_cached("DELETE FROM resources WHERE service = ?1 AND key = ?2")?;
+        for j in jobs {
+            match &j.op {
+                Op::Put(r) => {
+                    put.execute(params![r.service, r.key, r.termination_ms, r.record])?;
+                }
+                Op::Delete { service, key } => {
+                    del.execute(params![service, key])?;
+                }
+                Op::Checkpoint => {}
+            }
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_delete_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let row = Row { service: "S".into(), key: "k1".into(), termination_ms: Some(5), record: "{}".into() };
+        s.put(row.clone()).await.unwrap();
+        s.put(Row { key: "k2".into(), termination_ms: None, ..row.clone() }).await.unwrap();
+        s.delete("S", "k2").await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load("S").unwrap(), vec![row.clone()]);
+        assert_eq!(s.get("S", "k1").unwrap(), Some(row));
+        assert_eq!(s.get("S", "k2").unwrap(), None);
+        assert!(s.load("other").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_grouped_and_all_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put(Row { service: "S".into(), key: format!("{i}"), termination_ms: None, record: "{}".into() })
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(s.load("S").unwrap().len(), 200);
+    }
+}

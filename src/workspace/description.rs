@@ -1,0 +1,727 @@
+//! The workspace description (the seed's `virtualWorkspace` schema, `xsd/workspace.xsd`): typed
+//! model, strict reading from XML with errors that name the element and line, and canonical
+//! writing of each section as a resource property value.
+
+use crate::soap::ns::{VWS, XSI};
+use crate::soap::xml::{escape, escape_attr, Element};
+use crate::wsrf::time;
+use serde::{Deserialize, Serialize};
+
+/// An invalid description: where and why.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("line {line}, element {path}: {message}")]
+pub struct DescriptionError {
+    pub path: String,
+    pub line: u32,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vmm {
+    Xen,
+    Kvm,
+    Qemu,
+}
+
+impl Vmm {
+    pub const ALL: [Vmm; 3] = [Vmm::Xen, Vmm::Kvm, Vmm::Qemu];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vmm::Xen => "xen",
+            Vmm::Kvm => "kvm",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
+
+/// The seed's category: dynamic account, or VM with its VMM (the VM category extension).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Category {
+    DynamicAccount,
+    Vm { vmm: Vmm, vmm_version: Option<String> },
+}
+
+impl Category {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Category::DynamicAccount => "dynamic account",
+            Category::Vm { .. } => "vm",
+        }
+    }
+}
+
+/// The seed's workspace (image) state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    Shutdown,
+    Paused,
+    Running,
+    Corrupted,
+}
+
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Shutdown => "shutdown",
+            ImageState::Paused => "paused",
+            ImageState::Running => "running",
+            ImageState::Corrupted => "corrupted",
+        }
+    }
+}
+
+/// An inclusive min–max requirement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Ro,
+    Rw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskType {
+    /// An image staged from a URL.
+    Image,
+    /// A blank disk created at deploy time.
+    Blank,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub name: String,
+    pub kind: DiskType,
+    pub access: Access,
+    /// Size in MiB.
+    pub size: Option<Range>,
+    pub image: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cdrom {
+    pub name: String,
+    pub image: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// RAM in MiB.
+    pub ram: Option<Range>,
+    pub cpus: Option<Range>,
+    pub arch: Option<String>,
+    pub disks: Vec<Disk>,
+    pub cdroms: Vec<Cdrom>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpMethod {
+    Dhcp,
+    Static,
+    Allocate,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nic {
+    pub name: String,
+    pub method: IpMethod,
+    pub address: Option<String>,
+    pub network: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub nics: Vec<Nic>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Software {
+    pub kernel: Option<String>,
+    pub distribution: Option<String>,
+    pub os_version: Option<String>,
+    /// (name, signature)
+    pub libraries: Vec<(String, Option<String>)>,
+    /// (name, version)
+    pub programs: Vec<(String, Option<String>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    pub startup: Vec<String>,
+    pub services: Vec<Port>,
+}
+
+/// A workspace description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Description {
+    pub category: Category,
+    pub state: ImageState,
+    /// Requested lifetime in seconds.
+    pub life_cycle: Option<u64>,
+    pub hardware: Option<Hardware>,
+    pub network: Option<Network>,
+    pub software: Option<Software>,
+    pub capability: Option<Capability>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+struct Cx<'a> {
+    el: &'a Element,
+    path: String,
+}
+
+impl<'a> Cx<'a> {
+    fn root(el: &'a Element) -> Self {
+        Cx { el, path: format!("/{}", el.name.local) }
+    }
+    fn err(&self, msg: impl Into<String>) -> DescriptionError {
+        DescriptionError { path: self.path.clone(), line: self.el.line, message: msg.into() }
+    }
+    fn sub(&self, el: &'a Element) -> Cx<'a> {
+        Cx { el, path: format!("{}/{}", self.path, el.name.local) }
+    }
+    /// Children, all of which must be in the vws namespace and among `allowed`.
+    fn children(&self, allowed: &[&str]) -> Result<Vec<Cx<'a>>, DescriptionError> {
+        let mut out = Vec::new();
+        for c in self.el.elements() {
+            let cx = self.sub(c);
+            if c.name.ns != VWS {
+                return Err(cx.err(format!("element {} is not in the workspace namespace {VWS}", c.name)));
+            }
+            if !allowed.contains(&c.name.local.as_str()) {
+                return Err(cx.err(format!("unknown element '{}' (expected one of: {})", c.name.local, allowed.join(", "))));
+            }
+            out.push(cx);
+        }
+        Ok(out)
+    }
+    fn no_text(&self) -> Result<(), DescriptionError> {
+        if self.el.elements().next().is_some() || self.el.text().trim().is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("unexpected text content"))
+        }
+    }
+    fn text(&self) -> Result<String, DescriptionError> {
+        if self.el.elements().next().is_some() {
+            return Err(self.err("expected text, found child elements"));
+        }
+        Ok(self.el.text().trim().to_string())
+    }
+    /// Attributes, all of which must be among `allowed` (xsi:type is always allowed).
+    fn check_attrs(&self, allowed: &[&str]) -> Result<(), DescriptionError> {
+        for a in &self.el.attrs {
+            if a.name.ns == XSI && a.name.local == "type" {
+                continue;
+            }
+            if !a.name.ns.is_empty() || !allowed.contains(&a.name.local.as_str()) {
+                return Err(self.err(format!("unknown attribute '{}'", a.name.local)));
+            }
+        }
+        Ok(())
+    }
+    fn attr(&self, name: &str) -> Option<String> {
+        self.el.attr("", name).map(|s| s.trim().to_string())
+    }
+    fn req_attr(&self, name: &str) -> Result<String, DescriptionError> {
+        self.attr(name).filter(|s| !s.is_empty()).ok_or_else(|| self.err(format!("attribute '{name}' is required")))
+    }
+    fn num_attr(&self, name: &str) -> Result<Option<u64>, DescriptionError> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| self.err(format!("attribute '{name}' must be a non-negative integer, not '{v}'"))),
+        }
+    }
+    /// `min` / `max` attributes: at least one required; a missing bound equals the other.
+    fn range(&self) -> Result<Range, DescriptionError> {
+        let (min, max) = (self.num_attr("min")?, self.num_attr("max")?);
+        let r = match (min, max) {
+            (Some(a), Some(b)) => Range { min: a, max: b },
+            (Some(a), None) => Range { min: a, max: a },
+            (None, Some(b)) => Range { min: b, max: b },
+            (None, None) => return Err(self.err("a range needs 'min' and/or 'max'")),
+        };
+        if r.min > r.max {
+            return Err(self.err(format!("max ({}) is below min ({})", r.max, r.min)));
+        }
+        Ok(r)
+    }
+    fn once<T>(&self, slot: &mut Option<T>, v: T) -> Result<(), DescriptionError> {
+        if slot.is_some() {
+            return Err(self.err("may appear only once"));
+        }
+        *slot = Some(v);
+        Ok(())
+    }
+}
+
+fn parse_enum<T: Copy>(cx: &Cx, value: &str, options: &[(&str, T)]) -> Result<T, DescriptionError> {
+    options.iter().find(|(n, _)| *n == value).map(|(_, v)| *v).ok_or_else(|| {
+        cx.err(format!(
+            "'{value}' is not one of: {}",
+            options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+const VMMS: [(&str, Vmm); 3] = [("xen", Vmm::Xen), ("kvm", Vmm::Kvm), ("qemu", Vmm::Qemu)];
+
+fn read_category(cx: &Cx) -> Result<Category, DescriptionError> {
+    cx.check_attrs(&[])?;
+    let (mut name, mut vmm, mut version) = (None, None, None);
+    for c in cx.children(&["name", "vmm", "vmmVersion"])? {
+        c.check_attrs(&[])?;
+        match c.el.name.local.as_str() {
+            "name" => cx.once(&mut name, (c.text()?, c.el.line))?,
+            "vmm" => {
+                let v = parse_enum(&c, &c.text()?, &VMMS)?;
+                c.once(&mut vmm, v)?
+            }
+            _ => c.once(&mut version, c.text()?)?,
+        }
+    }
+    let (name, _) = name.ok_or_else(|| cx.err("category needs a <name> (vm or dynamic account)"))?;
+    match name.as_str() {
+        "vm" => {
+            let vmm = vmm.ok_or_else(|| cx.err("a vm category needs <vmm> (xen, kvm or qemu)"))?;
+            Ok(Category::Vm { vmm, vmm_version: version })
+        }
+        "dynamic account" => {
+            if vmm.is_some() || version.is_some() {
+                return Err(cx.err("<vmm> belongs to the vm category only"));
+            }
+            Ok(Category::DynamicAccount)
+        }
+        other => Err(cx.err(format!("category '{other}' is not one of: vm, dynamic account"))),
+    }
+}
+
+fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
+    cx.check_attrs(&[])?;
+    let mut hw = Hardware::default();
+    for c in cx.children(&["ram", "cpu", "disk", "cdrom"])? {
+        c.no_text()?;
+        match c.el.name.local.as_str() {
+            "ram" => {
+                c.check_attrs(&["min", "max"])?;
+                let r = c.range()?;
+                c.once(&mut hw.ram, r)?
+            }
+            "cpu" => {
+                c.check_attrs(&["min", "max", "arch"])?;
+                let r = c.range()?;
+                if r.min == 0 {
+                    return Err(c.err("a workspace needs at least one CPU"));
+                }
+                c.once(&mut hw.cpus, r)?;
+                hw.arch = c.attr("arch");
+            }
+            "disk" => {
+                c.check_attrs(&["name", "type", "access", "min", "max"])?;
+                let kind = parse_enum(&c, &c.attr("type").unwrap_or_else(|| "image".into()), &[("image", DiskType::Image), ("blank", DiskType::Blank)])?;
+                let access = parse_enum(&c, &c.attr("access").unwrap_or_else(|| "rw".into()), &[("ro", Access::Ro), ("rw", Access::Rw)])?;
+                let size = if c.attr("min").is_some() || c.attr("max").is_some() { Some(c.range()?) } else { None };
+                let mut image = None;
+                for i in c.children(&["image"])? {
+                    i.check_attrs(&[])?;
+                    let u = i.text()?;
+                    check_url(&i, &u)?;
+                    i.once(&mut image, u)?;
+                }
+                match (kind, &image, size) {
+                    (DiskType::Image, None, _) => return Err(c.err("an image disk needs an <image> URL")),
+                    (DiskType::Blank, Some(_), _) => return Err(c.err("a blank disk has no <image>")),
+                    (DiskType::Blank, None, None) => return Err(c.err("a blank disk needs a size (min/max)")),
+                    _ => {}
+                }
+                let name = c.req_attr("name")?;
+                if hw.disks.iter().any(|d| d.name == name) {
+                    return Err(c.err(format!("disk name '{name}' is used twice")));
+                }
+                hw.disks.push(Disk { name, kind, access, size, image });
+            }
+            _ => {
+                c.check_attrs(&["name", "image"])?;
+                let image = c.req_attr("image")?;
+                check_url(&c, &image)?;
+                hw.cdroms.push(Cdrom { name: c.req_attr("name")?, image });
+            }
+        }
+    }
+    Ok(hw)
+}
+
+fn check_url(cx: &Cx, u: &str) -> Result<(), DescriptionError> {
+    const SCHEMES: [&str; 5] = ["file://", "gsiftp://", "http://", "https://", "ftp://"];
+    if SCHEMES.iter().any(|s| u.starts_with(s) && u.len() > s.len()) {
+        Ok(())
+    } else {
+        Err(cx.err(format!("'{u}' is not a file://, gsiftp://, http(s):// or ftp:// URL")))
+    }
+}
+
+fn read_network(cx: &Cx) -> Result<Network, DescriptionError> {
+    cx.check_attrs(&[])?;
+    let mut net = Network::default();
+    for c in cx.children(&["nic"])? {
+        c.no_text()?;
+        c.check_attrs(&["name", "ipMethod", "address", "network"])?;
+        let method = parse_enum(
+            &c,
+            &c.attr("ipMethod").unwrap_or_else(|| "dhcp".into()),
+            &[("dhcp", IpMethod::Dhcp), ("static", IpMethod::Static), ("allocate", IpMethod::Allocate)],
+        )?;
+        let address = c.attr("address");
+        if method == IpMethod::Static {
+            match &address {
+                Some(a) if a.parse::<std::net::IpAddr>().is_ok() => {}
+                Some(a) => return Err(c.err(format!("'{a}' is not an IP address"))),
+                None => return Err(c.err("a static NIC needs an 'address'")),
+            }
+        }
+        net.nics.push(Nic { name: c.req_attr("name")?, method, address, network: c.attr("network") });
+    }
+    Ok(net)
+}
+
+fn read_software(cx: &Cx) -> Result<Software, DescriptionError> {
+    cx.check_attrs(&[])?;
+    let mut sw = Software::default();
+    let mut os_seen = None;
+    for c in cx.children(&["os", "library", "program"])? {
+        c.no_text()?;
+        match c.el.name.local.as_str() {
+            "os" => {
+                c.check_attrs(&["kernel", "distribution", "version"])?;
+                c.once(&mut os_seen, ())?;
+                sw.kernel = c.attr("kernel");
+                sw.distribution = c.attr("distribution");
+                sw.os_version = c.attr("version");
+            }
+            "library" => {
+                c.check_attrs(&["name", "signature"])?;
+                sw.libraries.push((c.req_attr("name")?, c.attr("signature")));
+            }
+            _ => {
+                c.check_attrs(&["name", "version"])?;
+                sw.programs.push((c.req_attr("name")?, c.attr("version")));
+            }
+        }
+    }
+    Ok(sw)
+}
+
+fn read_capability(cx: &Cx) -> Result<Capability, DescriptionError> {
+    cx.check_attrs(&[])?;
+    let mut cap = Capability::default();
+    for c in cx.children(&["startup", "service"])? {
+        c.no_text()?;
+        match c.el.name.local.as_str() {
+            "startup" => {
+                c.check_attrs(&["program"])?;
+                cap.startup.push(c.req_attr("program")?);
+            }
+            _ => {
+                c.check_attrs(&["name", "port", "protocol"])?;
+                let port = c.req_attr("port")?;
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| c.err(format!("port '{port}' is not in 1..65535")))?;
+                let protocol = parse_enum(&c, &c.attr("protocol").unwrap_or_else(|| "tcp".into()), &[("tcp", "tcp"), ("udp", "udp")])?;
+                cap.services.push(Port { name: c.req_attr("name")?, port, protocol: protocol.to_string() });
+            }
+        }
+    }
+    Ok(cap)
+}
+
+impl Description {
+    /// Read and validate a `virtualWorkspace` element.
+    pub fn from_element(el: &Element) -> Result<Description, DescriptionError> {
+        let cx = Cx::root(el);
+        if !el.is(VWS, "virtualWorkspace") {
+            return Err(cx.err(format!("expected {{{VWS}}}virtualWorkspace, found {}", el.name)));
+        }
+        cx.check_attrs(&[])?;
+        cx.no_text()?;
+        let (mut category, mut state, mut life_cycle) = (None, None, None);
+        let (mut hardware, mut network, mut software, mut capability) = (None, None, None, None);
+        let (mut epr, mut created, mut modified) = (None, None, None);
+        for c in cx.children(&[
+            "category", "state", "EPR", "creationTime", "lifeCycle", "lastModified", "hardware", "network", "software",
+            "capability",
+        ])? {
+            match c.el.name.local.as_str() {
+                "category" => {
+                    let v = read_category(&c)?;
+                    c.once(&mut category, v)?
+                }
+                "state" => {
+                    c.check_attrs(&[])?;
+                    let v = parse_enum(
+                        &c,
+                        &c.text()?,
+                        &[
+                            ("shutdown", ImageState::Shutdown),
+                            ("paused", ImageState::Paused),
+                            ("running", ImageState::Running),
+                            ("corrupted", ImageState::Corrupted),
+                        ],
+                    )?;
+                    c.once(&mut state, v)?
+                }
+                // Assigned by the service; accepted (and replaced) so that a description read
+                // back from a workspace can be submitted again.
+                "EPR" => c.once(&mut epr, ())?,
+                "creationTime" | "lastModified" => {
+                    c.check_attrs(&[])?;
+                    let t = c.text()?;
+                    if time::parse_ms(&t).is_none() {
+                        return Err(c.err(format!("'{t}' is not an xsd:dateTime")));
+                    }
+                    let slot = if c.el.name.local == "creationTime" { &mut created } else { &mut modified };
+                    c.once(slot, ())?
+                }
+                "lifeCycle" => {
+                    c.check_attrs(&[])?;
+                    let t = c.text()?;
+                    let v = t
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|v| *v > 0)
+                        .ok_or_else(|| c.err(format!("lifeCycle must be a positive number of seconds, not '{t}'")))?;
+                    c.once(&mut life_cycle, v)?
+                }
+                "hardware" => {
+                    let v = read_hardware(&c)?;
+                    c.once(&mut hardware, v)?
+                }
+                "network" => {
+                    let v = read_network(&c)?;
+                    c.once(&mut network, v)?
+                }
+                "software" => {
+                    let v = read_software(&c)?;
+                    c.once(&mut software, v)?
+                }
+                _ => {
+                    let v = read_capability(&c)?;
+                    c.once(&mut capability, v)?
+                }
+            }
+        }
+        Ok(Description {
+            // Schema defaults: category vm is meaningless without a VMM, so category is required.
+            category: category.ok_or_else(|| cx.err("<category> is required"))?,
+            state: state.unwrap_or(ImageState::Shutdown),
+            life_cycle,
+            hardware,
+            network,
+            software,
+            capability,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writing: each section as a self-contained element in the vws namespace.
+
+    pub fn category_xml(&self) -> String {
+        let mut s = format!("<w:category xmlns:w=\"{VWS}\"><w:name>{}</w:name>", self.category.name());
+        if let Category::Vm { vmm, vmm_version } = &self.category {
+            s.push_str(&format!("<w:vmm>{}</w:vmm>", vmm.as_str()));
+            if let Some(v) = vmm_version {
+                s.push_str(&format!("<w:vmmVersion>{}</w:vmmVersion>", escape(v)));
+            }
+        }
+        s.push_str("</w:category>");
+        s
+    }
+
+    pub fn hardware_xml(&self) -> Option<String> {
+        let hw = self.hardware.as_ref()?;
+        let mut s = format!("<w:hardware xmlns:w=\"{VWS}\">");
+        if let Some(r) = hw.ram {
+            s.push_str(&format!("<w:ram min=\"{}\" max=\"{}\"/>", r.min, r.max));
+        }
+        if let Some(r) = hw.cpus {
+            s.push_str(&format!("<w:cpu min=\"{}\" max=\"{}\"{}/>", r.min, r.max, opt_attr("arch", &hw.arch)));
+        }
+        for d in &hw.disks {
+            let kind = if d.kind == DiskType::Image { "image" } else { "blank" };
+            let access = if d.access == Access::Rw { "rw" } else { "ro" };
+            let size = d.size.map(|r| format!(" min=\"{}\" max=\"{}\"", r.min, r.max)).unwrap_or_default();
+            s.push_str(&format!("<w:disk name=\"{}\" type=\"{kind}\" access=\"{access}\"{size}", escape_attr(&d.name)));
+            match &d.image {
+                Some(i) => s.push_str(&format!("><w:image>{}</w:image></w:disk>", escape(i))),
+                None => s.push_str("/>"),
+            }
+        }
+        for c in &hw.cdroms {
+            s.push_str(&format!("<w:cdrom name=\"{}\" image=\"{}\"/>", escape_attr(&c.name), escape_attr(&c.image)));
+        }
+        s.push_str("</w:hardware>");
+        Some(s)
+    }
+
+    pub fn network_xml(&self) -> Option<String> {
+        let net = self.network.as_ref()?;
+        let mut s = format!("<w:network xmlns:w=\"{VWS}\">");
+        for n in &net.nics {
+            let m = match n.method {
+                IpMethod::Dhcp => "dhcp",
+                IpMethod::Static => "static",
+                IpMethod::Allocate => "allocate",
+            };
+            s.push_str(&format!(
+                "<w:nic name=\"{}\" ipMethod=\"{m}\"{}{}/>",
+                escape_attr(&n.name),
+                opt_attr("address", &n.address),
+                opt_attr("network", &n.network)
+            ));
+        }
+        s.push_str("</w:network>");
+        Some(s)
+    }
+
+    pub fn software_xml(&self) -> Option<String> {
+        let sw = self.software.as_ref()?;
+        let mut s = format!("<w:software xmlns:w=\"{VWS}\">");
+        if sw.kernel.is_some() || sw.distribution.is_some() || sw.os_version.is_some() {
+            s.push_str(&format!(
+                "<w:os{}{}{}/>",
+                opt_attr("kernel", &sw.kernel),
+                opt_attr("distribution", &sw.distribution),
+                opt_attr("version", &sw.os_version)
+            ));
+        }
+        for (n, sig) in &sw.libraries {
+            s.push_str(&format!("<w:library name=\"{}\"{}/>", escape_attr(n), opt_attr("signature", sig)));
+        }
+        for (n, v) in &sw.programs {
+            s.push_str(&format!("<w:program name=\"{}\"{}/>", escape_attr(n), opt_attr("version", v)));
+        }
+        s.push_str("</w:software>");
+        Some(s)
+    }
+
+    pub fn capability_xml(&self) -> Option<String> {
+        let cap = self.capability.as_ref()?;
+        let mut s = format!("<w:capability xmlns:w=\"{VWS}\">");
+        for p in &cap.startup {
+            s.push_str(&format!("<w:startup program=\"{}\"/>", escape_attr(p)));
+        }
+        for p in &cap.services {
+            s.push_str(&format!(
+                "<w:service name=\"{}\" port=\"{}\" protocol=\"{}\"/>",
+                escape_attr(&p.name),
+                p.port,
+                p.protocol
+            ));
+        }
+        s.push_str("</w:capability>");
+        Some(s)
+    }
+
+    /// Largest RAM the workspace may be given (MiB).
+    pub fn max_ram(&self) -> Option<u64> {
+        self.hardware.as_ref()?.ram.map(|r| r.max)
+    }
+
+    /// Sum of the smallest sizes of all sized disks (MiB): what the site must at least provide.
+    pub fn min_disk(&self) -> u64 {
+        self.hardware.as_ref().map_or(0, |h| h.disks.iter().filter_map(|d| d.size).map(|r| r.min).sum())
+    }
+}
+
+fn opt_attr(name: &str, v: &Option<String>) -> String {
+    v.as_ref().map(|v| format!(" {name}=\"{}\"", escape_attr(v))).unwrap_or_default()
+}
+
+/// Simple text-valued property element in the vws namespace.
+pub fn text_property(local: &str, text: &str) -> String {
+    format!("<w:{local} xmlns:w=\"{VWS}\">{}</w:{local}>", escape(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soap::xml::{parse, Limits};
+
+    fn read(s: &str) -> Result<Description, DescriptionError> {
+        Description::from_element(&parse(s, &Limits::default()).unwrap())
+    }
+
+    const GOOD: &str = r#"<virtualWorkspace xmlns="http://vws.dev/2026/11/workspace">
+  <category><name>vm</name><vmm>xen</vmm><vmmVersion>4.17</vmmVersion></category>
+  <state>shutdown</state>
+  <lifeCycle>3600</lifeCycle>
+  <hardware>
+    <ram min="256" max="1024"/>
+    <cpu min="1" max="2" arch="x86_64"/>
+    <disk name="root" type="image" access="rw" min="512" max="2048"><image>gsiftp://h/p.img</image></disk>
+    <disk name="scratch" type="blank" min="100"/>
+  </hardware>
+  <network><nic name="eth0" ipMethod="dhcp"/></network>
+  <software><os kernel="6.1" distribution="debian"/><program name="emboss" version="6.6"/></software>
+  <capability><startup program="/bin/run"/><service name="http" port="80"/></capability>
+</virtualWorkspace>"#;
+
+    #[test]
+    fn reads_a_full_description_and_writes_it_back() {
+        let d = read(GOOD).unwrap();
+        assert_eq!(d.category, Category::Vm { vmm: Vmm::Xen, vmm_version: Some("4.17".into()) });
+        assert_eq!(d.life_cycle, Some(3600));
+        assert_eq!(d.max_ram(), Some(1024));
+        assert_eq!(d.min_disk(), 612);
+        let hw = d.hardware_xml().unwrap();
+        let back = parse(&hw, &Limits::default()).unwrap();
+        assert_eq!(back.elements().count(), 4);
+        assert!(d.category_xml().contains("<w:vmm>xen</w:vmm>"));
+    }
+
+    #[test]
+    fn errors_name_element_and_line() {
+        let bad = GOOD.replace(r#"<ram min="256" max="1024"/>"#, r#"<ram min="2048" max="1024"/>"#);
+        let e = read(&bad).unwrap_err();
+        assert_eq!(e.path, "/virtualWorkspace/hardware/ram");
+        assert_eq!(e.line, 6);
+        assert!(e.message.contains("below min"), "{e}");
+
+        let e = read(&GOOD.replace("<vmm>xen</vmm>", "<vmm>vmware</vmm>")).unwrap_err();
+        assert_eq!(e.path, "/virtualWorkspace/category/vmm");
+        assert!(e.message.contains("xen, kvm, qemu"));
+
+        let e = read(&GOOD.replace("<state>shutdown</state>", "<stat>shutdown</stat>")).unwrap_err();
+        assert!(e.message.contains("unknown element 'stat'"), "{e}");
+        assert_eq!(e.line, 3);
+
+        let e = read(&GOOD.replace(r#"ipMethod="dhcp""#, r#"ipMethod="static""#)).unwrap_err();
+        assert!(e.message.contains("needs an 'address'"));
+
+        let e = read(&GOOD.replace("<image>gsiftp://h/p.img</image>", "<image>ssh:x</image>")).unwrap_err();
+        assert_eq!(e.path, "/virtualWorkspace/hardware/disk/image");
+    }
+}

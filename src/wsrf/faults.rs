@@ -1,0 +1,196 @@
+//! WS-BaseFaults (2004/06): every WSRF fault vws raises, written as GT 4.0 writes them — a SOAP
+//! fault with `faultcode` `soapenv:Server.generalException` whose `detail` holds the typed fault
+//! element with Timestamp, Originator, ErrorCode, Description and FaultCause. Unlike GT 4.0 we
+//! also fill `faultstring`, because GT clients print it as `Error: <faultstring>`.
+
+use crate::soap::envelope::{FaultCode, SoapFault};
+use crate::soap::epr::Epr;
+use crate::soap::ns;
+use crate::soap::xml::{escape, escape_attr};
+use crate::wsrf::time;
+
+/// The fault element types vws raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultType {
+    /// WS-ResourceProperties' ResourceUnknownFault.
+    RpResourceUnknown,
+    InvalidResourcePropertyQName,
+    InvalidQueryExpression,
+    QueryEvaluationError,
+    UnknownQueryExpressionDialect,
+    InvalidSetResourcePropertiesRequestContent,
+    UnableToModifyResourceProperty,
+    SetResourcePropertyRequestFailed,
+    /// WS-ResourceLifetime's ResourceUnknownFault.
+    RlResourceUnknown,
+    ResourceNotDestroyed,
+    UnableToSetTerminationTime,
+    TerminationTimeChangeRejected,
+    /// WS-BaseNotification faults.
+    NtResourceUnknown,
+    TopicNotSupported,
+    /// vws' own faults (namespace [`ns::VWS`]).
+    InvalidRequest,
+    UnknownOperation,
+    InvalidDescription,
+    PolicyRejected,
+    AuthorizationFailed,
+    CreationFailed,
+    Internal,
+}
+
+impl FaultType {
+    pub fn qname(self) -> (&'static str, &'static str) {
+        use FaultType::*;
+        match self {
+            RpResourceUnknown => (ns::WSRP, "ResourceUnknownFault"),
+            InvalidResourcePropertyQName => (ns::WSRP, "InvalidResourcePropertyQNameFault"),
+            InvalidQueryExpression => (ns::WSRP, "InvalidQueryExpressionFault"),
+            QueryEvaluationError => (ns::WSRP, "QueryEvaluationErrorFault"),
+            UnknownQueryExpressionDialect => (ns::WSRP, "UnknownQueryExpressionDialectFault"),
+            InvalidSetResourcePropertiesRequestContent => (ns::WSRP, "InvalidSetResourcePropertiesRequestContentFault"),
+            UnableToModifyResourceProperty => (ns::WSRP, "UnableToModifyResourcePropertyFault"),
+            SetResourcePropertyRequestFailed => (ns::WSRP, "SetResourcePropertyRequestFailedFault"),
+            RlResourceUnknown => (ns::WSRL, "ResourceUnknownFault"),
+            ResourceNotDestroyed => (ns::WSRL, "ResourceNotDestroyedFault"),
+            UnableToSetTerminationTime => (ns::WSRL, "UnableToSetTerminationTimeFault"),
+            TerminationTimeChangeRejected => (ns::WSRL, "TerminationTimeChangeRejectedFault"),
+            NtResourceUnknown => (ns::WSNT, "ResourceUnknownFault"),
+            TopicNotSupported => (ns::WSNT, "TopicNotSupportedFault"),
+            InvalidRequest => (ns::VWS, "InvalidRequestFault"),
+            UnknownOperation => (ns::VWS, "UnknownOperationFault"),
+            InvalidDescription => (ns::VWS, "InvalidDescriptionFault"),
+            PolicyRejected => (ns::VWS, "PolicyRejectedFault"),
+            AuthorizationFailed => (ns::VWS, "AuthorizationFault"),
+            CreationFailed => (ns::VWS, "CreationFault"),
+            Internal => (ns::VWS, "InternalFault"),
+        }
+    }
+
+    /// Faults caused by the request rather than by the server.
+    fn is_client(self) -> bool {
+        !matches!(self, FaultType::Internal | FaultType::ResourceNotDestroyed | FaultType::SetResourcePropertyRequestFailed)
+    }
+}
+
+/// A WS-BaseFault: what went wrong, why, and where.
+#[derive(Clone, Debug)]
+pub struct BaseFault {
+    pub kind: FaultType,
+    pub description: String,
+    pub originator: Option<Epr>,
+    /// (dialect URI, code): which rule or check raised the fault.
+    pub error_code: Option<(String, String)>,
+    pub cause: Option<Box<BaseFault>>,
+}
+
+/// Dialect of vws error codes (policy rule names, validation paths).
+pub const VWS_ERROR_DIALECT: &str = "http://vws.dev/2026/11/fault/rule";
+
+impl BaseFault {
+    pub fn new(kind: FaultType, description: impl Into<String>) -> Self {
+        BaseFault { kind, description: description.into(), originator: None, error_code: None, cause: None }
+    }
+    pub fn originator(mut self, epr: Epr) -> Self {
+        self.originator = Some(epr);
+        self
+    }
+    pub fn code(mut self, code: impl Into<String>) -> Self {
+        self.error_code = Some((VWS_ERROR_DIALECT.to_string(), code.into()));
+        self
+    }
+    pub fn caused_by(mut self, cause: BaseFault) -> Self {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        BaseFault::new(FaultType::Internal, format!("internal error: {msg}"))
+    }
+
+    /// The fault chain as one line: "outer: cause: cause".
+    pub fn message(&self) -> String {
+        let mut s = self.description.clone();
+        let mut c = self.cause.as_deref();
+        while let Some(f) = c {
+            s.push_str(": ");
+            s.push_str(&f.description);
+            c = f.cause.as_deref();
+        }
+        s
+    }
+
+    fn write_content(&self, out: &mut String, now: &str) {
+        out.push_str("<wsbf:Timestamp>");
+        out.push_str(now);
+        out.push_str("</wsbf:Timestamp>");
+        if let Some(o) = &self.originator {
+            o.write(out, "wsbf:Originator", crate::soap::epr::WSA_DECL);
+        }
+        if let Some((dialect, code)) = &self.error_code {
+            out.push_str(&format!("<wsbf:ErrorCode dialect=\"{}\">{}</wsbf:ErrorCode>", escape_attr(dialect), escape(code)));
+        }
+        out.push_str("<wsbf:Description>");
+        out.push_str(&escape(&self.description));
+        out.push_str("</wsbf:Description>");
+        if let Some(c) = &self.cause {
+            out.push_str("<wsbf:FaultCause>");
+            c.write_content(out, now);
+            out.push_str("</wsbf:FaultCause>");
+        }
+    }
+
+    /// The typed fault element for a SOAP fault's `detail`.
+    pub fn detail_xml(&self) -> String {
+        let (fns, local) = self.kind.qname();
+        let now = time::format_ms(time::now_ms());
+        let mut out = String::with_capacity(512);
+        out.push_str(&format!("<f:{local} xmlns:f=\"{fns}\" xmlns:wsbf=\"{}\">", ns::WSBF));
+        self.write_content(&mut out, &now);
+        out.push_str(&format!("</f:{local}>"));
+        out
+    }
+}
+
+impl std::fmt::Display for BaseFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl From<BaseFault> for SoapFault {
+    fn from(b: BaseFault) -> Self {
+        let (_, local) = b.kind.qname();
+        let code = if b.kind.is_client() { FaultCode::ServerGeneral } else { FaultCode::Server };
+        SoapFault { code, string: format!("{local}: {}", b.message()), detail: Some(b.detail_xml()), status: 500 }
+    }
+}
+
+impl From<crate::store::StoreError> for BaseFault {
+    fn from(e: crate::store::StoreError) -> Self {
+        BaseFault::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soap::xml::{parse, Limits};
+
+    #[test]
+    fn detail_is_a_base_fault_with_cause() {
+        let f = BaseFault::new(FaultType::TerminationTimeChangeRejected, "too far")
+            .code("max_lifetime")
+            .caused_by(BaseFault::new(FaultType::InvalidRequest, "inner"));
+        let soap: SoapFault = f.into();
+        assert_eq!(soap.status, 500);
+        assert!(soap.string.contains("TerminationTimeChangeRejectedFault: too far: inner"));
+        let d = parse(soap.detail.as_deref().unwrap(), &Limits::default()).unwrap();
+        assert!(d.is(ns::WSRL, "TerminationTimeChangeRejectedFault"));
+        let ts = d.child(ns::WSBF, "Timestamp").unwrap().text();
+        assert!(time::parse_ms(&ts).is_some(), "{ts}");
+        assert_eq!(d.child(ns::WSBF, "ErrorCode").unwrap().text(), "max_lifetime");
+        assert_eq!(d.child(ns::WSBF, "Description").unwrap().text(), "too far");
+        let cause = d.child(ns::WSBF, "FaultCause").unwrap();
+        assert_eq!(cause.child(ns::WSBF, "Description").unwrap().text(), "inner");
+    }
+}

@@ -1,0 +1,350 @@
+//! Resource homes: the WS-Resources of one service, kept in memory for reads and written through
+//! to the store before any change is acknowledged. A home knows its resource property
+//! declarations, its key QName and its lifetime index; it knows nothing of what the resources mean.
+
+use super::faults::{BaseFault, FaultType};
+use super::lifetime::Sweeper;
+use crate::soap::envelope::Envelope;
+use crate::soap::epr::Epr;
+use crate::soap::xml::QName;
+use crate::store::{Row, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Mutex;
+
+/// Where a property's values come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Stored values, set by the service or by SetResourceProperties.
+    Stored,
+    /// The container's clock (`wsrl:CurrentTime`).
+    CurrentTime,
+    /// The resource's termination time (`wsrl:TerminationTime`, nil = never).
+    TerminationTime,
+}
+
+/// One declared resource property.
+#[derive(Clone, Debug)]
+pub struct PropertyDecl {
+    pub name: QName,
+    pub source: Source,
+    /// May SetResourceProperties insert, update or delete it?
+    pub modifiable: bool,
+    pub min_occurs: usize,
+    pub max_occurs: Option<usize>,
+}
+
+impl PropertyDecl {
+    pub fn read_only(ns: &str, local: &str) -> Self {
+        PropertyDecl { name: QName::new(ns, local), source: Source::Stored, modifiable: false, min_occurs: 0, max_occurs: None }
+    }
+    /// A read-only property computed by the container.
+    pub fn computed(ns: &str, local: &str, source: Source) -> Self {
+        PropertyDecl { name: QName::new(ns, local), source, modifiable: false, min_occurs: 1, max_occurs: Some(1) }
+    }
+    pub fn modifiable(ns: &str, local: &str, min: usize, max: Option<usize>) -> Self {
+        PropertyDecl { name: QName::new(ns, local), source: Source::Stored, modifiable: true, min_occurs: min, max_occurs: max }
+    }
+}
+
+/// The shape of a resource property document, in document order.
+#[derive(Clone, Debug)]
+pub struct ResourceType {
+    pub rp_root: QName,
+    pub props: Vec<PropertyDecl>,
+}
+
+impl ResourceType {
+    /// A lifetime-managed resource type: `props` followed by `wsrl:TerminationTime` and
+    /// `wsrl:CurrentTime`, as GT 4.0 orders them.
+    pub fn new(rp_root: QName, mut props: Vec<PropertyDecl>) -> Self {
+        use crate::soap::ns::WSRL;
+        props.push(PropertyDecl::computed(WSRL, "TerminationTime", Source::TerminationTime));
+        props.push(PropertyDecl::computed(WSRL, "CurrentTime", Source::CurrentTime));
+        ResourceType { rp_root, props }
+    }
+
+    pub fn index_of(&self, q: &QName) -> Option<usize> {
+        self.props.iter().position(|p| &p.name == q)
+    }
+}
+
+/// Who a resource belongs to (from the caller identity that created it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Owner {
+    /// Globus slash-form DN; None for anonymous.
+    pub dn: Option<String>,
+    pub fqans: Vec<String>,
+    /// Local account from the grid-mapfile, when there is one.
+    pub account: Option<String>,
+}
+
+/// The state of one resource.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceState {
+    pub key: String,
+    pub termination_ms: Option<i64>,
+    pub owner: Owner,
+    /// Property values aligned with `ResourceType::props`: serialized, self-contained elements.
+    pub values: Vec<Vec<String>>,
+    /// Service-private state (e.g. the typed workspace description), JSON.
+    pub data: serde_json::Value,
+    destroyed: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    owner: Owner,
+    values: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+impl ResourceState {
+    pub fn new(rtype: &ResourceType, owner: Owner, termination_ms: Option<i64>) -> Self {
+        ResourceState {
+            key: String::new(),
+            termination_ms,
+            owner,
+            values: vec![Vec::new(); rtype.props.len()],
+            data: serde_json::Value::Null,
+            destroyed: false,
+        }
+    }
+
+    /// Set the values of a declared property (panics on an undeclared one: a programming error).
+    pub fn set(&mut self, rtype: &ResourceType, ns: &str, local: &str, values: Vec<String>) {
+        let i = rtype.index_of(&QName::new(ns, local)).unwrap_or_else(|| panic!("undeclared property {{{ns}}}{local}"));
+        self.values[i] = values;
+    }
+
+    pub fn get(&self, rtype: &ResourceType, q: &QName) -> Option<&[String]> {
+        rtype.index_of(q).map(|i| self.values[i].as_slice())
+    }
+
+    fn to_record(&self, rtype: &ResourceType) -> String {
+        let values = rtype.props.iter().zip(&self.values).map(|(d, v)| (d.name.clark(), v.clone())).collect();
+        let r = Record { owner: self.owner.clone(), values, data: self.data.clone() };
+        serde_json::to_string(&r).expect("record serializes")
+    }
+
+    fn from_row(rtype: &ResourceType, row: &Row) -> Result<Self, String> {
+        let mut r: Record = serde_json::from_str(&row.record).map_err(|e| e.to_string())?;
+        let values = rtype.props.iter().map(|d| r.values.remove(&d.name.clark()).unwrap_or_default()).collect();
+        Ok(ResourceState {
+            key: row.key.clone(),
+            termination_ms: row.termination_ms,
+            owner: r.owner,
+            values,
+            data: r.data,
+            destroyed: false,
+        })
+    }
+}
+
+type Entry = Arc<Mutex<ResourceState>>;
+
+/// The resources of one service.
+pub struct Home {
+    pub service: String,
+    pub key_name: QName,
+    pub rtype: ResourceType,
+    map: RwLock<HashMap<String, Entry>>,
+    store: Store,
+    sweeper: Arc<Sweeper>,
+    index: usize,
+}
+
+impl Home {
+    /// Create a home, load its stored resources and register it with the sweeper.
+    pub fn open(
+        service: &str,
+        key_name: QName,
+        rtype: ResourceType,
+        store: Store,
+        sweeper: Arc<Sweeper>,
+    ) -> Result<Arc<Home>, crate::store::StoreError> {
+        let rows = store.load(service)?;
+        let mut map = HashMap::with_capacity(rows.len());
+        let mut deadlines = Vec::new();
+        for row in &rows {
+            match ResourceState::from_row(&rtype, row) {
+                Ok(st) => {
+                    if let Some(t) = st.termination_ms {
+                        deadlines.push((t, st.key.clone()));
+                    }
+                    map.insert(row.key.clone(), Arc::new(Mutex::new(st)));
+                }
+                Err(e) => tracing::error!(service, key = %row.key, error = %e, "unreadable stored resource skipped"),
+            }
+        }
+        let home = Arc::new_cyclic(|weak| Home {
+            service: service.to_string(),
+            key_name,
+            rtype,
+            map: RwLock::new(map),
+            store,
+            index: sweeper.register(weak.clone()),
+            sweeper: sweeper.clone(),
+        });
+        for (t, k) in deadlines {
+            home.sweeper.schedule(home.index, &k, None, Some(t));
+        }
+        tracing::info!(service, resources = rows.len(), "resource home loaded");
+        Ok(home)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.map.read().unwrap().keys().cloned().collect()
+    }
+
+    /// The EPR of a resource of this home, at `service_url`.
+    pub fn epr(&self, service_url: &str, key: &str) -> Epr {
+        Epr::with_key(service_url, self.key_name.clone(), key)
+    }
+
+    /// The resource key carried in the request's headers.
+    pub fn key_from(&self, env: &Envelope, unknown: FaultType) -> Result<String, BaseFault> {
+        match env.header_named(&self.key_name) {
+            Some(h) => Ok(h.text().trim().to_string()),
+            None => Err(BaseFault::new(
+                unknown,
+                format!("resource key {} missing from the request headers", self.key_name),
+            )),
+        }
+    }
+
+    fn entry(&self, key: &str) -> Option<Entry> {
+        self.map.read().unwrap().get(key).cloned()
+    }
+
+    fn unknown(&self, key: &str, kind: FaultType) -> BaseFault {
+        BaseFault::new(kind, format!("no {} resource with key '{key}'", self.service))
+    }
+
+    /// A fresh, unguessable resource key.
+    pub fn new_key() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Create a resource (with a fresh key unless `state.key` is set); returns once durable.
+    pub async fn create(&self, mut state: ResourceState) -> Result<String, BaseFault> {
+        if state.key.is_empty() {
+            state.key = Home::new_key();
+        }
+        let key = state.key.clone();
+        let row = Row {
+            service: self.service.clone(),
+            key: key.clone(),
+            termination_ms: state.termination_ms,
+            record: state.to_record(&self.rtype),
+        };
+        self.store.put(row).await?;
+        let t = state.termination_ms;
+        self.map.write().unwrap().insert(key.clone(), Arc::new(Mutex::new(state)));
+        self.sweeper.schedule(self.index, &key, None, t);
+        Ok(key)
+    }
+
+    /// Read a resource under its lock.
+    pub async fn read<R>(
+        &self,
+        key: &str,
+        unknown: FaultType,
+        f: impl FnOnce(&ResourceState) -> Result<R, BaseFault>,
+    ) -> Result<R, BaseFault> {
+        let e = self.entry(key).ok_or_else(|| self.unknown(key, unknown))?;
+        let st = e.lock().await;
+        if st.destroyed {
+            return Err(self.unknown(key, unknown));
+        }
+        f(&st)
+    }
+
+    /// Change a resource: `f` edits a copy; the copy is stored, then becomes the state. If `f`
+    /// or the store fails, nothing changes.
+    pub async fn update<R>(
+        &self,
+        key: &str,
+        unknown: FaultType,
+        f: impl FnOnce(&mut ResourceState) -> Result<R, BaseFault>,
+    ) -> Result<R, BaseFault> {
+        let e = self.entry(key).ok_or_else(|| self.unknown(key, unknown))?;
+        let mut st = e.lock().await;
+        if st.destroyed {
+            return Err(self.unknown(key, unknown));
+        }
+        let mut next = st.clone();
+        let r = f(&mut next)?;
+        let row = Row {
+            service: self.service.clone(),
+            key: key.to_string(),
+            termination_ms: next.termination_ms,
+            record: next.to_record(&self.rtype),
+        };
+        self.store.put(row).await?;
+        if next.termination_ms != st.termination_ms {
+            self.sweeper.schedule(self.index, key, st.termination_ms, next.termination_ms);
+        }
+        *st = next;
+        Ok(r)
+    }
+
+    /// Destroy a resource: `check` may refuse (e.g. authorisation); the deletion is durable
+    /// before the resource disappears.
+    pub async fn destroy(
+        &self,
+        key: &str,
+        unknown: FaultType,
+        check: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
+    ) -> Result<(), BaseFault> {
+        let e = self.entry(key).ok_or_else(|| self.unknown(key, unknown))?;
+        let mut st = e.lock().await;
+        if st.destroyed {
+            return Err(self.unknown(key, unknown));
+        }
+        check(&st)?;
+        if let Err(err) = self.store.delete(&self.service, key).await {
+            return Err(BaseFault::new(FaultType::ResourceNotDestroyed, format!("resource '{key}' not destroyed"))
+                .caused_by(err.into()));
+        }
+        st.destroyed = true;
+        self.map.write().unwrap().remove(key);
+        self.sweeper.schedule(self.index, key, st.termination_ms, None);
+        Ok(())
+    }
+
+    /// Called by the sweeper: destroy the resource if its termination time has really passed.
+    /// Returns false only when the store refused the deletion (the sweeper retries).
+    pub(crate) async fn expire(&self, key: &str, now_ms: i64) -> bool {
+        let r = self
+            .destroy(key, FaultType::RlResourceUnknown, |st| match st.termination_ms {
+                Some(t) if t <= now_ms => Ok(()),
+                _ => Err(BaseFault::new(FaultType::Internal, "termination time moved")),
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                tracing::info!(service = %self.service, key, "resource destroyed: termination time reached");
+                true
+            }
+            Err(e) if e.kind == FaultType::ResourceNotDestroyed => {
+                tracing::error!(service = %self.service, key, error = %e, "scheduled destruction failed; will retry");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(service = %self.service, key, error = %e, "scheduled destruction skipped");
+                true
+            }
+        }
+    }
+}

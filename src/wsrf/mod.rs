@@ -1,0 +1,14 @@
+//! The WSRF layer: resource homes, resource properties, lifetime and base faults, generic over
+//! what the resources are. Services compose these operations; nothing here knows about VMs.
+
+pub mod faults;
+pub mod home;
+pub mod lifetime;
+pub mod notification;
+pub mod properties;
+pub mod time;
+
+pub use faults::{BaseFault, FaultType};
+pub use home::{Home, Owner, PropertyDecl, ResourceState, ResourceType};
+pub use lifetime::{LifetimePolicy, Sweeper};
+pub use properties::Access;

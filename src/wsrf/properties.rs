@@ -1,0 +1,291 @@
+//! WS-ResourceProperties (2004/06): GetResourceProperty, GetMultipleResourceProperties,
+//! QueryResourceProperties (XPath 1.0 through libxml2) and SetResourceProperties (Insert, Update,
+//! Delete; all-or-nothing) over a home's resource property documents.
+
+use super::faults::{BaseFault, FaultType};
+use super::home::{Home, ResourceState, ResourceType, Source};
+use super::time;
+use crate::soap::ns;
+use crate::soap::xml::{Element, QName};
+
+/// Which WSRF operation a guard is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A dateTime-valued property element (nil when None).
+fn time_xml(name: &QName, t: Option<i64>) -> String {
+    match t {
+        Some(t) => format!("<p:{0} xmlns:p=\"{1}\">{2}</p:{0}>", name.local, name.ns, time::format_ms(t)),
+        None => format!("<p:{} xmlns:p=\"{}\" xmlns:xsi=\"{}\" xsi:nil=\"true\"/>", name.local, name.ns, ns::XSI),
+    }
+}
+
+/// Append the values of property `q` to `out`.
+fn write_values(rtype: &ResourceType, st: &ResourceState, q: &QName, out: &mut String) -> Result<(), BaseFault> {
+    let i = rtype
+        .index_of(q)
+        .ok_or_else(|| BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark()))?;
+    write_decl(rtype, st, i, out);
+    Ok(())
+}
+
+fn write_decl(rtype: &ResourceType, st: &ResourceState, i: usize, out: &mut String) {
+    let d = &rtype.props[i];
+    match d.source {
+        Source::Stored => st.values[i].iter().for_each(|v| out.push_str(v)),
+        Source::CurrentTime => out.push_str(&time_xml(&d.name, Some(time::now_ms()))),
+        Source::TerminationTime => out.push_str(&time_xml(&d.name, st.termination_ms)),
+    }
+}
+
+fn qname_of(el: &Element, text: &str) -> Result<QName, BaseFault> {
+    el.resolve_qname(text)
+        .map_err(|e| BaseFault::new(FaultType::InvalidResourcePropertyQName, format!("invalid resource property QName: {e}")))
+}
+
+/// GetResourceProperty: the body's text is a QName.
+pub async fn get(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
+) -> Result<String, BaseFault> {
+    let q = qname_of(req, &req.text())?;
+    home.read(key, FaultType::RpResourceUnknown, |st| {
+        guard(st, Access::Read)?;
+        let mut out = String::with_capacity(256);
+        out.push_str("<GetResourcePropertyResponse xmlns=\"");
+        out.push_str(ns::WSRP);
+        out.push_str("\">");
+        write_values(&home.rtype, st, &q, &mut out)?;
+        out.push_str("</GetResourcePropertyResponse>");
+        Ok(out)
+    })
+    .await
+}
+
+/// GetMultipleResourceProperties: values of every requested property, in request order.
+pub async fn get_multiple(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
+) -> Result<String, BaseFault> {
+    let mut names = Vec::new();
+    for rp in req.elements() {
+        if !rp.is(ns::WSRP, "ResourceProperty") {
+            return Err(BaseFault::new(
+                FaultType::InvalidResourcePropertyQName,
+                format!("unexpected element {} in GetMultipleResourceProperties", rp.name),
+            ));
+        }
+        names.push(qname_of(rp, &rp.text())?);
+    }
+    if names.is_empty() {
+        return Err(BaseFault::new(FaultType::InvalidResourcePropertyQName, "no ResourceProperty requested"));
+    }
+    home.read(key, FaultType::RpResourceUnknown, |st| {
+        guard(st, Access::Read)?;
+        let mut out = format!("<GetMultipleResourcePropertiesResponse xmlns=\"{}\">", ns::WSRP);
+        for q in &names {
+            write_values(&home.rtype, st, q, &mut out)?;
+        }
+        out.push_str("</GetMultipleResourcePropertiesResponse>");
+        Ok(out)
+    })
+    .await
+}
+
+/// The whole resource property document of a resource.
+pub fn document(rtype: &ResourceType, st: &ResourceState) -> String {
+    let mut out = format!("<rp:{} xmlns:rp=\"{}\">", rtype.rp_root.local, rtype.rp_root.ns);
+    for i in 0..rtype.props.len() {
+        write_decl(rtype, st, i, &mut out);
+    }
+    out.push_str(&format!("</rp:{}>", rtype.rp_root.local));
+    out
+}
+
+/// QueryResourceProperties with the XPath 1.0 dialect, evaluated by libxml2 against the
+/// resource property document. Prefixes in the expression resolve against the namespace
+/// declarations in scope on the QueryExpression element.
+pub async fn query(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
+) -> Result<String, BaseFault> {
+    let qe = req
+        .child(ns::WSRP, "QueryExpression")
+        .ok_or_else(|| BaseFault::new(FaultType::InvalidQueryExpression, "QueryResourceProperties has no QueryExpression"))?;
+    let dialect = qe.attr("", "Dialect").unwrap_or("").trim();
+    if dialect != ns::XPATH_DIALECT {
+        return Err(BaseFault::new(
+            FaultType::UnknownQueryExpressionDialect,
+            format!("query dialect '{dialect}' is not supported; use {}", ns::XPATH_DIALECT),
+        ));
+    }
+    let expr = qe.text();
+    let doc = home
+        .read(key, FaultType::RpResourceUnknown, |st| {
+            guard(st, Access::Read)?;
+            Ok(document(&home.rtype, st))
+        })
+        .await?;
+    let results = xpath::evaluate(&doc, expr.trim(), &qe.scope)?;
+    Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
+}
+
+mod xpath {
+    //! libxml2 XPath evaluation (libxml objects never cross an await).
+    use super::{BaseFault, FaultType};
+    use crate::soap::xml::escape;
+    use libxml::bindings::xmlXPathObjectType_XPATH_NODESET;
+    use libxml::parser::Parser;
+    use libxml::tree::{Document, NodeType};
+    use libxml::xpath::{Context, Expression};
+
+    pub fn evaluate(doc_xml: &str, expr: &str, scope: &[(String, String)]) -> Result<String, BaseFault> {
+        if expr.is_empty() {
+            return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression"));
+        }
+        let compiled = Expression::compile(expr).map_err(|e| {
+            BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
+        })?;
+        let doc = Parser::default()
+            .parse_string(doc_xml)
+            .map_err(|e| BaseFault::internal(format!("resource property document unreadable: {e:?}")))?;
+        let ctx = Context::new(&doc).map_err(|_| BaseFault::internal("XPath context"))?;
+        for (p, u) in scope {
+            if !p.is_empty() {
+                let _ = ctx.register_namespace(p, u);
+            }
+        }
+        let obj = ctx.evaluate_compiled(&compiled).map_err(|e| {
+            BaseFault::new(FaultType::QueryEvaluationError, format!("XPath '{expr}' could not be evaluated: {e}"))
+        })?;
+        // SAFETY: obj.ptr is a valid xmlXPathObjectPtr owned by `obj` for this scope.
+        let kind = unsafe { (*obj.ptr).type_ };
+        let mut out = String::new();
+        if kind == xmlXPathObjectType_XPATH_NODESET {
+            for node in obj.get_nodes_as_vec() {
+                match node.get_type() {
+                    Some(NodeType::ElementNode) => {
+                        // Copy into a fresh document so every namespace in use gets declared.
+                        let copy = Document::dup_node_into_new_doc(&node)
+                            .map_err(|_| BaseFault::internal("copying XPath result"))?;
+                        let root = copy.get_root_element().ok_or_else(|| BaseFault::internal("empty copy"))?;
+                        out.push_str(&copy.node_to_string(&root));
+                    }
+                    _ => out.push_str(&escape(&node.get_content())),
+                }
+            }
+        } else {
+            out.push_str(&escape(&obj.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// One component of a SetResourceProperties request.
+enum Change {
+    Insert(QName, Vec<String>),
+    Update(QName, Vec<String>),
+    Delete(QName),
+}
+
+fn same_qname(kind: &str, children: &[&Element]) -> Result<QName, BaseFault> {
+    let first = children.first().ok_or_else(|| {
+        BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, format!("{kind} holds no property element"))
+    })?;
+    if children.iter().any(|c| c.name != first.name) {
+        return Err(BaseFault::new(
+            FaultType::InvalidSetResourcePropertiesRequestContent,
+            format!("{kind} mixes different properties; one {kind} may hold values of one property only"),
+        ));
+    }
+    Ok(first.name.clone())
+}
+
+fn parse_changes(req: &Element) -> Result<Vec<Change>, BaseFault> {
+    let mut changes = Vec::new();
+    for c in req.elements() {
+        let kids: Vec<&Element> = c.elements().collect();
+        let values = || kids.iter().map(|k| k.to_fragment()).collect::<Vec<_>>();
+        match (c.name.ns.as_str(), c.name.local.as_str()) {
+            (ns::WSRP, "Insert") => changes.push(Change::Insert(same_qname("Insert", &kids)?, values())),
+            (ns::WSRP, "Update") => changes.push(Change::Update(same_qname("Update", &kids)?, values())),
+            (ns::WSRP, "Delete") => {
+                let text = c.attr("", "ResourceProperty").ok_or_else(|| {
+                    BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, "Delete without ResourceProperty attribute")
+                })?;
+                changes.push(Change::Delete(qname_of(c, text)?));
+            }
+            _ => {
+                return Err(BaseFault::new(
+                    FaultType::InvalidSetResourcePropertiesRequestContent,
+                    format!("unexpected element {} in SetResourceProperties (expected Insert, Update or Delete)", c.name),
+                ))
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Err(BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, "SetResourceProperties is empty"));
+    }
+    Ok(changes)
+}
+
+fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result<(), BaseFault> {
+    let q = match &change {
+        Change::Insert(q, _) | Change::Update(q, _) | Change::Delete(q) => q.clone(),
+    };
+    let i = rtype.index_of(&q).ok_or_else(|| BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark()))?;
+    let decl = &rtype.props[i];
+    if !decl.modifiable {
+        return Err(BaseFault::new(FaultType::UnableToModifyResourceProperty, format!("{} is read-only", q.clark())));
+    }
+    let next: Vec<String> = match change {
+        Change::Insert(_, v) => st.values[i].iter().cloned().chain(v).collect(),
+        Change::Update(_, v) => v,
+        Change::Delete(_) => Vec::new(),
+    };
+    if next.len() < decl.min_occurs || decl.max_occurs.is_some_and(|m| next.len() > m) {
+        return Err(BaseFault::new(
+            FaultType::InvalidSetResourcePropertiesRequestContent,
+            format!(
+                "{} would have {} values; it takes {}..{}",
+                q.clark(),
+                next.len(),
+                decl.min_occurs,
+                decl.max_occurs.map_or("unbounded".to_string(), |m| m.to_string())
+            ),
+        ));
+    }
+    st.values[i] = next;
+    Ok(())
+}
+
+/// SetResourceProperties: every component applies, or none does; `touch` then lets the service
+/// record the change (e.g. a lastModified property).
+pub async fn set(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
+    touch: impl FnOnce(&mut ResourceState),
+) -> Result<String, BaseFault> {
+    let changes = parse_changes(req)?;
+    home.update(key, FaultType::RpResourceUnknown, |st| {
+        guard(st, Access::Write)?;
+        for c in changes {
+            apply(&home.rtype, st, c)?;
+        }
+        touch(st);
+        Ok(())
+    })
+    .await?;
+    Ok(format!("<SetResourcePropertiesResponse xmlns=\"{}\"/>", ns::WSRP))
+}
