@@ -1,0 +1,37 @@
+# vws — two commands do all set-up on a fresh Debian machine:
+#   make run    install what is needed, build, start vwsd (SQLite store in ./var)
+#   make test   install what is needed, build, run every test
+SHELL := /bin/bash
+APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3
+CARGO ?= cargo
+CONFIG ?= conf/vwsd.toml
+
+.PHONY: run test deps build bench clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --locked
+
+run: build
+	mkdir -p var
+	./target/release/vwsd --config $(CONFIG)
+
+test: build
+	$(CARGO) test --release --locked -- --test-threads=2
+
+bench: build
+	$(CARGO) bench --locked --bench wsrf
+	./benches/getrp.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf var
