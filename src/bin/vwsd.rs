@@ -1,6 +1,9 @@
 //! `vwsd`: the vws container. `vwsd --config conf/vwsd.toml [--http ADDR:PORT] [--data DIR]`.
 
 use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 #[derive(Parser)]
