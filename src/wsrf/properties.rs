@@ -286,6 +286,13 @@ pub async fn set(
         touch(st);
         Ok(())
     })
-    .await?;
+    .await
+    .map_err(|e| match e.kind {
+        // The request was fine but could not be carried out (e.g. the store failed).
+        FaultType::Internal => {
+            BaseFault::new(FaultType::SetResourcePropertyRequestFailed, "the property changes were not applied").caused_by(e)
+        }
+        _ => e,
+    })?;
     Ok(format!("<SetResourcePropertiesResponse xmlns=\"{}\"/>", ns::WSRP))
 }
