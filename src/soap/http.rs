@@ -112,6 +112,8 @@ enum BodyError {
 
 async fn read_body(body: Incoming, cfg: &HttpConfig) -> Result<Bytes, BodyError> {
     let mut body = body;
+    // Most requests arrive in one frame: keep it without copying; gather only when there are more.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     let deadline = tokio::time::Instant::now() + cfg.body_total_timeout;
     loop {
@@ -121,14 +123,22 @@ async fn read_body(body: Incoming, cfg: &HttpConfig) -> Result<Bytes, BodyError>
             _ = tokio::time::sleep_until(deadline) => return Err(BodyError::Total),
         };
         match frame {
-            None => return Ok(buf.freeze()),
+            None => return Ok(if buf.is_empty() { first.unwrap_or_default() } else { buf.freeze() }),
             Some(Err(e)) => return Err(BodyError::Io(e.to_string())),
             Some(Ok(f)) => {
                 if let Ok(data) = f.into_data() {
-                    if buf.len() + data.len() > cfg.max_body_bytes {
+                    let have = first.as_ref().map_or(0, |b| b.len()) + buf.len();
+                    if have + data.len() > cfg.max_body_bytes {
                         return Err(BodyError::TooLarge(cfg.max_body_bytes));
                     }
-                    buf.extend_from_slice(&data);
+                    match first.take() {
+                        None if buf.is_empty() => first = Some(data),
+                        Some(prev) => {
+                            buf.extend_from_slice(&prev);
+                            buf.extend_from_slice(&data);
+                        }
+                        None => buf.extend_from_slice(&data),
+                    }
                 }
             }
         }
