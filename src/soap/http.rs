@@ -301,7 +301,12 @@ pub async fn serve<D: Dispatcher>(
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                        if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
+                            // hyper answered (431/400) or closed before our handler ran.
+                            tracing::warn!(%peer, error = %e, "refused HTTP request before dispatch (malformed or oversized request line/headers, or stalled)");
+                        } else {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
                     }
                 });
             }

@@ -10,11 +10,16 @@ pub struct Policy {
     /// "vm", "dynamic account".
     pub allowed_categories: Vec<String>,
     pub allowed_vmms: Vec<Vmm>,
-    /// Ceiling on the RAM a workspace may ask for (its max), MiB.
+    // The ceilings below are unlimited when their line is left out of a [policy] section
+    // (field-level defaults); a config without any [policy] section gets `Policy::default()`.
+    /// Ceiling on the RAM a workspace may ask for (its min must fit), MiB.
+    #[serde(default)]
     pub max_ram_mib: Option<u64>,
     /// Ceiling on the disk space a workspace needs at least (sum of disk mins), MiB.
+    #[serde(default)]
     pub max_disk_mib: Option<u64>,
     /// Longest lifetime, seconds; None = unlimited.
+    #[serde(default)]
     pub max_lifetime_secs: Option<u64>,
     /// Lifetime of a workspace whose description has no lifeCycle, seconds.
     pub default_lifetime_secs: u64,
@@ -103,6 +108,15 @@ mod tests {
             software: None,
             capability: None,
         }
+    }
+
+    #[test]
+    fn left_out_ceilings_are_unlimited() {
+        let p: Policy = toml::from_str("allowed_vmms = [\"xen\"]").unwrap();
+        assert_eq!((p.max_ram_mib, p.max_disk_mib, p.max_lifetime_secs), (None, None, None));
+        assert_eq!(p.default_lifetime_secs, Policy::default().default_lifetime_secs);
+        let p: Policy = toml::from_str("max_lifetime_secs = 60").unwrap();
+        assert_eq!(p.max_lifetime_secs, Some(60));
     }
 
     #[test]

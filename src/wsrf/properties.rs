@@ -148,6 +148,13 @@ mod xpath {
     use libxml::tree::{Document, NodeType};
     use libxml::xpath::{Context, Expression};
 
+    /// libxml2 XPath error codes (xmlerror.h) that mean the expression itself is malformed, as
+    /// opposed to failing against this document or context (undefined variable, unknown function,
+    /// undeclared prefix, invalid operand types).
+    fn is_syntax_error(code: i32) -> bool {
+        matches!(code, 1201..=1204 | 1206..=1208 | 1212 | 1216 | 1220 | 1221)
+    }
+
     pub fn evaluate(doc_xml: &str, expr: &str, scope: &[(String, String)]) -> Result<String, BaseFault> {
         if expr.is_empty() {
             return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression"));
@@ -165,7 +172,12 @@ mod xpath {
             }
         }
         let obj = ctx.evaluate_compiled(&compiled).map_err(|e| {
-            BaseFault::new(FaultType::QueryEvaluationError, format!("XPath '{expr}' could not be evaluated: {e}"))
+            // libxml2 finds some malformed expressions (e.g. `count(`) only when running them.
+            if is_syntax_error(e.code) {
+                BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
+            } else {
+                BaseFault::new(FaultType::QueryEvaluationError, format!("XPath '{expr}' could not be evaluated: {e}"))
+            }
         })?;
         // SAFETY: obj.ptr is a valid xmlXPathObjectPtr owned by `obj` for this scope.
         let kind = unsafe { (*obj.ptr).type_ };
