@@ -41,8 +41,7 @@ fn value_xml(v: i64) -> String {
 
 fn read_value(st: &ResourceState, home: &Home) -> i64 {
     st.get(&home.rtype, &QName::new(COUNTER, "Value"))
-        .and_then(|v| v.first())
-        .and_then(|x| crate::soap::xml::parse(x, &Default::default()).ok())
+        .and_then(|v| crate::soap::xml::parse(&v.xml, &Default::default()).ok())
         .and_then(|e| e.text().trim().parse().ok())
         .unwrap_or(0)
 }

@@ -86,7 +86,7 @@ pub fn new_resource(
         "CurrentState",
         vec![format!("<n:CurrentState xmlns:n=\"{NIMBUS}\">{}</n:CurrentState>", state.as_str())],
     );
-    st.data = serde_json::to_value(WorkspaceData { description, state, created_ms: now }).expect("serializable");
+    st.set_data(&serde_json::to_string(&WorkspaceData { description, state, created_ms: now }).expect("serializable"));
     st
 }
 

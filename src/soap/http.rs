@@ -110,19 +110,33 @@ enum BodyError {
     Io(String),
 }
 
+/// The next body frame: taken at once when it is already there (the common case: the whole
+/// body came with the headers), otherwise awaited under the idle and total deadlines.
+async fn next_frame(
+    body: &mut Incoming,
+    cfg: &HttpConfig,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, BodyError> {
+    let mut fut = std::pin::pin!(body.frame());
+    let ready = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(f) = ready {
+        return Ok(f);
+    }
+    let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.body_total_timeout);
+    tokio::select! {
+        r = tokio::time::timeout(cfg.body_idle_timeout, fut) => r.map_err(|_| BodyError::Idle),
+        _ = tokio::time::sleep_until(until) => Err(BodyError::Total),
+    }
+}
+
 async fn read_body(body: Incoming, cfg: &HttpConfig) -> Result<Bytes, BodyError> {
     let mut body = body;
     // Most requests arrive in one frame: keep it without copying; gather only when there are more.
     let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
-    let deadline = tokio::time::Instant::now() + cfg.body_total_timeout;
+    let mut deadline = None;
     loop {
-        let next = tokio::time::timeout(cfg.body_idle_timeout, body.frame());
-        let frame = tokio::select! {
-            r = next => r.map_err(|_| BodyError::Idle)?,
-            _ = tokio::time::sleep_until(deadline) => return Err(BodyError::Total),
-        };
-        match frame {
+        match next_frame(&mut body, cfg, &mut deadline).await? {
             None => return Ok(if buf.is_empty() { first.unwrap_or_default() } else { buf.freeze() }),
             Some(Err(e)) => return Err(BodyError::Io(e.to_string())),
             Some(Ok(f)) => {

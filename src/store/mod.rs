@@ -87,16 +87,25 @@ impl Store {
         &self.path
     }
 
-    /// Every row of a service (used once, at start-up).
+    /// Every row of a service (tests, tools).
     pub fn load(&self, service: &str) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each(service, |r| rows.push(r))?;
+        Ok(rows)
+    }
+
+    /// Visit every row of a service, one at a time (start-up: no second copy of the store in
+    /// memory). Returns the number of rows.
+    pub fn for_each(&self, service: &str, mut f: impl FnMut(Row)) -> Result<usize, StoreError> {
         let conn = Connection::open(&self.path)?;
         let mut st = conn.prepare("SELECT key, termination_ms, record FROM resources WHERE service = ?1")?;
-        let rows = st
-            .query_map(params![service], |r| {
-                Ok(Row { service: service.to_string(), key: r.get(0)?, termination_ms: r.get(1)?, record: r.get(2)? })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let mut rows = st.query(params![service])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            f(Row { service: service.to_string(), key: r.get(0)?, termination_ms: r.get(1)?, record: r.get(2)? });
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Read one row directly from disk (tests, tools).

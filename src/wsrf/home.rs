@@ -3,6 +3,7 @@
 //! declarations, its key QName and its lifetime index; it knows nothing of what the resources mean.
 
 use super::faults::{BaseFault, FaultType};
+use super::intern::intern;
 use super::lifetime::Sweeper;
 use crate::soap::envelope::Envelope;
 use crate::soap::epr::Epr;
@@ -80,25 +81,42 @@ pub struct Owner {
     pub account: Option<String>,
 }
 
+/// The values of one stored property: `count` elements, serialized back to back (shared text).
+#[derive(Clone, Debug)]
+pub struct Values {
+    pub count: u32,
+    pub xml: Arc<str>,
+}
+
+impl Values {
+    pub fn new(values: &[String]) -> Values {
+        Values { count: values.len() as u32, xml: intern(&values.concat()) }
+    }
+    pub fn empty() -> Values {
+        Values { count: 0, xml: intern("") }
+    }
+}
+
 /// The state of one resource.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ResourceState {
     pub key: String,
     pub termination_ms: Option<i64>,
     pub owner: Owner,
-    /// Property values aligned with `ResourceType::props`: serialized, self-contained elements.
-    pub values: Vec<Vec<String>>,
-    /// Service-private state (e.g. the typed workspace description), JSON.
-    pub data: serde_json::Value,
+    /// Property values aligned with `ResourceType::props` (computed properties stay empty).
+    pub values: Box<[Values]>,
+    /// Service-private state (e.g. the workspace description and life-cycle state) as JSON text.
+    pub data: Arc<str>,
     destroyed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Record {
     owner: Owner,
-    values: BTreeMap<String, Vec<String>>,
+    /// Clark name -> (count, concatenated elements).
+    values: BTreeMap<String, (u32, String)>,
     #[serde(default)]
-    data: serde_json::Value,
+    data: String,
 }
 
 impl ResourceState {
@@ -107,8 +125,8 @@ impl ResourceState {
             key: String::new(),
             termination_ms,
             owner,
-            values: vec![Vec::new(); rtype.props.len()],
-            data: serde_json::Value::Null,
+            values: vec![Values::empty(); rtype.props.len()].into_boxed_slice(),
+            data: intern(""),
             destroyed: false,
         }
     }
@@ -116,28 +134,47 @@ impl ResourceState {
     /// Set the values of a declared property (panics on an undeclared one: a programming error).
     pub fn set(&mut self, rtype: &ResourceType, ns: &str, local: &str, values: Vec<String>) {
         let i = rtype.index_of(&QName::new(ns, local)).unwrap_or_else(|| panic!("undeclared property {{{ns}}}{local}"));
-        self.values[i] = values;
+        self.values[i] = Values::new(&values);
     }
 
-    pub fn get(&self, rtype: &ResourceType, q: &QName) -> Option<&[String]> {
-        rtype.index_of(q).map(|i| self.values[i].as_slice())
+    /// The serialized values of a property.
+    pub fn get(&self, rtype: &ResourceType, q: &QName) -> Option<&Values> {
+        rtype.index_of(q).map(|i| &self.values[i])
+    }
+
+    /// Set the service-private data (JSON text).
+    pub fn set_data(&mut self, json: &str) {
+        self.data = intern(json);
     }
 
     fn to_record(&self, rtype: &ResourceType) -> String {
-        let values = rtype.props.iter().zip(&self.values).map(|(d, v)| (d.name.clark(), v.clone())).collect();
-        let r = Record { owner: self.owner.clone(), values, data: self.data.clone() };
+        let values = rtype
+            .props
+            .iter()
+            .zip(self.values.iter())
+            .filter(|(d, v)| d.source == Source::Stored && v.count > 0)
+            .map(|(d, v)| (d.name.clark(), (v.count, v.xml.to_string())))
+            .collect();
+        let r = Record { owner: self.owner.clone(), values, data: self.data.to_string() };
         serde_json::to_string(&r).expect("record serializes")
     }
 
     fn from_row(rtype: &ResourceType, row: &Row) -> Result<Self, String> {
         let mut r: Record = serde_json::from_str(&row.record).map_err(|e| e.to_string())?;
-        let values = rtype.props.iter().map(|d| r.values.remove(&d.name.clark()).unwrap_or_default()).collect();
+        let values = rtype
+            .props
+            .iter()
+            .map(|d| match r.values.remove(&d.name.clark()) {
+                Some((count, xml)) => Values { count, xml: intern(&xml) },
+                None => Values::empty(),
+            })
+            .collect();
         Ok(ResourceState {
             key: row.key.clone(),
             termination_ms: row.termination_ms,
             owner: r.owner,
             values,
-            data: r.data,
+            data: intern(&r.data),
             destroyed: false,
         })
     }
@@ -165,20 +202,17 @@ impl Home {
         store: Store,
         sweeper: Arc<Sweeper>,
     ) -> Result<Arc<Home>, crate::store::StoreError> {
-        let rows = store.load(service)?;
-        let mut map = HashMap::with_capacity(rows.len());
+        let mut map = HashMap::new();
         let mut deadlines = Vec::new();
-        for row in &rows {
-            match ResourceState::from_row(&rtype, row) {
-                Ok(st) => {
-                    if let Some(t) = st.termination_ms {
-                        deadlines.push((t, st.key.clone()));
-                    }
-                    map.insert(row.key.clone(), Arc::new(Mutex::new(st)));
+        let loaded = store.for_each(service, |row| match ResourceState::from_row(&rtype, &row) {
+            Ok(st) => {
+                if let Some(t) = st.termination_ms {
+                    deadlines.push((t, st.key.clone()));
                 }
-                Err(e) => tracing::error!(service, key = %row.key, error = %e, "unreadable stored resource skipped"),
+                map.insert(row.key, Arc::new(Mutex::new(st)));
             }
-        }
+            Err(e) => tracing::error!(service, key = %row.key, error = %e, "unreadable stored resource skipped"),
+        })?;
         let home = Arc::new_cyclic(|weak| Home {
             service: service.to_string(),
             key_name,
@@ -191,7 +225,7 @@ impl Home {
         for (t, k) in deadlines {
             home.sweeper.schedule(home.index, &k, None, Some(t));
         }
-        tracing::info!(service, resources = rows.len(), "resource home loaded");
+        tracing::info!(service, resources = home.len(), rows = loaded, "resource home loaded");
         Ok(home)
     }
 

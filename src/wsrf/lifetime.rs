@@ -70,17 +70,22 @@ impl Sweeper {
         (due, q.first().map(|e| e.0))
     }
 
-    /// Destroy everything due now; returns how many entries were handled.
+    /// Destroy everything due now, concurrently so the store commits the deletions together;
+    /// returns how many entries were handled and the next deadline.
     pub async fn sweep_once(&self, now: i64) -> (usize, Option<i64>) {
         let (due, next) = self.take_due(now);
         let n = due.len();
+        let mut tasks = tokio::task::JoinSet::new();
         for (h, key) in due {
             let home = self.homes.read().unwrap().get(h).and_then(Weak::upgrade);
             if let Some(home) = home {
-                if !home.expire(&key, now).await {
-                    // The store refused: try again shortly rather than forget the deadline.
-                    self.schedule(h, &key, None, Some(now + 1000));
-                }
+                tasks.spawn(async move { (h, home.expire(&key, now).await, key) });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((h, false, key)) = done {
+                // The store refused: try again shortly rather than forget the deadline.
+                self.schedule(h, &key, None, Some(now + 1000));
             }
         }
         (n, next)

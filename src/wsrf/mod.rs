@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod home;
+pub mod intern;
 pub mod lifetime;
 pub mod notification;
 pub mod properties;

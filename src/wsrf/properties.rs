@@ -35,7 +35,7 @@ fn write_values(rtype: &ResourceType, st: &ResourceState, q: &QName, out: &mut S
 fn write_decl(rtype: &ResourceType, st: &ResourceState, i: usize, out: &mut String) {
     let d = &rtype.props[i];
     match d.source {
-        Source::Stored => st.values[i].iter().for_each(|v| out.push_str(v)),
+        Source::Stored => out.push_str(&st.values[i].xml),
         Source::CurrentTime => out.push_str(&time_xml(&d.name, Some(time::now_ms()))),
         Source::TerminationTime => out.push_str(&time_xml(&d.name, st.termination_ms)),
     }
@@ -259,24 +259,25 @@ fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result
     if !decl.modifiable {
         return Err(BaseFault::new(FaultType::UnableToModifyResourceProperty, format!("{} is read-only", q.clark())));
     }
-    let next: Vec<String> = match change {
-        Change::Insert(_, v) => st.values[i].iter().cloned().chain(v).collect(),
-        Change::Update(_, v) => v,
-        Change::Delete(_) => Vec::new(),
+    let cur = &st.values[i];
+    let (count, xml) = match change {
+        Change::Insert(_, v) => (cur.count as usize + v.len(), format!("{}{}", cur.xml, v.concat())),
+        Change::Update(_, v) => (v.len(), v.concat()),
+        Change::Delete(_) => (0, String::new()),
     };
-    if next.len() < decl.min_occurs || decl.max_occurs.is_some_and(|m| next.len() > m) {
+    if count < decl.min_occurs || decl.max_occurs.is_some_and(|m| count > m) {
         return Err(BaseFault::new(
             FaultType::InvalidSetResourcePropertiesRequestContent,
             format!(
                 "{} would have {} values; it takes {}..{}",
                 q.clark(),
-                next.len(),
+                count,
                 decl.min_occurs,
                 decl.max_occurs.map_or("unbounded".to_string(), |m| m.to_string())
             ),
         ));
     }
-    st.values[i] = next;
+    st.values[i] = super::home::Values { count: count as u32, xml: super::intern::intern(&xml) };
     Ok(())
 }
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# GetResourceProperty benchmark of a real vwsd (second half of `make bench`): starts a release
+# vwsd on a free loopback port with a throw-away store, creates one workspace from
+# conf/samples/workspace.xml with the vws client, then runs ../shared/bench/getrp-ab.sh
+# (ApacheBench, keep-alive) for {nimbus}CurrentState and {vws}hardware, and stops vwsd (SIGTERM).
+# Goals: median <= 0.05 ms with 1 client, >= 60,000 req/s with 16 clients.
+# env: VWSD / VWS (binaries, default target/release/...), VWS_LOG (vwsd log level, default info),
+#      and getrp-ab.sh's own knobs (N_LAT, N_TPUT, CONC, N_WARM, KEEPALIVE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VWSD="${VWSD:-target/release/vwsd}"
+VWS="${VWS:-target/release/vws}"
+AB_SCRIPT=../shared/bench/getrp-ab.sh
+for f in "$VWSD" "$VWS"; do
+  [ -x "$f" ] || { echo "getrp.sh: $f not found; run: cargo build --release" >&2; exit 2; }
+done
+[ -f "$AB_SCRIPT" ] || { echo "getrp.sh: $AB_SCRIPT not found" >&2; exit 2; }
+
+T="$(mktemp -d)"
+PID=""
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$PID" 2>/dev/null && kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+cat > "$T/vwsd.toml" <<EOF
+[server]
+http = "127.0.0.1:0"
+data = "$T/data"
+shutdown_grace_secs = 5
+EOF
+VWS_LOG="${VWS_LOG:-info}" "$VWSD" --config "$T/vwsd.toml" > "$T/stdout" 2> "$T/vwsd.log" &
+PID=$!
+ADDR=""
+for _ in $(seq 1 100); do
+  ADDR="$(sed -n 's#^vwsd listening on http://##p' "$T/stdout" | head -n1)"
+  [ -n "$ADDR" ] && break
+  kill -0 "$PID" 2>/dev/null || { echo "getrp.sh: vwsd exited:" >&2; cat "$T/vwsd.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$ADDR" ] || { echo "getrp.sh: vwsd did not start listening" >&2; cat "$T/vwsd.log" >&2; exit 1; }
+BASE="http://$ADDR/wsrf/services"
+
+"$VWS" --service "$BASE/WorkspaceFactoryService" create conf/samples/workspace.xml --epr-out "$T/epr.xml" > /dev/null
+echo "vwsd $("$VWSD" --version 2>/dev/null | awk '{print $2}') pid $PID on $ADDR; workspace EPR:"
+sed 's/^/  /' "$T/epr.xml"
+
+status=0
+for q in '{http://www.globus.org/2008/06/workspace}CurrentState' '{http://vws.dev/2026/11/workspace}hardware'; do
+  echo
+  RP_QNAME="$q" "$AB_SCRIPT" "$BASE/WorkspaceService" "$T/epr.xml" | tee "$T/ab.txt" || status=$?
+  # verdicts against the goals, from getrp-ab.sh's summary lines
+  awk '/^1 client/ { for (i = 1; i <= NF; i++) if ($i == "median") m = $(i + 1);
+                     printf "  1 client median %s ms (goal <= 0.05): %s\n", m, (m + 0 <= 0.05 ? "PASS" : "FAIL") }
+       /^[0-9]+ clients/ && $1 >= 16 { r = $4;
+                     printf "  %s clients %s req/s (goal >= 60,000): %s\n", $1, r, (r + 0 >= 60000 ? "PASS" : "FAIL") }' "$T/ab.txt"
+done
+echo
+echo "note: $(nproc) CPUs shared by vwsd, ab and anything else running: numbers are noisy."
+rss=$(awk '/^VmRSS/{print $2, $3}' "/proc/$PID/status" 2>/dev/null || true)
+echo "vwsd RSS after the runs: ${rss:-?}"
+exit $status
