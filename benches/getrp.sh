@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VWSD="${VWSD:-target/release/vwsd}"
 VWS="${VWS:-target/release/vws}"
-AB_SCRIPT=../shared/bench/getrp-ab.sh
+SHARED=${VWS_SHARED:-../shared}; [ -d "$SHARED/bench" ] || SHARED=/work/shared
+AB_SCRIPT=$SHARED/bench/getrp-ab.sh
 for f in "$VWSD" "$VWS"; do
   [ -x "$f" ] || { echo "getrp.sh: $f not found; run: cargo build --release" >&2; exit 2; }
 done

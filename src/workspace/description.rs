@@ -183,6 +183,11 @@ pub struct Description {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
+/// Trim XML whitespace (space, tab, CR, LF) only, as xs:token / xs:collapse do.
+fn xml_trim(s: &str) -> &str {
+    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+}
+
 struct Cx<'a> {
     el: &'a Element,
     path: String,
@@ -198,39 +203,68 @@ impl<'a> Cx<'a> {
     fn sub(&self, el: &'a Element) -> Cx<'a> {
         Cx { el, path: format!("{}/{}", self.path, el.name.local) }
     }
-    /// Children, all of which must be in the vws namespace and among `allowed`.
+    /// Children, all of which must be in the vws namespace and among `allowed`, in the order of
+    /// `allowed` (the schema's xs:sequence; an entry may repeat). Text beside them is refused.
     fn children(&self, allowed: &[&str]) -> Result<Vec<Cx<'a>>, DescriptionError> {
+        self.no_text()?;
         let mut out = Vec::new();
+        let mut last = 0;
         for c in self.el.elements() {
             let cx = self.sub(c);
             if c.name.ns != VWS {
                 return Err(cx.err(format!("element {} is not in the workspace namespace {VWS}", c.name)));
             }
-            if !allowed.contains(&c.name.local.as_str()) {
-                return Err(cx.err(format!("unknown element '{}' (expected one of: {})", c.name.local, allowed.join(", "))));
+            let Some(pos) = allowed.iter().position(|a| *a == c.name.local) else {
+                return Err(if allowed.is_empty() {
+                    cx.err("no child elements are allowed here")
+                } else {
+                    cx.err(format!("unknown element '{}' (expected one of: {})", c.name.local, allowed.join(", ")))
+                });
+            };
+            if pos < last {
+                return Err(cx.err(format!(
+                    "element '{}' is out of order (the order is: {})",
+                    c.name.local,
+                    allowed.join(", ")
+                )));
             }
+            last = pos;
             out.push(cx);
         }
         Ok(out)
     }
+    /// No text content other than XML whitespace.
     fn no_text(&self) -> Result<(), DescriptionError> {
-        if self.el.elements().next().is_some() || self.el.text().trim().is_empty() {
-            Ok(())
-        } else {
+        let stray = self.el.children.iter().any(|n| matches!(n, crate::soap::xml::Node::Text(t) if !xml_trim(t).is_empty()));
+        if stray {
             Err(self.err("unexpected text content"))
+        } else {
+            Ok(())
         }
+    }
+    /// An element that must be empty: attributes only.
+    fn empty(&self) -> Result<(), DescriptionError> {
+        self.children(&[]).map(|_| ())
     }
     fn text(&self) -> Result<String, DescriptionError> {
-        if self.el.elements().next().is_some() {
-            return Err(self.err("expected text, found child elements"));
+        if let Some(c) = self.el.elements().next() {
+            return Err(self.sub(c).err("expected text, found a child element"));
         }
-        Ok(self.el.text().trim().to_string())
+        Ok(xml_trim(&self.el.text()).to_string())
     }
-    /// Attributes, all of which must be among `allowed` (xsi:type is always allowed).
+    /// Attributes, all of which must be among `allowed`; `xsi:schemaLocation` and
+    /// `xsi:noNamespaceSchemaLocation` are allowed anywhere, `xsi:type` only where the schema
+    /// has a derived type (`category`).
     fn check_attrs(&self, allowed: &[&str]) -> Result<(), DescriptionError> {
         for a in &self.el.attrs {
-            if a.name.ns == XSI && a.name.local == "type" {
+            if a.name.ns == XSI && matches!(a.name.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation") {
                 continue;
+            }
+            if a.name.ns == XSI && a.name.local == "type" && self.el.name.local == "category" {
+                match self.el.resolve_qname(&a.value) {
+                    Ok(q) if q.ns == VWS && (q.local == "vmCategoryType" || q.local == "categoryType") => continue,
+                    _ => return Err(self.err(format!("xsi:type '{}' is not a category type", a.value))),
+                }
             }
             if !a.name.ns.is_empty() || !allowed.contains(&a.name.local.as_str()) {
                 return Err(self.err(format!("unknown attribute '{}'", a.name.local)));
@@ -239,7 +273,7 @@ impl<'a> Cx<'a> {
         Ok(())
     }
     fn attr(&self, name: &str) -> Option<String> {
-        self.el.attr("", name).map(|s| s.trim().to_string())
+        self.el.attr("", name).map(|s| xml_trim(s).to_string())
     }
     fn req_attr(&self, name: &str) -> Result<String, DescriptionError> {
         self.attr(name).filter(|s| !s.is_empty()).ok_or_else(|| self.err(format!("attribute '{name}' is required")))
@@ -289,6 +323,12 @@ const VMMS: [(&str, Vmm); 3] = [("xen", Vmm::Xen), ("kvm", Vmm::Kvm), ("qemu", V
 
 fn read_category(cx: &Cx) -> Result<Category, DescriptionError> {
     cx.check_attrs(&[])?;
+    if cx.el.elements().next().is_none() {
+        let t = xml_trim(&cx.el.text()).to_string();
+        return Err(cx.err(format!(
+            "category needs a <name> (vm or dynamic account) and, for vm, a <vmm>; the text form '<category>{t}</category>' is not enough"
+        )));
+    }
     let (mut name, mut vmm, mut version) = (None, None, None);
     for c in cx.children(&["name", "vmm", "vmmVersion"])? {
         c.check_attrs(&[])?;
@@ -321,14 +361,15 @@ fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
     cx.check_attrs(&[])?;
     let mut hw = Hardware::default();
     for c in cx.children(&["ram", "cpu", "disk", "cdrom"])? {
-        c.no_text()?;
         match c.el.name.local.as_str() {
             "ram" => {
+                c.empty()?;
                 c.check_attrs(&["min", "max"])?;
                 let r = c.range()?;
                 c.once(&mut hw.ram, r)?
             }
             "cpu" => {
+                c.empty()?;
                 c.check_attrs(&["min", "max", "arch"])?;
                 let r = c.range()?;
                 if r.min == 0 {
@@ -362,6 +403,7 @@ fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
                 hw.disks.push(Disk { name, kind, access, size, image });
             }
             _ => {
+                c.empty()?;
                 c.check_attrs(&["name", "image"])?;
                 let image = c.req_attr("image")?;
                 check_url(&c, &image)?;
@@ -385,7 +427,7 @@ fn read_network(cx: &Cx) -> Result<Network, DescriptionError> {
     cx.check_attrs(&[])?;
     let mut net = Network::default();
     for c in cx.children(&["nic"])? {
-        c.no_text()?;
+        c.empty()?;
         c.check_attrs(&["name", "ipMethod", "address", "network"])?;
         let method = parse_enum(
             &c,
@@ -393,12 +435,10 @@ fn read_network(cx: &Cx) -> Result<Network, DescriptionError> {
             &[("dhcp", IpMethod::Dhcp), ("static", IpMethod::Static), ("allocate", IpMethod::Allocate)],
         )?;
         let address = c.attr("address");
-        if method == IpMethod::Static {
-            match &address {
-                Some(a) if a.parse::<std::net::IpAddr>().is_ok() => {}
-                Some(a) => return Err(c.err(format!("'{a}' is not an IP address"))),
-                None => return Err(c.err("a static NIC needs an 'address'")),
-            }
+        match &address {
+            Some(a) if a.parse::<std::net::IpAddr>().is_err() => return Err(c.err(format!("'{a}' is not an IP address"))),
+            None if method == IpMethod::Static => return Err(c.err("a static NIC needs an 'address'")),
+            _ => {}
         }
         net.nics.push(Nic { name: c.req_attr("name")?, method, address, network: c.attr("network") });
     }
@@ -410,7 +450,7 @@ fn read_software(cx: &Cx) -> Result<Software, DescriptionError> {
     let mut sw = Software::default();
     let mut os_seen = None;
     for c in cx.children(&["os", "library", "program"])? {
-        c.no_text()?;
+        c.empty()?;
         match c.el.name.local.as_str() {
             "os" => {
                 c.check_attrs(&["kernel", "distribution", "version"])?;
@@ -436,7 +476,7 @@ fn read_capability(cx: &Cx) -> Result<Capability, DescriptionError> {
     cx.check_attrs(&[])?;
     let mut cap = Capability::default();
     for c in cx.children(&["startup", "service"])? {
-        c.no_text()?;
+        c.empty()?;
         match c.el.name.local.as_str() {
             "startup" => {
                 c.check_attrs(&["program"])?;
@@ -466,7 +506,6 @@ impl Description {
             return Err(cx.err(format!("expected {{{VWS}}}virtualWorkspace, found {}", el.name)));
         }
         cx.check_attrs(&[])?;
-        cx.no_text()?;
         let (mut category, mut state, mut life_cycle) = (None, None, None);
         let (mut hardware, mut network, mut software, mut capability) = (None, None, None, None);
         let (mut epr, mut created, mut modified) = (None, None, None);
@@ -495,7 +534,12 @@ impl Description {
                 }
                 // Assigned by the service; accepted (and replaced) so that a description read
                 // back from a workspace can be submitted again.
-                "EPR" => c.once(&mut epr, ())?,
+                "EPR" => {
+                    if c.el.child(crate::soap::ns::WSA, "Address").is_none() {
+                        return Err(c.err("an EPR needs a wsa:Address"));
+                    }
+                    c.once(&mut epr, ())?
+                }
                 "creationTime" | "lastModified" => {
                     c.check_attrs(&[])?;
                     let t = c.text()?;

@@ -20,9 +20,17 @@ pub const VWS: &str = "http://vws.dev/2026/11/workspace";
 pub const NIMBUS: &str = "http://www.globus.org/2008/06/workspace";
 pub const COUNTER: &str = "http://counter.com";
 
-/// Path of the shared inputs (`../shared` from the repository root).
+/// Path of the shared inputs: `$VWS_SHARED`, else `../shared` from the repository root, else
+/// `/work/shared` (for clones made elsewhere, e.g. by CI).
 pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+    if let Some(d) = std::env::var_os("VWS_SHARED") {
+        return PathBuf::from(d);
+    }
+    let sibling = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if sibling.join("interop-recorded").is_dir() {
+        return sibling;
+    }
+    PathBuf::from("/work/shared")
 }
 
 pub fn repo_dir() -> PathBuf {
