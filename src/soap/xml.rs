@@ -117,8 +117,47 @@ pub enum Node {
     Text(String),
 }
 
-/// In-scope namespace bindings: (prefix, uri); "" prefix is the default namespace.
-pub type Scope = Arc<Vec<(String, String)>>;
+/// In-scope namespace bindings, as a chain: each element that declares namespaces adds a link
+/// holding its own declarations; the others share their parent's link. "" is the default prefix.
+#[derive(Debug, Default, PartialEq)]
+pub struct ScopeLink {
+    parent: Option<Scope>,
+    decls: Vec<(String, String)>,
+}
+
+pub type Scope = Arc<ScopeLink>;
+
+impl ScopeLink {
+    /// The URI bound to `prefix`, innermost declaration first.
+    pub fn lookup(&self, prefix: &str) -> Option<&str> {
+        let mut link = Some(self);
+        while let Some(l) = link {
+            if let Some((_, u)) = l.decls.iter().rev().find(|(p, _)| p == prefix) {
+                return Some(u);
+            }
+            link = l.parent.as_deref();
+        }
+        None
+    }
+
+    /// Every binding in effect, one per prefix (innermost wins), outermost first.
+    pub fn bindings(&self) -> Vec<(String, String)> {
+        let mut chain = Vec::new();
+        let mut link = Some(self);
+        while let Some(l) = link {
+            chain.push(l);
+            link = l.parent.as_deref();
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        for l in chain.iter().rev() {
+            for (p, u) in &l.decls {
+                out.retain(|(q, _)| q != p);
+                out.push((p.clone(), u.clone()));
+            }
+        }
+        out
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Element {
@@ -141,7 +180,7 @@ impl Element {
             prefix: String::new(),
             attrs: Vec::new(),
             decls: Vec::new(),
-            scope: Arc::new(Vec::new()),
+            scope: Arc::new(ScopeLink::default()),
             children: Vec::new(),
             line: 0,
         }
@@ -191,7 +230,7 @@ impl Element {
         if prefix == "xml" {
             return Some(XML_NS);
         }
-        self.scope.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
+        self.scope.lookup(prefix)
     }
 
     /// Resolve QName-valued text (`prefix:local` or `local`) in this element's scope.
@@ -270,9 +309,9 @@ impl Element {
             self.used_prefixes(&mut prefixes);
             used = self
                 .scope
-                .iter()
+                .bindings()
+                .into_iter()
                 .filter(|(p, _)| prefixes.contains(&p.as_str()))
-                .cloned()
                 .collect::<Vec<_>>();
             &used
         } else {
@@ -283,8 +322,8 @@ impl Element {
             out.push_str(" xmlns=\"\"");
         }
         // On the root, later bindings of the same prefix shadow earlier ones.
-        for (i, (p, u)) in decls.iter().enumerate() {
-            if root && (decls[i + 1..].iter().any(|(q, _)| q == p) || (p.is_empty() && self.name.ns.is_empty())) {
+        for (p, u) in decls.iter() {
+            if root && p.is_empty() && self.name.ns.is_empty() {
                 continue;
             }
             if p.is_empty() {
@@ -393,7 +432,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
-    let base_scope: Scope = Arc::new(Vec::new());
+    let base_scope: Scope = Arc::new(ScopeLink::default());
     loop {
         let start_pos = reader.buffer_position() as usize;
         let ev = reader.read_event().map_err(|e| XmlError::Malformed {
@@ -477,10 +516,11 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
 }
 
 fn split_name(raw: &[u8]) -> (String, String) {
-    let s = String::from_utf8_lossy(raw);
+    // The input is a &str, so names are valid UTF-8.
+    let s = std::str::from_utf8(raw).unwrap_or_default();
     match s.split_once(':') {
         Some((p, l)) => (p.to_string(), l.to_string()),
-        None => (String::new(), s.into_owned()),
+        None => (String::new(), s.to_string()),
     }
 }
 
@@ -513,15 +553,13 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
     let scope = if decls.is_empty() {
         parent_scope
     } else {
-        let mut v = (*parent_scope).clone();
-        v.extend(decls.iter().cloned());
-        Arc::new(v)
+        Arc::new(ScopeLink { parent: Some(parent_scope), decls: decls.clone() })
     };
     let lookup = |p: &str| -> Option<String> {
         if p == "xml" {
             return Some(XML_NS.to_string());
         }
-        scope.iter().rev().find(|(q, _)| q == p).map(|(_, u)| u.clone())
+        scope.lookup(p).map(str::to_string)
     };
     let ns = if prefix.is_empty() {
         lookup("").unwrap_or_default()

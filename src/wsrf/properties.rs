@@ -135,7 +135,7 @@ pub async fn query(
             Ok(document(&home.rtype, st))
         })
         .await?;
-    let results = xpath::evaluate(&doc, expr.trim(), &qe.scope)?;
+    let results = xpath::evaluate(&doc, expr.trim(), &qe.scope.bindings())?;
     Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
 }
 
