@@ -5,6 +5,10 @@ SHELL := /bin/bash
 APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3
 CARGO ?= cargo
 CONFIG ?= conf/vwsd.toml
+# The shared peers and recordings: ../shared beside the clone, else /work/shared.
+SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
+# GridFTP test servers started by the tests (stopped after the run, pass or fail).
+KITS := target/gsikit-test target/gridftp-kit
 
 .PHONY: run test deps build bench clean
 
@@ -26,11 +30,14 @@ run: build
 	./target/release/vwsd --config $(CONFIG)
 
 test: build
-	$(CARGO) test --release --locked -- --test-threads=2
+	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
+	for k in $(KITS); do [ -d $$k ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
+	exit $$rc
 
 bench: build
 	$(CARGO) bench --locked --bench wsrf
-	./benches/getrp.sh
+	VWS_SHARED=$(SHARED) ./benches/getrp.sh
+	VWS_SHARED=$(SHARED) ./benches/gridftp.sh
 
 clean:
 	$(CARGO) clean

@@ -1,10 +1,11 @@
 //! Wiring, in one place: open the store, build the homes and services, start the sweeper and
 //! the listeners, and shut everything down in order.
 
-use crate::config::Config;
-use crate::security::OwnerOnly;
+use crate::config::{Config, SecurityConfig};
+use crate::security::acl::AclPolicy;
+use crate::security::{self, tls, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::services::{counter, factory, workspace, Services, Shared};
-use crate::soap::http;
+use crate::soap::http::{self, Transport};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::sync::Arc;
@@ -18,11 +19,11 @@ pub struct App {
 }
 
 impl App {
-    /// Open the store and load every resource home.
-    pub fn open(cfg: &Config) -> Result<App, String> {
+    /// Open the store and load every resource home; `auth` is the authorisation policy.
+    pub fn open(cfg: &Config, auth: Arc<dyn Authorizer>) -> Result<App, String> {
         let store = Store::open(&cfg.server.data).map_err(|e| format!("opening store in {}: {e}", cfg.server.data.display()))?;
         let sweeper = Sweeper::new();
-        let shared = Arc::new(Shared { auth: Arc::new(OwnerOnly) });
+        let shared = Arc::new(Shared { auth });
         let home = |name: &str, key, rtype| {
             Home::open(name, key, rtype, store.clone(), sweeper.clone()).map_err(|e| format!("loading {name}: {e}"))
         };
@@ -40,25 +41,70 @@ impl App {
     }
 }
 
+/// The GSI transport of the HTTPS listener: host credential, trust, grid-mapfile, VOMS.
+fn gsi_transport(sec: &SecurityConfig) -> Result<Transport, String> {
+    let cred = Credential::load(&sec.host_cert, &sec.host_key)
+        .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
+    let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
+    let gridmap = match &sec.gridmap {
+        Some(p) => Some(GridMap::load(p).map_err(|e| format!("grid-mapfile {}: {e}", p.display()))?),
+        None => None,
+    };
+    let voms = sec.vomsdir.is_dir().then(|| VomsConfig::new(sec.vomsdir.clone()));
+    let trust = TrustConfig { cert_dir, voms, gridmap };
+    let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
+    tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport ready");
+    Ok(Transport::Tls {
+        acceptor,
+        authenticate: Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string())),
+    })
+}
+
 /// Run `vwsd` until SIGTERM / SIGINT.
 pub async fn run(cfg: Config) -> Result<(), String> {
-    let app = App::open(&cfg)?;
-    let addr = cfg.server.http.clone().ok_or("no listener configured: set server.http or pass --http")?;
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let secure = cfg.security.https.is_some();
+    let auth: Arc<dyn Authorizer> = if secure {
+        Arc::new(AclPolicy::new(cfg.security.acl.clone())?)
+    } else {
+        Arc::new(OwnerOnly)
+    };
+    let mut listeners = Vec::new();
+    if let Some(addr) = &cfg.server.http {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
+        listeners.push((l, Transport::Plain));
+    }
+    if let Some(addr) = &cfg.security.https {
+        let t = gsi_transport(&cfg.security)?;
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
+        listeners.push((l, t));
+    }
+    if listeners.is_empty() {
+        return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
+    }
+    let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
-    tracing::info!(%local, data = %cfg.server.data.display(), "vwsd started");
-    println!("vwsd listening on http://{local}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_cfg = Arc::new(cfg.http_config());
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+    let mut servers = Vec::new();
+    for (l, t) in listeners {
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let scheme = if matches!(t, Transport::Plain) { "http" } else { "https" };
+        let mut rx = stop_rx.clone();
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        servers.push(tokio::spawn(http::serve(l, t, app.services.clone(), http_cfg.clone(), stop, grace)));
+        tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
+        println!("vwsd listening on {scheme}://{local}");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    http::serve(
-        listener,
-        app.services.clone(),
-        Arc::new(cfg.http_config()),
-        shutdown_signal(),
-        Duration::from_secs(cfg.server.shutdown_grace_secs),
-    )
-    .await;
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
     sweeper.abort();
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");

@@ -11,6 +11,39 @@ pub struct Config {
     pub server: Server,
     pub limits: LimitsConfig,
     pub policy: Policy,
+    pub security: SecurityConfig,
+}
+
+/// GSI: the HTTPS listener, trust, and the ACL policy. Security is on when `https` is set; then
+/// every caller must authenticate (anonymous plain-HTTP callers are refused by the policy).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// HTTPS (GSI transport) listener, `ADDR:PORT` (GT 4.0 default port 8443).
+    pub https: Option<String>,
+    pub host_cert: PathBuf,
+    pub host_key: PathBuf,
+    /// Globus-layout trust directory: `<hash>.0`, `<hash>.r0`, `<hash>.signing_policy`.
+    pub cert_dir: PathBuf,
+    /// When set, a DN not in the grid-mapfile is refused.
+    pub gridmap: Option<PathBuf>,
+    /// VOMS trust (`<vo>/*.lsc`); VOMS attributes are ignored when the directory is missing.
+    pub vomsdir: PathBuf,
+    pub acl: Vec<crate::security::acl::AclEntry>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            https: None,
+            host_cert: PathBuf::from("/etc/grid-security/hostcert.pem"),
+            host_key: PathBuf::from("/etc/grid-security/hostkey.pem"),
+            cert_dir: PathBuf::from("/etc/grid-security/certificates"),
+            gridmap: None,
+            vomsdir: PathBuf::from("/etc/grid-security/vomsdir"),
+            acl: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -40,7 +73,12 @@ pub struct LimitsConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { server: Server::default(), limits: LimitsConfig::default(), policy: Policy::default() }
+        Config {
+            server: Server::default(),
+            limits: LimitsConfig::default(),
+            policy: Policy::default(),
+            security: SecurityConfig::default(),
+        }
     }
 }
 
@@ -98,5 +136,11 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 4 * 1024 * 1024);
         assert!(toml::from_str::<Config>("[server]\nhtp = \"x\"").unwrap_err().to_string().contains("unknown field"));
         assert!(toml::from_str::<Config>("[policy]\nallowed_vmms = [\"vmware\"]").is_err());
+        let c: Config = toml::from_str(
+            "[security]\nhttps = \"127.0.0.1:8443\"\n[[security.acl]]\naction = \"create\"\nfqan = \"/testvo/*\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.security.acl.len(), 1);
+        assert_eq!(c.security.cert_dir, PathBuf::from("/etc/grid-security/certificates"));
     }
 }

@@ -8,5 +8,6 @@ pub mod security;
 pub mod services;
 pub mod soap;
 pub mod store;
+pub mod transfer;
 pub mod workspace;
 pub mod wsrf;

@@ -3,6 +3,8 @@
 //! `vws --service URL create DESCRIPTION.xml --epr-out FILE`, and for a resource
 //! `vws --epr FILE get-property QNAME | get-properties QNAME... | query XPATH |
 //! set-termination-time (RFC3339|+SECONDS|never) | destroy`.
+//! `vws stage [--streams N] [--no-dcau] SRC DST` copies an image between file://, http(s)://,
+//! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -28,6 +30,13 @@ struct Args {
     epr: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value = "xml")]
     output: Output,
+    /// GSI transport: send https:// requests with the user's proxy (X509_USER_PROXY,
+    /// /tmp/x509up_u<uid>, …) and check the host against X509_CERT_DIR; plain http is refused.
+    #[arg(long, global = true)]
+    https: bool,
+    /// Proxy file for --https and stage (default: X509_USER_PROXY, /tmp/x509up_u<uid>, …).
+    #[arg(long, global = true)]
+    proxy: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -53,6 +62,102 @@ enum Cmd {
     SetTerminationTime { when: String },
     /// Destroy the resource.
     Destroy,
+    /// Copy an image between URLs (file://, http(s)://, ftp://, gsiftp://), verified by checksum.
+    Stage {
+        src: String,
+        dst: String,
+        /// Parallel data streams (GridFTP MODE E).
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// No data-channel authentication (GridFTP DCAU N).
+        #[arg(long)]
+        no_dcau: bool,
+        /// Skip the server-side checksum comparison (our SHA-256 is still computed).
+        #[arg(long)]
+        no_verify: bool,
+        /// Expected digest, ALGO:HEX (sha256, md5, adler32, sha1, sha512).
+        #[arg(long)]
+        expect: Option<String>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// `vws stage`: returns the process exit code.
+#[allow(clippy::too_many_arguments)]
+fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, no_verify: bool, expect: Option<&str>, proxy: Option<&PathBuf>, quiet: bool) -> i32 {
+    use std::io::Write;
+    use vws::transfer::{self, Digest, Options, ProgressInfo};
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut opts = Options { streams: streams.max(1), dcau: !no_dcau, verify: !no_verify, credential: proxy.cloned(), ..Default::default() };
+    if let Some(e) = expect {
+        match Digest::parse(e) {
+            Ok(d) => opts.expected = Some(d),
+            Err(e) => {
+                eprintln!("Error: --expect: {e}");
+                return 64;
+            }
+        }
+    }
+    if !quiet {
+        opts.progress = Some(std::sync::Arc::new(|p: &ProgressInfo| {
+            let mb = p.bytes as f64 / 1048576.0;
+            let rate = p.rate / 1048576.0;
+            let line = match p.total {
+                Some(t) if t > 0 => {
+                    let frac = (p.bytes as f64 / t as f64).min(1.0);
+                    let w = 30;
+                    let filled = (frac * w as f64) as usize;
+                    let eta = p.eta.map(|d| format!("{:.0}s", d.as_secs_f64())).unwrap_or_else(|| "?".into());
+                    format!(
+                        "[{}{}] {:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {}",
+                        "#".repeat(filled),
+                        " ".repeat(w - filled),
+                        frac * 100.0,
+                        mb,
+                        t as f64 / 1048576.0,
+                        rate,
+                        eta
+                    )
+                }
+                _ => format!("{mb:.1} MiB {rate:.1} MiB/s"),
+            };
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r{line}\x1b[K");
+            if p.done {
+                let _ = writeln!(e);
+            }
+            let _ = e.flush();
+        }));
+    }
+    match transfer::stage(src, dst, &opts) {
+        Ok(o) => {
+            let secs = o.elapsed.as_secs_f64();
+            eprintln!(
+                "staged {} bytes in {:.2} s ({:.1} MB/s), sha256 {}{}",
+                o.bytes,
+                secs,
+                o.bytes as f64 / secs.max(1e-9) / 1e6,
+                o.sha256,
+                o.remote_checksum.map(|(a, h)| format!(", server {} {}", a.name(), h)).unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            match e.kind() {
+                "bad_url" => 64,
+                "checksum_mismatch" => 3,
+                _ => 2,
+            }
+        }
+    }
 }
 
 fn resource(args: &Args) -> Result<Epr, ClientError> {
@@ -87,7 +192,13 @@ fn flatten(e: &Element) -> String {
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {
-    let c = Client::new();
+    let c = if args.https { Client::with_gsi(args.proxy.as_deref())? } else { Client::new() };
+    if args.https {
+        let target = args.service.clone().or_else(|| args.epr.as_ref().and_then(|p| client::read_epr(p).ok()).map(|e| e.address));
+        if let Some(t) = target.filter(|t| !t.starts_with("https://")) {
+            return Err(ClientError::Usage(format!("--https given but {t} is not an https:// URL")));
+        }
+    }
     match &args.cmd {
         Cmd::Create { description, epr_out } => {
             let service = args.service.as_deref().ok_or_else(|| ClientError::Usage("create needs --service URL".into()))?;
@@ -151,12 +262,16 @@ async fn run(args: Args) -> Result<(), ClientError> {
             c.call(&epr.address, Some(&epr), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await?;
             println!("destroyed");
         }
+        Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }
     Ok(())
 }
 
 fn main() {
     let args = Args::parse();
+    if let Cmd::Stage { src, dst, streams, no_dcau, no_verify, expect, quiet } = &args.cmd {
+        std::process::exit(stage_cmd(src, dst, *streams, *no_dcau, *no_verify, expect.as_deref(), args.proxy.as_ref(), *quiet));
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(run(args)) {
         eprintln!("Error: {e}");

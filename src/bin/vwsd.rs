@@ -21,6 +21,24 @@ struct Args {
     /// Base URL for EPRs and WSDL (overrides server.public_url).
     #[arg(long)]
     public_url: Option<String>,
+    /// GSI HTTPS listener ADDR:PORT (overrides security.https; turns security on).
+    #[arg(long)]
+    https: Option<String>,
+    /// Host certificate (overrides security.host_cert).
+    #[arg(long)]
+    host_cert: Option<PathBuf>,
+    /// Host key (overrides security.host_key).
+    #[arg(long)]
+    host_key: Option<PathBuf>,
+    /// Trusted CA directory (overrides security.cert_dir).
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// grid-mapfile (overrides security.gridmap).
+    #[arg(long)]
+    gridmap: Option<PathBuf>,
+    /// VOMS trust directory (overrides security.vomsdir).
+    #[arg(long)]
+    vomsdir: Option<PathBuf>,
 }
 
 fn main() {
@@ -47,6 +65,25 @@ fn main() {
     }
     if let Some(u) = args.public_url {
         cfg.server.public_url = Some(u);
+    }
+    let sec = &mut cfg.security;
+    if args.https.is_some() {
+        sec.https = args.https;
+    }
+    if let Some(p) = args.host_cert {
+        sec.host_cert = p;
+    }
+    if let Some(p) = args.host_key {
+        sec.host_key = p;
+    }
+    if let Some(p) = args.cert_dir {
+        sec.cert_dir = p;
+    }
+    if args.gridmap.is_some() {
+        sec.gridmap = args.gridmap;
+    }
+    if let Some(p) = args.vomsdir {
+        sec.vomsdir = p;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(vws::app::run(cfg)) {

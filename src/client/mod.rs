@@ -25,6 +25,13 @@ pub enum ClientError {
 
 pub struct Client {
     http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    gsi: Option<Gsi>,
+}
+
+/// GSI transport for https:// URLs: the user's proxy, and the trusted CAs to check the host.
+struct Gsi {
+    connector: openssl::ssl::SslConnector,
+    trust: crate::security::CertDir,
 }
 
 impl Default for Client {
@@ -34,8 +41,49 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A plain-HTTP client (https:// URLs are refused).
     pub fn new() -> Self {
-        Client { http: HyperClient::builder(TokioExecutor::new()).build_http() }
+        Client { http: HyperClient::builder(TokioExecutor::new()).build_http(), gsi: None }
+    }
+
+    /// A client that also speaks GSI transport, with the proxy from `proxy` or the standard
+    /// places (`X509_USER_PROXY`, `/tmp/x509up_u<uid>`, …) and CAs from `X509_CERT_DIR` or
+    /// `/etc/grid-security/certificates`.
+    pub fn with_gsi(proxy: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        use crate::security::{tls, CertDir, Credential};
+        let cred = match proxy {
+            Some(p) => Credential::load_proxy(p),
+            None => Credential::find_user(),
+        }
+        .map_err(|e| ClientError::Usage(format!("credential: {e}")))?;
+        let trust = CertDir::from_env().map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
+        let connector = tls::connector(Some(&cred)).map_err(|e| ClientError::Usage(format!("TLS: {e}")))?.build();
+        let mut c = Client::new();
+        c.gsi = Some(Gsi { connector, trust });
+        Ok(c)
+    }
+
+    async fn send(&self, to: &str, req: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let transport = |msg: String| ClientError::Transport { url: to.to_string(), msg };
+        if !to.starts_with("https://") {
+            return self.http.request(req).await.map_err(|e| transport(e.to_string()));
+        }
+        let gsi = self.gsi.as_ref().ok_or_else(|| ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")))?;
+        let uri: hyper::Uri = to.parse().map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
+        let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(8443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| transport(e.to_string()))?;
+        let ssl = gsi.connector.configure().and_then(|c| c.into_ssl(&host)).map_err(|e| transport(e.to_string()))?;
+        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| transport(e.to_string()))?;
+        std::pin::Pin::new(&mut tls).connect().await.map_err(|e| transport(format!("TLS handshake: {e}")))?;
+        // The host must prove a trusted identity that names the host we dialled.
+        let v = crate::security::tls::verify_peer(tls.ssl(), &gsi.trust).map_err(|e| transport(format!("server credential refused: {e}")))?;
+        crate::security::tls::check_host(v.leaf(), &host).map_err(|e| transport(format!("server credential refused: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|e| transport(e.to_string()))
     }
 
     /// Send `payload` (the Body's child) to `to` with `action`, reference properties of `epr` as
@@ -67,12 +115,14 @@ impl Client {
         env.push_str("</soapenv:Header><soapenv:Body>");
         env.push_str(payload);
         env.push_str("</soapenv:Body></soapenv:Envelope>");
+        let authority = to.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
         let req = hyper::Request::post(to)
+            .header("Host", authority)
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", format!("\"{action}\""))
             .body(Full::new(Bytes::from(env)))
             .map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
-        let resp = self.http.request(req).await.map_err(|e| ClientError::Transport { url: to.to_string(), msg: e.to_string() })?;
+        let resp = self.send(to, req).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()

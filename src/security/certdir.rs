@@ -9,7 +9,7 @@ use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::x509::{self as xu, asn1_to_unix, dn_eq, names_equal, unix_to_string};
+use super::x509::{self as xu, asn1_to_unix_checked, dn_eq, names_equal, unix_to_string};
 use super::GsiError;
 
 pub const DEFAULT_CERT_DIR: &str = "/etc/grid-security/certificates";
@@ -219,7 +219,6 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 }
 
 /// A CRL file found in the directory.
-#[derive(Clone)]
 pub enum CrlFile {
     Parsed { crl: X509Crl, path: PathBuf },
     /// Present but unreadable: every certificate of the CA with this hash is refused.
@@ -227,7 +226,6 @@ pub enum CrlFile {
 }
 
 /// One trusted CA.
-#[derive(Clone)]
 pub struct TrustedCa {
     pub cert: X509,
     pub dn: String,
@@ -280,17 +278,21 @@ impl TrustedCa {
             if !crl.verify(&key).unwrap_or(false) {
                 return Err(invalid(format!("{}: signature does not verify with the CA key", path.display())));
             }
-            let last = asn1_to_unix(crl.last_update());
+            let Some(last) = asn1_to_unix_checked(crl.last_update()) else {
+                return Err(invalid(format!("{}: unreadable thisUpdate", path.display())));
+            };
             if last > now {
                 return Err(invalid(format!("{}: not yet valid (thisUpdate {})", path.display(), unix_to_string(last))));
             }
             if let Some(next) = crl.next_update() {
-                let next = asn1_to_unix(next);
+                let Some(next) = asn1_to_unix_checked(next) else {
+                    return Err(invalid(format!("{}: unreadable nextUpdate", path.display())));
+                };
                 if next < now {
                     return Err(invalid(format!("{}: expired (nextUpdate {})", path.display(), unix_to_string(next))));
                 }
             }
-            if let CrlStatus::Revoked(_) = crl.get_by_cert(cert) {
+            if let CrlStatus::Revoked(_) = crl.get_by_cert(&cert.to_owned()) {
                 return Err(GsiError::Revoked {
                     subject: xu::subject(cert),
                     serial: xu::serial_hex(cert),
@@ -431,10 +433,7 @@ impl CertDir {
     /// An OpenSSL store of the CA certificates (CRLs and policies are checked by this library),
     /// verifying at `at` (Unix seconds) when given.
     pub fn openssl_store(&self, at: Option<i64>) -> Result<X509Store, GsiError> {
-        match at {
-            None => build_store(&self.cas, None),
-            Some(t) => build_store(&self.cas, Some(t)),
-        }
+        build_store(&self.cas, at)
     }
 
     /// The cached store at the current time.

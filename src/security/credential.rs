@@ -7,6 +7,7 @@
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -174,8 +175,13 @@ impl Credential {
     /// `~/.globus/usercert.pem`/`userkey.pem`. A proxy that is found but unusable (unreadable,
     /// expired, bad permissions) is an error, not a reason to fall back.
     pub fn find_user() -> Result<Credential, GsiError> {
+        Credential::find_user_in(&|k| std::env::var_os(k))
+    }
+
+    /// [`Credential::find_user`] with the environment given as a lookup function.
+    pub fn find_user_in(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Credential, GsiError> {
         let mut searched = Vec::new();
-        let proxy = match std::env::var_os("X509_USER_PROXY") {
+        let proxy = match env("X509_USER_PROXY") {
             Some(p) => Some(PathBuf::from(p)),
             None => {
                 let p = PathBuf::from(format!("/tmp/x509up_u{}", current_uid()));
@@ -190,10 +196,10 @@ impl Credential {
         if let Some(p) = proxy {
             return Credential::load_proxy(&p).and_then(Credential::unexpired);
         }
-        let (cert, key) = match (std::env::var_os("X509_USER_CERT"), std::env::var_os("X509_USER_KEY")) {
+        let (cert, key) = match (env("X509_USER_CERT"), env("X509_USER_KEY")) {
             (Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
             (Some(c), None) => (PathBuf::from(&c), PathBuf::from(c)),
-            _ => match std::env::var_os("HOME") {
+            _ => match env("HOME") {
                 Some(h) => (Path::new(&h).join(".globus/usercert.pem"), Path::new(&h).join(".globus/userkey.pem")),
                 None => {
                     searched.push("~/.globus/usercert.pem (HOME unset)".into());
@@ -211,7 +217,12 @@ impl Credential {
     /// The service's credential: `X509_USER_CERT`/`X509_USER_KEY` when set (as the Globus
     /// servers do), else `/etc/grid-security/hostcert.pem`/`hostkey.pem`.
     pub fn find_host() -> Result<Credential, GsiError> {
-        let (cert, key) = match (std::env::var_os("X509_USER_CERT"), std::env::var_os("X509_USER_KEY")) {
+        Credential::find_host_in(&|k| std::env::var_os(k))
+    }
+
+    /// [`Credential::find_host`] with the environment given as a lookup function.
+    pub fn find_host_in(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Credential, GsiError> {
+        let (cert, key) = match (env("X509_USER_CERT"), env("X509_USER_KEY")) {
             (Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
             _ => (PathBuf::from(HOST_CERT), PathBuf::from(HOST_KEY)),
         };

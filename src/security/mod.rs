@@ -2,8 +2,33 @@
 //! [`Authorizer`] before acting. On the plain HTTP listener callers are anonymous; GSI transport
 //! and message security (their own issue) produce authenticated callers through the same type,
 //! so services never change when they arrive.
+//!
+//! The GSI library: [`credential`] (loading proxies and certificates), [`certdir`] (trusted CAs,
+//! CRLs, signing policies), [`proxy`] (chain validation), [`voms`] (attribute certificates),
+//! [`gridmap`], [`tls`] (OpenSSL glue for the listeners) and [`authenticate`], which turns a
+//! presented chain into a [`Caller`].
 
 use crate::wsrf::Owner;
+
+pub mod acl;
+pub mod certdir;
+pub mod credential;
+mod der;
+pub mod error;
+pub mod gridmap;
+pub mod gss;
+pub mod proxy;
+pub mod tls;
+pub mod voms;
+pub mod x509;
+pub mod wssec;
+
+pub use certdir::CertDir;
+pub use credential::Credential;
+pub use error::GsiError;
+pub use gridmap::GridMap;
+pub use proxy::{validate_chain, validate_chain_at, Validated};
+pub use voms::VomsConfig;
 
 /// The authenticated (or not) identity of a request.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -89,6 +114,82 @@ impl Authorizer for OwnerOnly {
         }
         Ok(())
     }
+}
+
+/// Everything [`authenticate`] trusts: the CAs, optionally VOMS and a grid-mapfile.
+#[derive(Debug)]
+pub struct TrustConfig {
+    pub cert_dir: CertDir,
+    /// None: VOMS attributes are not looked at (no FQANs).
+    pub voms: Option<VomsConfig>,
+    /// Some: callers must be in it, and get its default account.
+    pub gridmap: Option<GridMap>,
+}
+
+impl TrustConfig {
+    pub fn new(cert_dir: CertDir) -> TrustConfig {
+        TrustConfig { cert_dir, voms: None, gridmap: None }
+    }
+
+    /// From the environment, as the Globus tools read it: `X509_CERT_DIR` (default
+    /// `/etc/grid-security/certificates`), `X509_VOMS_DIR` (VOMS enabled when that directory,
+    /// default `/etc/grid-security/vomsdir`, exists) and `GRIDMAP` (the grid-mapfile is required
+    /// when the variable is set).
+    pub fn from_env() -> Result<TrustConfig, GsiError> {
+        let cert_dir = CertDir::from_env()?;
+        let v = VomsConfig::from_env();
+        let voms = if v.vomsdir.is_dir() { Some(v) } else { None };
+        let gridmap = match std::env::var_os("GRIDMAP") {
+            Some(p) => Some(GridMap::load(p)?),
+            None => None,
+        };
+        Ok(TrustConfig { cert_dir, voms, gridmap })
+    }
+}
+
+/// Validates a presented chain (leaf first) and builds the [`Caller`]: the end-entity DN, the
+/// verified VOMS FQANs (invalid ACs are logged and ignored), the limited flag, and the
+/// grid-mapfile account (a DN missing from a configured grid-mapfile is refused).
+///
+/// A chain proves nothing by itself: the caller must have established that the peer holds the
+/// leaf's private key (the TLS handshake does; WS-Security must verify the message signature
+/// with the leaf's key).
+pub fn authenticate(chain: &[openssl::x509::X509], cfg: &TrustConfig) -> Result<Caller, GsiError> {
+    authenticate_inner(chain, cfg, None)
+}
+
+/// [`authenticate`] as of `at` (Unix seconds).
+pub fn authenticate_at(chain: &[openssl::x509::X509], cfg: &TrustConfig, at: i64) -> Result<Caller, GsiError> {
+    authenticate_inner(chain, cfg, Some(at))
+}
+
+/// [`authenticate`] on the chain a TLS peer presented (see [`tls`]); fails closed.
+pub fn authenticate_peer(ssl: &openssl::ssl::SslRef, cfg: &TrustConfig) -> Result<Caller, GsiError> {
+    let chain = tls::peer_chain(ssl);
+    if chain.is_empty() {
+        return Err(GsiError::NoPeerCertificate);
+    }
+    authenticate(&chain, cfg)
+}
+
+fn authenticate_inner(
+    chain: &[openssl::x509::X509],
+    cfg: &TrustConfig,
+    at: Option<i64>,
+) -> Result<Caller, GsiError> {
+    let v = match at {
+        None => validate_chain(chain, &cfg.cert_dir)?,
+        Some(t) => validate_chain_at(chain, &cfg.cert_dir, t)?,
+    };
+    let account = match &cfg.gridmap {
+        Some(g) => Some(g.map(&v.identity_dn)?),
+        None => None,
+    };
+    let fqans = match &cfg.voms {
+        Some(vc) => voms::fqans_at(&v, &cfg.cert_dir, vc, at),
+        None => Vec::new(),
+    };
+    Ok(Caller { dn: Some(v.identity_dn), fqans, limited: v.limited, account })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub fn dn_string(name: &X509NameRef) -> String {
         // Strings are converted to UTF-8 (a no-op for the usual Printable/IA5/UTF8 strings).
         let data = e.data();
         let bytes: Vec<u8> =
-            data.as_utf8().map(|u| u.as_bytes().to_vec()).unwrap_or_else(|_| data.as_slice().to_vec());
+            data.to_string().map(String::into_bytes).unwrap_or_else(|_| data.as_slice().to_vec());
         for b in bytes {
             if (0x20..=0x7e).contains(&b) {
                 s.push(b as char);
@@ -177,13 +177,15 @@ pub fn name_from_rdns(rdns: &[Vec<u8>]) -> Result<openssl::x509::X509Name, DerEr
     openssl::x509::X509Name::from_der(&d).map_err(|e| DerError(e.to_string()))
 }
 
-/// Unix seconds of an ASN.1 time.
+/// Unix seconds of an ASN.1 time; None if OpenSSL cannot interpret it.
+pub fn asn1_to_unix_checked(t: &Asn1TimeRef) -> Option<i64> {
+    let epoch = Asn1Time::from_unix(0).ok()?;
+    epoch.diff(t).ok().map(|d| d.days as i64 * 86400 + d.secs as i64)
+}
+
+/// Unix seconds of an ASN.1 time (0 if uninterpretable; decisions use the checked form).
 pub fn asn1_to_unix(t: &Asn1TimeRef) -> i64 {
-    let epoch = Asn1Time::from_unix(0).expect("epoch");
-    match epoch.diff(t) {
-        Ok(d) => d.days as i64 * 86400 + d.secs as i64,
-        Err(_) => 0,
-    }
+    asn1_to_unix_checked(t).unwrap_or(0)
 }
 
 /// RFC 3339 text of Unix seconds (for messages).

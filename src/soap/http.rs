@@ -170,7 +170,7 @@ async fn handle<D: Dispatcher>(
     cfg: Arc<HttpConfig>,
     scheme: &'static str,
     peer: SocketAddr,
-    caller: Caller,
+    caller: Arc<Result<Caller, String>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let Some(name) = path.strip_prefix(SERVICES_PREFIX).filter(|n| !n.is_empty() && !n.contains('/')) else {
@@ -202,6 +202,15 @@ async fn handle<D: Dispatcher>(
         Method::POST => {}
         _ => return Ok(text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST for SOAP requests, GET ?wsdl for WSDL\n")),
     }
+    let caller = match &*caller {
+        Ok(c) => c.clone(),
+        Err(reason) => {
+            // The connection's credentials were refused: no request on it reaches a service.
+            let f = SoapFault::client(format!("authentication failed: {reason}")).with_status(403);
+            tracing::warn!(%peer, service = %name, "refused unauthenticated request: {reason}");
+            return Ok(fault_response(None, &service_url, &f, true));
+        }
+    };
     let declared_len = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -280,16 +289,103 @@ async fn handle<D: Dispatcher>(
     }
 }
 
-/// Serve plain HTTP on `listener` until `shutdown` resolves; then finish in-flight requests
-/// (up to `grace`) and return.
+/// How connections on a listener are secured and who their caller is.
+pub enum Transport {
+    /// Plain HTTP: every caller is anonymous.
+    Plain,
+    /// GSI transport: TLS, client certificate chain checked by `authenticate` after the
+    /// handshake (proxy chains need vws' own validation, so OpenSSL's verdict is not used).
+    Tls {
+        acceptor: openssl::ssl::SslAcceptor,
+        authenticate: Box<dyn Fn(&openssl::ssl::SslRef) -> Result<Caller, String> + Send + Sync>,
+    },
+}
+
+impl Transport {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Plain => "http",
+            Transport::Tls { .. } => "https",
+        }
+    }
+}
+
+fn serve_http1<D, IO>(
+    io: IO,
+    peer: SocketAddr,
+    d: Arc<D>,
+    cfg: Arc<HttpConfig>,
+    scheme: &'static str,
+    caller: Result<Caller, String>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> impl Future<Output = ()>
+where
+    D: Dispatcher,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let caller = Arc::new(caller);
+    let timeout = cfg.header_timeout;
+    let svc = hyper::service::service_fn(move |req| handle(req, d.clone(), cfg.clone(), scheme, peer, caller.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let conn = watcher.watch(conn);
+    async move {
+        if let Err(e) = conn.await {
+            if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
+                // hyper answered (431/400) or closed before our handler ran.
+                tracing::warn!(%peer, error = %e, "refused HTTP request before dispatch (malformed or oversized request line/headers, or stalled)");
+            } else {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        }
+    }
+}
+
+/// TLS handshake and authentication of one connection, then HTTP on it.
+async fn serve_tls_conn<D: Dispatcher>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    transport: Arc<Transport>,
+    d: Arc<D>,
+    cfg: Arc<HttpConfig>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Transport::Tls { acceptor, authenticate } = &*transport else { return };
+    let ssl = match openssl::ssl::Ssl::new(acceptor.context()) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(%peer, error = %e, "TLS setup failed"),
+    };
+    let mut tls = match tokio_openssl::SslStream::new(ssl, stream) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(%peer, error = %e, "TLS setup failed"),
+    };
+    match tokio::time::timeout(cfg.header_timeout, Pin::new(&mut tls).accept()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::warn!(%peer, "TLS handshake timed out"),
+    }
+    let caller = authenticate(tls.ssl());
+    match &caller {
+        Ok(c) => tracing::debug!(%peer, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
+        Err(reason) => tracing::warn!(%peer, "client credentials refused: {reason}"),
+    }
+    serve_http1(tls, peer, d, cfg, "https", caller, watcher).await
+}
+
+/// Serve `listener` until `shutdown` resolves; then finish in-flight requests (up to `grace`).
 pub async fn serve<D: Dispatcher>(
     listener: TcpListener,
+    transport: Transport,
     d: Arc<D>,
     cfg: Arc<HttpConfig>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let transport = Arc::new(transport);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -303,26 +399,15 @@ pub async fn serve<D: Dispatcher>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (d2, cfg2) = (d.clone(), cfg.clone());
-                let svc = hyper::service::service_fn(move |req| {
-                    handle(req, d2.clone(), cfg2.clone(), "http", peer, Caller::anonymous())
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(cfg.header_timeout)
-                    .keep_alive(true)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
-                            // hyper answered (431/400) or closed before our handler ran.
-                            tracing::warn!(%peer, error = %e, "refused HTTP request before dispatch (malformed or oversized request line/headers, or stalled)");
-                        } else {
-                            tracing::debug!(%peer, error = %e, "connection ended with error");
-                        }
+                let watcher = graceful.watcher();
+                match &*transport {
+                    Transport::Plain => {
+                        tokio::spawn(serve_http1(stream, peer, d.clone(), cfg.clone(), transport.scheme(), Ok(Caller::anonymous()), watcher));
                     }
-                });
+                    Transport::Tls { .. } => {
+                        tokio::spawn(serve_tls_conn(stream, peer, transport.clone(), d.clone(), cfg.clone(), watcher));
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }

@@ -1,0 +1,1176 @@
+//! WS-Security X.509 signed messages: GT 4.0's "GSI Secure Message" (signature only, no
+//! encryption), verified and produced with xmlsec1 (the `xmlsec` crate over libxml2).
+//!
+//! # Wire format (what GT 4.0 sends and accepts)
+//! One `wsse:Security` header (`soapenv:mustUnderstand="1"`) holding
+//! - a `wsse:BinarySecurityToken` (EncodingType `…#Base64Binary`) with ValueType `…#X509PKIPathv1`
+//!   carrying the whole proxy chain as a PkiPath (DER `SEQUENCE OF Certificate`, the certificate
+//!   closest to the CA first, the signing proxy last) — this is what GT 4.0 clients send and what
+//!   [`sign`] writes. `…#X509v3` tokens (one certificate each) are accepted too: the referenced
+//!   one is the leaf, the other X509v3 tokens of the header complete its chain;
+//! - a `wsu:Timestamp` with `wsu:Created` and `wsu:Expires`;
+//! - a `ds:Signature` (exclusive C14N, RSA-SHA1 or RSA-SHA256, SHA-1 or SHA-256 digests, no other
+//!   transforms, same-document `#id` references only) whose `ds:KeyInfo` is a
+//!   `wsse:SecurityTokenReference/wsse:Reference URI="#token-id"`.
+//!
+//! The signature must cover, each through its `wsu:Id`: the `soapenv:Body`, the `wsu:Timestamp`
+//! and every one of `wsa:To`, `wsa:Action`, `wsa:MessageID` present. [`sign`] also covers
+//! `wsa:From`, `wsa:ReplyTo` and `wsa:RelatesTo` when present. [`sign`] uses RSA-SHA1/SHA-1,
+//! the only algorithms GT 4.0's Apache XML Security understands; [`sign_with`] can use SHA-256.
+//!
+//! # What [`verify`] checks, in order (each refusal is a [`WsSecError`] naming the reason)
+//! 1. the body passes vws' hardened parser ([`crate::soap::xml`]: no DOCTYPE, limits); without a
+//!    `wsse:Security` header the answer is `Ok(None)` (an unsigned message);
+//! 2. libxml2 re-parses it without network access, entity substitution or DTD loading;
+//! 3. structure (the XML-signature-wrapping guard): the root is a SOAP 1.1 Envelope with at most
+//!    one Header and exactly one Body, one `wsse:Security` header, one Timestamp and one
+//!    Signature in it, at most one of each wsa header, and no Id value used twice anywhere;
+//! 4. the Timestamp window: Created ≤ now + skew; now ≤ min(Expires, Created + max_age) + skew;
+//! 5. the token (STR → BinarySecurityToken of this Security header) and its certificates;
+//! 6. the signature, by xmlsec, with the leaf's public key and only the algorithms above;
+//! 7. coverage: the Id of the real Body / Timestamp / wsa headers resolves to that very element
+//!    (not to a copy elsewhere) and is among the references xmlsec verified;
+//! 8. the chain, by [`super::authenticate_at`] (proxy validation, CRLs, signing policies, VOMS,
+//!    grid-mapfile) → the [`Caller`];
+//! 9. replay: the signer's MessageID (or, without one, its SignatureValue) must not be in the
+//!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway.
+//!
+//! # Integration (for the HTTP listener and the client)
+//! ```ignore
+//! use vws::security::wssec::{self, ReplayCache};
+//! // once, shared by all requests:
+//! let replay = ReplayCache::new();                      // skew 5 min, max age 5 min, 100k ids
+//! // the listener must understand the header: (wssec::WSSE, "Security") == wssec::SECURITY_HEADER
+//! // per request, on the raw body, before dispatch:
+//! let signed = match wssec::verify(&body, &trust, &replay, wssec::now_ms()) {
+//!     Ok(Some(s)) => { caller = s.caller.clone(); Some(s) }   // same Caller as GSI transport
+//!     Ok(None) => None,                                      // not signed: transport identity
+//!     Err(e) => return e.to_fault(),                         // soapenv:Client, reason in faultstring; log e.kind()
+//! };
+//! // … and on the response envelope when the request was signed:
+//! if signed.is_some() { response = wssec::sign(&response, &host_credential)?; }
+//! // client (`vws --sign`): request = wssec::sign(&request, &Credential::find_user()?)?;
+//! ```
+//! `verify` and `sign` are thread-safe and hold no lock but the replay cache's, briefly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::{Mutex, Once};
+
+use libxml::parser::{Parser, ParserOptions};
+use libxml::readonly::RoNode;
+use libxml::tree::{Document, SaveOptions};
+use openssl::x509::X509;
+use quick_xml::events::Event;
+use quick_xml::name::{QName as QxName, ResolveResult};
+use quick_xml::NsReader;
+use xmlsec::bindings as xs;
+use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
+
+use super::{Caller, Credential, GsiError, TrustConfig};
+use crate::soap::envelope::SoapFault;
+use crate::soap::ns;
+use crate::soap::xml::{self, Limits, QName};
+
+pub const WSSE: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+pub const WSU: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+pub const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
+pub const X509V3: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
+pub const X509_PKIPATH: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509PKIPathv1";
+pub const BASE64_BINARY: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
+pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+pub const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+pub const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+pub const SHA1: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+/// The header a listener must declare it understands (it is sent with mustUnderstand="1").
+pub const SECURITY_HEADER: (&str, &str) = (WSSE, "Security");
+
+/// WS-Addressing headers that must be signed when present.
+const REQUIRED_WSA: [&str; 3] = ["To", "Action", "MessageID"];
+/// WS-Addressing headers [`sign`] covers (the required ones and the reply-routing ones).
+const SIGNED_WSA: [&str; 6] = ["To", "Action", "MessageID", "From", "ReplyTo", "RelatesTo"];
+
+/// Why a message was refused (or could not be signed).
+#[derive(Debug, thiserror::Error)]
+pub enum WsSecError {
+    #[error("not an acceptable SOAP envelope: {0}")]
+    Malformed(String),
+    #[error("invalid wsse:Security header: {0}")]
+    InvalidSecurity(String),
+    #[error("unsupported security token: {0}")]
+    UnsupportedToken(String),
+    #[error("digest mismatch: the signed part {uri} was altered after signing")]
+    DigestMismatch { uri: String },
+    #[error("bad signature: the SignatureValue does not verify with the key of {subject}")]
+    BadSignature { subject: String },
+    #[error("signature refused: {0}")]
+    SignatureRefused(String),
+    #[error("the signature does not cover the required part {part}")]
+    UnsignedPart { part: String },
+    #[error("signature wrapping suspected: {0}")]
+    Wrapping(String),
+    #[error("untrusted security token: {0}")]
+    UntrustedToken(#[source] GsiError),
+    #[error("message expired: {0}")]
+    Expired(String),
+    #[error("message timestamp is in the future: {0}")]
+    NotYetValid(String),
+    #[error("replayed message: {0}")]
+    Replay(String),
+    #[error("cannot sign the message: {0}")]
+    Signing(String),
+}
+
+impl WsSecError {
+    /// A short machine-friendly name of the reason (for logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WsSecError::Malformed(_) => "malformed",
+            WsSecError::InvalidSecurity(_) => "invalid_security",
+            WsSecError::UnsupportedToken(_) => "unsupported_token",
+            WsSecError::DigestMismatch { .. } => "digest_mismatch",
+            WsSecError::BadSignature { .. } => "bad_signature",
+            WsSecError::SignatureRefused(_) => "signature_refused",
+            WsSecError::UnsignedPart { .. } => "unsigned_part",
+            WsSecError::Wrapping(_) => "wrapping",
+            WsSecError::UntrustedToken(_) => "untrusted_token",
+            WsSecError::Expired(_) => "expired",
+            WsSecError::NotYetValid(_) => "not_yet_valid",
+            WsSecError::Replay(_) => "replay",
+            WsSecError::Signing(_) => "signing",
+        }
+    }
+
+    /// The WS-Security 1.0 fault code (§12) this refusal corresponds to.
+    pub fn wsse_code(&self) -> &'static str {
+        match self {
+            WsSecError::Malformed(_) | WsSecError::InvalidSecurity(_) | WsSecError::Wrapping(_) => "wsse:InvalidSecurity",
+            WsSecError::UnsupportedToken(_) => "wsse:UnsupportedSecurityToken",
+            WsSecError::UntrustedToken(_) => "wsse:InvalidSecurityToken",
+            WsSecError::Expired(_) | WsSecError::NotYetValid(_) => "wsse:MessageExpired",
+            WsSecError::DigestMismatch { .. }
+            | WsSecError::BadSignature { .. }
+            | WsSecError::SignatureRefused(_)
+            | WsSecError::UnsignedPart { .. }
+            | WsSecError::Replay(_) => "wsse:FailedCheck",
+            WsSecError::Signing(_) => "wsse:FailedCheck",
+        }
+    }
+
+    /// The SOAP fault to answer with: `soapenv:Client` (a server-side signing failure:
+    /// `soapenv:Server`), the WS-Security code and the reason in the faultstring.
+    pub fn to_fault(&self) -> SoapFault {
+        let s = format!("{}: {}", self.wsse_code(), self);
+        match self {
+            WsSecError::Signing(_) => SoapFault::server(s),
+            _ => SoapFault::client(s),
+        }
+    }
+}
+
+/// A verified signed message.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// Who signed, through the same path as GSI transport ([`super::authenticate`]).
+    pub caller: Caller,
+    /// The (signed) wsa:MessageID, if the message has one.
+    pub message_id: Option<String>,
+    /// wsu:Created, Unix milliseconds.
+    pub created_ms: i64,
+    /// wsu:Expires, Unix milliseconds, if present.
+    pub expires_ms: Option<i64>,
+    /// The elements the signature covers (Body, Timestamp, headers…), as verified.
+    pub signed_parts: Vec<QName>,
+    /// The SignatureMethod algorithm URI.
+    pub signature_method: String,
+    /// The signer's chain as presented, leaf first.
+    pub chain: Vec<X509>,
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+// ------------------------------------------------------------------------------ replay cache
+
+/// Remembers the signed messages seen within the timestamp window, to refuse replays. Bounded:
+/// when full, the entry closest to expiry is dropped and every message expiring no later than
+/// it is refused from then on (so an evicted message can never be replayed; only messages about
+/// to expire anyway can be refused early).
+pub struct ReplayCache {
+    skew_ms: i64,
+    max_age_ms: i64,
+    capacity: usize,
+    inner: Mutex<ReplayInner>,
+}
+
+#[derive(Default)]
+struct ReplayInner {
+    seen: HashMap<String, i64>,
+    by_expiry: BTreeSet<(i64, String)>,
+    /// Messages whose window ends at or before this instant are refused (evictions).
+    floor_ms: i64,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        ReplayCache::new()
+    }
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("skew_ms", &self.skew_ms)
+            .field("max_age_ms", &self.max_age_ms)
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl ReplayCache {
+    pub const DEFAULT_SKEW_MS: i64 = 5 * 60 * 1000;
+    pub const DEFAULT_MAX_AGE_MS: i64 = 5 * 60 * 1000;
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// Clock skew 5 min, messages accepted up to 5 min after Created, 100 000 entries.
+    pub fn new() -> ReplayCache {
+        ReplayCache::with_limits(Self::DEFAULT_SKEW_MS, Self::DEFAULT_MAX_AGE_MS, Self::DEFAULT_CAPACITY)
+    }
+
+    /// `skew_ms`: tolerated clock difference; `max_age_ms`: a message is refused once it is older
+    /// than this (even when its Expires is later); `capacity`: maximum remembered messages.
+    pub fn with_limits(skew_ms: i64, max_age_ms: i64, capacity: usize) -> ReplayCache {
+        ReplayCache {
+            skew_ms: skew_ms.max(0),
+            max_age_ms: max_age_ms.max(1),
+            capacity: capacity.max(1),
+            inner: Mutex::new(ReplayInner::default()),
+        }
+    }
+
+    pub fn skew_ms(&self) -> i64 {
+        self.skew_ms
+    }
+
+    /// Remembered messages (expired ones may still be counted until the next check).
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The Timestamp window check; returns the instant after which the message is refused.
+    fn window(&self, created_ms: i64, expires_ms: Option<i64>, now_ms: i64) -> Result<i64, WsSecError> {
+        if created_ms > now_ms + self.skew_ms {
+            return Err(WsSecError::NotYetValid(format!(
+                "wsu:Created {} is {} s ahead of this host's clock (skew allowed: {} s)",
+                fmt_ms(created_ms),
+                (created_ms - now_ms) / 1000,
+                self.skew_ms / 1000
+            )));
+        }
+        if let Some(e) = expires_ms {
+            if e < created_ms {
+                return Err(WsSecError::InvalidSecurity("wsu:Expires is before wsu:Created".into()));
+            }
+        }
+        let limit = expires_ms.unwrap_or(i64::MAX).min(created_ms.saturating_add(self.max_age_ms));
+        let end = limit.saturating_add(self.skew_ms);
+        if now_ms > end {
+            return Err(WsSecError::Expired(format!(
+                "created {}, expires {}, refused after {} (now {})",
+                fmt_ms(created_ms),
+                expires_ms.map(fmt_ms).unwrap_or_else(|| "-".into()),
+                fmt_ms(end),
+                fmt_ms(now_ms)
+            )));
+        }
+        Ok(end)
+    }
+
+    /// Records `key` until `end_ms`; a key already present is a replay.
+    fn check_and_insert(&self, key: String, end_ms: i64, now_ms: i64, what: &str) -> Result<(), WsSecError> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *g;
+        while let Some((exp, _)) = inner.by_expiry.first() {
+            if *exp >= now_ms {
+                break;
+            }
+            let (_, k) = inner.by_expiry.pop_first().expect("non-empty");
+            inner.seen.remove(&k);
+        }
+        if inner.seen.contains_key(&key) {
+            return Err(WsSecError::Replay(format!("{what} was already received")));
+        }
+        if end_ms <= inner.floor_ms {
+            return Err(WsSecError::Replay(format!(
+                "{what}: the replay cache is full and no longer remembers messages expiring before {}",
+                fmt_ms(inner.floor_ms)
+            )));
+        }
+        while inner.seen.len() >= self.capacity {
+            let (exp, k) = inner.by_expiry.pop_first().expect("non-empty when full");
+            inner.seen.remove(&k);
+            inner.floor_ms = inner.floor_ms.max(exp);
+        }
+        if end_ms <= inner.floor_ms {
+            return Err(WsSecError::Replay(format!(
+                "{what}: the replay cache is full and no longer remembers messages expiring before {}",
+                fmt_ms(inner.floor_ms)
+            )));
+        }
+        inner.by_expiry.insert((end_ms, key.clone()));
+        inner.seen.insert(key, end_ms);
+        Ok(())
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) {
+        Ok(t) => format_datetime(t),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
+fn format_datetime(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+fn parse_datetime(s: &str, what: &str) -> Result<i64, WsSecError> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|e| WsSecError::InvalidSecurity(format!("{what} '{}' is not an xsd:dateTime with a time zone: {e}", s.trim())))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+// ------------------------------------------------------------------------------ xmlsec glue
+
+thread_local! {
+    static XMLSEC_ERRORS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+extern "C" {
+    // xmlsec/errors.h (not in the crate's bindings; the library is linked by the crate).
+    fn xmlSecErrorsSetCallback(
+        cb: Option<
+            unsafe extern "C" fn(
+                file: *const c_char,
+                line: c_int,
+                func: *const c_char,
+                object: *const c_char,
+                subject: *const c_char,
+                reason: c_int,
+                msg: *const c_char,
+            ),
+        >,
+    );
+}
+
+/// Collects xmlsec's error reports of this thread instead of printing them on stderr.
+unsafe extern "C" fn xmlsec_error_cb(
+    _file: *const c_char,
+    _line: c_int,
+    func: *const c_char,
+    _object: *const c_char,
+    subject: *const c_char,
+    _reason: c_int,
+    msg: *const c_char,
+) {
+    let s = |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
+    let line = format!("{}: {} {}", s(func), s(subject), s(msg));
+    XMLSEC_ERRORS.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.len() < 8 {
+            e.push(line);
+        }
+    });
+}
+
+fn take_xmlsec_errors() -> String {
+    XMLSEC_ERRORS.with(|e| {
+        let v: Vec<String> = e.borrow_mut().drain(..).collect();
+        if v.is_empty() {
+            "xmlsec reported no detail".into()
+        } else {
+            v.join("; ")
+        }
+    })
+}
+
+fn init_xmlsec() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        drop(XmlSecSignatureContext::new()); // initialises libxml2 + xmlsec + its OpenSSL engine
+        // SAFETY: installs a global callback; it only touches thread-local storage.
+        unsafe { xmlSecErrorsSetCallback(Some(xmlsec_error_cb)) };
+    });
+}
+
+/// A signature context restricted to exclusive C14N, RSA-SHA1/SHA256, SHA-1/SHA-256 and
+/// same-document `#id` references, holding `key`.
+fn dsig_context(key: XmlSecKey) -> Result<XmlSecSignatureContext, WsSecError> {
+    init_xmlsec();
+    let mut ctx = XmlSecSignatureContext::new();
+    ctx.insert_key(key);
+    // SAFETY: ctx is a valid, exclusively owned xmlSecDSigCtx; the klass getters return static
+    // transform descriptions.
+    unsafe {
+        let c = ctx.as_ptr();
+        (*c).flags |= xs::XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS;
+        (*c).enabledReferenceUris = xs::xmlSecTransformUriTypeSameDocument as xs::xmlSecTransformUriType;
+        let sig = [xs::xmlSecTransformExclC14NGetKlass(), xs::xmlSecOpenSSLTransformRsaSha1GetKlass(), xs::xmlSecOpenSSLTransformRsaSha256GetKlass()];
+        for t in sig {
+            if xs::xmlSecDSigCtxEnableSignatureTransform(c, t) < 0 {
+                return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
+            }
+        }
+        let refs = [xs::xmlSecTransformExclC14NGetKlass(), xs::xmlSecOpenSSLTransformSha1GetKlass(), xs::xmlSecOpenSSLTransformSha256GetKlass()];
+        for t in refs {
+            if xs::xmlSecDSigCtxEnableReferenceTransform(c, t) < 0 {
+                return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
+            }
+        }
+    }
+    Ok(ctx)
+}
+
+/// The references of the last processed SignedInfo: (URI, status).
+///
+/// # Safety
+/// `c` must be a valid context after xmlSecDSigCtxVerify/Sign.
+unsafe fn references(c: *mut xs::xmlSecDSigCtx) -> Vec<(String, xs::xmlSecDSigStatus)> {
+    let list = &mut (*c).signedInfoReferences as *mut xs::xmlSecPtrList;
+    let n = xs::xmlSecPtrListGetSize(list);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let r = xs::xmlSecPtrListGetItem(list, i) as *mut xs::xmlSecDSigReferenceCtx;
+        if r.is_null() {
+            continue;
+        }
+        let uri = if (*r).uri.is_null() { String::new() } else { CStr::from_ptr((*r).uri as *const c_char).to_string_lossy().into_owned() };
+        out.push((uri, (*r).status));
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------ libxml2 helpers
+
+fn parse_libxml(body: &[u8]) -> Result<Document, WsSecError> {
+    // No recovery, no network, no DTD defaulting; entity substitution (XML_PARSE_NOENT) and DTD
+    // loading are off (not requested). The hardened parser refused DOCTYPEs before this.
+    let opts = ParserOptions {
+        recover: false,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        no_net: true,
+        huge: false,
+        ..Default::default()
+    };
+    Parser::default()
+        .parse_string_with_options(body, opts)
+        .map_err(|_| WsSecError::Malformed("libxml2 could not parse the envelope".into()))
+}
+
+fn is(n: RoNode, ns_uri: &str, local: &str) -> bool {
+    n.get_name() == local && n.get_namespace().map(|x| x.get_href()).as_deref() == Some(ns_uri)
+}
+
+fn qname_of(n: RoNode) -> QName {
+    QName::new(&n.get_namespace().map(|x| x.get_href()).unwrap_or_default(), &n.get_name())
+}
+
+fn wsu_id(n: RoNode) -> Option<String> {
+    n.get_property_ns("Id", WSU)
+}
+
+/// Registers every wsu:Id as an XML ID (xmlsec resolves `#id` through them) and refuses any Id
+/// value (wsu:Id, xml:id, Id) carried by two elements.
+fn register_ids(doc: &Document) -> Result<(), WsSecError> {
+    let root = doc.get_root_readonly().ok_or_else(|| WsSecError::Malformed("no root element".into()))?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        let me = n.node_ptr() as usize;
+        let mut note = |v: String| -> Result<(), WsSecError> {
+            match seen.get(&v) {
+                Some(&other) if other != me => {
+                    Err(WsSecError::Wrapping(format!("the Id '{v}' is carried by more than one element")))
+                }
+                _ => {
+                    seen.insert(v, me);
+                    Ok(())
+                }
+            }
+        };
+        if let Some(v) = wsu_id(n) {
+            note(v.clone())?;
+            if let Some(attr) = n.get_property_node_ns("Id", WSU) {
+                let cv = CString::new(v.clone()).map_err(|_| WsSecError::Malformed("NUL in an Id".into()))?;
+                // SAFETY: doc owns both the attribute node and the ID table; xmlAddID copies the value.
+                let r = unsafe {
+                    libxml::bindings::xmlAddID(
+                        std::ptr::null_mut(),
+                        doc.doc_ptr(),
+                        cv.as_ptr() as *const u8,
+                        attr.node_ptr() as libxml::bindings::xmlAttrPtr,
+                    )
+                };
+                if r.is_null() {
+                    return Err(WsSecError::Wrapping(format!("the Id '{v}' is defined twice")));
+                }
+            }
+        }
+        if let Some(v) = n.get_property_ns("id", xml::XML_NS) {
+            note(v)?;
+        }
+        if let Some(v) = n.get_property_no_ns("Id") {
+            note(v)?;
+        }
+        stack.extend(n.get_child_elements());
+    }
+    Ok(())
+}
+
+/// The element an `#id` reference resolves to (through the document's ID table, as xmlsec does).
+fn id_target(doc: &Document, id: &str) -> Option<usize> {
+    let cid = CString::new(id).ok()?;
+    // SAFETY: read-only lookup in the document's ID table.
+    unsafe {
+        let a = libxml::bindings::xmlGetID(doc.doc_ptr(), cid.as_ptr() as *const u8);
+        if a.is_null() {
+            return None;
+        }
+        let parent = (*a).parent;
+        (!parent.is_null()).then_some(parent as usize)
+    }
+}
+
+/// The parts of a signed envelope, located by position (never by Id).
+struct Located {
+    body: RoNode,
+    security: RoNode,
+    timestamp: RoNode,
+    signature: RoNode,
+    tokens: Vec<RoNode>,
+    wsa: Vec<(&'static str, RoNode)>,
+}
+
+fn locate(doc: &Document) -> Result<Located, WsSecError> {
+    let root = doc.get_root_readonly().ok_or_else(|| WsSecError::Malformed("no root element".into()))?;
+    if !is(root, ns::SOAPENV, "Envelope") {
+        return Err(WsSecError::Malformed(format!("the root element is {}, not a SOAP 1.1 Envelope", qname_of(root))));
+    }
+    let kids = root.get_child_elements();
+    let mut header = None;
+    let mut body = None;
+    for k in &kids {
+        if is(*k, ns::SOAPENV, "Header") && header.is_none() && body.is_none() {
+            header = Some(*k);
+        } else if is(*k, ns::SOAPENV, "Body") && body.is_none() {
+            body = Some(*k);
+        } else {
+            return Err(WsSecError::Wrapping(format!(
+                "unexpected {} in the Envelope (one Header, then one Body)",
+                qname_of(*k)
+            )));
+        }
+    }
+    let body = body.ok_or_else(|| WsSecError::Malformed("the Envelope has no Body".into()))?;
+    let header = header.ok_or_else(|| WsSecError::InvalidSecurity("no SOAP Header".into()))?;
+    let mut security = None;
+    let mut wsa: Vec<(&'static str, RoNode)> = Vec::new();
+    for h in header.get_child_elements() {
+        if is(h, WSSE, "Security") {
+            if security.is_some() {
+                return Err(WsSecError::Wrapping("more than one wsse:Security header".into()));
+            }
+            security = Some(h);
+        } else if h.get_namespace().map(|x| x.get_href()).as_deref() == Some(ns::WSA) {
+            let name = h.get_name();
+            if let Some(w) = SIGNED_WSA.iter().find(|w| **w == name) {
+                if wsa.iter().any(|(n, _)| n == w) {
+                    return Err(WsSecError::Wrapping(format!("more than one wsa:{w} header")));
+                }
+                wsa.push((w, h));
+            }
+        }
+    }
+    let security = security.ok_or_else(|| WsSecError::InvalidSecurity("no wsse:Security header".into()))?;
+    let mut timestamp = None;
+    let mut signature = None;
+    let mut tokens = Vec::new();
+    for c in security.get_child_elements() {
+        if is(c, WSU, "Timestamp") {
+            if timestamp.replace(c).is_some() {
+                return Err(WsSecError::Wrapping("more than one wsu:Timestamp".into()));
+            }
+        } else if is(c, DS, "Signature") {
+            if signature.replace(c).is_some() {
+                return Err(WsSecError::InvalidSecurity("more than one ds:Signature (only one signer is supported)".into()));
+            }
+        } else if is(c, WSSE, "BinarySecurityToken") {
+            tokens.push(c);
+        } else if is(c, ns::SOAPENV, "Body") {
+            return Err(WsSecError::Wrapping("a soapenv:Body inside wsse:Security".into()));
+        }
+    }
+    let timestamp = timestamp.ok_or_else(|| WsSecError::InvalidSecurity("no wsu:Timestamp".into()))?;
+    let signature = signature.ok_or_else(|| WsSecError::InvalidSecurity("no ds:Signature".into()))?;
+    Ok(Located { body, security, timestamp, signature, tokens, wsa })
+}
+
+fn child(n: RoNode, ns_uri: &str, local: &str) -> Option<RoNode> {
+    n.get_child_elements().into_iter().find(|c| is(*c, ns_uri, local))
+}
+
+fn b64_decode(text: &str) -> Result<Vec<u8>, String> {
+    let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    openssl::base64::decode_block(&clean).map_err(|e| format!("bad base64: {e}"))
+}
+
+/// Splits a DER `SEQUENCE OF` into its elements' encodings.
+fn der_sequence_items(d: &[u8]) -> Result<Vec<&[u8]>, String> {
+    fn tlv(d: &[u8]) -> Result<(usize, usize), String> {
+        // (header length, content length)
+        if d.len() < 2 {
+            return Err("truncated DER".into());
+        }
+        let l0 = d[1] as usize;
+        if l0 < 0x80 {
+            return Ok((2, l0));
+        }
+        let n = l0 & 0x7f;
+        if n == 0 || n > 4 || d.len() < 2 + n {
+            return Err("bad DER length".into());
+        }
+        let len = d[2..2 + n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        Ok((2 + n, len))
+    }
+    if d.first() != Some(&0x30) {
+        return Err("not a DER SEQUENCE".into());
+    }
+    let (h, len) = tlv(d)?;
+    if h + len != d.len() {
+        return Err("DER length does not match the token".into());
+    }
+    let mut rest = &d[h..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (h, len) = tlv(rest)?;
+        if h + len > rest.len() {
+            return Err("truncated DER element".into());
+        }
+        out.push(&rest[..h + len]);
+        rest = &rest[h + len..];
+    }
+    Ok(out)
+}
+
+fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
+    let content: Vec<u8> = items.concat();
+    let mut out = vec![0x30];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend(content);
+    out
+}
+
+/// The signer's chain, leaf first, from the token the Signature's KeyInfo references.
+fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
+    let unsupported = |s: String| WsSecError::UnsupportedToken(s);
+    let reference = child(m.signature, DS, "KeyInfo")
+        .and_then(|k| child(k, WSSE, "SecurityTokenReference"))
+        .and_then(|s| child(s, WSSE, "Reference"))
+        .ok_or_else(|| unsupported("ds:KeyInfo must hold wsse:SecurityTokenReference/wsse:Reference".into()))?;
+    let uri = reference.get_property_no_ns("URI").unwrap_or_default();
+    let id = uri
+        .strip_prefix('#')
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| unsupported(format!("token reference '{uri}' is not a same-document #id")))?;
+    let bst = m
+        .tokens
+        .iter()
+        .copied()
+        .find(|t| wsu_id(*t).as_deref() == Some(id))
+        .ok_or_else(|| unsupported(format!("no wsse:BinarySecurityToken with wsu:Id '{id}' in the Security header")))?;
+    let decode = |t: RoNode| -> Result<(String, Vec<u8>), WsSecError> {
+        let enc = t.get_property_no_ns("EncodingType").unwrap_or_else(|| BASE64_BINARY.into());
+        if enc != BASE64_BINARY {
+            return Err(unsupported(format!("EncodingType {enc}")));
+        }
+        let vt = t.get_property_no_ns("ValueType").unwrap_or_default();
+        let der = b64_decode(&t.get_content()).map_err(unsupported)?;
+        Ok((vt, der))
+    };
+    let (vt, der) = decode(bst)?;
+    let bad_cert = |e: openssl::error::ErrorStack| unsupported(format!("bad certificate in the token: {e}"));
+    if vt == X509_PKIPATH {
+        let items = der_sequence_items(&der).map_err(|e| unsupported(format!("bad PkiPath: {e}")))?;
+        let mut certs = items.iter().map(|d| X509::from_der(d)).collect::<Result<Vec<_>, _>>().map_err(bad_cert)?;
+        if certs.is_empty() {
+            return Err(unsupported("empty PkiPath".into()));
+        }
+        // PkiPath order is CA side first; tolerate a leaf-first encoding (detected by names).
+        let leaf_first = certs.len() > 1 && super::x509::names_equal(certs[0].issuer_name(), certs[1].subject_name());
+        if !leaf_first {
+            certs.reverse();
+        }
+        Ok(certs)
+    } else if vt == X509V3 {
+        let leaf = X509::from_der(&der).map_err(bad_cert)?;
+        let mut pool = Vec::new();
+        for t in &m.tokens {
+            if t.node_ptr() != bst.node_ptr() {
+                let (v, d) = decode(*t)?;
+                if v == X509V3 {
+                    pool.push(X509::from_der(&d).map_err(bad_cert)?);
+                }
+            }
+        }
+        let mut chain = vec![leaf];
+        while let Some(i) = pool
+            .iter()
+            .position(|c| super::x509::names_equal(chain.last().expect("non-empty").issuer_name(), c.subject_name()))
+        {
+            let c = pool.remove(i);
+            let self_signed = super::x509::names_equal(c.subject_name(), c.issuer_name());
+            chain.push(c);
+            if self_signed {
+                break;
+            }
+        }
+        Ok(chain)
+    } else {
+        Err(unsupported(format!("ValueType '{vt}' (X509v3 or X509PKIPathv1 expected)")))
+    }
+}
+
+// ------------------------------------------------------------------------------ verify
+
+/// Verifies a signed SOAP envelope (the raw HTTP body); `Ok(None)` when it carries no
+/// `wsse:Security` header. See the module documentation for what is checked.
+pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64) -> Result<Option<Signed>, WsSecError> {
+    // 1. vws' hardened parser first: nothing reaches libxml2/xmlsec that it refused.
+    let root = xml::parse_bytes(body, &Limits::default()).map_err(|e| WsSecError::Malformed(e.to_string()))?;
+    let has_security = root
+        .child(ns::SOAPENV, "Header")
+        .map(|h| h.elements().any(|e| e.is(WSSE, "Security")))
+        .unwrap_or(false);
+    if !has_security {
+        return Ok(None);
+    }
+    drop(root);
+
+    // 2.–3. libxml2 document, Ids, structure.
+    let doc = parse_libxml(body)?;
+    register_ids(&doc)?;
+    let m = locate(&doc)?;
+
+    // 4. Timestamp window.
+    let created = child(m.timestamp, WSU, "Created")
+        .ok_or_else(|| WsSecError::InvalidSecurity("wsu:Timestamp has no wsu:Created".into()))?;
+    let created_ms = parse_datetime(&created.get_content(), "wsu:Created")?;
+    let expires_ms = match child(m.timestamp, WSU, "Expires") {
+        Some(e) => Some(parse_datetime(&e.get_content(), "wsu:Expires")?),
+        None => None,
+    };
+    let window_end = replay.window(created_ms, expires_ms, now_ms)?;
+
+    // 5. The token.
+    let chain = token_chain(&m)?;
+    let leaf = &chain[0];
+
+    // 6. The signature, by xmlsec, with the leaf's key.
+    let leaf_der = leaf.to_der().map_err(|e| WsSecError::UnsupportedToken(e.to_string()))?;
+    init_xmlsec();
+    take_xmlsec_errors();
+    let key = XmlSecKey::from_memory(&leaf_der, XmlSecKeyFormat::CertDer, None)
+        .map_err(|_| WsSecError::UnsupportedToken(format!("cannot use the key of {}: {}", super::x509::subject(leaf), take_xmlsec_errors())))?;
+    let ctx = dsig_context(key)?;
+    // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
+    let (rc, status, refs) = unsafe {
+        let c = ctx.as_ptr();
+        let rc = xs::xmlSecDSigCtxVerify(c, m.signature.node_ptr() as xs::xmlNodePtr);
+        (rc, (*c).status, references(c))
+    };
+    if rc < 0 {
+        return Err(WsSecError::SignatureRefused(take_xmlsec_errors()));
+    }
+    if status != xs::xmlSecDSigStatus_xmlSecDSigStatusSucceeded {
+        take_xmlsec_errors();
+        if let Some((uri, _)) = refs.iter().find(|(_, s)| *s != xs::xmlSecDSigStatus_xmlSecDSigStatusSucceeded) {
+            return Err(WsSecError::DigestMismatch { uri: uri.clone() });
+        }
+        return Err(WsSecError::BadSignature { subject: super::x509::subject(leaf) });
+    }
+    let verified: Vec<&str> = refs.iter().map(|(u, _)| u.as_str()).collect();
+
+    // 7. Coverage: each required part, located by position, is what its Id resolves to, and is
+    //    among the verified references.
+    let mut required: Vec<(String, RoNode)> = vec![("soapenv:Body".into(), m.body), ("wsu:Timestamp".into(), m.timestamp)];
+    for (w, n) in &m.wsa {
+        if REQUIRED_WSA.contains(w) {
+            required.push((format!("wsa:{w}"), *n));
+        }
+    }
+    for (part, node) in &required {
+        let id = wsu_id(*node).ok_or_else(|| WsSecError::UnsignedPart { part: format!("{part} (it has no wsu:Id)") })?;
+        if id_target(&doc, &id) != Some(node.node_ptr() as usize) {
+            return Err(WsSecError::Wrapping(format!("the Id '{id}' of {part} resolves to another element")));
+        }
+        let uri = format!("#{id}");
+        if !verified.contains(&uri.as_str()) {
+            return Err(WsSecError::UnsignedPart { part: part.clone() });
+        }
+    }
+    let mut signed_parts = Vec::new();
+    for u in &verified {
+        if let Some(id) = u.strip_prefix('#') {
+            if let Some(target) = id_target(&doc, id) {
+                let n = [m.body, m.timestamp]
+                    .into_iter()
+                    .chain(m.wsa.iter().map(|(_, n)| *n))
+                    .find(|n| n.node_ptr() as usize == target);
+                if let Some(n) = n {
+                    signed_parts.push(qname_of(n));
+                }
+            }
+        }
+    }
+    let signature_method = child(m.signature, DS, "SignedInfo")
+        .and_then(|s| child(s, DS, "SignatureMethod"))
+        .and_then(|s| s.get_property_no_ns("Algorithm"))
+        .unwrap_or_default();
+    let message_id = m.wsa.iter().find(|(w, _)| *w == "MessageID").map(|(_, n)| n.get_content().trim().to_string());
+    let sig_value = child(m.signature, DS, "SignatureValue").map(|n| n.get_content()).unwrap_or_default();
+    let _ = m.security;
+
+    // 8. The chain: same identity path as GSI transport.
+    let caller = super::authenticate_at(&chain, cfg, now_ms.div_euclid(1000)).map_err(WsSecError::UntrustedToken)?;
+
+    // 9. Replay.
+    let dn = caller.dn.clone().unwrap_or_default();
+    let (key, what) = match &message_id {
+        Some(id) => (format!("{dn}\nmid:{id}"), format!("MessageID {id} from {dn}")),
+        None => {
+            // Canonical form of the signature value (whitespace and base64 variants collapse).
+            let v = b64_decode(&sig_value).map(|b| openssl::base64::encode_block(&b)).unwrap_or(sig_value);
+            (format!("{dn}\nsig:{v}"), format!("the signed message (no MessageID) from {dn}"))
+        }
+    };
+    replay.check_and_insert(key, window_end, now_ms, &what)?;
+
+    Ok(Some(Signed { caller, message_id, created_ms, expires_ms, signed_parts, signature_method, chain }))
+}
+
+// ------------------------------------------------------------------------------ sign
+
+/// Signature algorithms [`sign_with`] can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// RSA-SHA1 with SHA-1 digests: what GT 4.0 understands (the default).
+    RsaSha1,
+    /// RSA-SHA256 with SHA-256 digests.
+    RsaSha256,
+}
+
+/// Options of [`sign_with`].
+#[derive(Clone, Debug)]
+pub struct SignOptions {
+    pub algorithm: Algorithm,
+    /// wsu:Expires − wsu:Created (default 5 min, as GT 4.0).
+    pub ttl_ms: i64,
+    /// wsu:Created (default: now).
+    pub created_ms: Option<i64>,
+    /// Cover the Body (default true). `false` makes messages every verifier must refuse; it
+    /// exists to test verifiers.
+    pub sign_body: bool,
+}
+
+impl Default for SignOptions {
+    fn default() -> Self {
+        SignOptions { algorithm: Algorithm::RsaSha1, ttl_ms: 5 * 60 * 1000, created_ms: None, sign_body: true }
+    }
+}
+
+/// Signs a SOAP 1.1 envelope as GT 4.0 does (RSA-SHA1, PkiPath token with the whole chain).
+pub fn sign(envelope_xml: &str, cred: &Credential) -> Result<String, WsSecError> {
+    sign_with(envelope_xml, cred, &SignOptions::default())
+}
+
+/// One text edit of the envelope: at `at`, remove `remove` bytes and insert `text`.
+struct Edit {
+    at: usize,
+    remove: usize,
+    text: String,
+}
+
+/// Signs a SOAP 1.1 envelope: adds a `wsse:Security` header (first in the Header, which is
+/// created if missing) with the credential's chain as an X509PKIPathv1 token, a Timestamp and a
+/// Signature over the Body, the Timestamp and the wsa To/Action/MessageID/From/ReplyTo/RelatesTo
+/// headers present (adding `wsu:Id` attributes where they have none). The rest of the envelope
+/// is kept byte for byte before xmlsec signs it.
+pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> Result<String, WsSecError> {
+    let bad = |s: String| WsSecError::Signing(s);
+    let uid = || uuid::Uuid::new_v4().simple().to_string();
+    let (token_id, ts_id) = (format!("CertId-{}", uid()), format!("Timestamp-{}", uid()));
+
+    // Locate, with namespace resolution, the Envelope, Header, Body and wsa headers.
+    let mut r = NsReader::from_str(envelope_xml);
+    r.config_mut().trim_text(false);
+    let mut depth = 0usize;
+    let mut edits: Vec<Edit> = Vec::new();
+    let mut in_header = false;
+    let mut envelope_end: Option<usize> = None;
+    let mut header_start: Option<(usize, bool, String)> = None; // (offset of '>' or '/>', empty, qname)
+    let mut body_found = false;
+    let mut refs: Vec<String> = Vec::new(); // ids to sign, in document order
+    let mut wsa_ids: Vec<String> = Vec::new();
+    let mut body_id = None;
+    loop {
+        let (res, ev) = r.read_resolved_event().map_err(|e| bad(format!("the envelope is not well-formed: {e}")))?;
+        let ns_uri = match &res {
+            ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
+            _ => String::new(),
+        };
+        let ev = ev.into_owned();
+        let after = r.buffer_position() as usize;
+        let (e, empty) = match &ev {
+            Event::Start(e) => (e.clone(), false),
+            Event::Empty(e) => (e.clone(), true),
+            Event::End(_) => {
+                depth -= 1;
+                if depth == 1 {
+                    in_header = false;
+                }
+                continue;
+            }
+            Event::DocType(_) => return Err(bad("DOCTYPE declarations are not allowed".into())),
+            Event::Eof => break,
+            _ => continue,
+        };
+        let local = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+        let tag_end = if empty { after - 2 } else { after - 1 };
+        depth += 1;
+        match depth {
+            1 => {
+                if !(ns_uri == ns::SOAPENV && local == "Envelope") {
+                    return Err(bad(format!("the root element is {{{ns_uri}}}{local}, not a SOAP 1.1 Envelope")));
+                }
+                if empty {
+                    return Err(bad("the Envelope is empty".into()));
+                }
+                envelope_end = Some(after);
+            }
+            2 if ns_uri == ns::SOAPENV && local == "Header" => {
+                header_start = Some((tag_end, empty, String::from_utf8_lossy(e.name().as_ref()).into_owned()));
+                in_header = !empty;
+            }
+            2 if ns_uri == ns::SOAPENV && local == "Body" => {
+                body_found = true;
+                if opts.sign_body {
+                    let id = ensure_id(&r, &e, tag_end, &mut edits, &uid)?;
+                    body_id = Some(id);
+                }
+            }
+            3 if in_header => {
+                if ns_uri == WSSE && local == "Security" {
+                    return Err(bad("the envelope already has a wsse:Security header".into()));
+                }
+                if ns_uri == ns::WSA && SIGNED_WSA.contains(&local.as_str()) {
+                    wsa_ids.push(ensure_id(&r, &e, tag_end, &mut edits, &uid)?);
+                }
+            }
+            _ => {}
+        }
+        if empty {
+            depth -= 1;
+        }
+    }
+    if !body_found {
+        return Err(bad("the envelope has no soapenv:Body".into()));
+    }
+    refs.extend(wsa_ids);
+    refs.push(ts_id.clone());
+    if let Some(b) = body_id {
+        refs.push(b);
+    }
+
+    // The Security header.
+    let certs = cred.certificates();
+    let ders = certs
+        .iter()
+        .rev() // PkiPath: CA side first, the signing certificate last
+        .map(|c| c.to_der())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let token = openssl::base64::encode_block(&der_sequence(&ders));
+    let created = opts.created_ms.unwrap_or_else(now_ms);
+    let (sig_alg, dig_alg) = match opts.algorithm {
+        Algorithm::RsaSha1 => (RSA_SHA1, SHA1),
+        Algorithm::RsaSha256 => (RSA_SHA256, SHA256),
+    };
+    let mut references = String::new();
+    for id in &refs {
+        references.push_str(&format!(
+            "<ds:Reference URI=\"#{id}\"><ds:Transforms><ds:Transform Algorithm=\"{EXC_C14N}\"/></ds:Transforms>\
+             <ds:DigestMethod Algorithm=\"{dig_alg}\"/><ds:DigestValue></ds:DigestValue></ds:Reference>"
+        ));
+    }
+    let security = format!(
+        "<wsse:Security xmlns:wsse=\"{WSSE}\" xmlns:wsu=\"{WSU}\" xmlns:soapenv=\"{soap}\" soapenv:mustUnderstand=\"1\">\
+         <wsse:BinarySecurityToken EncodingType=\"{BASE64_BINARY}\" ValueType=\"{X509_PKIPATH}\" wsu:Id=\"{token_id}\">{token}</wsse:BinarySecurityToken>\
+         <wsu:Timestamp wsu:Id=\"{ts_id}\"><wsu:Created>{c}</wsu:Created><wsu:Expires>{x}</wsu:Expires></wsu:Timestamp>\
+         <ds:Signature xmlns:ds=\"{DS}\"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"{EXC_C14N}\"/>\
+         <ds:SignatureMethod Algorithm=\"{sig_alg}\"/>{references}</ds:SignedInfo><ds:SignatureValue></ds:SignatureValue>\
+         <ds:KeyInfo><wsse:SecurityTokenReference><wsse:Reference URI=\"#{token_id}\" ValueType=\"{X509_PKIPATH}\"/>\
+         </wsse:SecurityTokenReference></ds:KeyInfo></ds:Signature></wsse:Security>",
+        soap = ns::SOAPENV,
+        c = fmt_ms(created),
+        x = fmt_ms(created + opts.ttl_ms.max(0)),
+    );
+    match header_start {
+        Some((at, false, _)) => edits.push(Edit { at: at + 1, remove: 0, text: security }),
+        Some((at, true, qn)) => edits.push(Edit { at, remove: 2, text: format!(">{security}</{qn}>") }),
+        None => {
+            let at = envelope_end.ok_or_else(|| bad("no Envelope".into()))?;
+            edits.push(Edit {
+                at,
+                remove: 0,
+                text: format!("<soapenv:Header xmlns:soapenv=\"{}\">{security}</soapenv:Header>", ns::SOAPENV),
+            });
+        }
+    }
+    let mut out = envelope_xml.to_string();
+    edits.sort_by_key(|e| std::cmp::Reverse(e.at));
+    for e in edits {
+        out.replace_range(e.at..e.at + e.remove, &e.text);
+    }
+
+    // Sign with xmlsec.
+    let doc = parse_libxml(out.as_bytes())?;
+    register_ids(&doc).map_err(|e| bad(e.to_string()))?;
+    let m = locate(&doc).map_err(|e| bad(e.to_string()))?;
+    let key_der = cred.key.private_key_to_der().map_err(|e| bad(e.to_string()))?;
+    init_xmlsec();
+    take_xmlsec_errors();
+    let key = XmlSecKey::from_memory(&key_der, XmlSecKeyFormat::Der, None)
+        .map_err(|_| bad(format!("xmlsec cannot use the private key: {}", take_xmlsec_errors())))?;
+    let ctx = dsig_context(key)?;
+    // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
+    let rc = unsafe { xs::xmlSecDSigCtxSign(ctx.as_ptr(), m.signature.node_ptr() as xs::xmlNodePtr) };
+    if rc < 0 {
+        return Err(bad(format!("xmlsec: {}", take_xmlsec_errors())));
+    }
+    let s = doc.to_string_with_options(SaveOptions { no_declaration: true, ..Default::default() });
+    Ok(s.trim_end().to_string())
+}
+
+/// The wsu:Id of the element whose start tag ends at `tag_end` (its `>` or `/>`), adding one
+/// (and a wsu binding when needed) if it has none.
+fn ensure_id(
+    r: &NsReader<&[u8]>,
+    e: &quick_xml::events::BytesStart,
+    tag_end: usize,
+    edits: &mut Vec<Edit>,
+    uid: &dyn Fn() -> String,
+) -> Result<String, WsSecError> {
+    for a in e.attributes() {
+        let a = a.map_err(|err| WsSecError::Signing(format!("bad attribute: {err}")))?;
+        let (res, local) = r.resolve_attribute(a.key);
+        if local.as_ref() == b"Id" && matches!(res, ResolveResult::Bound(n) if n.as_ref() == WSU.as_bytes()) {
+            let v = a.unescape_value().map_err(|err| WsSecError::Signing(err.to_string()))?;
+            return Ok(v.into_owned());
+        }
+    }
+    let id = format!("id-{}", uid());
+    // A prefix bound to wsu here, or free to be bound on this element.
+    let mut prefix = String::from("wsu");
+    let mut n = 0;
+    let text = loop {
+        let probe = format!("{prefix}:x");
+        match r.resolve(QxName(probe.as_bytes()), true).0 {
+            ResolveResult::Bound(b) if b.as_ref() == WSU.as_bytes() => break format!(" {prefix}:Id=\"{id}\""),
+            ResolveResult::Unknown(_) => break format!(" xmlns:{prefix}=\"{WSU}\" {prefix}:Id=\"{id}\""),
+            _ => {
+                n += 1;
+                prefix = format!("wsu{n}");
+            }
+        }
+    };
+    edits.push(Edit { at: tag_end, remove: 0, text });
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_sequence_round_trip() {
+        let items = vec![vec![0x02, 0x01, 0x05], vec![0x04, 0x81, 0x80].into_iter().chain(std::iter::repeat(7).take(0x80)).collect()];
+        let seq = der_sequence(&items);
+        let back = der_sequence_items(&seq).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], &items[0][..]);
+        assert_eq!(back[1], &items[1][..]);
+        assert!(der_sequence_items(&seq[..seq.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn timestamp_window() {
+        let c = ReplayCache::with_limits(1000, 10_000, 10);
+        let t = 1_000_000;
+        assert!(c.window(t, Some(t + 5000), t).is_ok());
+        assert_eq!(c.window(t + 2000, None, t).unwrap_err().kind(), "not_yet_valid");
+        assert_eq!(c.window(t, Some(t + 5000), t + 6001).unwrap_err().kind(), "expired");
+        assert!(c.window(t, Some(t + 5000), t + 6000).is_ok());
+        // max_age caps a far Expires
+        assert_eq!(c.window(t, Some(t + 1_000_000), t + 11_001).unwrap_err().kind(), "expired");
+        assert_eq!(c.window(t, Some(t - 1), t).unwrap_err().kind(), "invalid_security");
+        assert_eq!(parse_datetime(&fmt_ms(1_234_567_890_123), "x").unwrap(), 1_234_567_890_123);
+    }
+
+    #[test]
+    fn replay_cache_is_bounded_and_never_forgets_unsafely() {
+        let c = ReplayCache::with_limits(0, 1000, 2);
+        c.check_and_insert("a".into(), 100, 0, "a").unwrap();
+        assert_eq!(c.check_and_insert("a".into(), 100, 0, "a").unwrap_err().kind(), "replay");
+        c.check_and_insert("b".into(), 200, 0, "b").unwrap();
+        c.check_and_insert("c".into(), 300, 0, "c").unwrap(); // evicts a (expiring 100)
+        assert_eq!(c.len(), 2);
+        // a was forgotten, but its window ends at the floor: still refused
+        assert_eq!(c.check_and_insert("a".into(), 100, 0, "a").unwrap_err().kind(), "replay");
+        // entries expire with the window
+        c.check_and_insert("d".into(), 400, 250, "d").unwrap();
+        assert_eq!(c.len(), 2); // b expired at 200, c and d remain
+        // full again: c (ending 300) is evicted, and from then on so is anything ending by 300
+        c.check_and_insert("e".into(), 500, 250, "e").unwrap();
+        assert_eq!(c.check_and_insert("c".into(), 300, 250, "c").unwrap_err().kind(), "replay");
+        assert_eq!(c.check_and_insert("d".into(), 400, 250, "d").unwrap_err().kind(), "replay");
+    }
+}

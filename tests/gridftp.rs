@@ -1,0 +1,327 @@
+//! GridFTP staging against a real GSI globus-gridftp-server started by
+//! ../shared/peers/gsi-gridftp-up.sh (its own kit under target/, port 2813): 1 GiB downloads and
+//! uploads with 1 and 4 streams, with and without DCAU; wrong and expired proxies; a missing file;
+//! the server killed mid-transfer and restarted (resume); a checksum mismatch; concurrent
+//! stagings sharing transfers. Heavy tests run one at a time.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use vws::transfer::{self, Algo, Digest, Options, ProgressInfo, Stager};
+
+const PORT: u16 = 2813;
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+/// `$VWS_SHARED/peers`, else `../shared/peers` beside the clone, else /work/shared/peers.
+fn peers() -> PathBuf {
+    if let Some(d) = std::env::var_os("VWS_SHARED") {
+        return PathBuf::from(d).join("peers");
+    }
+    let sibling = root().join("../shared/peers");
+    if sibling.is_dir() {
+        return sibling;
+    }
+    PathBuf::from("/work/shared/peers")
+}
+fn kit_dir() -> PathBuf {
+    root().join("target/gridftp-kit")
+}
+
+struct Kit {
+    env: HashMap<String, String>,
+    data: PathBuf,
+}
+
+fn up() -> HashMap<String, String> {
+    let out = Command::new("bash")
+        .arg(peers().join("gsi-gridftp-up.sh"))
+        .arg(kit_dir())
+        .arg(PORT.to_string())
+        .output()
+        .expect("run gsi-gridftp-up.sh");
+    assert!(out.status.success(), "gsi-gridftp-up.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut env = HashMap::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((k, v)) = l.strip_prefix("export ").and_then(|r| r.split_once('=')) {
+            let v = v.trim_matches('\'').trim_matches('"').replace("\\ ", " ");
+            env.insert(k.to_string(), v);
+        }
+    }
+    env
+}
+
+fn kit() -> &'static Kit {
+    static K: OnceLock<Kit> = OnceLock::new();
+    K.get_or_init(|| {
+        let env = up();
+        let data = root().join("target/gridftp-data");
+        std::fs::create_dir_all(&data).unwrap();
+        Kit { env, data }
+    })
+}
+
+fn opts(streams: usize, dcau: bool) -> Options {
+    let k = kit();
+    Options {
+        streams,
+        dcau,
+        credential: Some(k.env["X509_USER_PROXY"].clone().into()),
+        cert_dir: Some(k.env["X509_CERT_DIR"].clone().into()),
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
+fn url(p: &Path) -> String {
+    format!("gsiftp://127.0.0.1:{PORT}{}", p.display())
+}
+
+fn big() -> PathBuf {
+    let p = kit().data.join("big.bin");
+    if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) != 1 << 30 {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 1G /dev/urandom > {}.tmp && mv {0}.tmp {0}", p.display()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    p
+}
+
+fn sha256(p: &Path) -> String {
+    transfer::checksum::file_digests(p, &[Algo::Sha256]).unwrap().remove(0).1
+}
+
+fn small(name: &str, len: usize, seed: u8) -> PathBuf {
+    let p = kit().data.join(name);
+    let d: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect();
+    std::fs::write(&p, d).unwrap();
+    p
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = kit().data.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn one_gib_download_and_upload_1_and_4_streams_with_and_without_dcau() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = big();
+    let want = sha256(&src);
+    let out = fresh_dir("big-out");
+    for (streams, dcau) in [(1, true), (4, true), (1, false), (4, false)] {
+        let dst = out.join(format!("down-{streams}-{dcau}.bin"));
+        let t = Instant::now();
+        let o = transfer::stage(&url(&src), dst.to_str().unwrap(), &opts(streams, dcau)).unwrap();
+        eprintln!("download p={streams} dcau={dcau}: {:.2}s", t.elapsed().as_secs_f64());
+        assert_eq!(o.bytes, 1 << 30);
+        assert_eq!(o.sha256, want, "our digest of the received data");
+        assert!(o.remote_checksum.is_some(), "server checksum compared");
+        assert_eq!(sha256(&dst), want, "bytes on disk identical");
+        std::fs::remove_file(&dst).unwrap();
+
+        let up = out.join(format!("up-{streams}-{dcau}.bin"));
+        let t = Instant::now();
+        let o = transfer::stage(src.to_str().unwrap(), &url(&up), &opts(streams, dcau)).unwrap();
+        eprintln!("upload p={streams} dcau={dcau}: {:.2}s", t.elapsed().as_secs_f64());
+        assert_eq!(o.bytes, 1 << 30);
+        assert!(o.remote_checksum.is_some());
+        assert_eq!(sha256(&up), want, "server-side file identical");
+        std::fs::remove_file(&up).unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "no temporary files left: {left:?}");
+}
+
+/// Makes a CA, a user certificate and an RFC 3820 proxy with OpenSSL, none trusted by the server.
+fn foreign_proxy(dir: &Path, lifetime: i64, same_ca: bool) -> PathBuf {
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509Builder, X509NameBuilder, X509ReqBuilder, X509};
+    let key = || PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let name = |cn: &str| {
+        let mut b = X509NameBuilder::new().unwrap();
+        b.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Grid").unwrap();
+        b.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, "GlobusTest").unwrap();
+        b.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+        b.build()
+    };
+    let user_cred = if same_ca {
+        let k = kit();
+        vws::security::credential::Credential::load(&k.env["X509_USER_CERT"], &k.env["X509_USER_KEY"]).unwrap()
+    } else {
+        let cak = key();
+        let uk = key();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let mut sn = BigNum::new().unwrap();
+        sn.rand(60, MsbOption::ONE, false).unwrap();
+        b.set_serial_number(&Asn1Integer::from_bn(&sn).unwrap()).unwrap();
+        b.set_subject_name(&name("Test User")).unwrap();
+        b.set_issuer_name(&name("Evil CA")).unwrap();
+        b.set_pubkey(&uk).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+        b.sign(&cak, MessageDigest::sha256()).unwrap();
+        let user: X509 = b.build();
+        vws::security::credential::Credential { cert: user, key: uk, chain: vec![], cert_path: "u".into(), key_path: "u".into() }
+    };
+    let pk = key();
+    let mut rb = X509ReqBuilder::new().unwrap();
+    rb.set_pubkey(&pk).unwrap();
+    rb.sign(&pk, MessageDigest::sha256()).unwrap();
+    let proxy = vws::security::gss::sign_proxy_request(&user_cred, &rb.build(), lifetime, false).unwrap();
+    let mut pem = proxy.to_pem().unwrap();
+    pem.extend(pk.private_key_to_pem_pkcs8().unwrap());
+    pem.extend(user_cred.cert.to_pem().unwrap());
+    let p = dir.join(if same_ca { "expired-proxy.pem" } else { "foreign-proxy.pem" });
+    std::fs::write(&p, pem).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+#[test]
+fn wrong_and_expired_proxies_fail_authentication_with_the_reason() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = small("auth.bin", 4096, 1);
+    let out = fresh_dir("auth-out");
+    let mut o = opts(1, true);
+    o.credential = Some(foreign_proxy(&out, 3600, false));
+    let e = transfer::stage(&url(&src), out.join("x").to_str().unwrap(), &o).unwrap_err();
+    eprintln!("foreign CA: {e}");
+    assert_eq!(e.kind(), "auth", "{e}");
+    let m = e.to_string().to_lowercase();
+    assert!(m.contains("authentication") && (m.contains("certificate") || m.contains("verify") || m.contains("credential")), "{e}");
+
+    o.credential = Some(foreign_proxy(&out, 0, true));
+    std::thread::sleep(Duration::from_millis(1100));
+    let e = transfer::stage(&url(&src), out.join("x").to_str().unwrap(), &o).unwrap_err();
+    eprintln!("expired: {e}");
+    assert_eq!(e.kind(), "auth", "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn missing_file_is_a_clean_not_found() {
+    let out = fresh_dir("missing-out");
+    let e = transfer::stage(&url(&kit().data.join("no-such-image.img")), out.join("x").to_str().unwrap(), &opts(2, true)).unwrap_err();
+    assert_eq!(e.kind(), "not_found", "{e}");
+    assert!(e.to_string().contains("no-such-image.img"), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+#[test]
+fn checksum_mismatch_is_rejected_and_leaves_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = small("corrupt.bin", 8 << 20, 7);
+    let out = fresh_dir("corrupt-out");
+    let mut o = opts(2, true);
+    o.expected = Some(Digest::parse(&format!("sha256:{}", "00".repeat(32))).unwrap());
+    let e = transfer::stage(&url(&src), out.join("img").to_str().unwrap(), &o).unwrap_err();
+    assert_eq!(e.kind(), "checksum_mismatch", "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in the target directory");
+    // The right digest passes.
+    o.expected = Some(Digest { algo: Algo::Sha256, hex: sha256(&src) });
+    transfer::stage(&url(&src), out.join("img").to_str().unwrap(), &o).unwrap();
+    assert_eq!(std::fs::read(out.join("img")).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn concurrent_stagings_share_transfers() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = fresh_dir("pool");
+    let images: Vec<PathBuf> = (0..4).map(|i| small(&format!("img{i}.bin"), 48 << 20, i as u8)).collect();
+    let stager = Arc::new(Stager::new(opts(2, true)));
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let hs: Vec<_> = (0..8)
+        .map(|j| {
+            let (stager, barrier) = (stager.clone(), barrier.clone());
+            let src = url(&images[j % 4]);
+            let dst = out.join(format!("img{}.bin", j % 4));
+            std::thread::spawn(move || {
+                barrier.wait();
+                stager.stage(&src, dst.to_str().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+    assert_eq!(stager.transfers(), 4, "each image transferred once");
+    assert_eq!(results.iter().filter(|r| r.shared).count(), 4);
+    for (i, img) in images.iter().enumerate() {
+        assert_eq!(std::fs::read(out.join(format!("img{i}.bin"))).unwrap(), std::fs::read(img).unwrap());
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let ppid: u32 = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+            if ppid == pid {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn server_killed_mid_transfer_resumes_byte_identical() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = big();
+    let want = sha256(&src);
+    let out = fresh_dir("resume-out");
+    let dst = out.join("resumed.bin");
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut o = opts(1, true);
+    let s2 = seen.clone();
+    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
+    o.progress_interval = Duration::from_millis(5);
+    o.reconnect_for = Duration::from_secs(30);
+    // Slow the transfer enough to kill it in the middle: many small runs would be flaky.
+    let (su, du) = (url(&src), dst.to_str().unwrap().to_string());
+    let h = std::thread::spawn(move || transfer::stage(&su, &du, &o));
+    let t = Instant::now();
+    while seen.load(Ordering::Relaxed) < 150 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(60), "transfer never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Kill the server (the daemon and its per-connection children, by pid), then restart it.
+    let pidf = kit_dir().join("gridftp.pid");
+    let pid: u32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    for k in children_of(pid) {
+        // SAFETY: plain kill(2) of a server process this test started.
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    let at_kill = seen.load(Ordering::Relaxed);
+    let st = Command::new("bash").arg(peers().join("gsi-gridftp-down.sh")).arg(kit_dir()).status().unwrap();
+    assert!(st.success());
+    eprintln!("server killed at {at_kill} bytes");
+    std::thread::sleep(Duration::from_millis(500));
+    up();
+    let o = h.join().unwrap().expect("the transfer resumes and completes");
+    assert!(at_kill < 1 << 30, "killed before the end");
+    assert_eq!(o.sha256, want);
+    assert_eq!(sha256(&dst), want, "byte-identical after resume");
+}
