@@ -7,8 +7,8 @@ CARGO ?= cargo
 CONFIG ?= conf/vwsd.toml
 # The shared peers and recordings: ../shared beside the clone, else /work/shared.
 SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
-# GridFTP test servers started by the tests (stopped after the run, pass or fail).
-KITS := target/gsikit-test target/gridftp-kit
+# GridFTP test servers started by the tests (every target/*kit*/ with a pid file) are stopped
+# after the run, pass or fail.
 
 .PHONY: run test deps build bench clean
 
@@ -31,7 +31,7 @@ run: build
 
 test: build
 	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
-	for k in $(KITS); do [ -d $$k ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
+	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
 	exit $$rc
 
 bench: build

@@ -1,5 +1,5 @@
 //! GridFTP staging against a real GSI globus-gridftp-server started by
-//! ../shared/peers/gsi-gridftp-up.sh (its own kit under target/, port 2813): 1 GiB downloads and
+//! ../shared/peers/gsi-gridftp-up.sh (its own kit under target/, on a free port): 1 GiB downloads and
 //! uploads with 1 and 4 streams, with and without DCAU; wrong and expired proxies; a missing file;
 //! the server killed mid-transfer and restarted (resume); a checksum mismatch; concurrent
 //! stagings sharing transfers. Heavy tests run one at a time.
@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 use vws::transfer::{self, Algo, Digest, Options, ProgressInfo, Stager};
 
-const PORT: u16 = 2813;
+/// The test server's port: a free one picked once per run, so the kit never collides with a
+/// GridFTP server that something else (another checkout, a developer) left running.
+fn port() -> u16 {
+    static P: OnceLock<u16> = OnceLock::new();
+    *P.get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
@@ -44,7 +49,7 @@ fn up() -> HashMap<String, String> {
     let out = Command::new("bash")
         .arg(peers().join("gsi-gridftp-up.sh"))
         .arg(kit_dir())
-        .arg(PORT.to_string())
+        .arg(port().to_string())
         .output()
         .expect("run gsi-gridftp-up.sh");
     assert!(out.status.success(), "gsi-gridftp-up.sh failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -81,7 +86,7 @@ fn opts(streams: usize, dcau: bool) -> Options {
 }
 
 fn url(p: &Path) -> String {
-    format!("gsiftp://127.0.0.1:{PORT}{}", p.display())
+    format!("gsiftp://127.0.0.1:{}{}", port(), p.display())
 }
 
 fn big() -> PathBuf {
