@@ -3,9 +3,9 @@
 
 use crate::config::{Config, SecurityConfig};
 use crate::security::acl::AclPolicy;
-use crate::security::{self, tls, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
+use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::services::{counter, factory, workspace, Services, Shared};
-use crate::soap::http::{self, Transport};
+use crate::soap::http::{self, MessageSecurity, Transport};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::sync::Arc;
@@ -41,8 +41,9 @@ impl App {
     }
 }
 
-/// The GSI transport of the HTTPS listener: host credential, trust, grid-mapfile, VOMS.
-fn gsi_transport(sec: &SecurityConfig) -> Result<Transport, String> {
+/// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
+/// the host credential, trust directory, grid-mapfile and VOMS trust.
+fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String> {
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
@@ -51,13 +52,16 @@ fn gsi_transport(sec: &SecurityConfig) -> Result<Transport, String> {
         None => None,
     };
     let voms = sec.vomsdir.is_dir().then(|| VomsConfig::new(sec.vomsdir.clone()));
-    let trust = TrustConfig { cert_dir, voms, gridmap };
+    let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
-    tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport ready");
-    Ok(Transport::Tls {
+    let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
+    let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay: wssec::ReplayCache::new(), signer });
+    tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
+    let transport = Transport::Tls {
         acceptor,
         authenticate: Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string())),
-    })
+    };
+    Ok((transport, msec))
 }
 
 /// Run `vwsd` until SIGTERM / SIGINT.
@@ -73,10 +77,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         listeners.push((l, Transport::Plain));
     }
+    let mut msec = None;
     if let Some(addr) = &cfg.security.https {
-        let t = gsi_transport(&cfg.security)?;
+        let (t, m) = gsi(&cfg.security)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         listeners.push((l, t));
+        msec = Some(m);
     }
     if listeners.is_empty() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
@@ -94,7 +100,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        servers.push(tokio::spawn(http::serve(l, t, app.services.clone(), http_cfg.clone(), stop, grace)));
+        servers.push(tokio::spawn(http::serve(l, t, app.services.clone(), http_cfg.clone(), msec.clone(), stop, grace)));
         tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
         println!("vwsd listening on {scheme}://{local}");
     }

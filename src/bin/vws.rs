@@ -34,7 +34,11 @@ struct Args {
     /// /tmp/x509up_u<uid>, …) and check the host against X509_CERT_DIR; plain http is refused.
     #[arg(long, global = true)]
     https: bool,
-    /// Proxy file for --https and stage (default: X509_USER_PROXY, /tmp/x509up_u<uid>, …).
+    /// GSI Secure Message: sign requests (WS-Security X.509) with the user's proxy and require
+    /// signed answers; works over http:// and https://.
+    #[arg(long, global = true)]
+    sign: bool,
+    /// Proxy file for --https, --sign and stage (default: X509_USER_PROXY, /tmp/x509up_u<uid>, …).
     #[arg(long, global = true)]
     proxy: Option<PathBuf>,
     #[command(subcommand)]
@@ -192,7 +196,10 @@ fn flatten(e: &Element) -> String {
 }
 
 async fn run(args: Args) -> Result<(), ClientError> {
-    let c = if args.https { Client::with_gsi(args.proxy.as_deref())? } else { Client::new() };
+    let mut c = if args.https { Client::with_gsi(args.proxy.as_deref())? } else { Client::new() };
+    if args.sign {
+        c = c.sign_with(args.proxy.as_deref())?;
+    }
     if args.https {
         let target = args.service.clone().or_else(|| args.epr.as_ref().and_then(|p| client::read_epr(p).ok()).map(|e| e.address));
         if let Some(t) = target.filter(|t| !t.starts_with("https://")) {

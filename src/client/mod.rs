@@ -26,6 +26,15 @@ pub enum ClientError {
 pub struct Client {
     http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     gsi: Option<Gsi>,
+    signing: Option<Signing>,
+}
+
+/// GSI Secure Message: requests signed with the user's proxy; answers must come back signed by
+/// a trusted host.
+struct Signing {
+    cred: crate::security::Credential,
+    trust: crate::security::TrustConfig,
+    replay: crate::security::wssec::ReplayCache,
 }
 
 /// GSI transport for https:// URLs: the user's proxy, and the trusted CAs to check the host.
@@ -43,7 +52,7 @@ impl Default for Client {
 impl Client {
     /// A plain-HTTP client (https:// URLs are refused).
     pub fn new() -> Self {
-        Client { http: HyperClient::builder(TokioExecutor::new()).build_http(), gsi: None }
+        Client { http: HyperClient::builder(TokioExecutor::new()).build_http(), gsi: None, signing: None }
     }
 
     /// A client that also speaks GSI transport, with the proxy from `proxy` or the standard
@@ -61,6 +70,20 @@ impl Client {
         let mut c = Client::new();
         c.gsi = Some(Gsi { connector, trust });
         Ok(c)
+    }
+
+    /// Sign every request (WS-Security X.509) with the proxy from `proxy` or the standard places,
+    /// and require signed answers from a host trusted by `X509_CERT_DIR`.
+    pub fn sign_with(mut self, proxy: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        use crate::security::{CertDir, Credential, TrustConfig};
+        let cred = match proxy {
+            Some(p) => Credential::load_proxy(p),
+            None => Credential::find_user(),
+        }
+        .map_err(|e| ClientError::Usage(format!("credential: {e}")))?;
+        let dir = CertDir::from_env().map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
+        self.signing = Some(Signing { cred, trust: TrustConfig::new(dir), replay: Default::default() });
+        Ok(self)
     }
 
     async fn send(&self, to: &str, req: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
@@ -115,6 +138,9 @@ impl Client {
         env.push_str("</soapenv:Header><soapenv:Body>");
         env.push_str(payload);
         env.push_str("</soapenv:Body></soapenv:Envelope>");
+        if let Some(sg) = &self.signing {
+            env = crate::security::wssec::sign(&env, &sg.cred).map_err(|e| ClientError::Usage(format!("signing: {e}")))?;
+        }
         let authority = to.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
         let req = hyper::Request::post(to)
             .header("Host", authority)
@@ -130,6 +156,15 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport { url: to.to_string(), msg: e.to_string() })?
             .to_bytes();
+        if let Some(sg) = &self.signing {
+            match crate::security::wssec::verify(&body, &sg.trust, &sg.replay, crate::security::wssec::now_ms()) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ClientError::BadAnswer { status, msg: "the answer to a signed request is not signed".into() })
+                }
+                Err(e) => return Err(ClientError::BadAnswer { status, msg: format!("the answer's signature is refused: {e}") }),
+            }
+        }
         let limits = Limits { max_depth: 256, max_elements: 1_000_000, max_attributes: 256 };
         let root = xml::parse_bytes(&body, &limits).map_err(|e| ClientError::BadAnswer {
             status,

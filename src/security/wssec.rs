@@ -48,7 +48,8 @@
 //!     Err(e) => return e.to_fault(),                         // soapenv:Client, reason in faultstring; log e.kind()
 //! };
 //! // … and on the response envelope when the request was signed:
-//! if signed.is_some() { response = wssec::sign(&response, &host_credential)?; }
+//! let host_signer = wssec::Signer::new(&host_credential)?;      // once (prepares the key)
+//! if signed.is_some() { response = host_signer.sign(&response)?; }
 //! // client (`vws --sign`): request = wssec::sign(&request, &Credential::find_user()?)?;
 //! ```
 //! `verify` and `sign` are thread-safe and hold no lock but the replay cache's, briefly.
@@ -566,7 +567,6 @@ fn id_target(doc: &Document, id: &str) -> Option<usize> {
 /// The parts of a signed envelope, located by position (never by Id).
 struct Located {
     body: RoNode,
-    security: RoNode,
     timestamp: RoNode,
     signature: RoNode,
     tokens: Vec<RoNode>,
@@ -634,7 +634,7 @@ fn locate(doc: &Document) -> Result<Located, WsSecError> {
     }
     let timestamp = timestamp.ok_or_else(|| WsSecError::InvalidSecurity("no wsu:Timestamp".into()))?;
     let signature = signature.ok_or_else(|| WsSecError::InvalidSecurity("no ds:Signature".into()))?;
-    Ok(Located { body, security, timestamp, signature, tokens, wsa })
+    Ok(Located { body, timestamp, signature, tokens, wsa })
 }
 
 fn child(n: RoNode, ns_uri: &str, local: &str) -> Option<RoNode> {
@@ -867,7 +867,6 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
         .unwrap_or_default();
     let message_id = m.wsa.iter().find(|(w, _)| *w == "MessageID").map(|(_, n)| n.get_content().trim().to_string());
     let sig_value = child(m.signature, DS, "SignatureValue").map(|n| n.get_content()).unwrap_or_default();
-    let _ = m.security;
 
     // 8. The chain: same identity path as GSI transport.
     let caller = super::authenticate_at(&chain, cfg, now_ms.div_euclid(1000)).map_err(WsSecError::UntrustedToken)?;
@@ -918,8 +917,69 @@ impl Default for SignOptions {
 }
 
 /// Signs a SOAP 1.1 envelope as GT 4.0 does (RSA-SHA1, PkiPath token with the whole chain).
+/// A service signing many messages should keep a [`Signer`] instead (it prepares the key once).
 pub fn sign(envelope_xml: &str, cred: &Credential) -> Result<String, WsSecError> {
-    sign_with(envelope_xml, cred, &SignOptions::default())
+    Signer::new(cred)?.sign(envelope_xml)
+}
+
+/// [`sign`] with options.
+pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> Result<String, WsSecError> {
+    Signer::new(cred)?.sign_with(envelope_xml, opts)
+}
+
+/// A credential prepared for signing: the private key loaded into xmlsec and the PkiPath token
+/// encoded, once. Thread-safe; keep one per process for the host credential.
+pub struct Signer {
+    key: Mutex<XmlSecKey>,
+    token_b64: String,
+    identity: String,
+}
+
+// SAFETY: the xmlsec key is only touched under the mutex (to duplicate it for one signature);
+// each signature uses its own duplicate.
+unsafe impl Send for Signer {}
+unsafe impl Sync for Signer {}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn new(cred: &Credential) -> Result<Signer, WsSecError> {
+        let bad = |s: String| WsSecError::Signing(s);
+        let ders = cred
+            .certificates()
+            .iter()
+            .rev() // PkiPath: CA side first, the signing certificate last
+            .map(|c| c.to_der())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let token_b64 = openssl::base64::encode_block(&der_sequence(&ders));
+        let key_der = cred.key.private_key_to_der().map_err(|e| bad(e.to_string()))?;
+        init_xmlsec();
+        take_xmlsec_errors();
+        let key = XmlSecKey::from_memory(&key_der, XmlSecKeyFormat::Der, None)
+            .map_err(|_| bad(format!("xmlsec cannot use the private key: {}", take_xmlsec_errors())))?;
+        Ok(Signer { key: Mutex::new(key), token_b64, identity: cred.identity_dn() })
+    }
+
+    /// The signer's identity (end-entity DN).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// See [`sign`].
+    pub fn sign(&self, envelope_xml: &str) -> Result<String, WsSecError> {
+        self.sign_with(envelope_xml, &SignOptions::default())
+    }
+
+    /// See [`sign_with`].
+    pub fn sign_with(&self, envelope_xml: &str, opts: &SignOptions) -> Result<String, WsSecError> {
+        let key = self.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        sign_prepared(envelope_xml, key, &self.token_b64, opts)
+    }
 }
 
 /// One text edit of the envelope: at `at`, remove `remove` bytes and insert `text`.
@@ -929,12 +989,12 @@ struct Edit {
     text: String,
 }
 
-/// Signs a SOAP 1.1 envelope: adds a `wsse:Security` header (first in the Header, which is
+/// Signs a SOAP 1.1 envelope with a prepared key and token: adds a `wsse:Security` header (first in the Header, which is
 /// created if missing) with the credential's chain as an X509PKIPathv1 token, a Timestamp and a
 /// Signature over the Body, the Timestamp and the wsa To/Action/MessageID/From/ReplyTo/RelatesTo
 /// headers present (adding `wsu:Id` attributes where they have none). The rest of the envelope
 /// is kept byte for byte before xmlsec signs it.
-pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> Result<String, WsSecError> {
+fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOptions) -> Result<String, WsSecError> {
     let bad = |s: String| WsSecError::Signing(s);
     let uid = || uuid::Uuid::new_v4().simple().to_string();
     let (token_id, ts_id) = (format!("CertId-{}", uid()), format!("Timestamp-{}", uid()));
@@ -1021,14 +1081,6 @@ pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> R
     }
 
     // The Security header.
-    let certs = cred.certificates();
-    let ders = certs
-        .iter()
-        .rev() // PkiPath: CA side first, the signing certificate last
-        .map(|c| c.to_der())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    let token = openssl::base64::encode_block(&der_sequence(&ders));
     let created = opts.created_ms.unwrap_or_else(now_ms);
     let (sig_alg, dig_alg) = match opts.algorithm {
         Algorithm::RsaSha1 => (RSA_SHA1, SHA1),
@@ -1075,11 +1127,7 @@ pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> R
     let doc = parse_libxml(out.as_bytes())?;
     register_ids(&doc).map_err(|e| bad(e.to_string()))?;
     let m = locate(&doc).map_err(|e| bad(e.to_string()))?;
-    let key_der = cred.key.private_key_to_der().map_err(|e| bad(e.to_string()))?;
-    init_xmlsec();
     take_xmlsec_errors();
-    let key = XmlSecKey::from_memory(&key_der, XmlSecKeyFormat::Der, None)
-        .map_err(|_| bad(format!("xmlsec cannot use the private key: {}", take_xmlsec_errors())))?;
     let ctx = dsig_context(key)?;
     // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
     let rc = unsafe { xs::xmlSecDSigCtxSign(ctx.as_ptr(), m.signature.node_ptr() as xs::xmlNodePtr) };
@@ -1132,7 +1180,7 @@ mod tests {
 
     #[test]
     fn der_sequence_round_trip() {
-        let items = vec![vec![0x02, 0x01, 0x05], vec![0x04, 0x81, 0x80].into_iter().chain(std::iter::repeat(7).take(0x80)).collect()];
+        let items = vec![vec![0x02, 0x01, 0x05], vec![0x04, 0x81, 0x80].into_iter().chain(std::iter::repeat_n(7, 0x80)).collect()];
         let seq = der_sequence(&items);
         let back = der_sequence_items(&seq).unwrap();
         assert_eq!(back.len(), 2);

@@ -46,6 +46,14 @@ impl Default for HttpConfig {
     }
 }
 
+/// GSI Secure Message (WS-Security X.509 signatures): verification of signed requests with the
+/// same trust as GSI transport, replay protection, and signing of the answers to signed requests.
+pub struct MessageSecurity {
+    pub trust: Arc<crate::security::TrustConfig>,
+    pub replay: crate::security::wssec::ReplayCache,
+    pub signer: crate::security::wssec::Signer,
+}
+
 /// A request as services see it.
 pub struct SoapRequest {
     pub service: String,
@@ -171,6 +179,7 @@ async fn handle<D: Dispatcher>(
     scheme: &'static str,
     peer: SocketAddr,
     caller: Arc<Result<Caller, String>>,
+    msec: Option<Arc<MessageSecurity>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let Some(name) = path.strip_prefix(SERVICES_PREFIX).filter(|n| !n.is_empty() && !n.contains('/')) else {
@@ -264,9 +273,38 @@ async fn handle<D: Dispatcher>(
             return Ok(fault_response(Some(&env.addressing), &service_url, &f, false));
         }
     }
+    // Message security: a signed request is verified here, before anything else reads it, and
+    // its signer becomes the caller; a bad signature never reaches a service.
+    let mut caller = caller;
+    let mut signed = false;
+    if let Some(ms) = &msec {
+        match crate::security::wssec::verify(&body, &ms.trust, &ms.replay, crate::security::wssec::now_ms()) {
+            Ok(None) => {}
+            Ok(Some(sig)) => {
+                if caller.dn.is_some() && caller.dn != sig.caller.dn {
+                    let f = SoapFault::client(format!(
+                        "the message is signed by {} but the connection is authenticated as {}",
+                        sig.caller.name(),
+                        caller.name()
+                    ));
+                    tracing::warn!(%peer, service = %name, "{}", f.string);
+                    return Ok(fault_response(Some(&env.addressing), &service_url, &f, false));
+                }
+                tracing::debug!(%peer, dn = sig.caller.name(), "signed request verified");
+                caller = sig.caller;
+                signed = true;
+            }
+            Err(e) => {
+                let f = e.to_fault();
+                tracing::warn!(%peer, service = %name, kind = e.kind(), "refused signed request: {e}");
+                return Ok(fault_response(Some(&env.addressing), &service_url, &f, false));
+            }
+        }
+    }
     if let Some(h) = env.header() {
         for e in h.elements() {
-            if envelope::must_understand(e) && e.name.ns != super::ns::WSA && !d.understands(&name, &e.name) {
+            let wsse = msec.is_some() && e.name.ns == crate::security::wssec::WSSE && e.name.local == "Security";
+            if envelope::must_understand(e) && e.name.ns != super::ns::WSA && !wsse && !d.understands(&name, &e.name) {
                 let f = SoapFault {
                     code: FaultCode::MustUnderstand,
                     string: format!("header {} is marked mustUnderstand but is not understood", e.name),
@@ -280,13 +318,26 @@ async fn handle<D: Dispatcher>(
     }
     let addressing = env.addressing.clone();
     let sreq = SoapRequest { service: name.clone(), env, caller, service_url: service_url.clone(), base_url };
-    match d.dispatch(sreq).await {
-        Ok(reply) => Ok(xml_response(200, envelope::response(&addressing, &service_url, &reply.action, &reply.payload), false)),
+    let (status, out) = match d.dispatch(sreq).await {
+        Ok(reply) => (200, envelope::response(&addressing, &service_url, &reply.action, &reply.payload)),
         Err(f) => {
             tracing::info!(%peer, service = %name, action = addressing.action.as_deref().unwrap_or("-"), "fault: {}", f.string);
-            Ok(fault_response(Some(&addressing), &service_url, &f, false))
+            (f.status, envelope::fault(Some(&addressing), &service_url, &f))
         }
-    }
+    };
+    // Answers to signed requests are signed with the host credential.
+    let out = match (&msec, signed) {
+        (Some(ms), true) => match ms.signer.sign(&out) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "could not sign the response");
+                let f = SoapFault::server(format!("the response could not be signed: {e}"));
+                return Ok(fault_response(Some(&addressing), &service_url, &f, false));
+            }
+        },
+        _ => out,
+    };
+    Ok(xml_response(status, out, false))
 }
 
 /// How connections on a listener are secured and who their caller is.
@@ -317,6 +368,7 @@ fn serve_http1<D, IO>(
     cfg: Arc<HttpConfig>,
     scheme: &'static str,
     caller: Result<Caller, String>,
+    msec: Option<Arc<MessageSecurity>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> impl Future<Output = ()>
 where
@@ -325,7 +377,8 @@ where
 {
     let caller = Arc::new(caller);
     let timeout = cfg.header_timeout;
-    let svc = hyper::service::service_fn(move |req| handle(req, d.clone(), cfg.clone(), scheme, peer, caller.clone()));
+    let svc =
+        hyper::service::service_fn(move |req| handle(req, d.clone(), cfg.clone(), scheme, peer, caller.clone(), msec.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout)
@@ -351,6 +404,7 @@ async fn serve_tls_conn<D: Dispatcher>(
     transport: Arc<Transport>,
     d: Arc<D>,
     cfg: Arc<HttpConfig>,
+    msec: Option<Arc<MessageSecurity>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let Transport::Tls { acceptor, authenticate } = &*transport else { return };
@@ -372,7 +426,7 @@ async fn serve_tls_conn<D: Dispatcher>(
         Ok(c) => tracing::debug!(%peer, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
         Err(reason) => tracing::warn!(%peer, "client credentials refused: {reason}"),
     }
-    serve_http1(tls, peer, d, cfg, "https", caller, watcher).await
+    serve_http1(tls, peer, d, cfg, "https", caller, msec, watcher).await
 }
 
 /// Serve `listener` until `shutdown` resolves; then finish in-flight requests (up to `grace`).
@@ -381,6 +435,7 @@ pub async fn serve<D: Dispatcher>(
     transport: Transport,
     d: Arc<D>,
     cfg: Arc<HttpConfig>,
+    msec: Option<Arc<MessageSecurity>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -402,10 +457,10 @@ pub async fn serve<D: Dispatcher>(
                 let watcher = graceful.watcher();
                 match &*transport {
                     Transport::Plain => {
-                        tokio::spawn(serve_http1(stream, peer, d.clone(), cfg.clone(), transport.scheme(), Ok(Caller::anonymous()), watcher));
+                        tokio::spawn(serve_http1(stream, peer, d.clone(), cfg.clone(), transport.scheme(), Ok(Caller::anonymous()), msec.clone(), watcher));
                     }
                     Transport::Tls { .. } => {
-                        tokio::spawn(serve_tls_conn(stream, peer, transport.clone(), d.clone(), cfg.clone(), watcher));
+                        tokio::spawn(serve_tls_conn(stream, peer, transport.clone(), d.clone(), cfg.clone(), msec.clone(), watcher));
                     }
                 }
             }
