@@ -22,7 +22,11 @@ use vws::security::{GridMap, TrustConfig};
 use vws::soap::envelope::{self, Addressing};
 use vws::soap::ns;
 
-const PORT: &str = "2815";
+/// A free port for the kit's (immediately stopped) GridFTP server, so it never collides with one
+/// left running by something else.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
 
 struct Kit {
     dir: PathBuf,
@@ -87,7 +91,7 @@ fn kit() -> &'static Kit {
         let out = Command::new("bash")
             .arg(shared().join("peers/gsi-gridftp-up.sh"))
             .arg(&dir)
-            .arg(PORT)
+            .arg(free_port())
             .stdin(Stdio::null())
             .output()
             .expect("run gsi-gridftp-up.sh");
