@@ -135,7 +135,11 @@ pub async fn query(
             Ok(document(&home.rtype, st))
         })
         .await?;
-    let results = xpath::evaluate(&doc, expr.trim(), &qe.scope.bindings())?;
+    // libxml2 evaluation can take a while on a hostile expression: keep it off the async workers.
+    let (expr, scope) = (expr.trim().to_string(), qe.scope.bindings());
+    let results = tokio::task::spawn_blocking(move || xpath::evaluate(&doc, &expr, &scope))
+        .await
+        .map_err(|e| BaseFault::internal(format!("XPath evaluation task: {e}")))??;
     Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
 }
 
