@@ -36,6 +36,7 @@ test: build
 
 bench: build
 	$(CARGO) bench --locked --bench wsrf
+	VWS_SHARED=$(SHARED) $(CARGO) bench --locked --bench security
 	VWS_SHARED=$(SHARED) ./benches/getrp.sh
 	VWS_SHARED=$(SHARED) ./benches/gridftp.sh
 

@@ -1,8 +1,11 @@
 //! GridFTP staging against a real GSI globus-gridftp-server started by
 //! ../shared/peers/gsi-gridftp-up.sh (its own kit under target/, on a free port): 1 GiB downloads and
 //! uploads with 1 and 4 streams, with and without DCAU; wrong and expired proxies; a missing file;
-//! the server killed mid-transfer and restarted (resume); a checksum mismatch; concurrent
-//! stagings sharing transfers. Heavy tests run one at a time.
+//! the server killed mid-transfer and restarted (resume of downloads with ERET, of uploads from the
+//! last range marker); a checksum mismatch; concurrent stagings sharing transfers; a server whose
+//! host certificate a CRL revokes, or whose CA has no signing policy, refused by vws' own GSI
+//! validation; `http://` (a real python http.server with Range, killed mid-transfer) and
+//! `file://` sources; the `vws stage` command. Heavy tests run one at a time.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -329,4 +332,303 @@ fn server_killed_mid_transfer_resumes_byte_identical() {
     assert!(at_kill < 1 << 30, "killed before the end");
     assert_eq!(o.sha256, want);
     assert_eq!(sha256(&dst), want, "byte-identical after resume");
+}
+
+// ------------------------------------------------------------------------------------------------
+// vws' own GSI validation decides on the server's chain.
+
+fn openssl_cli(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Copies of the kit's trust directory: one with a CRL (made by `openssl ca` with the kit's CA)
+/// revoking the server's host certificate, one without the signing policies.
+fn hostile_trust_dirs() -> (PathBuf, PathBuf) {
+    let kd = kit_dir();
+    let base = fresh_dir("trust");
+    let (crl_dir, nopol_dir) = (base.join("certs-crl"), base.join("certs-nopolicy"));
+    std::fs::create_dir_all(&crl_dir).unwrap();
+    std::fs::create_dir_all(&nopol_dir).unwrap();
+    let mut hashes = Vec::new();
+    for e in std::fs::read_dir(&kit().env["X509_CERT_DIR"]).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if let Some(h) = n.strip_suffix(".0") {
+            hashes.push(h.to_string());
+        }
+        std::fs::copy(e.path(), crl_dir.join(&n)).unwrap();
+        if !n.ends_with(".signing_policy") {
+            std::fs::copy(e.path(), nopol_dir.join(&n)).unwrap();
+        }
+    }
+    let db = base.join("ca-db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("index.txt"), "").unwrap();
+    std::fs::write(db.join("serial"), "01\n").unwrap();
+    std::fs::write(db.join("crlnumber"), "01\n").unwrap();
+    let cnf = db.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = kit\n[kit]\ndir = {}\ndatabase = $dir/index.txt\nnew_certs_dir = $dir\nserial = $dir/serial\ncrlnumber = $dir/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\npolicy = any\n[any]\ncommonName = optional\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let (ca, cakey, host) = (kd.join("ca/ca.pem"), kd.join("ca/ca.key"), kd.join("host/hostcert.pem"));
+    let common = ["ca", "-batch", "-config", cnf.to_str().unwrap(), "-cert", ca.to_str().unwrap(), "-keyfile", cakey.to_str().unwrap()];
+    let mut a = common.to_vec();
+    a.extend(["-revoke", host.to_str().unwrap()]);
+    openssl_cli(&a);
+    let crl = db.join("kit.crl");
+    let mut a = common.to_vec();
+    a.extend(["-gencrl", "-out", crl.to_str().unwrap()]);
+    openssl_cli(&a);
+    for h in &hashes {
+        std::fs::copy(&crl, crl_dir.join(format!("{h}.r0"))).unwrap();
+    }
+    (crl_dir, nopol_dir)
+}
+
+#[test]
+fn server_with_revoked_host_certificate_or_unpoliced_ca_is_refused_with_the_reason() {
+    let src = small("trust.bin", 64 << 10, 3);
+    let (crl_dir, nopol_dir) = hostile_trust_dirs();
+    let out = fresh_dir("trust-out");
+    // The same material passes with the kit's own directory (the refusals below are ours).
+    let ok = transfer::stage(&url(&src), out.join("ok").to_str().unwrap(), &opts(1, true)).unwrap();
+    assert_eq!(ok.bytes, 64 << 10);
+    std::fs::remove_file(out.join("ok")).unwrap();
+
+    let mut o = opts(1, true);
+    o.cert_dir = Some(crl_dir);
+    let e = transfer::stage(&url(&src), out.join("x").to_str().unwrap(), &o).unwrap_err();
+    eprintln!("revoked host: {e}");
+    assert_eq!(e.kind(), "auth", "{e}");
+    let m = e.to_string();
+    assert!(m.contains("revoked") && m.contains("CN=localhost"), "{e}");
+
+    o.cert_dir = Some(nopol_dir);
+    let e = transfer::stage(&url(&src), out.join("x").to_str().unwrap(), &o).unwrap_err();
+    eprintln!("no signing policy: {e}");
+    assert_eq!(e.kind(), "auth", "{e}");
+    assert!(e.to_string().contains("signing policy"), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left behind");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Upload resume, http:// and file:// sources, the `vws stage` command.
+
+/// SIGKILLs the server's processes at once, then `after_kill()`, then stops the daemon cleanly.
+fn kill_server(after_kill: impl FnOnce()) {
+    let pid: u32 = std::fs::read_to_string(kit_dir().join("gridftp.pid")).unwrap().trim().parse().unwrap();
+    for k in children_of(pid) {
+        // SAFETY: plain kill(2) of a server process this test started.
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    after_kill();
+    let st = Command::new("bash").arg(peers().join("gsi-gridftp-down.sh")).arg(kit_dir()).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn upload_server_killed_mid_stor_resumes_byte_identical() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = big();
+    let want = sha256(&src);
+    let out = fresh_dir("upresume-out");
+    let dst = out.join("uploaded.bin");
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut o = opts(1, true);
+    let s2 = seen.clone();
+    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
+    o.progress_interval = Duration::from_millis(5);
+    o.reconnect_for = Duration::from_secs(30);
+    let log = kit_dir().join("gridftp-transfer.log");
+    let log_before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    let (su, du) = (src.to_str().unwrap().to_string(), url(&dst));
+    let h = std::thread::spawn(move || transfer::stage(&su, &du, &o));
+    let t = Instant::now();
+    while seen.load(Ordering::Relaxed) < 96 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(60), "upload never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut at_kill = 0;
+    kill_server(|| at_kill = seen.load(Ordering::Relaxed));
+    eprintln!("server killed at {at_kill} bytes sent");
+    assert!(at_kill < 1 << 30, "killed before the end");
+    std::thread::sleep(Duration::from_millis(300));
+    up();
+    let o = h.join().unwrap().expect("the upload resumes and completes");
+    assert_eq!(o.bytes, 1 << 30);
+    assert!(o.remote_checksum.is_some(), "server checksum compared after the resume");
+    // The remote file, fetched back over GridFTP, is byte-identical.
+    let back = out.join("back.bin");
+    let d = transfer::stage(&url(&dst), back.to_str().unwrap(), &opts(4, false)).unwrap();
+    assert_eq!(d.sha256, want);
+    assert_eq!(sha256(&back), want);
+    let tail = std::fs::read_to_string(&log).unwrap_or_default()[log_before.min(std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0))..].to_string();
+    let esto: Vec<&str> = tail.lines().filter(|l| l.contains("TYPE=ESTO")).collect();
+    eprintln!("server transfer log after the restart: {} ESTO transfer(s)", esto.len());
+    // ESTO needs a 111 range marker before the kill; the server sends them every few seconds.
+    if let Some(l) = esto.first() {
+        let n: u64 = l.split_whitespace().find_map(|f| f.strip_prefix("NBYTES=")).unwrap().parse().unwrap();
+        assert!(n < 1 << 30, "ESTO sent only the rest: {l}");
+    }
+}
+
+/// A real HTTP/1.1 file server (python's http.server) with `Range` support and an optional
+/// throttle, on a free port; returns the child and its port.
+fn http_server(dir: &Path, port: u16, throttle: bool, log: &Path) -> std::process::Child {
+    const PY: &str = r#"
+import http.server, os, sys, time, functools
+port, root, throttle, log = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        if not os.path.isfile(path):
+            self.send_error(404, "Not Found"); return
+        size = os.path.getsize(path)
+        rng = self.headers.get("Range")
+        with open(log, "a") as l: l.write("GET %s %s\n" % (self.path, rng or "-"))
+        start = 0
+        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        with open(path, "rb") as f:
+            f.seek(start)
+            while True:
+                b = f.read(256 << 10)
+                if not b: break
+                self.wfile.write(b)
+                if throttle: time.sleep(0.01)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(H, directory=root)).serve_forever()
+"#;
+    let child = Command::new("python3")
+        .args(["-c", PY, &port.to_string(), dir.to_str().unwrap(), if throttle { "1" } else { "0" }, log.to_str().unwrap()])
+        .spawn()
+        .expect("python3");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "http server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn http_source_stages_and_resumes_with_range_after_the_server_is_killed() {
+    let web = fresh_dir("web");
+    let img = web.join("image.img");
+    std::fs::copy(small("web-src.bin", 64 << 20, 9), &img).unwrap();
+    let want = sha256(&img);
+    let out = fresh_dir("web-out");
+    let log = kit().data.join("web-requests.log");
+    let _ = std::fs::remove_file(&log);
+    let port = free_port();
+    let mut srv = http_server(&web, port, true, &log);
+    let seen = Arc::new(AtomicU64::new(0));
+    let s2 = seen.clone();
+    let o = Options {
+        timeout: Duration::from_secs(10),
+        progress: Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed))),
+        progress_interval: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let (su, du) = (format!("http://127.0.0.1:{port}/image.img"), out.join("image.img"));
+    let du2 = du.clone();
+    let o2 = o.clone();
+    let h = std::thread::spawn(move || transfer::stage(&su, du2.to_str().unwrap(), &o2));
+    let t = Instant::now();
+    while seen.load(Ordering::Relaxed) < 16 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(30), "download never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    let at_kill = seen.load(Ordering::Relaxed);
+    let mut srv = http_server(&web, port, false, &log);
+    let r = h.join().unwrap().expect("the download resumes");
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    assert!(at_kill < 64 << 20);
+    assert_eq!(r.bytes, 64 << 20);
+    assert_eq!(r.sha256, want);
+    assert_eq!(sha256(&du), want, "byte-identical after the resume");
+    let reqs = std::fs::read_to_string(&log).unwrap();
+    eprintln!("requests:\n{reqs}");
+    let resumed: Vec<u64> = reqs
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .collect();
+    assert!(resumed.iter().any(|&from| from > 0 && from <= at_kill + (8 << 20)), "a Range request from where it broke: {reqs}");
+
+    // A missing file over http is a clean not_found; nothing is left behind.
+    let mut srv = http_server(&web, port, false, &log);
+    let e = transfer::stage(&format!("http://127.0.0.1:{port}/nope.img"), out.join("nope").to_str().unwrap(), &o).unwrap_err();
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    assert_eq!(e.kind(), "not_found", "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+#[test]
+fn file_to_file_staging_is_verified_and_atomic() {
+    let src = small("local-src.bin", 24 << 20, 5);
+    let out = fresh_dir("local-out");
+    let dst = out.join("copy.img");
+    let r = transfer::stage(&format!("file://{}", src.display()), &format!("file://{}", dst.display()), &Options::default()).unwrap();
+    assert_eq!(r.bytes, 24 << 20);
+    assert_eq!(r.sha256, sha256(&src));
+    assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
+    // A wrong expected digest leaves the old copy alone and no temporary file.
+    let mut o = Options::default();
+    o.expected = Some(Digest::parse(&format!("sha256:{}", "11".repeat(32))).unwrap());
+    std::fs::write(&dst, b"old").unwrap();
+    let e = transfer::stage(&format!("file://{}", src.display()), &format!("file://{}", dst.display()), &o).unwrap_err();
+    assert_eq!(e.kind(), "checksum_mismatch", "{e}");
+    assert_eq!(std::fs::read(&dst).unwrap(), b"old");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let e = transfer::stage(&format!("file://{}", out.join("missing").display()), &format!("file://{}", dst.display()), &Options::default()).unwrap_err();
+    assert_eq!(e.kind(), "not_found", "{e}");
+}
+
+#[test]
+fn vws_stage_cli_shows_progress_and_fails_cleanly() {
+    let src = small("cli.bin", 32 << 20, 11);
+    let out = fresh_dir("cli-out");
+    let dst = out.join("cli.img");
+    let k = kit();
+    let run = |src: String| {
+        Command::new(env!("CARGO_BIN_EXE_vws"))
+            .args(["--proxy", &k.env["X509_USER_PROXY"], "stage", "--streams", "2", &src, &format!("file://{}", dst.display())])
+            .env("X509_CERT_DIR", &k.env["X509_CERT_DIR"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = run(url(&src));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("100.0%") && err.contains("MiB/s"), "a progress bar on stderr: {err}");
+    assert!(err.contains(&format!("staged {} bytes", 32 << 20)) && err.contains(&sha256(&src)), "{err}");
+    assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
+
+    let o = run(url(&k.data.join("no-such-file.img")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err.contains("Error:") && err.contains("no-such-file.img"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "only the first copy");
 }

@@ -7,6 +7,12 @@
 //!
 //! Both sides live here: [`Initiator`] (clients) and [`Acceptor`] (servers, and the unit tests
 //! that exercise the initiator without a network).
+//!
+//! Trust is decided once, by vws' own GSI validation ([`super::proxy::validate_chain`]: CRLs,
+//! signing policies, RFC/draft/legacy proxies, fails closed) run on the peer's chain as soon as
+//! each handshake completes — in-memory contexts and raw-socket data channels alike — plus
+//! [`super::tls::check_host`] for a [`Target::Host`]. OpenSSL's own proxy-aware verification is
+//! only logged (it knows no CRLs from the trust directory, no signing policies, no legacy proxies).
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -28,6 +34,8 @@ use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509Ref, X509Re
 
 use super::certdir::CertDir;
 use super::credential::Credential;
+use super::proxy::{validate_chain, Validated};
+use super::GsiError;
 
 /// OID of the RFC 3820 proxyCertInfo extension.
 pub const OID_PROXY_CERT_INFO: &str = "1.3.6.1.5.5.7.1.14";
@@ -53,6 +61,9 @@ pub enum GssError {
     Token(String),
     #[error("peer identity {found} is not the expected {expected}")]
     PeerIdentity { expected: String, found: String },
+    /// The peer's certificate chain failed vws' GSI validation (or does not name the target).
+    #[error("peer certificate rejected: {0}")]
+    Peer(#[source] GsiError),
     #[error("OpenSSL: {0}")]
     OpenSsl(#[from] ErrorStack),
 }
@@ -141,15 +152,23 @@ fn base_context(cred: &Credential, dir: &CertDir, server: bool, relax_purpose: b
     if server {
         mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
     }
-    if relax_purpose {
+    // OpenSSL's verdict is logged, never decisive: [`verify_peer_chain`] decides after the
+    // handshake (OpenSSL keeps the chain exactly as presented).
+    b.set_verify_callback(mode, move |ok, store| {
         // GSI peers on data channels present user proxies, whose chains carry no serverAuth /
-        // clientAuth purpose for this role: the CA chain and proxy rules still apply.
-        b.set_verify_callback(mode, |ok, store| {
-            ok || store.error().as_raw() == 26 /* X509_V_ERR_INVALID_PURPOSE */
-        });
-    } else {
-        b.set_verify(mode);
-    }
+        // clientAuth purpose for this role: not worth a log line there.
+        let purpose = relax_purpose && store.error().as_raw() == 26; /* X509_V_ERR_INVALID_PURPOSE */
+        if !ok && !purpose {
+            let subject = store.current_cert().map(|c| dn(c.subject_name())).unwrap_or_default();
+            tracing::debug!(
+                depth = store.error_depth(),
+                error = %store.error(),
+                %subject,
+                "OpenSSL chain verification deferred to GSI validation"
+            );
+        }
+        true
+    });
     b.set_options(SslOptions::NO_TICKET);
     if server {
         // Data sockets switch to clear text right after the handshake: no post-handshake records.
@@ -252,6 +271,29 @@ pub fn full_peer_chain(ssl: &openssl::ssl::SslRef) -> Vec<X509> {
     v
 }
 
+/// vws' GSI validation of the peer's chain after a handshake (fails closed), then the target
+/// check: the host named by a certificate of the chain's end entity, or an exact subject (the
+/// leaf's or the end entity's).
+pub fn verify_peer_chain(ssl: &openssl::ssl::SslRef, dir: &CertDir, target: &Target) -> Result<Validated, GssError> {
+    let chain = full_peer_chain(ssl);
+    if chain.is_empty() {
+        return Err(GssError::Peer(GsiError::NoPeerCertificate));
+    }
+    let v = validate_chain(&chain, dir).map_err(GssError::Peer)?;
+    match target {
+        Target::Host(h) => super::tls::check_host(v.eec(), h).map_err(GssError::Peer)?,
+        Target::Subject(expect) => {
+            let leaf = dn(v.leaf().subject_name());
+            if &leaf != expect && &v.identity_dn != expect {
+                return Err(GssError::PeerIdentity { expected: expect.clone(), found: v.identity_dn.clone() });
+            }
+        }
+        Target::Any => {}
+    }
+    tracing::debug!(peer = %v.identity_dn, proxies = v.proxy_depth, "GSI peer validated");
+    Ok(v)
+}
+
 /// Reads all decrypted application data currently available.
 fn drain(s: &mut SslStream<MemIo>, into: &mut Vec<u8>) -> Result<(), GssError> {
     let mut buf = [0u8; 16384];
@@ -277,6 +319,7 @@ fn drain(s: &mut SslStream<MemIo>, into: &mut Vec<u8>) -> Result<(), GssError> {
 pub struct Context {
     s: SslStream<MemIo>,
     peer_chain: Vec<X509>,
+    peer: Validated,
     /// Plaintext unwrapped but not yet consumed.
     pending: Vec<u8>,
 }
@@ -288,9 +331,13 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    fn new(s: SslStream<MemIo>, pending: Vec<u8>) -> Context {
+    fn new(s: SslStream<MemIo>, peer: Validated, pending: Vec<u8>) -> Context {
         let peer_chain = full_peer_chain(s.ssl());
-        Context { s, peer_chain, pending }
+        Context { s, peer_chain, peer, pending }
+    }
+    /// The result of vws' validation of the peer's chain.
+    pub fn validated(&self) -> &Validated {
+        &self.peer
     }
     /// Protects one message (confidentiality + integrity): one or more TLS application records.
     pub fn wrap(&mut self, msg: &[u8]) -> Result<Vec<u8>, GssError> {
@@ -316,9 +363,9 @@ impl Context {
     pub fn peer_chain(&self) -> &[X509] {
         &self.peer_chain
     }
-    /// The peer's identity (end-entity DN, slash form).
+    /// The peer's identity (end-entity DN, slash form), as validated.
     pub fn peer_identity(&self) -> Option<String> {
-        chain_identity(&self.peer_chain)
+        Some(self.peer.identity_dn.clone())
     }
     /// The negotiated protocol, e.g. "TLSv1.3".
     pub fn protocol(&self) -> &'static str {
@@ -328,18 +375,23 @@ impl Context {
 
 enum InitState {
     Handshake(MidHandshakeSslStream<MemIo>),
-    /// Handshake done with output pending; the acceptor answers with a filler token.
-    Flags(SslStream<MemIo>),
+    /// Handshake done (peer validated) with output pending; the acceptor answers with a filler
+    /// token.
+    Flags(SslStream<MemIo>, Validated),
     /// Delegation flag sent; waiting for the certificate request.
-    Req(SslStream<MemIo>, Vec<u8>),
-    Done(SslStream<MemIo>),
+    Req(SslStream<MemIo>, Validated, Vec<u8>),
+    Done(SslStream<MemIo>, Validated),
     Failed,
 }
 
-/// The initiating side of a GSI security context (clients).
-pub struct Initiator {
+/// The initiating side of a GSI security context (clients). The acceptor's chain is validated
+/// against the trust directory (and the target) the moment the handshake completes, before
+/// anything — a delegation above all — is sent to it.
+pub struct Initiator<'d> {
     state: InitState,
     cred: Credential,
+    dir: &'d CertDir,
+    target: Target,
     delegate: Option<Delegation>,
 }
 
@@ -358,39 +410,24 @@ impl Default for Delegation {
     }
 }
 
-impl Initiator {
+impl<'d> Initiator<'d> {
     /// Starts a context: returns the initiator and the first token (the TLS ClientHello).
     pub fn new(
         cred: &Credential,
-        dir: &CertDir,
+        dir: &'d CertDir,
         target: &Target,
         delegate: Option<Delegation>,
-    ) -> Result<(Initiator, Vec<u8>), GssError> {
+    ) -> Result<(Initiator<'d>, Vec<u8>), GssError> {
         check_lifetime(cred)?;
         let ctx = base_context(cred, dir, false, false)?.build();
         let mut ssl = Ssl::new(&ctx)?;
-        match target {
-            Target::Host(h) => {
-                let host = h.trim_start_matches('[').trim_end_matches(']');
-                if let Ok(ip) = host.parse::<IpAddr>() {
-                    ssl.param_mut().set_ip(ip)?;
-                } else {
-                    ssl.param_mut().set_host(host)?;
-                    let _ = ssl.set_hostname(host);
-                }
+        if let Target::Host(h) = target {
+            let host = h.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<IpAddr>().is_err() {
+                let _ = ssl.set_hostname(host);
             }
-            Target::Subject(_) | Target::Any => {}
         }
         let target = target.clone();
-        if let Target::Subject(expect) = &target {
-            let expect = expect.clone();
-            ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, store| {
-                if !ok || store.error_depth() != 0 {
-                    return ok;
-                }
-                store.current_cert().map(|c| dn(c.subject_name()) == expect).unwrap_or(false)
-            });
-        }
         let state = match ssl.connect(MemIo::default()) {
             Ok(_) => return Err(GssError::Handshake("handshake completed without a peer".into())),
             Err(HandshakeError::WouldBlock(mut mid)) => {
@@ -399,12 +436,12 @@ impl Initiator {
             }
             Err(e) => return Err(handshake_error(e)),
         };
-        Ok((Initiator { state: state.0, cred: cred.clone(), delegate }, state.1))
+        Ok((Initiator { state: state.0, cred: cred.clone(), dir, target, delegate }, state.1))
     }
 
     /// Whether the context is established (no more tokens to exchange).
     pub fn is_complete(&self) -> bool {
-        matches!(self.state, InitState::Done(_))
+        matches!(self.state, InitState::Done(..))
     }
 
     /// Consumes a token from the acceptor; returns the next token to send (may be empty when the
@@ -416,14 +453,16 @@ impl Initiator {
                 mid.get_mut().feed(input);
                 match mid.handshake() {
                     Ok(mut s) => {
+                        // Ours decides, before the flag (and any delegation) goes out.
+                        let v = verify_peer_chain(s.ssl(), self.dir, &self.target)?;
                         let out = s.get_mut().take_out();
                         if !out.is_empty() {
-                            self.state = InitState::Flags(s);
+                            self.state = InitState::Flags(s, v);
                             Ok(out)
                         } else {
                             let mut sink = Vec::new();
                             drain(&mut s, &mut sink)?;
-                            self.send_flag(s)
+                            self.send_flag(s, v)
                         }
                     }
                     Err(HandshakeError::WouldBlock(mut mid)) => {
@@ -434,19 +473,19 @@ impl Initiator {
                     Err(e) => Err(handshake_error(e)),
                 }
             }
-            InitState::Flags(mut s) => {
+            InitState::Flags(mut s, v) => {
                 s.get_mut().feed(input);
                 let mut filler = Vec::new();
                 drain(&mut s, &mut filler)?;
-                self.send_flag(s)
+                self.send_flag(s, v)
             }
-            InitState::Req(mut s, mut req) => {
+            InitState::Req(mut s, v, mut req) => {
                 s.get_mut().feed(input);
                 drain(&mut s, &mut req)?;
                 let csr = match X509Req::from_der(&req) {
                     Ok(r) => r,
                     Err(_) if s.get_ref().pending_in() > 0 || req.is_empty() => {
-                        self.state = InitState::Req(s, req);
+                        self.state = InitState::Req(s, v, req);
                         return Ok(Vec::new());
                     }
                     Err(e) => return Err(GssError::Delegation(format!("bad certificate request: {e}"))),
@@ -459,11 +498,11 @@ impl Initiator {
                     off += s.ssl_write(&der[off..]).map_err(|e| GssError::Delegation(err_text(&e)))?;
                 }
                 let out = s.get_mut().take_out();
-                self.state = InitState::Done(s);
+                self.state = InitState::Done(s, v);
                 Ok(out)
             }
-            InitState::Done(s) => {
-                self.state = InitState::Done(s);
+            InitState::Done(s, v) => {
+                self.state = InitState::Done(s, v);
                 if input.is_empty() {
                     Ok(Vec::new())
                 } else {
@@ -474,19 +513,18 @@ impl Initiator {
         }
     }
 
-    fn send_flag(&mut self, mut s: SslStream<MemIo>) -> Result<Vec<u8>, GssError> {
+    fn send_flag(&mut self, mut s: SslStream<MemIo>, v: Validated) -> Result<Vec<u8>, GssError> {
         let flag: &[u8] = if self.delegate.is_some() { b"D" } else { b"0" };
         s.ssl_write(flag).map_err(|e| GssError::Token(err_text(&e)))?;
         let out = s.get_mut().take_out();
-        self.state = if self.delegate.is_some() { InitState::Req(s, Vec::new()) } else { InitState::Done(s) };
+        self.state = if self.delegate.is_some() { InitState::Req(s, v, Vec::new()) } else { InitState::Done(s, v) };
         Ok(out)
     }
 
     /// The established context (after [`Initiator::is_complete`]).
     pub fn into_context(self) -> Result<Context, GssError> {
         match self.state {
-            InitState::Done(s) => Ok(Context::new(s, Vec::new())),
-            InitState::Req(s, _) | InitState::Flags(s) => Ok(Context::new(s, Vec::new())),
+            InitState::Done(s, v) | InitState::Req(s, v, _) | InitState::Flags(s, v) => Ok(Context::new(s, v, Vec::new())),
             _ => Err(GssError::Handshake("the security context is not established".into())),
         }
     }
@@ -494,26 +532,28 @@ impl Initiator {
 
 enum AccState {
     Handshake(MidHandshakeSslStream<MemIo>),
-    Flag(SslStream<MemIo>),
-    Cert(SslStream<MemIo>, PKey<Private>, Vec<u8>),
-    Done(SslStream<MemIo>),
+    Flag(SslStream<MemIo>, Validated),
+    Cert(SslStream<MemIo>, Validated, PKey<Private>, Vec<u8>),
+    Done(SslStream<MemIo>, Validated),
 }
 
-/// The accepting side of a GSI security context (servers). Always accepts delegation when the
-/// initiator offers it; the delegated credential is then available.
-pub struct Acceptor {
+/// The accepting side of a GSI security context (servers). The initiator's chain is validated
+/// against the trust directory as soon as the handshake completes. Always accepts delegation
+/// when the initiator offers it; the delegated credential is then available.
+pub struct Acceptor<'d> {
     ctx: SslContext,
+    dir: &'d CertDir,
     state: Option<AccState>,
     delegated: Option<Credential>,
 }
 
-impl Acceptor {
-    pub fn new(cred: &Credential, dir: &CertDir) -> Result<Acceptor, GssError> {
-        Ok(Acceptor { ctx: server_context(cred, dir)?, state: None, delegated: None })
+impl<'d> Acceptor<'d> {
+    pub fn new(cred: &Credential, dir: &'d CertDir) -> Result<Acceptor<'d>, GssError> {
+        Ok(Acceptor { ctx: server_context(cred, dir)?, dir, state: None, delegated: None })
     }
 
     pub fn is_complete(&self) -> bool {
-        matches!(self.state, Some(AccState::Done(_)))
+        matches!(self.state, Some(AccState::Done(..)))
     }
 
     /// Consumes a token from the initiator; returns the token to send back (possibly empty).
@@ -525,7 +565,8 @@ impl Acceptor {
                 io.feed(input);
                 match ssl.accept(io) {
                     Ok(s) => {
-                        self.state = Some(AccState::Flag(s));
+                        let v = verify_peer_chain(s.ssl(), self.dir, &Target::Any)?;
+                        self.state = Some(AccState::Flag(s, v));
                         return Ok(Vec::new());
                     }
                     Err(HandshakeError::WouldBlock(mut mid)) => {
@@ -543,6 +584,7 @@ impl Acceptor {
                 mid.get_mut().feed(input);
                 match mid.handshake() {
                     Ok(mut s) => {
+                        let v = verify_peer_chain(s.ssl(), self.dir, &Target::Any)?;
                         let mut out = s.get_mut().take_out();
                         let mut data = Vec::new();
                         drain(&mut s, &mut data)?;
@@ -552,10 +594,10 @@ impl Acceptor {
                                 s.ssl_write(b"\0").map_err(|e| GssError::Token(err_text(&e)))?;
                                 out = s.get_mut().take_out();
                             }
-                            self.state = Some(AccState::Flag(s));
+                            self.state = Some(AccState::Flag(s, v));
                             Ok(out)
                         } else {
-                            self.on_flag(s, &data, out)
+                            self.on_flag(s, v, &data, out)
                         }
                     }
                     Err(HandshakeError::WouldBlock(mut mid)) => {
@@ -566,23 +608,23 @@ impl Acceptor {
                     Err(e) => Err(handshake_error(e)),
                 }
             }
-            AccState::Flag(mut s) => {
+            AccState::Flag(mut s, v) => {
                 s.get_mut().feed(input);
                 let mut data = Vec::new();
                 drain(&mut s, &mut data)?;
                 if data.is_empty() {
-                    self.state = Some(AccState::Flag(s));
+                    self.state = Some(AccState::Flag(s, v));
                     return Ok(Vec::new());
                 }
-                self.on_flag(s, &data, Vec::new())
+                self.on_flag(s, v, &data, Vec::new())
             }
-            AccState::Cert(mut s, key, mut buf) => {
+            AccState::Cert(mut s, v, key, mut buf) => {
                 s.get_mut().feed(input);
                 drain(&mut s, &mut buf)?;
                 let cert = match X509::from_der(&buf) {
                     Ok(c) => c,
                     Err(_) if buf.is_empty() => {
-                        self.state = Some(AccState::Cert(s, key, buf));
+                        self.state = Some(AccState::Cert(s, v, key, buf));
                         return Ok(Vec::new());
                     }
                     Err(e) => return Err(GssError::Delegation(format!("bad delegated certificate: {e}"))),
@@ -603,17 +645,17 @@ impl Acceptor {
                     cert_path: "<delegated>".into(),
                     key_path: "<delegated>".into(),
                 });
-                self.state = Some(AccState::Done(s));
+                self.state = Some(AccState::Done(s, v));
                 Ok(Vec::new())
             }
-            AccState::Done(s) => {
-                self.state = Some(AccState::Done(s));
+            AccState::Done(s, v) => {
+                self.state = Some(AccState::Done(s, v));
                 Err(GssError::Token("token received after the context was established".into()))
             }
         }
     }
 
-    fn on_flag(&mut self, mut s: SslStream<MemIo>, data: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>, GssError> {
+    fn on_flag(&mut self, mut s: SslStream<MemIo>, v: Validated, data: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>, GssError> {
         match data[0] {
             b'D' => {
                 let rsa = Rsa::generate(2048)?;
@@ -627,11 +669,11 @@ impl Acceptor {
                 let der = rb.build().to_der()?;
                 s.ssl_write(&der).map_err(|e| GssError::Delegation(err_text(&e)))?;
                 out.extend_from_slice(&s.get_mut().take_out());
-                self.state = Some(AccState::Cert(s, key, Vec::new()));
+                self.state = Some(AccState::Cert(s, v, key, Vec::new()));
                 Ok(out)
             }
             b'0' => {
-                self.state = Some(AccState::Done(s));
+                self.state = Some(AccState::Done(s, v));
                 Ok(out)
             }
             other => Err(GssError::Token(format!("bad delegation flag 0x{other:02x}"))),
@@ -645,7 +687,7 @@ impl Acceptor {
 
     pub fn into_context(self) -> Result<Context, GssError> {
         match self.state {
-            Some(AccState::Done(s)) => Ok(Context::new(s, Vec::new())),
+            Some(AccState::Done(s, v)) => Ok(Context::new(s, v, Vec::new())),
             _ => Err(GssError::Handshake("the security context is not established".into())),
         }
     }
@@ -744,13 +786,8 @@ fn is_tls13<S>(s: &SslStream<S>) -> bool {
     s.ssl().version2() == Some(openssl::ssl::SslVersion::TLS1_3)
 }
 
-/// GSI context establishment directly on a socket (GridFTP DCAU data channels, XIO GSI driver):
-/// the raw TLS handshake, then — TLS 1.3 only — the acceptor's one-byte filler token, then the
-/// initiator's delegation flag ('0': none). Returns the socket (positioned after the exchange, so
-/// clear-text data may follow) and the peer's chain.
-pub fn accept_on_socket(ctx: &SslContext, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Vec<X509>), GssError> {
-    let ssl = Ssl::new(ctx)?;
-    let mut s = ssl.accept(sock).map_err(|e| match e {
+fn socket_handshake_error(e: HandshakeError<std::net::TcpStream>) -> GssError {
+    match e {
         HandshakeError::Failure(mid) => {
             let v = mid.ssl().verify_result();
             let mut m = err_text(mid.error());
@@ -760,7 +797,18 @@ pub fn accept_on_socket(ctx: &SslContext, sock: std::net::TcpStream) -> Result<(
             GssError::Handshake(m)
         }
         other => GssError::Handshake(other.to_string()),
-    })?;
+    }
+}
+
+/// GSI context establishment directly on a socket (GridFTP DCAU data channels, XIO GSI driver):
+/// the raw TLS handshake, vws' validation of the peer's chain against `dir` (fails closed, before
+/// anything else is exchanged), then — TLS 1.3 only — the acceptor's one-byte filler token, then
+/// the initiator's delegation flag ('0': none). Returns the socket (positioned after the
+/// exchange, so clear-text data may follow) and the validated peer.
+pub fn accept_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
+    let ssl = Ssl::new(ctx)?;
+    let mut s = ssl.accept(sock).map_err(socket_handshake_error)?;
+    let v = verify_peer_chain(s.ssl(), dir, &Target::Any)?;
     if is_tls13(&s) {
         s.ssl_write(b"\0").map_err(|e| GssError::Token(err_text(&e)))?;
     }
@@ -768,32 +816,21 @@ pub fn accept_on_socket(ctx: &SslContext, sock: std::net::TcpStream) -> Result<(
     if flag[0] != b'0' {
         return Err(GssError::Delegation(format!("unexpected delegation flag 0x{:02x} on a data channel", flag[0])));
     }
-    let chain = full_peer_chain(s.ssl());
     let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
-    Ok((raw, chain))
+    Ok((raw, v))
 }
 
 /// The initiating side of [`accept_on_socket`].
-pub fn connect_on_socket(ctx: &SslContext, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Vec<X509>), GssError> {
+pub fn connect_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
     let ssl = Ssl::new(ctx)?;
-    let mut s = ssl.connect(sock).map_err(|e| match e {
-        HandshakeError::Failure(mid) => {
-            let v = mid.ssl().verify_result();
-            let mut m = err_text(mid.error());
-            if v.as_raw() != 0 {
-                m = format!("{m}: peer certificate: {}", v.error_string());
-            }
-            GssError::Handshake(m)
-        }
-        other => GssError::Handshake(other.to_string()),
-    })?;
+    let mut s = ssl.connect(sock).map_err(socket_handshake_error)?;
+    let v = verify_peer_chain(s.ssl(), dir, &Target::Any)?;
     if is_tls13(&s) {
         let _filler = read_token(&mut s)?;
     }
     s.ssl_write(b"0").map_err(|e| GssError::Token(err_text(&e)))?;
-    let chain = full_peer_chain(s.ssl());
     let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
-    Ok((raw, chain))
+    Ok((raw, v))
 }
 
 /// Test fixtures: an in-memory CA, proxy and host credential.
@@ -839,6 +876,11 @@ pub(crate) mod tests_support {
         let ca = cert("Test CA", "Test CA", &cak, &cak, true);
         let hash = ca.subject_name_hash();
         std::fs::write(dir.path().join(format!("{hash:08x}.0")), ca.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{hash:08x}.signing_policy")),
+            "access_id_CA X509 '/O=Grid/CN=Test CA'\npos_rights globus CA:sign\ncond_subjects globus '\"/O=Grid/*\"'\n",
+        )
+        .unwrap();
         let certdir = CertDir::load(dir.path()).unwrap();
         let uk = key();
         let user = cert("User", "Test CA", &uk, &cak, false);
@@ -913,6 +955,48 @@ mod tests {
         let back = acc.step(&tok).unwrap();
         let e = init.step(&back).unwrap_err().to_string();
         assert!(e.contains("certificate"), "{e}");
+    }
+
+    #[test]
+    fn our_validation_decides_a_ca_without_signing_policy_is_refused_both_ways() {
+        let (d, certdir, proxy, host) = kit();
+        for e in std::fs::read_dir(d.path()).unwrap().flatten() {
+            if e.path().extension().map(|x| x == "signing_policy").unwrap_or(false) {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let strict = CertDir::load(d.path()).unwrap();
+        // The client refuses the server (OpenSSL alone would have accepted the chain).
+        let (mut init, tok) = Initiator::new(&proxy, &strict, &Target::Any, Some(Delegation::default())).unwrap();
+        let mut acc = Acceptor::new(&host, &certdir).unwrap();
+        let back = acc.step(&tok).unwrap();
+        let e = init.step(&back).unwrap_err();
+        assert!(matches!(&e, GssError::Peer(GsiError::SigningPolicy { .. })), "{e}");
+        assert!(e.to_string().contains("signing policy"), "{e}");
+        // The server refuses the client.
+        let (mut init, mut tok) = Initiator::new(&proxy, &certdir, &Target::Any, None).unwrap();
+        let mut acc = Acceptor::new(&host, &strict).unwrap();
+        let mut err = None;
+        for _ in 0..6 {
+            match acc.step(&tok) {
+                Ok(back) => match init.step(&back) {
+                    Ok(t) => tok = t,
+                    Err(e) => panic!("initiator failed first: {e}"),
+                },
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = err.expect("the acceptor refuses");
+        assert!(matches!(&e, GssError::Peer(GsiError::SigningPolicy { .. })), "{e}");
+        // A host target the certificate does not name is refused too.
+        let (mut init, tok) = Initiator::new(&proxy, &certdir, &Target::Host("example.org".into()), None).unwrap();
+        let mut acc = Acceptor::new(&host, &certdir).unwrap();
+        let back = acc.step(&tok).unwrap();
+        let e = init.step(&back).unwrap_err().to_string();
+        assert!(e.contains("example.org"), "{e}");
     }
 
     #[test]

@@ -177,6 +177,7 @@ fn authenticate_inner(
     cfg: &TrustConfig,
     at: Option<i64>,
 ) -> Result<Caller, GsiError> {
+    let _clear = x509::ClearErrorsOnDrop;
     let v = match at {
         None => validate_chain(chain, &cfg.cert_dir)?,
         Some(t) => validate_chain_at(chain, &cfg.cert_dir, t)?,

@@ -130,6 +130,7 @@ pub fn validate_chain(chain: &[X509], dir: &CertDir) -> Result<Validated, GsiErr
 
 /// Validates `chain` as of `at` (Unix seconds).
 pub fn validate_chain_at(chain: &[X509], dir: &CertDir, at: i64) -> Result<Validated, GsiError> {
+    let _clear = xu::ClearErrorsOnDrop;
     validate(chain, dir, Some(at))
 }
 

@@ -774,6 +774,7 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
 /// Verifies a signed SOAP envelope (the raw HTTP body); `Ok(None)` when it carries no
 /// `wsse:Security` header. See the module documentation for what is checked.
 pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64) -> Result<Option<Signed>, WsSecError> {
+    let _clear = super::x509::ClearErrorsOnDrop;
     // 1. vws' hardened parser first: nothing reaches libxml2/xmlsec that it refused.
     let root = xml::parse_bytes(body, &Limits::default()).map_err(|e| WsSecError::Malformed(e.to_string()))?;
     let has_security = root

@@ -245,3 +245,15 @@ mod tests {
         assert_eq!(dn_string(&back), "/O=Grid/OU=GlobusTest/CN=Test User");
     }
 }
+
+/// Empties OpenSSL's per-thread error queue when dropped. A failed `X509Ref::verify` (or other
+/// refused check) leaves errors there, and a later unrelated TLS read on the same worker thread
+/// would take them for its own failure and drop that connection. Every GSI check that may fail
+/// holds one of these for its duration.
+pub struct ClearErrorsOnDrop;
+
+impl Drop for ClearErrorsOnDrop {
+    fn drop(&mut self) {
+        let _ = openssl::error::ErrorStack::get();
+    }
+}

@@ -421,7 +421,10 @@ async fn serve_tls_conn<D: Dispatcher>(
         Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => return tracing::warn!(%peer, "TLS handshake timed out"),
     }
-    let caller = authenticate(tls.ssl());
+    let caller = {
+        let _clear = crate::security::x509::ClearErrorsOnDrop;
+        authenticate(tls.ssl())
+    };
     match &caller {
         Ok(c) => tracing::debug!(%peer, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
         Err(reason) => tracing::warn!(%peer, "client credentials refused: {reason}"),

@@ -175,10 +175,10 @@ pub async fn set_termination_time(
             )
         })?),
     };
-    let now = time::now_ms();
-    check_termination(requested, now, policy)?;
     home.update(key, FaultType::RlResourceUnknown, |st| {
+        // Who asks is checked before what is asked: a refused caller learns nothing of the policy.
         guard(st)?;
+        check_termination(requested, time::now_ms(), policy)?;
         st.termination_ms = requested;
         Ok(())
     })

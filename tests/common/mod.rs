@@ -1,6 +1,9 @@
 //! Test harness shared by the integration tests: start a real `vwsd` on a free loopback port
-//! with its own store, talk raw HTTP/1.1 to it, read its SQLite store.
+//! with its own store, talk raw HTTP/1.1 to it, read its SQLite store. With `Conf::security`
+//! set it also listens with GSI transport (`https_addr`); `gsi` holds the GSI credential kit.
 #![allow(dead_code)]
+
+pub mod gsi;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -42,6 +45,19 @@ pub fn repo_dir() -> PathBuf {
 pub struct Conf {
     pub limits: String,
     pub policy: String,
+    /// Body of a `[security]` section (keys, then any `[[security.acl]]` tables). When set, the
+    /// configuration also gets `https = "127.0.0.1:0"` (security on) and the server's HTTPS
+    /// address is read into `Server::https_addr`.
+    pub security: String,
+    /// Extra `vwsd` command-line arguments (e.g. `--https ADDR --host-cert F …`).
+    pub args: Vec<String>,
+}
+
+impl Conf {
+    /// Does this configuration make vwsd listen with GSI transport too?
+    fn https(&self) -> bool {
+        !self.security.is_empty() || self.args.iter().any(|a| a == "--https")
+    }
 }
 
 const DEFAULT_POLICY: &str = "allowed_categories = [\"vm\"]\nallowed_vmms = [\"xen\", \"kvm\", \"qemu\"]\nmax_ram_mib = 16384\nmax_disk_mib = 204800\nmax_lifetime_secs = 1209600\ndefault_lifetime_secs = 86400\n";
@@ -50,6 +66,8 @@ const DEFAULT_POLICY: &str = "allowed_categories = [\"vm\"]\nallowed_vmms = [\"x
 pub struct Server {
     pub child: Option<Child>,
     pub addr: String,
+    /// `HOST:PORT` of the GSI (HTTPS) listener; empty without security.
+    pub https_addr: String,
     pub dir: tempfile::TempDir,
     pub conf: Conf,
     pub stderr_path: PathBuf,
@@ -62,8 +80,15 @@ impl Server {
 
     pub fn start_with(conf: Conf) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { child: None, addr: String::new(), stderr_path: dir.path().join("vwsd.log"), dir, conf };
-        s.spawn("127.0.0.1:0");
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            https_addr: String::new(),
+            stderr_path: dir.path().join("vwsd.log"),
+            dir,
+            conf,
+        };
+        s.spawn("127.0.0.1:0", "127.0.0.1:0");
         s
     }
 
@@ -71,21 +96,25 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    fn spawn(&mut self, listen: &str) {
+    fn spawn(&mut self, listen: &str, https_listen: &str) {
         let policy = if self.conf.policy.is_empty() { DEFAULT_POLICY } else { &self.conf.policy };
-        let cfg = format!(
+        let mut cfg = format!(
             "[server]\nhttp = \"{listen}\"\ndata = \"{}\"\nshutdown_grace_secs = 5\n\n[limits]\n{}\n\n[policy]\n{}\n",
             self.data_dir().display(),
             self.conf.limits,
             policy
         );
+        if !self.conf.security.is_empty() {
+            cfg.push_str(&format!("\n[security]\nhttps = \"{https_listen}\"\n{}\n", self.conf.security));
+        }
         let cfg_path = self.dir.path().join("vwsd.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vwsd"))
             .arg("--config")
             .arg(&cfg_path)
-            .env("VWS_LOG", "info")
+            .args(&self.conf.args)
+            .env("VWS_LOG", std::env::var("VWS_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -98,6 +127,16 @@ impl Server {
             .strip_prefix("vwsd listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line from vwsd: {line:?}; log: {}", self.log()))
             .to_string();
+        if self.conf.https() {
+            // One line per listener: http first, then https.
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read vwsd stdout");
+            self.https_addr = line
+                .trim()
+                .strip_prefix("vwsd listening on https://")
+                .unwrap_or_else(|| panic!("unexpected second line from vwsd: {line:?}; log: {}", self.log()))
+                .to_string();
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = String::new();
@@ -114,6 +153,11 @@ impl Server {
 
     pub fn url(&self, service: &str) -> String {
         format!("http://{}/wsrf/services/{service}", self.addr)
+    }
+
+    /// The URL of `service` on the GSI (HTTPS) listener.
+    pub fn https_url(&self, service: &str) -> String {
+        format!("https://{}/wsrf/services/{service}", self.https_addr)
     }
 
     /// SIGKILL: no clean shutdown at all.
@@ -142,7 +186,8 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         let addr = self.addr.clone();
-        self.spawn(&addr);
+        let https = if self.https_addr.is_empty() { "127.0.0.1:0".to_string() } else { self.https_addr.clone() };
+        self.spawn(&addr, &https);
     }
 
     pub fn is_alive(&mut self) -> bool {

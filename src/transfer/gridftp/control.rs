@@ -321,7 +321,7 @@ impl Control {
     }
 
     /// RFC 2228 GSSAPI authentication with the GSI mechanism. Returns the server's identity.
-    pub fn authenticate(&mut self, mut init: Initiator, first: Vec<u8>) -> Result<()> {
+    pub fn authenticate(&mut self, mut init: Initiator<'_>, first: Vec<u8>) -> Result<()> {
         let url = self.url.clone();
         let auth_err = move |reason: String| TransferError::Auth { url: url.clone(), reason };
         let r = self.cmd("AUTH GSSAPI")?;

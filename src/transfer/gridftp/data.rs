@@ -11,11 +11,12 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::SslContext;
 
+use crate::security::certdir::CertDir;
 use crate::security::credential::Credential;
 use crate::security::gss;
 use crate::transfer::{Progress, Result, TransferError};
@@ -64,10 +65,13 @@ impl BlockHeader {
     }
 }
 
-/// Data-channel authentication: the TLS context and the identity the peer must prove.
+/// Data-channel authentication: the TLS context, the trust directory the peer's chain is
+/// validated against (vws' GSI validation decides, see `security::gss`), and the identity the
+/// peer must prove (ours: DCAU A).
 #[derive(Clone)]
 pub struct Dcau {
     pub ctx: SslContext,
+    pub certdir: Arc<CertDir>,
     pub cred: Credential,
 }
 
@@ -140,8 +144,8 @@ impl Recv<'_> {
         s.set_read_timeout(Some(self.timeout)).ok();
         s.set_write_timeout(Some(self.timeout)).ok();
         if let Some(d) = dcau {
-            let (raw, chain) = gss::accept_on_socket(&d.ctx, s).map_err(|e| self.auth(format!("data channel: {e}")))?;
-            gss::check_same_identity(&d.cred, &chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
+            let (raw, peer) = gss::accept_on_socket(&d.ctx, &d.certdir, s).map_err(|e| self.auth(format!("data channel: {e}")))?;
+            gss::check_same_identity(&d.cred, &peer.chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
             s = raw;
         }
         let mut buf = vec![0u8; self.buf_size];
@@ -460,8 +464,8 @@ pub fn send(
                     s.set_write_timeout(Some(timeout)).ok();
                     if let Some(d) = dcau {
                         let auth = |e: gss::GssError| TransferError::Auth { url: url.into(), reason: format!("data channel: {e}") };
-                        let (raw, chain) = gss::connect_on_socket(&d.ctx, s).map_err(auth)?;
-                        gss::check_same_identity(&d.cred, &chain).map_err(auth)?;
+                        let (raw, peer) = gss::connect_on_socket(&d.ctx, &d.certdir, s).map_err(auth)?;
+                        gss::check_same_identity(&d.cred, &peer.chain).map_err(auth)?;
                         s = raw;
                     }
                     let fd = s.as_raw_fd();

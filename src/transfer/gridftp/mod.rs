@@ -154,7 +154,8 @@ impl Session {
 
     fn dcau(&self, server_side: bool) -> Option<Dcau> {
         let (s, c) = self.dcau_ctx.as_ref()?;
-        Some(Dcau { ctx: if server_side { s.clone() } else { c.clone() }, cred: self.gsi.as_ref()?.cred.clone() })
+        let g = self.gsi.as_ref()?;
+        Some(Dcau { ctx: if server_side { s.clone() } else { c.clone() }, certdir: g.certdir.clone(), cred: g.cred.clone() })
     }
 
     pub fn size(&mut self, path: &str) -> Result<u64> {
