@@ -8,110 +8,26 @@
 //! tampered wsa:To, a signature not covering the Body, replays, expired and future timestamps,
 //! an untrusted token, signature wrapping.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use vws::security::certdir::CertDir;
+
 use vws::security::credential::Credential;
-use vws::security::voms::VomsConfig;
+
 use vws::security::wssec::{self, Algorithm, ReplayCache, SignOptions, WsSecError};
-use vws::security::{GridMap, TrustConfig};
+use vws::security::GridMap;
 use vws::soap::envelope::{self, Addressing};
 use vws::soap::ns;
 
-/// A free port for the kit's (immediately stopped) GridFTP server, so it never collides with one
-/// left running by something else.
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
-}
+mod common;
+use common::gsi::{self, Kit};
 
-struct Kit {
-    dir: PathBuf,
-    vars: HashMap<String, String>,
-}
-
-impl Kit {
-    fn var(&self, k: &str) -> String {
-        self.vars.get(k).unwrap_or_else(|| panic!("kit variable {k} missing")).clone()
-    }
-    fn trust(&self) -> TrustConfig {
-        TrustConfig {
-            cert_dir: CertDir::load(self.var("X509_CERT_DIR")).unwrap(),
-            voms: Some(VomsConfig::new(self.var("X509_VOMS_DIR"))),
-            gridmap: None,
-        }
-    }
-    fn proxy(&self, k: &str) -> Credential {
-        Credential::load_proxy(self.var(k)).unwrap_or_else(|e| panic!("{k}: {e}"))
-    }
-    fn user_dn(&self) -> String {
-        self.var("GSI_USER_DN")
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared() -> PathBuf {
-    if let Some(s) = std::env::var_os("VWS_SHARED") {
-        return PathBuf::from(s);
-    }
-    let sibling = repo().join("../shared");
-    if sibling.join("peers/gsi-gridftp-up.sh").exists() {
-        return sibling;
-    }
-    PathBuf::from("/work/shared")
-}
-
-/// Undoes bash's `printf %q` quoting (backslash escapes).
-fn unquote(v: &str) -> String {
-    let mut out = String::new();
-    let mut it = v.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            if let Some(n) = it.next() {
-                out.push(n);
-            }
-        } else if c != '\'' {
-            out.push(c);
-        }
-    }
-    out
-}
-
+/// The kit (credentials only; its GridFTP server is stopped at exit), made once per process.
 fn kit() -> &'static Kit {
     static KIT: OnceLock<Kit> = OnceLock::new();
-    KIT.get_or_init(|| {
-        let dir = repo().join("target/gsikit-wssec");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("bash")
-            .arg(shared().join("peers/gsi-gridftp-up.sh"))
-            .arg(&dir)
-            .arg(free_port())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gsi-gridftp-up.sh");
-        assert!(out.status.success(), "gsi-gridftp-up.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        // Only the credentials are needed: stop the GridFTP server again (certificates stay).
-        let _ = Command::new("bash")
-            .arg(shared().join("peers/gsi-gridftp-down.sh"))
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let mut vars = HashMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                vars.insert(k.to_string(), unquote(v));
-            }
-        }
-        Kit { dir, vars }
-    })
+    KIT.get_or_init(|| gsi::bring_up(&gsi::repo().join("target/gsikit-wssec"), &gsi::port()))
 }
 
 const TO: &str = "https://127.0.0.1:8443/wsrf/services/WorkspaceService";

@@ -210,18 +210,9 @@ fn is_proxy_of(c: &X509Ref, issuer: &X509Ref) -> bool {
     same && c.issuer_name().try_cmp(issuer.subject_name()).map(|o| o.is_eq()).unwrap_or(false)
 }
 
-/// Globus slash form of an X.509 name.
+/// Globus slash form of an X.509 name (the one implementation lives in `security::x509`).
 pub fn dn(name: &openssl::x509::X509NameRef) -> String {
-    let mut s = String::new();
-    for e in name.entries() {
-        let key = e.object().nid().short_name().unwrap_or("?").to_string();
-        let val = e.data().as_utf8().map(|v| v.to_string()).unwrap_or_else(|_| String::from_utf8_lossy(e.data().as_slice()).into_owned());
-        s.push('/');
-        s.push_str(&key);
-        s.push('=');
-        s.push_str(&val);
-    }
-    s
+    super::x509::dn_string(name)
 }
 
 fn err_text(e: &openssl::ssl::Error) -> String {

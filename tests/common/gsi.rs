@@ -74,6 +74,10 @@ impl Kit {
     pub fn ca(&self) -> (PathBuf, PathBuf) {
         (self.path("GSI_CA_CERT"), self.dir.join("ca/ca.key"))
     }
+    /// A proxy credential of the kit, by its variable name (e.g. `GSI_PROXY_RFC`).
+    pub fn proxy(&self, k: &str) -> Credential {
+        Credential::load_proxy(self.var(k)).unwrap_or_else(|e| panic!("{k}: {e}"))
+    }
     /// The user's certificate and key.
     pub fn user(&self) -> (PathBuf, PathBuf) {
         (self.path("X509_USER_CERT"), self.path("X509_USER_KEY"))

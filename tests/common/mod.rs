@@ -11,17 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SOAPENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-pub const WSA: &str = "http://schemas.xmlsoap.org/ws/2004/03/addressing";
-pub const WSRP: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties-1.2-draft-01.xsd";
-pub const WSRL: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceLifetime-1.2-draft-01.xsd";
-pub const WSBF: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-BaseFaults-1.2-draft-01.xsd";
-pub const WSNT: &str = "http://docs.oasis-open.org/wsn/2004/06/wsn-WS-BaseNotification-1.2-draft-01.xsd";
-pub const WSRP_ACTION: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties";
-pub const WSRL_ACTION: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceLifetime";
-pub const VWS: &str = "http://vws.dev/2026/11/workspace";
-pub const NIMBUS: &str = "http://www.globus.org/2008/06/workspace";
-pub const COUNTER: &str = "http://counter.com";
+#[allow(unused_imports)]
+pub use vws::soap::ns::{COUNTER, NIMBUS, SOAPENV, VWS, WSA, WSBF, WSNT, WSRL, WSRL_ACTION, WSRP, WSRP_ACTION};
 
 /// Path of the shared inputs: `$VWS_SHARED`, else `../shared` from the repository root, else
 /// `/work/shared` (for clones made elsewhere, e.g. by CI).
