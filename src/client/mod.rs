@@ -32,7 +32,7 @@ pub struct Client {
 /// GSI Secure Message: requests signed with the user's proxy; answers must come back signed by
 /// a trusted host.
 struct Signing {
-    cred: crate::security::Credential,
+    signer: crate::security::wssec::Signer,
     trust: crate::security::TrustConfig,
     replay: crate::security::wssec::ReplayCache,
 }
@@ -82,7 +82,8 @@ impl Client {
         }
         .map_err(|e| ClientError::Usage(format!("credential: {e}")))?;
         let dir = CertDir::from_env().map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
-        self.signing = Some(Signing { cred, trust: TrustConfig::new(dir), replay: Default::default() });
+        let signer = crate::security::wssec::Signer::new(&cred).map_err(|e| ClientError::Usage(format!("signing: {e}")))?;
+        self.signing = Some(Signing { signer, trust: TrustConfig::new(dir), replay: Default::default() });
         Ok(self)
     }
 
@@ -139,7 +140,7 @@ impl Client {
         env.push_str(payload);
         env.push_str("</soapenv:Body></soapenv:Envelope>");
         if let Some(sg) = &self.signing {
-            env = crate::security::wssec::sign(&env, &sg.cred).map_err(|e| ClientError::Usage(format!("signing: {e}")))?;
+            env = sg.signer.sign(&env).map_err(|e| ClientError::Usage(format!("signing: {e}")))?;
         }
         let authority = to.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
         let req = hyper::Request::post(to)
