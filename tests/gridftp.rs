@@ -632,3 +632,69 @@ fn vws_stage_cli_shows_progress_and_fails_cleanly() {
     assert!(err.contains("Error:") && err.contains("no-such-file.img"), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "only the first copy");
 }
+
+fn prot_opts(streams: usize, protect: transfer::Protection) -> Options {
+    Options { protect, ..opts(streams, true) }
+}
+
+/// `PROT P` with 2 streams: a 64 MiB download and upload are byte-identical (SHA-256, and the
+/// server's checksum), and the data channel really is protected — on a `PROT P` RETR the bytes
+/// after the DCAU handshake are TLS application-data records (0x17 0x03 0x03 …) carrying the MODE E
+/// header, while the same exchange with `PROT C` shows the clear 17-byte block header.
+#[test]
+fn prot_p_download_and_upload_2_streams_are_encrypted_and_identical() {
+    use std::net::TcpListener;
+    use transfer::gridftp::{control::port_arg, GsiMaterial, Session};
+    use transfer::Protection;
+    use vws::security::gss;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = small("prot-src.bin", 64 << 20, 7);
+    let want = sha256(&src);
+    let out = fresh_dir("prot-out");
+    let down = out.join("down.bin");
+    let o = transfer::stage(&url(&src), down.to_str().unwrap(), &prot_opts(2, Protection::Private)).unwrap();
+    assert_eq!((o.bytes, o.sha256.as_str()), (64 << 20, want.as_str()));
+    assert!(o.remote_checksum.is_some(), "server checksum compared");
+    assert_eq!(sha256(&down), want);
+    let up = out.join("up.bin");
+    let o = transfer::stage(down.to_str().unwrap(), &url(&up), &prot_opts(2, Protection::Private)).unwrap();
+    assert_eq!(o.bytes, 64 << 20);
+    assert_eq!(sha256(&up), want, "uploaded bytes identical");
+
+    // What is on the wire after the DCAU handshake, with PROT P and (control) PROT C.
+    let first_bytes = |protect: Protection| -> ([u8; 17], Vec<u8>) {
+        let o = prot_opts(1, protect);
+        let u = transfer::Url::parse(&url(&src)).unwrap();
+        let gsi = GsiMaterial::load(&o, &u.to_string()).unwrap();
+        let mut s = Session::connect(&u, &o, Some(&gsi)).unwrap();
+        for c in ["TYPE I", "MODE E", "PBSZ 1048576", &format!("PROT {}", protect.letter()), "OPTS RETR Parallelism=1,1,1;"] {
+            s.simple(c).unwrap();
+        }
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        s.simple(&format!("PORT {}", port_arg(l.local_addr().unwrap()).unwrap())).unwrap();
+        s.ctl.send(&format!("RETR {}", src.display())).unwrap();
+        let (sock, _) = l.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let ctx = gss::server_context(&gsi.cred, &gsi.certdir).unwrap();
+        let (tls, _peer, early) = gss::accept_tls_on_socket(&ctx, &gsi.certdir, sock, protect != Protection::Clear).unwrap();
+        // The raw socket now holds the next bytes exactly as they crossed the wire.
+        let mut raw = [0u8; 17];
+        let n = tls.get_ref().peek(&mut raw).unwrap();
+        assert!(n >= 5, "{n} raw bytes");
+        drop(tls);
+        drop(s);
+        (raw, early)
+    };
+    let (raw_p, early_p) = first_bytes(Protection::Private);
+    assert_eq!(&raw_p[..3], &[0x17, 0x03, 0x03], "PROT P: TLS application data on the wire, got {raw_p:02x?}");
+    assert!(early_p.len() >= 17, "PROT P: the first decrypted record is the MODE E header");
+    let h = &early_p[..17];
+    assert_eq!(h[0], 0, "a data block descriptor");
+    assert!(u64::from_be_bytes(h[1..9].try_into().unwrap()) > 0, "a data block count");
+    let data = std::fs::read(&src).unwrap();
+    assert!(!early_p[17..].is_empty() && data.starts_with(&early_p[17..]) || early_p.len() == 17);
+    let (raw_c, early_c) = first_bytes(Protection::Clear);
+    assert!(early_c.is_empty(), "PROT C: the delegation flag, then clear data");
+    assert_eq!(raw_c[0], 0, "PROT C: the clear MODE E header is on the wire, got {raw_c:02x?}");
+    assert!(u64::from_be_bytes(raw_c[1..9].try_into().unwrap()) > 0);
+}

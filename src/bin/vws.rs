@@ -3,7 +3,7 @@
 //! `vws --service URL create DESCRIPTION.xml --epr-out FILE`, and for a resource
 //! `vws --epr FILE get-property QNAME | get-properties QNAME... | query XPATH |
 //! set-termination-time (RFC3339|+SECONDS|never) | destroy`.
-//! `vws stage [--streams N] [--no-dcau] SRC DST` copies an image between file://, http(s)://,
+//! `vws stage [--streams N] [--no-dcau] [--prot C|S|P] SRC DST` copies an image between file://, http(s)://,
 //! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -76,6 +76,9 @@ enum Cmd {
         /// No data-channel authentication (GridFTP DCAU N).
         #[arg(long)]
         no_dcau: bool,
+        /// GridFTP data-channel protection: C (clear, default), S (safe), P (private, TLS).
+        #[arg(long, default_value = "C", value_parser = parse_prot)]
+        prot: vws::transfer::Protection,
         /// Skip the server-side checksum comparison (our SHA-256 is still computed).
         #[arg(long)]
         no_verify: bool,
@@ -88,9 +91,13 @@ enum Cmd {
     },
 }
 
+fn parse_prot(s: &str) -> Result<vws::transfer::Protection, String> {
+    vws::transfer::Protection::parse(s).ok_or_else(|| format!("{s:?}: expected C, S or P"))
+}
+
 /// `vws stage`: returns the process exit code.
 #[allow(clippy::too_many_arguments)]
-fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, no_verify: bool, expect: Option<&str>, proxy: Option<&PathBuf>, quiet: bool) -> i32 {
+fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, prot: vws::transfer::Protection, no_verify: bool, expect: Option<&str>, proxy: Option<&PathBuf>, quiet: bool) -> i32 {
     use std::io::Write;
     use vws::transfer::{self, Digest, Options, ProgressInfo};
     if std::env::var_os("RUST_LOG").is_some() {
@@ -99,7 +106,7 @@ fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, no_verify: boo
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let mut opts = Options { streams: streams.max(1), dcau: !no_dcau, verify: !no_verify, credential: proxy.cloned(), ..Default::default() };
+    let mut opts = Options { streams: streams.max(1), dcau: !no_dcau, protect: prot, verify: !no_verify, credential: proxy.cloned(), ..Default::default() };
     if let Some(e) = expect {
         match Digest::parse(e) {
             Ok(d) => opts.expected = Some(d),
@@ -276,8 +283,8 @@ async fn run(args: Args) -> Result<(), ClientError> {
 
 fn main() {
     let args = Args::parse();
-    if let Cmd::Stage { src, dst, streams, no_dcau, no_verify, expect, quiet } = &args.cmd {
-        std::process::exit(stage_cmd(src, dst, *streams, *no_dcau, *no_verify, expect.as_deref(), args.proxy.as_ref(), *quiet));
+    if let Cmd::Stage { src, dst, streams, no_dcau, prot, no_verify, expect, quiet } = &args.cmd {
+        std::process::exit(stage_cmd(src, dst, *streams, *no_dcau, *prot, *no_verify, expect.as_deref(), args.proxy.as_ref(), *quiet));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(run(args)) {

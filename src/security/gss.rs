@@ -797,31 +797,67 @@ fn socket_handshake_error(e: HandshakeError<std::net::TcpStream>) -> GssError {
 /// the initiator's delegation flag ('0': none). Returns the socket (positioned after the
 /// exchange, so clear-text data may follow) and the validated peer.
 pub fn accept_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
-    let ssl = Ssl::new(ctx)?;
-    let mut s = ssl.accept(sock).map_err(socket_handshake_error)?;
-    let v = verify_peer_chain(s.ssl(), dir, &Target::Any)?;
-    if is_tls13(&s) {
-        s.ssl_write(b"\0").map_err(|e| GssError::Token(err_text(&e)))?;
-    }
-    let flag = read_token(&mut s)?;
-    if flag[0] != b'0' {
-        return Err(GssError::Delegation(format!("unexpected delegation flag 0x{:02x} on a data channel", flag[0])));
+    let (s, v, early) = accept_tls_on_socket(ctx, dir, sock, false)?;
+    if let Some(b) = early.first() {
+        return Err(GssError::Delegation(format!("unexpected delegation flag 0x{b:02x} on a data channel")));
     }
     let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
     Ok((raw, v))
 }
 
+/// [`accept_on_socket`], keeping the TLS session: with `PROT P` / `PROT S` the data channel then
+/// carries its MODE E stream as TLS application records (each record is one GSS wrap token).
+///
+/// A protected (`protected`) Globus data channel — checked against globus-gridftp-server 13 —
+/// has no post-handshake exchange: no TLS 1.3 filler, no delegation flag; its first record is
+/// already data. So nothing is sent, and the first record is taken as the flag only when it is
+/// the single byte `'0'` (a MODE E stream starts with a 17-byte header); otherwise its bytes are
+/// returned (third element) as the start of the data stream, to be read before the TLS session.
+pub fn accept_tls_on_socket(
+    ctx: &SslContext,
+    dir: &CertDir,
+    sock: std::net::TcpStream,
+    protected: bool,
+) -> Result<(SslStream<std::net::TcpStream>, Validated, Vec<u8>), GssError> {
+    let ssl = Ssl::new(ctx)?;
+    let mut s = ssl.accept(sock).map_err(socket_handshake_error)?;
+    let v = verify_peer_chain(s.ssl(), dir, &Target::Any)?;
+    if is_tls13(&s) && !protected {
+        s.ssl_write(b"\0").map_err(|e| GssError::Token(err_text(&e)))?;
+    }
+    let first = read_token(&mut s)?;
+    if first == b"0" {
+        return Ok((s, v, Vec::new()));
+    }
+    Ok((s, v, first))
+}
+
 /// The initiating side of [`accept_on_socket`].
 pub fn connect_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
+    let (s, v) = connect_tls_on_socket(ctx, dir, sock, false)?;
+    let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
+    Ok((raw, v))
+}
+
+/// [`connect_on_socket`], keeping the TLS session (see [`accept_tls_on_socket`]); `protected`:
+/// no filler is awaited and no delegation flag sent, the data follows the handshake directly.
+pub fn connect_tls_on_socket(
+    ctx: &SslContext,
+    dir: &CertDir,
+    sock: std::net::TcpStream,
+    protected: bool,
+) -> Result<(SslStream<std::net::TcpStream>, Validated), GssError> {
     let ssl = Ssl::new(ctx)?;
     let mut s = ssl.connect(sock).map_err(socket_handshake_error)?;
     let v = verify_peer_chain(s.ssl(), dir, &Target::Any)?;
+    if protected {
+        return Ok((s, v));
+    }
     if is_tls13(&s) {
         let _filler = read_token(&mut s)?;
     }
     s.ssl_write(b"0").map_err(|e| GssError::Token(err_text(&e)))?;
-    let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
-    Ok((raw, v))
+    Ok((s, v))
 }
 
 /// Test fixtures: an in-memory CA, proxy and host credential.

@@ -86,6 +86,45 @@ pub type Result<T> = std::result::Result<T, TransferError>;
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&ProgressInfo) + Send + Sync>;
 
+/// GridFTP data-channel protection level (RFC 2228 `PROT`), negotiated after `PBSZ`.
+///
+/// With GSI the data channel's security context is the DCAU TLS session, and a GSS wrap token is
+/// one TLS application record: with `Safe` (`PROT S`) and `Private` (`PROT P`) the whole MODE E
+/// stream (headers and data) travels inside TLS records on every data connection, which is the
+/// same path for both levels — TLS gives integrity and, with its negotiated cipher suite,
+/// confidentiality, so `Safe` is never weaker than asked (globus-gridftp-server 13 sends
+/// ordinary encrypted records for `PROT S` too). Both need DCAU (`Options::dcau`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protection {
+    /// `PROT C`: after the DCAU handshake the blocks flow in clear (the default).
+    #[default]
+    Clear,
+    /// `PROT S`: integrity protected.
+    Safe,
+    /// `PROT P`: integrity and confidentiality (TLS records).
+    Private,
+}
+
+impl Protection {
+    /// The `PROT` argument letter.
+    pub fn letter(self) -> char {
+        match self {
+            Protection::Clear => 'C',
+            Protection::Safe => 'S',
+            Protection::Private => 'P',
+        }
+    }
+    /// `C`, `S` or `P` (case-insensitive; also `clear`, `safe`, `private`).
+    pub fn parse(s: &str) -> Option<Protection> {
+        match s.to_ascii_lowercase().as_str() {
+            "c" | "clear" => Some(Protection::Clear),
+            "s" | "safe" => Some(Protection::Safe),
+            "p" | "private" => Some(Protection::Private),
+            _ => None,
+        }
+    }
+}
+
 /// Knobs of a transfer.
 #[derive(Clone)]
 pub struct Options {
@@ -93,6 +132,8 @@ pub struct Options {
     pub streams: usize,
     /// GridFTP data-channel authentication (DCAU A); false = `DCAU N`.
     pub dcau: bool,
+    /// GridFTP data-channel protection (`PROT C|S|P`); anything but `Clear` needs DCAU.
+    pub protect: Protection,
     /// Timeout of every network read/connect.
     pub timeout: Duration,
     /// Proxy (or certificate+key file) to use instead of the standard places.
@@ -119,6 +160,7 @@ impl Default for Options {
         Options {
             streams: 1,
             dcau: true,
+            protect: Protection::Clear,
             timeout: Duration::from_secs(60),
             credential: None,
             cert_dir: None,
@@ -138,6 +180,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("streams", &self.streams)
             .field("dcau", &self.dcau)
+            .field("protect", &self.protect)
             .field("timeout", &self.timeout)
             .field("credential", &self.credential)
             .field("verify", &self.verify)

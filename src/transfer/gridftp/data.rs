@@ -3,7 +3,9 @@
 //! connections, the receiving side (blocks written by position straight into the target file,
 //! contiguous blocks coalesced into large `pwrite`s) and the sending side (`sendfile` from the
 //! source file). With DCAU each connection first runs a raw TLS handshake — the connecting side
-//! is the TLS client — and then, with `PROT C`, the blocks flow in clear.
+//! is the TLS client — and then, with `PROT C`, the blocks flow in clear; with `PROT S`/`PROT P`
+//! the TLS session is kept and the whole MODE E stream (headers and data) travels as TLS
+//! application records (received through the session, sent from one reusable buffer per stream).
 
 use std::fs::File;
 use std::io::{IoSliceMut, Read};
@@ -73,11 +75,14 @@ pub struct Dcau {
     pub ctx: SslContext,
     pub certdir: Arc<CertDir>,
     pub cred: Credential,
+    /// `PROT S`/`PROT P`: keep the TLS session after the handshake and carry the MODE E stream
+    /// (headers and data) in TLS application records; false (`PROT C`): clear after the handshake.
+    pub protect: bool,
 }
 
 /// Reads exactly `a.len() + b.len()` bytes into `a` then `b`, with `readv` (one system call for a
 /// block's data and the next block's header in the common case).
-fn read_two(s: &mut TcpStream, a: &mut [u8], b: &mut [u8]) -> std::io::Result<()> {
+fn read_two<R: Read>(s: &mut R, a: &mut [u8], b: &mut [u8]) -> std::io::Result<()> {
     let (mut ia, mut ib) = (0usize, 0usize);
     while ia < a.len() || ib < b.len() {
         let n = if ia < a.len() {
@@ -139,15 +144,32 @@ impl Recv<'_> {
         }
     }
 
-    /// One data connection: (TLS handshake,) then blocks until EOD.
-    fn stream(&self, mut s: TcpStream, dcau: Option<&Dcau>) -> Result<()> {
+    /// One data connection: (TLS handshake,) then blocks until EOD — read from the socket, or
+    /// with data-channel protection from the TLS session.
+    fn stream(&self, s: TcpStream, dcau: Option<&Dcau>) -> Result<()> {
         s.set_read_timeout(Some(self.timeout)).ok();
         s.set_write_timeout(Some(self.timeout)).ok();
-        if let Some(d) = dcau {
-            let (raw, peer) = gss::accept_on_socket(&d.ctx, &d.certdir, s).map_err(|e| self.auth(format!("data channel: {e}")))?;
-            gss::check_same_identity(&d.cred, &peer.chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
-            s = raw;
+        match dcau {
+            None => self.blocks(&mut { s }),
+            Some(d) => {
+                let (tls, peer, early) =
+                    gss::accept_tls_on_socket(&d.ctx, &d.certdir, s, d.protect).map_err(|e| self.auth(format!("data channel: {e}")))?;
+                gss::check_same_identity(&d.cred, &peer.chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
+                if d.protect {
+                    // Data may have started in the record where a delegation flag could be.
+                    self.blocks(&mut std::io::Cursor::new(early).chain(tls))
+                } else if let Some(b) = early.first() {
+                    Err(self.auth(format!("data channel: unexpected delegation flag 0x{b:02x}")))
+                } else {
+                    let raw = tls.get_ref().try_clone().map_err(|e| self.io(e))?;
+                    self.blocks(&mut { raw })
+                }
+            }
         }
+    }
+
+    /// MODE E blocks until EOD.
+    fn blocks<R: Read>(&self, s: &mut R) -> Result<()> {
         let mut buf = vec![0u8; self.buf_size];
         let mut fill = 0usize;
         let mut fill_off = 0u64;
@@ -214,9 +236,9 @@ impl Recv<'_> {
                         }
                         let end = fill + count as usize;
                         let res = if last {
-                            read_two(&mut s, &mut buf[fill..end], &mut [])
+                            read_two(s, &mut buf[fill..end], &mut [])
                         } else {
-                            read_two(&mut s, &mut buf[fill..end], &mut hdr)
+                            read_two(s, &mut buf[fill..end], &mut hdr)
                         };
                         if let Err(e) = res {
                             // Keep the complete blocks for a resume.
@@ -464,9 +486,12 @@ pub fn send(
                     s.set_write_timeout(Some(timeout)).ok();
                     if let Some(d) = dcau {
                         let auth = |e: gss::GssError| TransferError::Auth { url: url.into(), reason: format!("data channel: {e}") };
-                        let (raw, peer) = gss::connect_on_socket(&d.ctx, &d.certdir, s).map_err(auth)?;
+                        let (tls, peer) = gss::connect_tls_on_socket(&d.ctx, &d.certdir, s, d.protect).map_err(auth)?;
                         gss::check_same_identity(&d.cred, &peer.chain).map_err(auth)?;
-                        s = raw;
+                        if d.protect {
+                            return send_tls(tls, i, streams, next, err, src, start, len, block, progress, io);
+                        }
+                        s = tls.get_ref().try_clone().map_err(io)?;
                     }
                     let fd = s.as_raw_fd();
                     loop {
@@ -511,6 +536,58 @@ pub fn send(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The sending side of one protected (`PROT S`/`PROT P`) data connection: each block's header
+/// and data, read from the file into one reusable buffer, go out as TLS application records.
+#[allow(clippy::too_many_arguments)]
+fn send_tls(
+    mut s: openssl::ssl::SslStream<TcpStream>,
+    i: usize,
+    streams: usize,
+    next: &AtomicU64,
+    err: &Mutex<Option<TransferError>>,
+    src: &File,
+    start: u64,
+    len: u64,
+    block: u64,
+    progress: &Progress,
+    io: &dyn Fn(std::io::Error) -> TransferError,
+) -> Result<()> {
+    use std::io::Write;
+    let mut buf = vec![0u8; HEADER_LEN + block as usize];
+    loop {
+        if err.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let rel = next.fetch_add(block, Ordering::Relaxed);
+        if rel >= len {
+            break;
+        }
+        let n = block.min(len - rel);
+        buf[..HEADER_LEN].copy_from_slice(&BlockHeader { desc: 0, count: n, offset: rel }.encode());
+        let body = &mut buf[HEADER_LEN..HEADER_LEN + n as usize];
+        src.read_exact_at(body, start + rel).map_err(|e| TransferError::io("reading the source file", e))?;
+        s.write_all(&buf[..HEADER_LEN + n as usize]).map_err(io)?;
+        progress.add(start + rel, n);
+    }
+    let d = if i == 0 { desc::EOD | desc::EOF | desc::CLOSE } else { desc::EOD | desc::CLOSE };
+    let h = BlockHeader { desc: d, count: 0, offset: if i == 0 { streams as u64 } else { 0 } }.encode();
+    s.write_all(&h).map_err(io)?;
+    s.flush().map_err(io)?;
+    // close_notify, then half-close and drain raw until the receiver closes (no reset).
+    let _ = s.shutdown();
+    let mut raw = s.get_ref().try_clone().map_err(io)?;
+    let _ = raw.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + raw.read_timeout().ok().flatten().unwrap_or(Duration::from_secs(60));
+    while Instant::now() < deadline {
+        match raw.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Receives a stream-mode transfer (plain FTP): everything until the sender closes.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::security::certdir::CertDir;
 use crate::security::credential::Credential;
 use crate::security::gss::{self, Delegation, Initiator, Target};
-use crate::transfer::{Algo, Endpoint, Options, Progress, Result, TransferError, Url};
+use crate::transfer::{Algo, Endpoint, Options, Progress, Protection, Result, TransferError, Url};
 use control::{parse_227, port_arg, Control, Reply};
 use data::Dcau;
 
@@ -139,6 +139,9 @@ impl Session {
         if self.gsi_mode() && self.features.dcau {
             if self.opts.dcau {
                 self.ctl.expect_ok("PBSZ 1048576")?;
+                if self.opts.protect != Protection::Clear {
+                    self.ctl.expect_ok(&format!("PROT {}", self.opts.protect.letter()))?;
+                }
                 let g = self.gsi.as_ref().unwrap();
                 let auth = |e: gss::GssError| TransferError::Auth { url: self.url.to_string(), reason: e.to_string() };
                 let server = gss::server_context(&g.cred, &g.certdir).map_err(auth)?;
@@ -148,6 +151,13 @@ impl Session {
                 self.ctl.expect_ok("DCAU N")?;
             }
         }
+        if self.opts.protect != Protection::Clear && self.dcau_ctx.is_none() {
+            // PROT S/P wrap the data in the DCAU security context: without it there is none.
+            return Err(TransferError::Unsupported(format!(
+                "data-channel protection PROT {} without DCAU (or on a server without DCAU)",
+                self.opts.protect.letter()
+            )));
+        }
         self.setup_done = true;
         Ok(())
     }
@@ -155,7 +165,12 @@ impl Session {
     fn dcau(&self, server_side: bool) -> Option<Dcau> {
         let (s, c) = self.dcau_ctx.as_ref()?;
         let g = self.gsi.as_ref()?;
-        Some(Dcau { ctx: if server_side { s.clone() } else { c.clone() }, certdir: g.certdir.clone(), cred: g.cred.clone() })
+        Some(Dcau {
+            ctx: if server_side { s.clone() } else { c.clone() },
+            certdir: g.certdir.clone(),
+            cred: g.cred.clone(),
+            protect: self.opts.protect != Protection::Clear,
+        })
     }
 
     pub fn size(&mut self, path: &str) -> Result<u64> {
