@@ -12,9 +12,7 @@ mod common;
 
 use common::gsi::{self, Kit};
 use common::*;
-use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use openssl::x509::X509;
+use openssl::ssl::{SslConnector, SslStream};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -27,18 +25,8 @@ const REUSE_N: usize = 5000;
 const SIGNED_N: usize = 1000;
 
 fn connector(proxy: &Path) -> SslConnector {
-    let pem = std::fs::read(proxy).unwrap();
-    let certs = X509::stack_from_pem(&pem).unwrap();
-    let key = PKey::private_key_from_pem(&pem).unwrap();
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_certificate(&certs[0]).unwrap();
-    b.set_private_key(&key).unwrap();
-    for c in &certs[1..] {
-        b.add_extra_chain_cert(c.clone()).unwrap();
-    }
     // The server's chain is checked with GSI validation after the handshake, as vws does.
-    b.set_verify(SslVerifyMode::NONE);
-    b.build()
+    common::gsi::proxy_connector(Some(proxy))
 }
 
 /// A new TCP connection and TLS handshake, the host's chain validated and its name checked.

@@ -13,9 +13,7 @@ mod common;
 
 use common::gsi::{self, kit, m, Kit};
 use common::*;
-use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use openssl::x509::X509;
+use openssl::ssl::{SslConnector, SslStream};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -104,20 +102,7 @@ struct Conn {
 }
 
 fn connector(proxy: Option<&Path>) -> SslConnector {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    if let Some(p) = proxy {
-        let pem = std::fs::read(p).unwrap();
-        let certs = X509::stack_from_pem(&pem).unwrap();
-        let key = PKey::private_key_from_pem(&pem).unwrap();
-        b.set_certificate(&certs[0]).unwrap();
-        b.set_private_key(&key).unwrap();
-        for c in &certs[1..] {
-            b.add_extra_chain_cert(c.clone()).unwrap();
-        }
-    }
-    // Checked below with GSI validation against the kit's CA.
-    b.set_verify(SslVerifyMode::NONE);
-    b.build()
+    common::gsi::proxy_connector(proxy)
 }
 
 impl Conn {

@@ -674,3 +674,22 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// A TLS client presenting the proxy file `proxy` (certificate, key, chain) when given. The
+/// server's chain is not judged by OpenSSL: callers validate it with GSI rules after the
+/// handshake, as vws does.
+pub fn proxy_connector(proxy: Option<&Path>) -> openssl::ssl::SslConnector {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    if let Some(p) = proxy {
+        let pem = std::fs::read(p).unwrap();
+        let certs = X509::stack_from_pem(&pem).unwrap();
+        let key = PKey::private_key_from_pem(&pem).unwrap();
+        b.set_certificate(&certs[0]).unwrap();
+        b.set_private_key(&key).unwrap();
+        for c in &certs[1..] {
+            b.add_extra_chain_cert(c.clone()).unwrap();
+        }
+    }
+    b.set_verify(SslVerifyMode::NONE);
+    b.build()
+}
