@@ -495,22 +495,17 @@ pub fn send(
                     }
                     let fd = s.as_raw_fd();
                     loop {
-                        if err.lock().unwrap().is_some() {
-                            return Ok(());
-                        }
-                        let rel = next.fetch_add(block, Ordering::Relaxed);
-                        if rel >= len {
-                            break;
-                        }
-                        let n = block.min(len - rel);
+                        let (rel, n) = match claim_block(next, err, block, len) {
+                            Claim::Block(rel, n) => (rel, n),
+                            Claim::Done => break,
+                            Claim::Abort => return Ok(()),
+                        };
                         let h = BlockHeader { desc: 0, count: n, offset: rel }.encode();
                         send_all(fd, &h, true).map_err(io)?;
                         sendfile_all(fd, src.as_raw_fd(), start + rel, n).map_err(io)?;
                         progress.add(start + rel, n);
                     }
-                    let d = if i == 0 { desc::EOD | desc::EOF | desc::CLOSE } else { desc::EOD | desc::CLOSE };
-                    let h = BlockHeader { desc: d, count: 0, offset: if i == 0 { streams as u64 } else { 0 } }.encode();
-                    send_all(fd, &h, false).map_err(io)?;
+                    send_all(fd, &eod_header(i, streams), false).map_err(io)?;
                     let _ = s.shutdown(Shutdown::Write);
                     // Drain until the receiver closes, so no unread bytes turn our close into a reset.
                     let mut sink = [0u8; 4096];
@@ -538,6 +533,35 @@ pub fn send(
     }
 }
 
+/// What a sending stream does next.
+enum Claim {
+    /// Send `len` bytes at offset `rel` (relative to the transfer's start).
+    Block(u64, u64),
+    /// Every block is claimed: close the stream with EOD.
+    Done,
+    /// Another stream failed: stop at once.
+    Abort,
+}
+
+/// Claims the next block of the file for one of the parallel sending streams.
+fn claim_block(next: &AtomicU64, err: &Mutex<Option<TransferError>>, block: u64, len: u64) -> Claim {
+    if err.lock().unwrap().is_some() {
+        return Claim::Abort;
+    }
+    let rel = next.fetch_add(block, Ordering::Relaxed);
+    if rel >= len {
+        return Claim::Done;
+    }
+    Claim::Block(rel, block.min(len - rel))
+}
+
+/// The closing header of sending stream `i` of `streams`: EOD on every stream; stream 0 also
+/// carries EOF, with the EOD count (the number of data connections) in its offset field.
+fn eod_header(i: usize, streams: usize) -> [u8; HEADER_LEN] {
+    let d = if i == 0 { desc::EOD | desc::EOF | desc::CLOSE } else { desc::EOD | desc::CLOSE };
+    BlockHeader { desc: d, count: 0, offset: if i == 0 { streams as u64 } else { 0 } }.encode()
+}
+
 /// The sending side of one protected (`PROT S`/`PROT P`) data connection: each block's header
 /// and data, read from the file into one reusable buffer, go out as TLS application records.
 #[allow(clippy::too_many_arguments)]
@@ -557,23 +581,18 @@ fn send_tls(
     use std::io::Write;
     let mut buf = vec![0u8; HEADER_LEN + block as usize];
     loop {
-        if err.lock().unwrap().is_some() {
-            return Ok(());
-        }
-        let rel = next.fetch_add(block, Ordering::Relaxed);
-        if rel >= len {
-            break;
-        }
-        let n = block.min(len - rel);
+        let (rel, n) = match claim_block(next, err, block, len) {
+            Claim::Block(rel, n) => (rel, n),
+            Claim::Done => break,
+            Claim::Abort => return Ok(()),
+        };
         buf[..HEADER_LEN].copy_from_slice(&BlockHeader { desc: 0, count: n, offset: rel }.encode());
         let body = &mut buf[HEADER_LEN..HEADER_LEN + n as usize];
         src.read_exact_at(body, start + rel).map_err(|e| TransferError::io("reading the source file", e))?;
         s.write_all(&buf[..HEADER_LEN + n as usize]).map_err(io)?;
         progress.add(start + rel, n);
     }
-    let d = if i == 0 { desc::EOD | desc::EOF | desc::CLOSE } else { desc::EOD | desc::CLOSE };
-    let h = BlockHeader { desc: d, count: 0, offset: if i == 0 { streams as u64 } else { 0 } }.encode();
-    s.write_all(&h).map_err(io)?;
+    s.write_all(&eod_header(i, streams)).map_err(io)?;
     s.flush().map_err(io)?;
     // close_notify, then half-close and drain raw until the receiver closes (no reset).
     let _ = s.shutdown();
