@@ -294,6 +294,19 @@ fn children_of(pid: u32) -> Vec<u32> {
     v
 }
 
+/// Options for the kill-and-resume tests: 1 stream with DCAU, frequent progress reports (the
+/// returned counter holds the bytes moved so far, to kill the server mid-transfer), and 30 s to
+/// reconnect once the server is back.
+fn resume_opts() -> (Options, Arc<AtomicU64>) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut o = opts(1, true);
+    let s2 = seen.clone();
+    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
+    o.progress_interval = Duration::from_millis(5);
+    o.reconnect_for = Duration::from_secs(30);
+    (o, seen)
+}
+
 #[test]
 fn server_killed_mid_transfer_resumes_byte_identical() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,12 +314,7 @@ fn server_killed_mid_transfer_resumes_byte_identical() {
     let want = sha256(&src);
     let out = fresh_dir("resume-out");
     let dst = out.join("resumed.bin");
-    let seen = Arc::new(AtomicU64::new(0));
-    let mut o = opts(1, true);
-    let s2 = seen.clone();
-    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
-    o.progress_interval = Duration::from_millis(5);
-    o.reconnect_for = Duration::from_secs(30);
+    let (o, seen) = resume_opts();
     // Slow the transfer enough to kill it in the middle: many small runs would be flaky.
     let (su, du) = (url(&src), dst.to_str().unwrap().to_string());
     let h = std::thread::spawn(move || transfer::stage(&su, &du, &o));
@@ -438,12 +446,7 @@ fn upload_server_killed_mid_stor_resumes_byte_identical() {
     let want = sha256(&src);
     let out = fresh_dir("upresume-out");
     let dst = out.join("uploaded.bin");
-    let seen = Arc::new(AtomicU64::new(0));
-    let mut o = opts(1, true);
-    let s2 = seen.clone();
-    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
-    o.progress_interval = Duration::from_millis(5);
-    o.reconnect_for = Duration::from_secs(30);
+    let (o, seen) = resume_opts();
     let log = kit_dir().join("gridftp-transfer.log");
     let log_before = std::fs::read_to_string(&log).unwrap_or_default().len();
     let (su, du) = (src.to_str().unwrap().to_string(), url(&dst));
