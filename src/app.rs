@@ -4,7 +4,7 @@
 use crate::config::{Config, SecurityConfig};
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
-use crate::services::{counter, factory, workspace, Services, Shared};
+use crate::services::{counter, factory, manager::ManagerService, workspace, Services, Shared};
 use crate::soap::http::{self, MessageSecurity, Transport};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
@@ -16,6 +16,7 @@ pub struct App {
     pub services: Arc<Services>,
     pub sweeper: Arc<Sweeper>,
     pub store: Store,
+    pub manager: Arc<ManagerService>,
 }
 
 impl App {
@@ -31,13 +32,24 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
+        let manager =
+            ManagerService::new(workspaces.clone(), shared.clone(), cfg.staging.pool_dir(&cfg.server.data), &cfg.staging)?;
         let services = Services {
-            factory: factory::FactoryService { shared: shared.clone(), policy: cfg.policy.clone(), workspaces: workspaces.clone() },
-            workspace: workspace::WorkspaceService { home: workspaces, shared: shared.clone(), lifetime },
+            factory: factory::FactoryService {
+                shared: shared.clone(),
+                policy: cfg.policy.clone(),
+                workspaces: workspaces.clone(),
+            },
+            workspace: workspace::WorkspaceService {
+                home: workspaces,
+                shared: shared.clone(),
+                lifetime,
+                manager: manager.clone(),
+            },
             counter: counter::CounterService::new(counters, shared.clone(), false),
             counter_rw: counter::CounterService::new(counters_rw, shared, true),
         };
-        Ok(App { services: Arc::new(services), sweeper, store })
+        Ok(App { services: Arc::new(services), sweeper, store, manager })
     }
 }
 
@@ -67,11 +79,8 @@ fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String
 /// Run `vwsd` until SIGTERM / SIGINT.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let secure = cfg.security.https.is_some();
-    let auth: Arc<dyn Authorizer> = if secure {
-        Arc::new(AclPolicy::new(cfg.security.acl.clone())?)
-    } else {
-        Arc::new(OwnerOnly)
-    };
+    let auth: Arc<dyn Authorizer> =
+        if secure { Arc::new(AclPolicy::new(cfg.security.acl.clone())?) } else { Arc::new(OwnerOnly) };
     let mut listeners = Vec::new();
     if let Some(addr) = &cfg.server.http {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
@@ -89,6 +98,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
+    app.manager.recover().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_cfg = Arc::new(cfg.http_config());
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);

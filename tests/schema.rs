@@ -458,7 +458,10 @@ const WSDLS: [WsdlSpec; 3] = [
         service: "WorkspaceService",
         port_type: "WorkspacePortType",
         rp_root: Some((VWS, "WorkspaceResourceProperties")),
-        app_ops: &[],
+        app_ops: &[
+            ("deploy", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/deployRequest"),
+            ("undeploy", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/undeployRequest"),
+        ],
         wsrf: true,
         inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrp-2004-06.xsd", "wsrl-2004-06.xsd", "nimbus-properties.xsd", "workspace.xsd"],
     },
@@ -914,6 +917,24 @@ fn vwsd_replies_validate_against_the_published_types() {
         &format!("<SetTerminationTime xmlns=\"{WSRL}\"><RequestedTerminationTime>{when}</RequestedTerminationTime></SetTerminationTime>"),
     );
     assert_eq!(c.check(&r, "SetTerminationTime"), "SetTerminationTimeResponse");
+    // The Manager's deploy on every workspace: started (then the staging property validates,
+    // whatever the staging's fate) or refused by the staging policy (file:// sources).
+    let mut deployed = 0;
+    for k in &keys {
+        let hk = Server::ws_key_header(k);
+        let r = s.call(ws, &hk, &format!("{VWS}/WorkspaceManagerPortType/deployRequest"), &format!("<deploy xmlns=\"{VWS}\"/>"));
+        match c.check(&r, &format!("deploy {k}")).as_str() {
+            "deployResponse" => deployed += 1,
+            "PolicyRejectedFault" => {}
+            other => c.failures.push(format!("deploy {k}: answered {other}")),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let r = query_all(&s, ws, &hk);
+        c.check(&r, &format!("QueryResourceProperties /* of workspace {k} after deploy"));
+    }
+    assert!(deployed > 0, "no sample could be deployed");
+    let r = s.call(ws, &h, &format!("{VWS}/WorkspaceManagerPortType/undeployRequest"), &format!("<undeploy xmlns=\"{VWS}\"><now/></undeploy>"));
+    assert_eq!(c.check(&r, "undeploy with an argument"), "InvalidRequestFault");
     let r = s.call(ws, &h, &format!("{VWS}/WorkspacePortType/startRequest"), &format!("<start xmlns=\"{VWS}\"/>"));
     assert_eq!(c.check(&r, "an operation the workspace service does not have"), "UnknownOperationFault");
     let r = s.call(ws, &h, &format!("{WSRL_ACTION}/Destroy"), &format!("<Destroy xmlns=\"{WSRL}\"/>"));
@@ -950,7 +971,7 @@ fn vwsd_replies_validate_against_the_published_types() {
     }
 
     assert!(c.failures.is_empty(), "{} reply/replies do not validate against xsd/:\n{}\n", c.failures.len(), c.failures.join("\n"));
-    for expected in ["createResponse", "InvalidDescriptionFault", "WorkspaceResourceProperties", "Counter", "UnknownOperationFault"] {
+    for expected in ["createResponse", "InvalidDescriptionFault", "WorkspaceResourceProperties", "Counter", "UnknownOperationFault", "deployResponse"] {
         assert!(c.seen.contains(expected), "never saw a {expected}: {:?}", c.seen);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `vws --service URL create DESCRIPTION.xml --epr-out FILE`, and for a resource
 //! `vws --epr FILE get-property QNAME | get-properties QNAME... | query XPATH |
-//! set-termination-time (RFC3339|+SECONDS|never) | destroy`.
+//! set-termination-time (RFC3339|+SECONDS|never) | destroy | deploy [--no-wait] | undeploy`.
 //! `vws stage [--streams N] [--no-dcau] [--prot C|S|P] SRC DST` copies an image between file://, http(s)://,
 //! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
 
@@ -66,6 +66,17 @@ enum Cmd {
     SetTerminationTime { when: String },
     /// Destroy the resource.
     Destroy,
+    /// Deploy the workspace on its host: stage its images, with a progress bar, until Staged.
+    Deploy {
+        /// Return once the staging has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Release the workspace's staged images on its host.
+    Undeploy,
     /// Copy an image between URLs (file://, http(s)://, ftp://, gsiftp://), verified by checksum.
     Stage {
         src: String,
@@ -97,8 +108,17 @@ fn parse_prot(s: &str) -> Result<vws::transfer::Protection, String> {
 
 /// `vws stage`: returns the process exit code.
 #[allow(clippy::too_many_arguments)]
-fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, prot: vws::transfer::Protection, no_verify: bool, expect: Option<&str>, proxy: Option<&PathBuf>, quiet: bool) -> i32 {
-    use std::io::Write;
+fn stage_cmd(
+    src: &str,
+    dst: &str,
+    streams: usize,
+    no_dcau: bool,
+    prot: vws::transfer::Protection,
+    no_verify: bool,
+    expect: Option<&str>,
+    proxy: Option<&PathBuf>,
+    quiet: bool,
+) -> i32 {
     use vws::transfer::{self, Digest, Options, ProgressInfo};
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -106,7 +126,14 @@ fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, prot: vws::tra
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let mut opts = Options { streams: streams.max(1), dcau: !no_dcau, protect: prot, verify: !no_verify, credential: proxy.cloned(), ..Default::default() };
+    let mut opts = Options {
+        streams: streams.max(1),
+        dcau: !no_dcau,
+        protect: prot,
+        verify: !no_verify,
+        credential: proxy.cloned(),
+        ..Default::default()
+    };
     if let Some(e) = expect {
         match Digest::parse(e) {
             Ok(d) => opts.expected = Some(d),
@@ -118,33 +145,7 @@ fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, prot: vws::tra
     }
     if !quiet {
         opts.progress = Some(std::sync::Arc::new(|p: &ProgressInfo| {
-            let mb = p.bytes as f64 / 1048576.0;
-            let rate = p.rate / 1048576.0;
-            let line = match p.total {
-                Some(t) if t > 0 => {
-                    let frac = (p.bytes as f64 / t as f64).min(1.0);
-                    let w = 30;
-                    let filled = (frac * w as f64) as usize;
-                    let eta = p.eta.map(|d| format!("{:.0}s", d.as_secs_f64())).unwrap_or_else(|| "?".into());
-                    format!(
-                        "[{}{}] {:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {}",
-                        "#".repeat(filled),
-                        " ".repeat(w - filled),
-                        frac * 100.0,
-                        mb,
-                        t as f64 / 1048576.0,
-                        rate,
-                        eta
-                    )
-                }
-                _ => format!("{mb:.1} MiB {rate:.1} MiB/s"),
-            };
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r{line}\x1b[K");
-            if p.done {
-                let _ = writeln!(e);
-            }
-            let _ = e.flush();
+            draw(&bar_line("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64())), p.done);
         }));
     }
     match transfer::stage(src, dst, &opts) {
@@ -168,6 +169,135 @@ fn stage_cmd(src: &str, dst: &str, streams: usize, no_dcau: bool, prot: vws::tra
                 _ => 2,
             }
         }
+    }
+}
+
+/// One progress line: `[####    ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`.
+fn bar_line(label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) -> String {
+    let mb = bytes as f64 / 1048576.0;
+    let rate = rate / 1048576.0;
+    match total {
+        Some(t) if t > 0 => {
+            let frac = (bytes as f64 / t as f64).min(1.0);
+            let w = 30;
+            let filled = (frac * w as f64) as usize;
+            let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
+            format!(
+                "{label}[{}{}] {:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {}",
+                "#".repeat(filled),
+                " ".repeat(w - filled),
+                frac * 100.0,
+                mb,
+                t as f64 / 1048576.0,
+                rate,
+                eta
+            )
+        }
+        _ => format!("{label}{mb:.1} MiB {rate:.1} MiB/s"),
+    }
+}
+
+/// Redraws the progress line on stderr (a newline when `done`).
+fn draw(line: &str, done: bool) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "\r{line}\x1b[K");
+    if done {
+        let _ = writeln!(e);
+    }
+    let _ = e.flush();
+}
+
+/// What `deploy` follows: the workspace's state and its `staging` property.
+struct Staging {
+    state: String,
+    status: String,
+    error: Option<(String, String)>,
+    images: Vec<ImageProgress>,
+}
+
+/// One image of a staging as the `staging` property reports it.
+struct ImageProgress {
+    name: String,
+    status: String,
+    bytes: u64,
+    total: Option<u64>,
+    rate: f64,
+    eta: Option<f64>,
+}
+
+async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
+    let qs = [client::parse_qname_arg("nimbus:CurrentState")?, client::parse_qname_arg("staging")?];
+    let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
+    let r = c.call(&epr.address, Some(epr), &action, &client::get_properties_payload(&qs)).await?;
+    let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
+    let mut out = Staging { state, status: String::new(), error: None, images: Vec::new() };
+    if let Some(s) = r.child(ns::VWS, "staging") {
+        out.status = s.attr("", "status").unwrap_or_default().to_string();
+        out.error = s.child(ns::VWS, "error").map(|e| (e.attr("", "kind").unwrap_or_default().to_string(), e.text()));
+        for i in s.elements().filter(|e| e.is(ns::VWS, "image")) {
+            let num = |n: &str| i.attr("", n).and_then(|v| v.parse::<u64>().ok());
+            out.images.push(ImageProgress {
+                name: i.attr("", "name").unwrap_or_default().to_string(),
+                status: i.attr("", "status").unwrap_or_default().to_string(),
+                bytes: num("bytes").unwrap_or(0),
+                total: num("total"),
+                rate: num("rate").unwrap_or(0) as f64,
+                eta: num("eta").map(|v| v as f64),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `vws deploy`: asks for the deploy, then follows the staging with a progress bar until the
+/// workspace is Staged (exit 0) or the staging failed (exit 3 for a checksum mismatch, else 2).
+async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool) -> Result<i32, ClientError> {
+    let action = format!("{}/{}/deployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
+    let r = c.call(&epr.address, Some(epr), &action, &format!("<deploy xmlns=\"{}\"/>", ns::VWS)).await?;
+    let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default();
+    if !wait {
+        println!("{state}");
+        return Ok(0);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let s = poll_staging(c, epr).await?;
+        let n = s.images.len();
+        if !quiet {
+            let at = |st: &str| s.images.iter().position(|i| i.status == st);
+            if let Some(k) = at("staging").or_else(|| at("pending")).or(n.checked_sub(1)) {
+                let i = &s.images[k];
+                draw(&bar_line(&format!("image {}/{n} {} ", k + 1, i.name), i.bytes, i.total, i.rate, i.eta), false);
+            }
+        }
+        if s.state != "Staging" {
+            if !quiet {
+                draw("", true);
+            }
+            let bytes: u64 = s.images.iter().map(|i| i.bytes).sum();
+            return Ok(match (s.state.as_str(), s.error) {
+                ("Staged", _) => {
+                    eprintln!("deployed: {n} image(s), {bytes} bytes in {:.1} s", start.elapsed().as_secs_f64());
+                    println!("{}", s.state);
+                    0
+                }
+                (st, Some((kind, msg))) => {
+                    eprintln!("Error: staging failed ({kind}): {msg}");
+                    println!("{st}");
+                    if kind == "checksum_mismatch" {
+                        3
+                    } else {
+                        2
+                    }
+                }
+                (st, None) => {
+                    eprintln!("Error: the workspace went to {st} while staging");
+                    2
+                }
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 
@@ -202,7 +332,7 @@ fn flatten(e: &Element) -> String {
     parts.join(" ")
 }
 
-async fn run(args: Args) -> Result<(), ClientError> {
+async fn run(args: Args) -> Result<i32, ClientError> {
     let mut c = if args.https { Client::with_gsi(args.proxy.as_deref())? } else { Client::new() };
     if args.sign {
         c = c.sign_with(args.proxy.as_deref())?;
@@ -276,22 +406,46 @@ async fn run(args: Args) -> Result<(), ClientError> {
             c.call(&epr.address, Some(&epr), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await?;
             println!("destroyed");
         }
+        Cmd::Deploy { no_wait, quiet } => {
+            let epr = resource(&args)?;
+            return deploy_cmd(&c, &epr, !no_wait, *quiet).await;
+        }
+        Cmd::Undeploy => {
+            let epr = resource(&args)?;
+            let action = format!("{}/{}/undeployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
+            let r = c.call(&epr.address, Some(&epr), &action, &format!("<undeploy xmlns=\"{}\"/>", ns::VWS)).await?;
+            println!("{}", r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default());
+        }
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }
-    Ok(())
+    Ok(0)
 }
 
 fn main() {
     let args = Args::parse();
     if let Cmd::Stage { src, dst, streams, no_dcau, prot, no_verify, expect, quiet } = &args.cmd {
-        std::process::exit(stage_cmd(src, dst, *streams, *no_dcau, *prot, *no_verify, expect.as_deref(), args.proxy.as_ref(), *quiet));
+        std::process::exit(stage_cmd(
+            src,
+            dst,
+            *streams,
+            *no_dcau,
+            *prot,
+            *no_verify,
+            expect.as_deref(),
+            args.proxy.as_ref(),
+            *quiet,
+        ));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = rt.block_on(run(args)) {
-        eprintln!("Error: {e}");
-        std::process::exit(match e {
-            ClientError::Usage(_) => 64,
-            _ => 2,
-        });
+    match rt.block_on(run(args)) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::exit(match e {
+                ClientError::Usage(_) => 64,
+                _ => 2,
+            });
+        }
     }
 }

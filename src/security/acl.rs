@@ -5,6 +5,7 @@
 //! * A limited proxy may only read (rule `limited_proxy`).
 //! * `create` / `deploy`: allowed to callers matching an entry for the action; an action with
 //!   no entries is open to every authenticated caller (the grid-mapfile is the gate then).
+//!   Deploying a workspace also needs the right to manage it (its owner, or a `manage` entry).
 //! * Reading or managing a resource: its owner may; others only when they match a `manage`
 //!   entry (site administrators). `admin` / `break_lock` follow the entries for those actions.
 
@@ -101,7 +102,10 @@ impl Authorizer for AclPolicy {
         }
         match (action, owner) {
             (Action::Create, _) => self.check(caller, "create", true),
-            (Action::Read | Action::Manage, Some(o)) => {
+            (Action::Read | Action::Manage | Action::Deploy, Some(o)) => {
+                if action == Action::Deploy {
+                    self.check(caller, "deploy", true)?;
+                }
                 if o.dn.is_some() && o.dn == caller.dn {
                     return Ok(());
                 }
@@ -116,7 +120,7 @@ impl Authorizer for AclPolicy {
                     ),
                 })
             }
-            (Action::Read | Action::Manage, None) => self.check(caller, "manage", false),
+            (Action::Read | Action::Manage | Action::Deploy, None) => self.check(caller, "manage", false),
         }
     }
 }
@@ -161,6 +165,21 @@ mod tests {
         let limited = Caller { limited: true, ..alice.clone() };
         assert!(p.authorize(&limited, Action::Read, Some(&owned)).is_ok());
         assert_eq!(p.authorize(&limited, Action::Create, None).unwrap_err().rule, "limited_proxy");
+    }
+
+    #[test]
+    fn deploying_needs_the_deploy_acl_and_the_workspace() {
+        let mut p = policy();
+        p.entries.push(AclEntry { action: "deploy".into(), dn: Some("/O=Grid/OU=GlobusTest/CN=Alice".into()), fqan: None });
+        let alice = caller("/O=Grid/OU=GlobusTest/CN=Alice", &[]);
+        let carol = caller("/O=Grid/OU=GlobusTest/CN=Carol", &[]);
+        assert!(p.authorize(&alice, Action::Deploy, Some(&alice.as_owner())).is_ok());
+        assert_eq!(p.authorize(&carol, Action::Deploy, Some(&carol.as_owner())).unwrap_err().rule, "acl:deploy");
+        let d = p.authorize(&alice, Action::Deploy, Some(&carol.as_owner())).unwrap_err();
+        assert_eq!(d.rule, "owner");
+        assert!(d.reason.contains("may not deploy"), "{}", d.reason);
+        // No deploy entries: every owner may deploy.
+        assert!(policy().authorize(&carol, Action::Deploy, Some(&carol.as_owner())).is_ok());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum Action {
     Read,
     /// Change or destroy a resource (properties, lifetime).
     Manage,
+    /// Deploy / undeploy a workspace on a host (stage its images, release them).
+    Deploy,
 }
 
 impl Action {
@@ -73,6 +75,7 @@ impl Action {
             Action::Create => "create",
             Action::Read => "read",
             Action::Manage => "manage",
+            Action::Deploy => "deploy",
         }
     }
 }

@@ -2,12 +2,14 @@
 //! service name and by the body's first child QName.
 //!
 //! * `WorkspaceFactoryService` ([`factory`]): create workspaces.
-//! * `WorkspaceService` ([`workspace`]): the workspace WS-Resources.
+//! * `WorkspaceService` ([`workspace`]): the workspace WS-Resources; the Manager's operations
+//!   ([`manager`]: deploy, undeploy) are sent to a workspace's EPR too.
 //! * `CounterService`, `CounterServiceRW` ([`counter`]): GT 4.0's counter sample, hosted so that
 //!   recordings of a real GT 4.0 container can be replayed against vws and compared.
 
 pub mod counter;
 pub mod factory;
+pub mod manager;
 pub mod workspace;
 
 use crate::security::{Action, Authorizer, Caller};

@@ -1,8 +1,10 @@
 //! `WorkspaceService`: every workspace is a WS-Resource here, keyed by `{vws}WorkspaceKey`. Its
 //! resource properties are the description's fields (vws namespace) plus Nimbus-compatible
 //! `CurrentState`, `CurrentTime` and a writable `Comment` (Nimbus namespace), so that GT 4.0
-//! generic clients used against Nimbus work unchanged.
+//! generic clients used against Nimbus work unchanged, and `staging` (the progress of deploy).
+//! Operations other than the WSRF ones go to this host's Manager ([`super::manager`]).
 
+use super::manager::ManagerService;
 use super::{unknown_operation, wsrf_operation, Shared};
 use crate::soap::envelope::SoapFault;
 use crate::soap::http::{SoapReply, SoapRequest};
@@ -11,7 +13,7 @@ use crate::soap::xml::QName;
 use crate::workspace::description::text_property;
 use crate::workspace::{Description, State};
 use crate::wsrf::home::Source;
-use crate::wsrf::{time, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
+use crate::wsrf::{time, BaseFault, FaultType, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ pub fn resource_type() -> ResourceType {
             ro("software"),
             ro("capability"),
             ro("owner"),
+            ro("staging"),
             PropertyDecl::read_only(NIMBUS, "CurrentState"),
             PropertyDecl::computed(NIMBUS, "CurrentTime", Source::CurrentTime),
             PropertyDecl::modifiable(NIMBUS, "Comment", 0, Some(1)),
@@ -70,7 +73,6 @@ pub fn new_resource(
     let opt = |x: Option<String>| x.into_iter().collect::<Vec<_>>();
     let state = State::Unstaged;
     st.set(rtype, VWS, "category", vec![d.category_xml()]);
-    st.set(rtype, VWS, "state", vec![text_property("state", state.image_state().as_str())]);
     st.set(rtype, VWS, "EPR", vec![epr_xml]);
     st.set(rtype, VWS, "creationTime", vec![text_property("creationTime", &time::format_ms(now))]);
     st.set(rtype, VWS, "lifeCycle", vec![text_property("lifeCycle", &lifetime_secs.to_string())]);
@@ -80,31 +82,53 @@ pub fn new_resource(
     st.set(rtype, VWS, "software", opt(d.software_xml()));
     st.set(rtype, VWS, "capability", opt(d.capability_xml()));
     st.set(rtype, VWS, "owner", vec![text_property("owner", owner.dn.as_deref().unwrap_or("anonymous"))]);
-    st.set(
-        rtype,
-        NIMBUS,
-        "CurrentState",
-        vec![format!("<n:CurrentState xmlns:n=\"{NIMBUS}\">{}</n:CurrentState>", state.as_str())],
-    );
-    st.set_data(&serde_json::to_string(&WorkspaceData { description, state, created_ms: now }).expect("serializable"));
+    WorkspaceData { description, state, created_ms: now }.store(rtype, &mut st);
     st
+}
+
+impl WorkspaceData {
+    /// The workspace data of a resource.
+    pub fn of(st: &ResourceState) -> Result<WorkspaceData, BaseFault> {
+        serde_json::from_str(&st.data)
+            .map_err(|e| BaseFault::new(FaultType::Internal, format!("workspace '{}' has unreadable stored data: {e}", st.key)))
+    }
+
+    /// Writes this data into the resource, with the properties that show the state (`state`,
+    /// `CurrentState`).
+    pub fn store(&self, rtype: &ResourceType, st: &mut ResourceState) {
+        st.set(rtype, VWS, "state", vec![text_property("state", self.state.image_state().as_str())]);
+        st.set(rtype, NIMBUS, "CurrentState", vec![current_state_xml(self.state)]);
+        st.set_data(&serde_json::to_string(self).expect("serializable"));
+    }
+}
+
+/// `<n:CurrentState>` of a state.
+pub fn current_state_xml(state: State) -> String {
+    format!("<n:CurrentState xmlns:n=\"{NIMBUS}\">{}</n:CurrentState>", state.as_str())
+}
+
+/// Stamps `lastModified` with the current time.
+pub fn touch(rtype: &ResourceType, st: &mut ResourceState) {
+    st.set(rtype, VWS, "lastModified", vec![text_property("lastModified", &time::format_ms(time::now_ms()))]);
 }
 
 pub struct WorkspaceService {
     pub home: Arc<Home>,
     pub shared: Arc<Shared>,
     pub lifetime: LifetimePolicy,
+    /// This host's Manager: deploy / undeploy sent to a workspace's EPR.
+    pub manager: Arc<ManagerService>,
 }
 
 impl WorkspaceService {
     pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
         let rtype = &self.home.rtype;
-        let touch = |st: &mut ResourceState| {
-            st.set(rtype, VWS, "lastModified", vec![text_property("lastModified", &time::format_ms(time::now_ms()))]);
-        };
-        match wsrf_operation(&self.shared, &self.home, req, &self.lifetime, true, touch).await {
+        match wsrf_operation(&self.shared, &self.home, req, &self.lifetime, true, |st| touch(rtype, st)).await {
             Some(r) => r,
-            None => Err(unknown_operation(req).into()),
+            None => match self.manager.dispatch(req).await {
+                Some(r) => r,
+                None => Err(unknown_operation(req).into()),
+            },
         }
     }
 }

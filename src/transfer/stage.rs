@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checksum::{self, Algo, MultiHasher};
-use super::{open, Options, Progress, Result, TransferError, Url};
+use super::{open, Digest, Options, Progress, ProgressFn, ProgressInfo, Result, TransferError, Url};
 
 /// What a staging did.
 #[derive(Clone, Debug)]
@@ -49,7 +49,12 @@ fn hex_ok(algo: Algo, expected: &str, actual: &str, url: &str) -> Result<()> {
     if checksum::same(algo, expected, actual) {
         Ok(())
     } else {
-        Err(TransferError::ChecksumMismatch { url: url.to_string(), algo: algo.name().into(), expected: expected.into(), actual: actual.into() })
+        Err(TransferError::ChecksumMismatch {
+            url: url.to_string(),
+            algo: algo.name().into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        })
     }
 }
 
@@ -108,12 +113,8 @@ fn download(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageO
     let size = src.size()?;
     let tmp = temp_name(&dst);
     let guard = TempGuard(Some(tmp.clone()));
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| TransferError::io(tmp.display(), e))?;
+    let file =
+        File::options().read(true).write(true).create_new(true).open(&tmp).map_err(|e| TransferError::io(tmp.display(), e))?;
     if let Some(s) = size {
         file.set_len(s).map_err(|e| TransferError::io(tmp.display(), e))?;
     }
@@ -214,11 +215,20 @@ fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOut
     Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256: get(Algo::Sha256), remote_checksum: remote, shared: false })
 }
 
-type Slot = Arc<(Mutex<Option<std::result::Result<(String, StageOutcome), TransferError>>>, Condvar)>;
+/// One in-flight transfer: its result once known, and everyone watching its progress.
+#[derive(Default)]
+struct SlotInner {
+    result: Mutex<Option<std::result::Result<(String, StageOutcome), TransferError>>>,
+    done: Condvar,
+    watchers: Mutex<Vec<ProgressFn>>,
+}
+type Slot = Arc<SlotInner>;
 
 /// Concurrent stagings of the same source share one transfer: the first caller transfers, the
-/// others wait for it and get the result (copied — hard-linked when possible — to their own
-/// destination when it differs).
+/// others wait for it and get the result (copied to their own destination when it differs —
+/// never hard-linked, as two workspaces writing one inode would see each other's writes; the
+/// kernel's copy_file_range shares extents on file systems that can). Every caller may watch
+/// the shared transfer's progress.
 pub struct Stager {
     opts: Options,
     inflight: Mutex<HashMap<String, Slot>>,
@@ -236,28 +246,60 @@ impl Stager {
     }
 
     pub fn stage(&self, src: &str, dst: &str) -> Result<StageOutcome> {
-        let key = Url::parse(src)?.to_string();
+        self.stage_watched(src, dst, None, None)
+    }
+
+    /// Stages `src` to `dst`, checking `expected` (if any), reporting the (possibly shared)
+    /// transfer's progress to `watch` as well as to the stager's own callback.
+    pub fn stage_watched(
+        &self,
+        src: &str,
+        dst: &str,
+        expected: Option<Digest>,
+        watch: Option<ProgressFn>,
+    ) -> Result<StageOutcome> {
+        // Stagings expecting different digests do not share: each must check its own.
+        let key = format!(
+            "{} {}",
+            Url::parse(src)?,
+            expected.as_ref().map(|d| format!("{}:{}", d.algo.name(), d.hex)).unwrap_or_default()
+        );
         let (slot, leader) = {
             let mut m = self.inflight.lock().unwrap();
             match m.get(&key) {
                 Some(s) => (s.clone(), false),
                 None => {
-                    let s: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+                    let s: Slot = Arc::default();
                     m.insert(key.clone(), s.clone());
                     (s, true)
                 }
             }
         };
+        if let Some(w) = watch {
+            slot.watchers.lock().unwrap().push(w);
+        }
         if leader {
             self.transfers.fetch_add(1, Ordering::Relaxed);
-            let r = stage(src, dst, &self.opts).map(|o| (dst.to_string(), o));
+            let mut opts = self.opts.clone();
+            opts.expected = expected.or(opts.expected);
+            let own = self.opts.progress.clone();
+            let watchers = slot.clone();
+            opts.progress = Some(Arc::new(move |p: &ProgressInfo| {
+                if let Some(f) = &own {
+                    f(p);
+                }
+                for w in watchers.watchers.lock().unwrap().iter() {
+                    w(p);
+                }
+            }));
+            let r = stage(src, dst, &opts).map(|o| (dst.to_string(), o));
             let out = r.clone();
             self.inflight.lock().unwrap().remove(&key);
-            *slot.0.lock().unwrap() = Some(r);
-            slot.1.notify_all();
+            *slot.result.lock().unwrap() = Some(r);
+            slot.done.notify_all();
             return out.map(|(_, o)| o);
         }
-        let g = slot.1.wait_while(slot.0.lock().unwrap(), |r| r.is_none()).unwrap();
+        let g = slot.done.wait_while(slot.result.lock().unwrap(), |r| r.is_none()).unwrap();
         let (leader_dst, outcome) = g.as_ref().unwrap().clone()?;
         drop(g);
         let mut o = outcome;
@@ -269,9 +311,7 @@ impl Stager {
             }
             let tmp = temp_name(Path::new(&b.path));
             let guard = TempGuard(Some(tmp.clone()));
-            if std::fs::hard_link(&a.path, &tmp).is_err() {
-                std::fs::copy(&a.path, &tmp).map_err(|e| TransferError::io(&b.path, e))?;
-            }
+            std::fs::copy(&a.path, &tmp).map_err(|e| TransferError::io(&b.path, e))?;
             std::fs::rename(&tmp, &b.path).map_err(|e| TransferError::io(&b.path, e))?;
             std::mem::forget(guard);
         }

@@ -104,6 +104,9 @@ pub struct Disk {
     /// Size in MiB.
     pub size: Option<Range>,
     pub image: Option<String>,
+    /// The digest the image must have, `algo:hex` (lower-case algorithm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -222,11 +225,7 @@ impl<'a> Cx<'a> {
                 });
             };
             if pos < last {
-                return Err(cx.err(format!(
-                    "element '{}' is out of order (the order is: {})",
-                    c.name.local,
-                    allowed.join(", ")
-                )));
+                return Err(cx.err(format!("element '{}' is out of order (the order is: {})", c.name.local, allowed.join(", "))));
             }
             last = pos;
             out.push(cx);
@@ -312,10 +311,7 @@ impl<'a> Cx<'a> {
 
 fn parse_enum<T: Copy>(cx: &Cx, value: &str, options: &[(&str, T)]) -> Result<T, DescriptionError> {
     options.iter().find(|(n, _)| *n == value).map(|(_, v)| *v).ok_or_else(|| {
-        cx.err(format!(
-            "'{value}' is not one of: {}",
-            options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        ))
+        cx.err(format!("'{value}' is not one of: {}", options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
     })
 }
 
@@ -380,15 +376,24 @@ fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
             }
             "disk" => {
                 c.check_attrs(&["name", "type", "access", "min", "max"])?;
-                let kind = parse_enum(&c, &c.attr("type").unwrap_or_else(|| "image".into()), &[("image", DiskType::Image), ("blank", DiskType::Blank)])?;
-                let access = parse_enum(&c, &c.attr("access").unwrap_or_else(|| "rw".into()), &[("ro", Access::Ro), ("rw", Access::Rw)])?;
+                let kind = parse_enum(
+                    &c,
+                    &c.attr("type").unwrap_or_else(|| "image".into()),
+                    &[("image", DiskType::Image), ("blank", DiskType::Blank)],
+                )?;
+                let access =
+                    parse_enum(&c, &c.attr("access").unwrap_or_else(|| "rw".into()), &[("ro", Access::Ro), ("rw", Access::Rw)])?;
                 let size = if c.attr("min").is_some() || c.attr("max").is_some() { Some(c.range()?) } else { None };
                 let mut image = None;
+                let mut digest = None;
                 for i in c.children(&["image"])? {
-                    i.check_attrs(&[])?;
+                    i.check_attrs(&["digest"])?;
                     let u = i.text()?;
                     check_url(&i, &u)?;
                     i.once(&mut image, u)?;
+                    if let Some(d) = i.attr("digest") {
+                        digest = Some(check_digest(&i, &d)?);
+                    }
                 }
                 match (kind, &image, size) {
                     (DiskType::Image, None, _) => return Err(c.err("an image disk needs an <image> URL")),
@@ -400,7 +405,7 @@ fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
                 if hw.disks.iter().any(|d| d.name == name) {
                     return Err(c.err(format!("disk name '{name}' is used twice")));
                 }
-                hw.disks.push(Disk { name, kind, access, size, image });
+                hw.disks.push(Disk { name, kind, access, size, image, digest });
             }
             _ => {
                 c.empty()?;
@@ -412,6 +417,18 @@ fn read_hardware(cx: &Cx) -> Result<Hardware, DescriptionError> {
         }
     }
     Ok(hw)
+}
+
+/// `algo:hex` with a known algorithm and a digest of its length; returned normalised.
+fn check_digest(cx: &Cx, d: &str) -> Result<String, DescriptionError> {
+    const ALGOS: [(&str, usize); 5] = [("sha256", 64), ("sha512", 128), ("sha1", 40), ("md5", 32), ("adler32", 8)];
+    let ok = d.split_once(':').and_then(|(a, h)| {
+        let len = ALGOS.iter().find(|(n, _)| *n == a)?.1;
+        (h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("{a}:{}", h.to_ascii_lowercase()))
+    });
+    ok.ok_or_else(|| {
+        cx.err(format!("digest '{d}' is not ALGO:HEX (sha256, sha512, sha1, md5 or adler32, with a digest of that length)"))
+    })
 }
 
 fn check_url(cx: &Cx, u: &str) -> Result<(), DescriptionError> {
@@ -490,7 +507,8 @@ fn read_capability(cx: &Cx) -> Result<Capability, DescriptionError> {
                     .ok()
                     .filter(|p| *p > 0)
                     .ok_or_else(|| c.err(format!("port '{port}' is not in 1..65535")))?;
-                let protocol = parse_enum(&c, &c.attr("protocol").unwrap_or_else(|| "tcp".into()), &[("tcp", "tcp"), ("udp", "udp")])?;
+                let protocol =
+                    parse_enum(&c, &c.attr("protocol").unwrap_or_else(|| "tcp".into()), &[("tcp", "tcp"), ("udp", "udp")])?;
                 cap.services.push(Port { name: c.req_attr("name")?, port, protocol: protocol.to_string() });
             }
         }
@@ -510,7 +528,15 @@ impl Description {
         let (mut hardware, mut network, mut software, mut capability) = (None, None, None, None);
         let (mut epr, mut created, mut modified) = (None, None, None);
         for c in cx.children(&[
-            "category", "state", "EPR", "creationTime", "lifeCycle", "lastModified", "hardware", "network", "software",
+            "category",
+            "state",
+            "EPR",
+            "creationTime",
+            "lifeCycle",
+            "lastModified",
+            "hardware",
+            "network",
+            "software",
             "capability",
         ])? {
             match c.el.name.local.as_str() {
@@ -619,7 +645,7 @@ impl Description {
             let size = d.size.map(|r| format!(" min=\"{}\" max=\"{}\"", r.min, r.max)).unwrap_or_default();
             s.push_str(&format!("<w:disk name=\"{}\" type=\"{kind}\" access=\"{access}\"{size}", escape_attr(&d.name)));
             match &d.image {
-                Some(i) => s.push_str(&format!("><w:image>{}</w:image></w:disk>", escape(i))),
+                Some(i) => s.push_str(&format!("><w:image{}>{}</w:image></w:disk>", opt_attr("digest", &d.digest), escape(i))),
                 None => s.push_str("/>"),
             }
         }

@@ -27,6 +27,8 @@ pub enum State {
 pub enum Event {
     Deploy,
     StagingDone,
+    /// Staging failed (unreachable source, checksum mismatch…): back to Unstaged, retryable.
+    StagingFailed,
     Start,
     Stop,
     Pause,
@@ -61,6 +63,7 @@ impl State {
             (_, E::Fail) => Some(S::Corrupted),
             (S::Unstaged, E::Deploy) => Some(S::Staging),
             (S::Staging, E::StagingDone) => Some(S::Staged),
+            (S::Staging, E::StagingFailed) => Some(S::Unstaged),
             (S::Staged, E::Start) => Some(S::Running),
             (S::Staged, E::Undeploy) => Some(S::Unstaged),
             (S::Running, E::Stop) => Some(S::Staged),
@@ -72,7 +75,16 @@ impl State {
             (S::Saved, E::Undeploy) => Some(S::Unstaged),
             (
                 S::Unstaged | S::Staging | S::Staged | S::Running | S::Paused | S::Saved,
-                E::Deploy | E::StagingDone | E::Start | E::Stop | E::Pause | E::Unpause | E::Save | E::Restore | E::Undeploy,
+                E::Deploy
+                | E::StagingDone
+                | E::StagingFailed
+                | E::Start
+                | E::Stop
+                | E::Pause
+                | E::Unpause
+                | E::Save
+                | E::Restore
+                | E::Undeploy,
             ) => None,
         }
     }
@@ -105,9 +117,10 @@ impl State {
 mod tests {
     use super::*;
 
-    const EVENTS: [Event; 11] = [
+    const EVENTS: [Event; 12] = [
         Event::Deploy,
         Event::StagingDone,
+        Event::StagingFailed,
         Event::Start,
         Event::Stop,
         Event::Pause,
@@ -141,11 +154,31 @@ mod tests {
     #[test]
     fn the_happy_path() {
         let mut s = State::Unstaged;
-        for e in [Event::Deploy, Event::StagingDone, Event::Start, Event::Pause, Event::Unpause, Event::Save, Event::Restore, Event::Stop, Event::Undeploy] {
+        for e in [
+            Event::Deploy,
+            Event::StagingDone,
+            Event::Start,
+            Event::Pause,
+            Event::Unpause,
+            Event::Save,
+            Event::Restore,
+            Event::Stop,
+            Event::Undeploy,
+        ] {
             s = s.on(e).unwrap_or_else(|| panic!("{s:?} refused {e:?}"));
         }
         assert_eq!(s, State::Unstaged);
         assert_eq!(State::Unstaged.on(Event::Start), None);
         assert_eq!(State::Running.image_state(), ImageState::Running);
+    }
+
+    #[test]
+    fn a_failed_staging_can_be_retried() {
+        let s = State::Unstaged.on(Event::Deploy).unwrap();
+        assert_eq!(s, State::Staging);
+        assert_eq!(s.on(Event::StagingFailed), Some(State::Unstaged));
+        assert_eq!(s.on(Event::Deploy), None, "no second deploy while staging");
+        assert_eq!(s.on(Event::Undeploy), None, "no undeploy while staging");
+        assert_eq!(State::Staged.on(Event::StagingFailed), None);
     }
 }

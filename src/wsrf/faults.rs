@@ -36,6 +36,8 @@ pub enum FaultType {
     PolicyRejected,
     AuthorizationFailed,
     CreationFailed,
+    /// The operation is not allowed in the workspace's current state.
+    InvalidState,
     Internal,
 }
 
@@ -63,6 +65,7 @@ impl FaultType {
             PolicyRejected => (ns::VWS, "PolicyRejectedFault"),
             AuthorizationFailed => (ns::VWS, "AuthorizationFault"),
             CreationFailed => (ns::VWS, "CreationFault"),
+            InvalidState => (ns::VWS, "InvalidStateFault"),
             Internal => (ns::VWS, "InternalFault"),
         }
     }

@@ -191,7 +191,13 @@ pub struct Home {
     store: Store,
     sweeper: Arc<Sweeper>,
     index: usize,
+    /// Called with the key after a resource's deletion is durable (explicit or scheduled).
+    on_destroy: std::sync::OnceLock<DestroyHook>,
 }
+
+/// What a service does once one of its resources is gone (e.g. release what it held). Runs
+/// under the resource's lock: it must be quick (spawn longer work).
+pub type DestroyHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Home {
     /// Create a home, load its stored resources and register it with the sweeper.
@@ -221,12 +227,18 @@ impl Home {
             store,
             index: sweeper.register(weak.clone()),
             sweeper: sweeper.clone(),
+            on_destroy: std::sync::OnceLock::new(),
         });
         for (t, k) in deadlines {
             home.sweeper.schedule(home.index, &k, None, Some(t));
         }
         tracing::info!(service, resources = home.len(), rows = loaded, "resource home loaded");
         Ok(home)
+    }
+
+    /// Set the hook run after every destruction (once; later calls are ignored).
+    pub fn on_destroy(&self, hook: DestroyHook) {
+        let _ = self.on_destroy.set(hook);
     }
 
     pub fn len(&self) -> usize {
@@ -250,10 +262,7 @@ impl Home {
     pub fn key_from(&self, env: &Envelope, unknown: FaultType) -> Result<String, BaseFault> {
         match env.header_named(&self.key_name) {
             Some(h) => Ok(h.text().trim().to_string()),
-            None => Err(BaseFault::new(
-                unknown,
-                format!("resource key {} missing from the request headers", self.key_name),
-            )),
+            None => Err(BaseFault::new(unknown, format!("resource key {} missing from the request headers", self.key_name))),
         }
     }
 
@@ -348,12 +357,16 @@ impl Home {
         }
         check(&st)?;
         if let Err(err) = self.store.delete(&self.service, key).await {
-            return Err(BaseFault::new(FaultType::ResourceNotDestroyed, format!("resource '{key}' not destroyed"))
-                .caused_by(err.into()));
+            return Err(
+                BaseFault::new(FaultType::ResourceNotDestroyed, format!("resource '{key}' not destroyed")).caused_by(err.into())
+            );
         }
         st.destroyed = true;
         self.map.write().unwrap().remove(key);
         self.sweeper.schedule(self.index, key, st.termination_ms, None);
+        if let Some(hook) = self.on_destroy.get() {
+            hook(key);
+        }
         Ok(())
     }
 

@@ -35,7 +35,8 @@ pub fn port() -> String {
     P.get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()).clone()
 }
 pub const USER_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment,dataEncipherment\nextendedKeyUsage=clientAuth\n";
-pub const PCI_EXT: &str = "proxyCertInfo=critical,language:id-ppl-inheritAll\nkeyUsage=critical,digitalSignature,keyEncipherment\n";
+pub const PCI_EXT: &str =
+    "proxyCertInfo=critical,language:id-ppl-inheritAll\nkeyUsage=critical,digitalSignature,keyEncipherment\n";
 pub const NO_PCI_EXT: &str = "keyUsage=critical,digitalSignature,keyEncipherment\n";
 
 // ------------------------------------------------------------------------------ the kit
@@ -64,11 +65,7 @@ impl Kit {
         VomsConfig::new(self.path("X509_VOMS_DIR"))
     }
     pub fn trust(&self) -> TrustConfig {
-        TrustConfig {
-            cert_dir: CertDir::load(self.path("X509_CERT_DIR")).unwrap(),
-            voms: Some(self.voms()),
-            gridmap: None,
-        }
+        TrustConfig { cert_dir: CertDir::load(self.path("X509_CERT_DIR")).unwrap(), voms: Some(self.voms()), gridmap: None }
     }
     /// The kit CA's certificate and key (for issuing more users).
     pub fn ca(&self) -> (PathBuf, PathBuf) {
@@ -167,12 +164,7 @@ fn bring_up_locked(dir: &Path, port: &str) -> (Kit, std::fs::File) {
     let dir = dir.to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     // One set-up at a time across processes (the script is idempotent, not concurrent).
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.with_extension("lock"))
-        .unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.with_extension("lock")).unwrap();
     // SAFETY: flock on a file descriptor we own.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let out = Command::new("bash")
@@ -267,9 +259,23 @@ pub fn gpi_user(k: &Kit, cert: &Path, key: &Path, out: &str, extra: &[&str]) -> 
 pub fn make_ca(k: &Kit, name: &str, dn: &str) -> (PathBuf, PathBuf) {
     let (c, key) = (k.x.join(format!("{name}.pem")), k.x.join(format!("{name}.key")));
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", dn,
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", p(&key), "-out", p(&c),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        dn,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        p(&key),
+        "-out",
+        p(&c),
     ]);
     chmod(&key, 0o600);
     (c, key)
@@ -304,8 +310,24 @@ pub fn issue(
     openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", p(&key), "-subj", "/CN=unused", "-out", p(&csr)]);
     chmod(&key, 0o600);
     let mut a = vec![
-        "ca", "-batch", "-config", p(&cnf), "-cert", p(issuer.0), "-keyfile", p(issuer.1), "-in", p(&csr),
-        "-out", p(&cert), "-extensions", "ext", "-subj", subject, "-preserveDN", "-notext",
+        "ca",
+        "-batch",
+        "-config",
+        p(&cnf),
+        "-cert",
+        p(issuer.0),
+        "-keyfile",
+        p(issuer.1),
+        "-in",
+        p(&csr),
+        "-out",
+        p(&cert),
+        "-extensions",
+        "ext",
+        "-subj",
+        subject,
+        "-preserveDN",
+        "-notext",
     ];
     match dates {
         Some((s, e)) => a.extend_from_slice(&["-startdate", s, "-enddate", e]),
@@ -393,8 +415,26 @@ pub fn voms_fake_for(k: &Kit, user: (&Path, &Path), out: &str, hostkey: Option<&
         std::fs::write(&rnd, b"").unwrap();
     }
     let mut a: Vec<String> = vec![
-        "-q", "-rfc", "-cert", p(user.0), "-key", p(user.1), "-certdir", &k.var("X509_CERT_DIR"), "-hostcert", p(&vc),
-        "-hostkey", p(&vk), "-voms", "testvo", "-uri", "localhost:15000", "-hours", "12", "-out", p(&o),
+        "-q",
+        "-rfc",
+        "-cert",
+        p(user.0),
+        "-key",
+        p(user.1),
+        "-certdir",
+        &k.var("X509_CERT_DIR"),
+        "-hostcert",
+        p(&vc),
+        "-hostkey",
+        p(&vk),
+        "-voms",
+        "testvo",
+        "-uri",
+        "localhost:15000",
+        "-hours",
+        "12",
+        "-out",
+        p(&o),
     ]
     .into_iter()
     .map(String::from)
@@ -431,12 +471,8 @@ pub fn rust_proxy(issuer: &X509, issuer_key: &PKey<Private>, ac: Option<&[u8]>) 
     b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().unwrap()).unwrap();
     let pci = [0x30, 0x0C, 0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x15, 0x01];
     let ext = |oid: &str, crit: bool, v: &[u8]| {
-        X509Extension::new_from_der(
-            &Asn1Object::from_str(oid).unwrap(),
-            crit,
-            &Asn1OctetString::new_from_bytes(v).unwrap(),
-        )
-        .unwrap()
+        X509Extension::new_from_der(&Asn1Object::from_str(oid).unwrap(), crit, &Asn1OctetString::new_from_bytes(v).unwrap())
+            .unwrap()
     };
     b.append_extension(ext("1.3.6.1.5.5.7.1.14", true, &pci)).unwrap();
     if let Some(ac) = ac {
@@ -558,8 +594,14 @@ fn make_material(k: &Kit) {
         });
         let h2 = s.spawn(|| {
             // Crafted with openssl.
-            let (c, key, _) =
-                issue(k, "expired", (&user.0, &user.1), &format!("{udn}/CN=4242"), PCI_EXT, Some(("20200101000000Z", "20200102000000Z")));
+            let (c, key, _) = issue(
+                k,
+                "expired",
+                (&user.0, &user.1),
+                &format!("{udn}/CN=4242"),
+                PCI_EXT,
+                Some(("20200101000000Z", "20200102000000Z")),
+            );
             let expired = proxy_file(k, "expired-proxy.pem", &c, &key, &[&user.0]);
 
             let ca2_dn = "/O=Grid/OU=OtherCA/CN=Other CA".to_string();
@@ -574,9 +616,11 @@ fn make_material(k: &Kit) {
             let (mal, malk, _) = issue(k, "mallory", (&ca.0, &ca.1), "/O=Evil/CN=Mallory", USER_EXT, None);
             let mallory_proxy = gpi_user(k, &mal, &malk, "mallory-proxy.pem", &["-rfc"]);
 
-            let (rev, revk, kit_cnf) = issue(k, "revoked", (&ca.0, &ca.1), "/O=Grid/OU=GlobusTest/CN=Revoked User", USER_EXT, None);
+            let (rev, revk, kit_cnf) =
+                issue(k, "revoked", (&ca.0, &ca.1), "/O=Grid/OU=GlobusTest/CN=Revoked User", USER_EXT, None);
             let revoked_proxy = gpi_user(k, &rev, &revk, "revoked-proxy.pem", &["-rfc"]);
-            let revoked_serial = openssl(&["x509", "-in", p(&rev), "-noout", "-serial"]).trim().trim_start_matches("serial=").to_string();
+            let revoked_serial =
+                openssl(&["x509", "-in", p(&rev), "-noout", "-serial"]).trim().trim_start_matches("serial=").to_string();
             let cnf_ca = |cnf: &Path, ca: &(PathBuf, PathBuf), extra: &[&str]| {
                 let mut a = vec!["ca", "-batch", "-config", p(cnf), "-cert", p(&ca.0), "-keyfile", p(&ca.1)];
                 a.extend_from_slice(extra);
@@ -586,7 +630,11 @@ fn make_material(k: &Kit) {
             let crl = k.x.join("kit.crl");
             cnf_ca(&kit_cnf, &ca, &["-gencrl", "-crldays", "30", "-out", p(&crl)]);
             let old_crl = k.x.join("old.crl");
-            cnf_ca(&kit_cnf, &ca, &["-gencrl", "-crl_lastupdate", "20200101000000Z", "-crl_nextupdate", "20200102000000Z", "-out", p(&old_crl)]);
+            cnf_ca(
+                &kit_cnf,
+                &ca,
+                &["-gencrl", "-crl_lastupdate", "20200101000000Z", "-crl_nextupdate", "20200102000000Z", "-out", p(&old_crl)],
+            );
             let bad_crl = k.x.join("impostor.crl");
             cnf_ca(&imp_cnf, &imp, &["-gencrl", "-crldays", "30", "-out", p(&bad_crl)]);
             let (crl_dir, hashes) = certdir_copy(k, "certs-crl", true);
@@ -615,12 +663,70 @@ fn make_material(k: &Kit) {
             let (c, key, _) = issue(k, "unlim", (&rfc_lim, &rfc_lim), &format!("{lsub}/CN=556"), PCI_EXT, None);
             let unlimited_under_limited = proxy_file(k, "unlim-proxy.pem", &c, &key, &[&rfc_lim]);
 
-            (expired, ca2_proxy, ca2_dn, impostor_proxy, mallory_proxy, revoked_proxy, rev, revk, revoked_serial, crl_dir, bad_crl_dir, old_crl_dir, no_policy_dir, foreign_key, bad_name, bad_name2, mixed, unlimited_under_limited)
+            (
+                expired,
+                ca2_proxy,
+                ca2_dn,
+                impostor_proxy,
+                mallory_proxy,
+                revoked_proxy,
+                rev,
+                revk,
+                revoked_serial,
+                crl_dir,
+                bad_crl_dir,
+                old_crl_dir,
+                no_policy_dir,
+                foreign_key,
+                bad_name,
+                bad_name2,
+                mixed,
+                unlimited_under_limited,
+            )
         });
         (join(h1), join(h2))
     });
-    let (rfc2, legacy2, draft, independent, limited_child, pl0, pl0_child, pl1_child, pl1_grandchild, voms_child, voms_grandchild, short, voms_expired_ac, voms_bad_key, voms_null, voms_other_vo, vomsdir_wrong, vomsdir_empty, vomsdir_cert) = g1;
-    let (expired, ca2_proxy, ca2_dn, impostor_proxy, mallory_proxy, revoked_proxy, rev, revk, revoked_serial, crl_dir, bad_crl_dir, old_crl_dir, no_policy_dir, foreign_key, bad_name, bad_name2, mixed, unlimited_under_limited) = g2;
+    let (
+        rfc2,
+        legacy2,
+        draft,
+        independent,
+        limited_child,
+        pl0,
+        pl0_child,
+        pl1_child,
+        pl1_grandchild,
+        voms_child,
+        voms_grandchild,
+        short,
+        voms_expired_ac,
+        voms_bad_key,
+        voms_null,
+        voms_other_vo,
+        vomsdir_wrong,
+        vomsdir_empty,
+        vomsdir_cert,
+    ) = g1;
+    let (
+        expired,
+        ca2_proxy,
+        ca2_dn,
+        impostor_proxy,
+        mallory_proxy,
+        revoked_proxy,
+        rev,
+        revk,
+        revoked_serial,
+        crl_dir,
+        bad_crl_dir,
+        old_crl_dir,
+        no_policy_dir,
+        foreign_key,
+        bad_name,
+        bad_name2,
+        mixed,
+        unlimited_under_limited,
+    ) = g2;
 
     let _ = MATERIAL.set(Material {
         rfc2,

@@ -42,6 +42,8 @@ pub struct Conf {
     pub security: String,
     /// Extra `vwsd` command-line arguments (e.g. `--https ADDR --host-cert F …`).
     pub args: Vec<String>,
+    /// Body of a `[staging]` section (image pool, file roots, credentials).
+    pub staging: String,
 }
 
 impl Conf {
@@ -95,6 +97,9 @@ impl Server {
             self.conf.limits,
             policy
         );
+        if !self.conf.staging.is_empty() {
+            cfg.push_str(&format!("\n[staging]\n{}\n", self.conf.staging));
+        }
         if !self.conf.security.is_empty() {
             cfg.push_str(&format!("\n[security]\nhttps = \"{https_listen}\"\n{}\n", self.conf.security));
         }
@@ -207,15 +212,17 @@ impl Server {
     pub fn db_dump(&self) -> Vec<(String, String, Option<i64>, String)> {
         let conn = rusqlite::Connection::open(self.data_dir().join("vws.db")).unwrap();
         let mut st = conn.prepare("SELECT service, key, termination_ms, record FROM resources ORDER BY service, key").unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
     }
 
     /// Create a counter in `service` (CounterService / CounterServiceRW); returns its key.
     pub fn create_counter(&self, service: &str) -> String {
-        let body = envelope(&self.url(service), "http://counter.com/CounterPortType/createCounterRequest", "", "<createCounter xmlns=\"http://counter.com\"/>");
+        let body = envelope(
+            &self.url(service),
+            "http://counter.com/CounterPortType/createCounterRequest",
+            "",
+            "<createCounter xmlns=\"http://counter.com\"/>",
+        );
         let r = self.post(service, "http://counter.com/CounterPortType/createCounterRequest", &body);
         assert_eq!(r.status, 200, "{}", r.body);
         between(&r.body, "CounterKey xmlns:k0=\"http://counter.com\">", "<").expect("counter key").to_string()
