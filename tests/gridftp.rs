@@ -1,11 +1,11 @@
 //! GridFTP staging against a real GSI globus-gridftp-server started by
 //! ../shared/peers/gsi-gridftp-up.sh (its own kit under target/, on a free port): 1 GiB downloads and
 //! uploads with 1 and 4 streams, with and without DCAU; wrong and expired proxies; a missing file;
-//! the server killed mid-transfer and restarted (resume of downloads with ERET, of uploads from the
-//! last range marker); a checksum mismatch; concurrent stagings sharing transfers; a server whose
-//! host certificate a CRL revokes, or whose CA has no signing policy, refused by vws' own GSI
-//! validation; `http://` (a real python http.server with Range, killed mid-transfer) and
-//! `file://` sources; the `vws stage` command. Heavy tests run one at a time.
+//! the server killed mid-transfer and restarted (resume of downloads with ERET, of uploads with
+//! ESTO from the server's restart markers); a checksum mismatch; concurrent stagings sharing
+//! transfers; a server whose host certificate a CRL revokes, or whose CA has no signing policy,
+//! refused by vws' own GSI validation; `http://` (a real python http.server with Range, killed
+//! mid-transfer) and `file://` sources; the `vws stage` command. Heavy tests run one at a time.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -296,12 +296,18 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 /// Options for the kill-and-resume tests: 1 stream with DCAU, frequent progress reports (the
 /// returned counter holds the bytes moved so far, to kill the server mid-transfer), and 30 s to
-/// reconnect once the server is back.
-fn resume_opts() -> (Options, Arc<AtomicU64>) {
+/// reconnect once the server is back. A non-zero `throttle` is slept in every progress report,
+/// on the thread moving the data: it slows the transfer down (at most one report per 5 ms).
+fn resume_opts(throttle: Duration) -> (Options, Arc<AtomicU64>) {
     let seen = Arc::new(AtomicU64::new(0));
     let mut o = opts(1, true);
     let s2 = seen.clone();
-    o.progress = Some(Arc::new(move |p: &ProgressInfo| s2.store(p.bytes, Ordering::Relaxed)));
+    o.progress = Some(Arc::new(move |p: &ProgressInfo| {
+        s2.store(p.bytes, Ordering::Relaxed);
+        if !throttle.is_zero() {
+            std::thread::sleep(throttle);
+        }
+    }));
     o.progress_interval = Duration::from_millis(5);
     o.reconnect_for = Duration::from_secs(30);
     (o, seen)
@@ -314,7 +320,7 @@ fn server_killed_mid_transfer_resumes_byte_identical() {
     let want = sha256(&src);
     let out = fresh_dir("resume-out");
     let dst = out.join("resumed.bin");
-    let (o, seen) = resume_opts();
+    let (o, seen) = resume_opts(Duration::ZERO);
     // Slow the transfer enough to kill it in the middle: many small runs would be flaky.
     let (su, du) = (url(&src), dst.to_str().unwrap().to_string());
     let h = std::thread::spawn(move || transfer::stage(&su, &du, &o));
@@ -340,6 +346,8 @@ fn server_killed_mid_transfer_resumes_byte_identical() {
     assert!(at_kill < 1 << 30, "killed before the end");
     assert_eq!(o.sha256, want);
     assert_eq!(sha256(&dst), want, "byte-identical after resume");
+    let from = o.resumed_from.first().copied();
+    assert!(from.is_some_and(|f| f > 0 && f < 1 << 30), "resumed with ERET from the data on disk, not from 0: {:?}", o.resumed_from);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -439,45 +447,79 @@ fn kill_server(after_kill: impl FnOnce()) {
     assert!(st.success());
 }
 
+/// The largest `confirmed` field of the client's tracing events: the contiguous prefix the
+/// server's restart markers confirmed ("restart marker" debug events of the GridFTP client).
+#[derive(Clone, Default)]
+struct Confirmed(Arc<AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Confirmed {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct V<'a>(&'a AtomicU64);
+        impl tracing::field::Visit for V<'_> {
+            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                if f.name() == "confirmed" {
+                    self.0.fetch_max(v, Ordering::Relaxed);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        e.record(&mut V(&self.0));
+    }
+}
+
+/// The upload is killed only after a restart marker confirmed data (vws asks for one every
+/// second with `TREV RESTART 1`; the throttle makes the 1 GiB upload last several seconds), so the
+/// resume must be an `ESTO A <offset>` with offset > 0 that sends only the rest — checked in the
+/// staging's outcome and in the server's own transfer log — and the result byte-identical.
 #[test]
 fn upload_server_killed_mid_stor_resumes_byte_identical() {
+    use tracing_subscriber::layer::SubscriberExt;
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let src = big();
     let want = sha256(&src);
     let out = fresh_dir("upresume-out");
     let dst = out.join("uploaded.bin");
-    let (o, seen) = resume_opts();
+    let (o, seen) = resume_opts(Duration::from_millis(20));
     let log = kit_dir().join("gridftp-transfer.log");
     let log_before = std::fs::read_to_string(&log).unwrap_or_default().len();
-    let (su, du) = (src.to_str().unwrap().to_string(), url(&dst));
-    let h = std::thread::spawn(move || transfer::stage(&su, &du, &o));
+    let confirmed = Confirmed::default();
+    let (su, du, c2) = (src.to_str().unwrap().to_string(), url(&dst), confirmed.clone());
+    let h = std::thread::spawn(move || {
+        // The GridFTP client reads the control replies on the staging thread.
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(c2), || transfer::stage(&su, &du, &o))
+    });
     let t = Instant::now();
-    while seen.load(Ordering::Relaxed) < 96 << 20 {
-        assert!(t.elapsed() < Duration::from_secs(60), "upload never got going");
+    while confirmed.0.load(Ordering::Relaxed) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no restart marker confirmed any data (sent {})", seen.load(Ordering::Relaxed));
+        assert!(!h.is_finished(), "the upload ended before a restart marker came");
         std::thread::sleep(Duration::from_millis(1));
     }
+    let marked = confirmed.0.load(Ordering::Relaxed);
     let mut at_kill = 0;
     kill_server(|| at_kill = seen.load(Ordering::Relaxed));
-    eprintln!("server killed at {at_kill} bytes sent");
+    eprintln!("server killed at {at_kill} bytes sent, {marked} confirmed by a restart marker");
     assert!(at_kill < 1 << 30, "killed before the end");
     std::thread::sleep(Duration::from_millis(300));
     up();
     let o = h.join().unwrap().expect("the upload resumes and completes");
     assert_eq!(o.bytes, 1 << 30);
     assert!(o.remote_checksum.is_some(), "server checksum compared after the resume");
+    eprintln!("resumed from {:?}", o.resumed_from);
+    let first = *o.resumed_from.first().expect("the upload was resumed");
+    assert!(first >= marked && first > 0 && first < 1 << 30, "ESTO from the confirmed prefix {marked}, not from 0: {:?}", o.resumed_from);
     // The remote file, fetched back over GridFTP, is byte-identical.
     let back = out.join("back.bin");
     let d = transfer::stage(&url(&dst), back.to_str().unwrap(), &opts(4, false)).unwrap();
     assert_eq!(d.sha256, want);
     assert_eq!(sha256(&back), want);
-    let tail = std::fs::read_to_string(&log).unwrap_or_default()[log_before.min(std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0))..].to_string();
-    let esto: Vec<&str> = tail.lines().filter(|l| l.contains("TYPE=ESTO")).collect();
-    eprintln!("server transfer log after the restart: {} ESTO transfer(s)", esto.len());
-    // ESTO needs a 111 range marker before the kill; the server sends them every few seconds.
-    if let Some(l) = esto.first() {
-        let n: u64 = l.split_whitespace().find_map(|f| f.strip_prefix("NBYTES=")).unwrap().parse().unwrap();
-        assert!(n < 1 << 30, "ESTO sent only the rest: {l}");
-    }
+    // The server's view: the transfer that completed the file was an ESTO of only the rest.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail = &text[log_before.min(text.len())..];
+    let last = *o.resumed_from.last().unwrap();
+    let esto: Vec<&str> = tail.lines().filter(|l| l.contains("TYPE=ESTO") && l.contains("CODE=226")).collect();
+    eprintln!("server transfer log after the restart: {esto:?}");
+    let nbytes = |l: &str| -> u64 { l.split_whitespace().find_map(|f| f.strip_prefix("NBYTES=")).unwrap().parse().unwrap() };
+    assert!(esto.iter().any(|l| nbytes(l) == (1 << 30) - last), "an ESTO of the last {} bytes in the server's log: {esto:?}", (1u64 << 30) - last);
 }
 
 /// A real HTTP/1.1 file server (python's http.server) with `Range` support and an optional
@@ -596,8 +638,7 @@ fn file_to_file_staging_is_verified_and_atomic() {
     assert_eq!(r.sha256, sha256(&src));
     assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
     // A wrong expected digest leaves the old copy alone and no temporary file.
-    let mut o = Options::default();
-    o.expected = Some(Digest::parse(&format!("sha256:{}", "11".repeat(32))).unwrap());
+    let o = Options { expected: Some(Digest::parse(&format!("sha256:{}", "11".repeat(32))).unwrap()), ..Default::default() };
     std::fs::write(&dst, b"old").unwrap();
     let e = transfer::stage(&format!("file://{}", src.display()), &format!("file://{}", dst.display()), &o).unwrap_err();
     assert_eq!(e.kind(), "checksum_mismatch", "{e}");

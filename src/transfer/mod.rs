@@ -200,6 +200,13 @@ pub trait Endpoint: Send + Sync {
     fn download(&self, dest: &File, progress: &Progress) -> Result<u64>;
     /// Replaces the resource with the first `len` bytes of `src`.
     fn upload(&self, src: &File, len: u64, progress: &Progress) -> Result<u64>;
+    /// Where each resume of the last [`download`](Endpoint::download) or
+    /// [`upload`](Endpoint::upload) restarted, in order (the bytes kept from before the break;
+    /// 0 = started over); empty when it ran through or the endpoint does not report resumes
+    /// (GridFTP does: `ERET` / `ESTO` offsets).
+    fn resumed_from(&self) -> Vec<u64> {
+        Vec::new()
+    }
     /// The checksum the remote side computes over the whole resource, if it can (GridFTP CKSM).
     fn remote_checksum(&self, _algo: Algo) -> Result<Option<String>> {
         Ok(None)

@@ -27,6 +27,9 @@ pub struct StageOutcome {
     pub remote_checksum: Option<(Algo, String)>,
     /// Whether this staging shared another one's transfer.
     pub shared: bool,
+    /// Where each resume after a break restarted (bytes kept from before it; 0 = started over),
+    /// as the remote endpoint reports them (GridFTP `ERET`/`ESTO`); empty when it ran through.
+    pub resumed_from: Vec<u64>,
 }
 
 /// Removes the file on drop unless disarmed.
@@ -165,7 +168,7 @@ fn download(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageO
     std::mem::forget(guard);
     let sha256 = get(Algo::Sha256);
     tracing::info!(src = %url, dst = %dst.display(), bytes = moved, secs = start.elapsed().as_secs_f64(), %sha256, "staged");
-    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256, remote_checksum: remote, shared: false })
+    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256, remote_checksum: remote, shared: false, resumed_from: src.resumed_from() })
 }
 
 fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOutcome> {
@@ -212,7 +215,8 @@ fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOut
         }
     }
     tmp_ep.rename(du).map_err(cleanup)?;
-    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256: get(Algo::Sha256), remote_checksum: remote, shared: false })
+    let resumed_from = tmp_ep.resumed_from();
+    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256: get(Algo::Sha256), remote_checksum: remote, shared: false, resumed_from })
 }
 
 /// One in-flight transfer: its result once known, and everyone watching its progress.

@@ -1,6 +1,7 @@
 //! The GridFTP control channel: RFC 959 replies (single and multi-line), RFC 2228 security
 //! (`AUTH GSSAPI`, the `ADAT` token exchange, then every command sent as `ENC <base64>` and every
-//! reply received as `631`/`632`/`633 <base64>` wrapped lines), with a timeout on every read.
+//! reply received as `631`/`632`/`633 <base64>` wrapped lines), with a timeout on every read;
+//! and the arguments of `PORT`/`PASV` and `111 Range Marker` (restart marker) replies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -399,7 +400,7 @@ pub fn port_arg(a: SocketAddr) -> Option<String> {
 
 /// Parses the address of a `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply.
 pub fn parse_pasv(text: &str) -> Option<SocketAddr> {
-    let start = text.find(|c: char| c.is_ascii_digit() && true)?;
+    let start = text.find(|c: char| c.is_ascii_digit())?;
     let inner = &text[start..];
     let nums: Vec<u16> = inner
         .split(|c: char| !c.is_ascii_digit())
@@ -424,6 +425,28 @@ pub fn parse_227(r: &Reply) -> Option<SocketAddr> {
         None => parse_pasv(&t),
     }
 }
+
+/// The byte ranges `[a, b)` of a `111 Range Marker a-b[,c-d…]` reply (GFD.20 restart markers),
+/// as the server wrote them: relative to the start of the transfer (globus-gridftp-server counts
+/// from the offset of an `ESTO A offset`), and only those written since its previous marker.
+/// `None` for another reply or a malformed list.
+pub fn parse_range_marker(r: &Reply) -> Option<Vec<(u64, u64)>> {
+    const PREFIX: &str = "range marker";
+    let text = r.text();
+    let t = text.trim();
+    if r.code != 111 || !t.get(..PREFIX.len())?.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    t[PREFIX.len()..]
+        .split(',')
+        .map(|range| {
+            let (a, b) = range.trim().split_once('-')?;
+            let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+            (a <= b).then_some((a, b))
+        })
+        .collect()
+}
+
 
 /// Measures time since `start` (kept here for the transfer loop's liveness checks).
 pub fn since(start: Instant) -> Duration {
@@ -480,6 +503,21 @@ mod tests {
         assert_eq!(protected_token("230 User root logged in."), None);
         assert_eq!(b64_decode("FwMDABI=").unwrap(), vec![0x17, 3, 3, 0, 0x12]);
         assert!(b64_decode("!!!").is_err());
+    }
+
+    #[test]
+    fn range_markers() {
+        let m = |code: u16, t: &str| parse_range_marker(&Reply { code, lines: vec![t.into()] });
+        // As globus-gridftp-server 13 sends them: each marker carries the ranges since the last.
+        assert_eq!(m(111, "Range Marker 0-52428800"), Some(vec![(0, 52428800)]));
+        assert_eq!(m(111, "Range Marker 52428800-67108864"), Some(vec![(52428800, 67108864)]));
+        assert_eq!(m(111, "Range Marker 0-4194304,8388608-12582912"), Some(vec![(0, 4194304), (8388608, 12582912)]));
+        assert_eq!(m(111, "range marker 5-7, 9-10"), Some(vec![(5, 7), (9, 10)]));
+        assert_eq!(m(111, "Range Marker 0-18446744073709551615"), Some(vec![(0, u64::MAX)]));
+        for bad in ["Range Marker", "Range Marker 7-5", "Range Marker 0-1,x", "Range Marker -5", "Range Marker 1,2", "Restart Marker 0-5", "Range Marker 0-99999999999999999999"] {
+            assert_eq!(m(111, bad), None, "{bad}");
+        }
+        assert_eq!(m(112, "Range Marker 0-5"), None);
     }
 
     #[test]

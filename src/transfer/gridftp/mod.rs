@@ -1,7 +1,9 @@
 //! The GridFTP client (`gsiftp://`, and plain `ftp://` with anonymous login): sessions with GSI
 //! authentication and delegation, feature discovery, MODE E transfers over N parallel data
-//! streams with DCAU, CKSM, and resume of a broken download with `ERET` from the last contiguous
-//! offset (reconnecting when the server went away) — no external tools.
+//! streams with DCAU, CKSM, and resume (reconnecting when the server went away) — no external
+//! tools. A broken download resumes with `ERET` from the contiguous prefix on our disk; a broken
+//! upload with `ESTO A` from the contiguous prefix the server confirmed in its `111 Range Marker`
+//! replies, which it is asked to send every second (`TREV RESTART 1`).
 
 pub mod control;
 pub mod data;
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use crate::security::certdir::CertDir;
 use crate::security::credential::Credential;
 use crate::security::gss::{self, Delegation, Initiator, Target};
+use crate::transfer::progress::RangeSet;
 use crate::transfer::{Algo, Endpoint, Options, Progress, Protection, Result, TransferError, Url};
-use control::{parse_227, port_arg, Control, Reply};
+use control::{parse_227, parse_range_marker, port_arg, Control, Reply};
 use data::Dcau;
 
 /// What the server said it supports (FEAT).
@@ -25,8 +28,15 @@ pub struct Features {
     pub cksm: Vec<Algo>,
     pub dcau: bool,
     pub eret: bool,
+    pub esto: bool,
     pub parallel: bool,
 }
+
+/// How often (seconds) the server is asked to send restart markers while it receives
+/// (`TREV RESTART n`): what an upload resumes from after a break. One second is the shortest the
+/// command can ask for (`TREV RESTART 0` turns the markers off altogether on
+/// globus-gridftp-server 13, whose default is every 5 s).
+const RESTART_MARKER_SECS: u32 = 1;
 
 impl Features {
     pub fn parse(r: &Reply) -> Features {
@@ -40,6 +50,7 @@ impl Features {
                 }
                 "DCAU" => f.dcau = true,
                 "ERET" => f.eret = true,
+                "ESTO" => f.esto = true,
                 "PARALLEL" => f.parallel = true,
                 _ => {}
             }
@@ -47,6 +58,18 @@ impl Features {
         }
         f
     }
+}
+
+/// Adds the ranges of one restart marker, counted from `base`, to `set`; returns the contiguous
+/// prefix from 0 now confirmed — the only part an upload may resume after (ranges beyond a hole
+/// are not).
+fn confirm(set: &mut RangeSet, base: u64, ranges: &[(u64, u64)]) -> u64 {
+    for &(a, b) in ranges {
+        if let (Some(a), Some(b)) = (a.checked_add(base), b.checked_add(base)) {
+            set.insert(a, b);
+        }
+    }
+    set.prefix()
 }
 
 /// Credentials for GSI sessions, loaded once per endpoint.
@@ -82,6 +105,8 @@ pub struct Session {
     gsi: Option<GsiMaterial>,
     mode_e: bool,
     setup_done: bool,
+    /// `TREV RESTART` asked for on this session (`Some(accepted)`), for uploads only.
+    restart_markers: Option<bool>,
     dcau_ctx: Option<(openssl::ssl::SslContext, openssl::ssl::SslContext)>,
 }
 
@@ -119,6 +144,7 @@ impl Session {
             gsi: gsi.cloned(),
             mode_e: false,
             setup_done: false,
+            restart_markers: None,
             dcau_ctx: None,
         })
     }
@@ -194,8 +220,12 @@ impl Session {
         Ok(r.text().trim().to_ascii_lowercase())
     }
 
-    /// Waits for the final reply of a transfer command (after its 1xx), skipping markers.
-    fn finish_transfer(&mut self, cmd: &str, alive: &dyn Fn() -> bool, markers: Option<&Mutex<u64>>) -> Result<()> {
+    /// Waits for the final reply of a transfer command (after its 1xx), skipping perf markers.
+    /// With `markers = Some((set, base))` the ranges of every `111 Range Marker` are added to
+    /// `set`, shifted by `base`: the server counts them from the start of this transfer (0 for
+    /// STOR, the offset for `ESTO A offset`), and sends each range once (every marker carries the
+    /// ranges written since the previous one, in pieces when parallel streams leave holes).
+    fn finish_transfer(&mut self, cmd: &str, alive: &dyn Fn() -> bool, markers: Option<(&Mutex<RangeSet>, u64)>) -> Result<()> {
         let r = self.ctl.read_reply_while(alive)?;
         if !r.is_preliminary() {
             return Err(if r.is_ok() {
@@ -208,13 +238,14 @@ impl Session {
             let r = self.ctl.read_reply_while(alive)?;
             match r.code {
                 111 => {
-                    // "Range Marker 0-N[,a-b…]": the server has these bytes.
-                    if let (Some(m), Some(last)) = (markers, r.text().split_whitespace().last()) {
-                        if let Some(end) = last.split(',').next().and_then(|r| r.split_once('-')).and_then(|(a, b)| if a == "0" { b.parse::<u64>().ok() } else { None }) {
-                            let mut g = m.lock().unwrap();
-                            *g = (*g).max(end);
-                        }
-                    }
+                    // "Range Marker a-b[,c-d…]": the server has written these bytes.
+                    let Some((set, base)) = markers else { continue };
+                    let Some(ranges) = parse_range_marker(&r) else {
+                        tracing::debug!(url = %self.url, text = %r.text(), "ignoring a malformed restart marker");
+                        continue;
+                    };
+                    let confirmed = confirm(&mut set.lock().unwrap(), base, &ranges);
+                    tracing::debug!(url = %self.url, confirmed, "restart marker");
                 }
                 c if c < 200 => {}
                 226 | 250 => return Ok(()),
@@ -280,9 +311,30 @@ impl Session {
         data_result.unwrap().map(|_| ())
     }
 
-    /// Stores `[start, start+len)` of `src` as `path` (`ESTO A start` when start > 0).
-    pub fn stor(&mut self, path: &str, src: &File, start: u64, len: u64, progress: &Progress, marker: &Mutex<u64>) -> Result<()> {
+    /// Asks the server, once per session, for restart markers every [`RESTART_MARKER_SECS`]
+    /// while it receives — if it does `ESTO`, the only use of them. A refusal is no error: the
+    /// server then sends them at its own pace (or never), and a resume starts from what it did.
+    fn request_restart_markers(&mut self) -> Result<()> {
+        if self.restart_markers.is_some() {
+            return Ok(());
+        }
+        let accepted = self.features.esto && {
+            let r = self.ctl.cmd(&format!("TREV RESTART {RESTART_MARKER_SECS}"))?;
+            if !r.is_ok() {
+                tracing::debug!(url = %self.url, code = r.code, text = %r.text(), "server declined TREV RESTART");
+            }
+            r.is_ok()
+        };
+        self.restart_markers = Some(accepted);
+        Ok(())
+    }
+
+    /// Stores `[start, start+len)` of `src` as `path` (`ESTO A start` when start > 0; block
+    /// offsets on the data channel are relative to `start`, see [`data::send`]), adding the
+    /// ranges the server's restart markers confirm to `confirmed` (absolute file offsets).
+    pub fn stor(&mut self, path: &str, src: &File, start: u64, len: u64, progress: &Progress, confirmed: &Mutex<RangeSet>) -> Result<()> {
         self.setup()?;
+        self.request_restart_markers()?;
         let cmd = if start > 0 { format!("ESTO A {start} {path}") } else { format!("STOR {path}") };
         let addr = self.pasv()?;
         let us = self.url.to_string();
@@ -297,7 +349,7 @@ impl Session {
                 let h = sc.spawn(|| data::send_stream(s, src, start, len, progress, &us));
                 let last = std::sync::atomic::AtomicU64::new(0);
                 let alive = || progress.bytes() != last.swap(progress.bytes(), std::sync::atomic::Ordering::Relaxed);
-                let r = self.finish_transfer(&cmd, &alive, Some(marker));
+                let r = self.finish_transfer(&cmd, &alive, Some((confirmed, start)));
                 dr = Some(h.join().unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })));
                 r
             });
@@ -315,7 +367,7 @@ impl Session {
             let h = sc.spawn(move || data::send(addr, n, src, start, len, block, progress, dcau, &us2, timeout));
             let last = std::sync::atomic::AtomicU64::new(0);
             let alive = || progress.bytes() != last.swap(progress.bytes(), std::sync::atomic::Ordering::Relaxed);
-            let r = self.finish_transfer(&cmd, &alive, Some(marker));
+            let r = self.finish_transfer(&cmd, &alive, Some((confirmed, start)));
             if r.is_err() {
                 // Data threads notice the broken connections through their own timeouts.
             }
@@ -340,11 +392,13 @@ pub struct GridFtp {
     gsi: Mutex<Option<GsiMaterial>>,
     /// A logged-in session kept for follow-up commands (SIZE, CKSM…).
     session: Mutex<Option<Session>>,
+    /// Where each resume of the last download or upload restarted (see `Endpoint::resumed_from`).
+    resumed: Mutex<Vec<u64>>,
 }
 
 impl GridFtp {
     pub fn new(url: Url, opts: Options) -> Result<GridFtp> {
-        Ok(GridFtp { url, opts, gsi: Mutex::new(None), session: Mutex::new(None) })
+        Ok(GridFtp { url, opts, gsi: Mutex::new(None), session: Mutex::new(None), resumed: Mutex::new(Vec::new()) })
     }
 
     fn is_gsi(&self) -> bool {
@@ -417,6 +471,7 @@ impl Endpoint for GridFtp {
                 t
             }
         };
+        self.resumed.lock().unwrap().clear();
         let mut attempt = 0u32;
         loop {
             let from = progress.prefix();
@@ -424,6 +479,9 @@ impl Endpoint for GridFtp {
                 return Ok(size);
             }
             let range = if from == 0 { None } else { Some((from, size - from)) };
+            if attempt > 0 {
+                self.resumed.lock().unwrap().push(from);
+            }
             if let Some((o, l)) = range {
                 tracing::info!(url = %self.url, offset = o, length = l, "resuming with ERET");
             }
@@ -448,24 +506,45 @@ impl Endpoint for GridFtp {
 
     fn upload(&self, src: &File, len: u64, progress: &Progress) -> Result<u64> {
         let path = self.url.path.clone();
-        let marker = Mutex::new(0u64);
+        // What the server's restart markers confirmed it holds, by absolute offset.
+        let confirmed = Mutex::new(RangeSet::default());
+        self.resumed.lock().unwrap().clear();
         let mut attempt = 0u32;
         loop {
-            let start = *marker.lock().unwrap();
-            if start > 0 {
-                tracing::info!(url = %self.url, offset = start, "resuming upload with ESTO");
+            // Only the contiguous prefix from 0 is safe to keep: everything after it is sent again
+            // (a STOR from 0 truncates, an ESTO rewrites), so older ranges beyond it are dropped.
+            // At least the last byte goes again, so a resume is never an empty ESTO.
+            let start = {
+                let mut c = confirmed.lock().unwrap();
+                let p = c.prefix().min(len.saturating_sub(1));
+                *c = RangeSet::default();
+                c.insert(0, p);
+                p
+            };
+            if attempt > 0 {
+                self.resumed.lock().unwrap().push(start);
+                if start > 0 {
+                    tracing::info!(url = %self.url, offset = start, length = len - start, "resuming upload with ESTO");
+                } else {
+                    tracing::info!(url = %self.url, "no restart marker confirmed any data: uploading again from the start");
+                }
             }
-            match self.with_session(|s| s.stor(&path, src, start, len - start, progress, &marker)) {
+            match self.with_session(|s| s.stor(&path, src, start, len - start, progress, &confirmed)) {
                 Ok(()) => return Ok(len),
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
                     attempt += 1;
-                    tracing::warn!(url = %self.url, attempt, "upload broken, resuming: {e}");
+                    let at = confirmed.lock().unwrap().prefix();
+                    tracing::warn!(url = %self.url, confirmed = at, attempt, "upload broken, resuming: {e}");
                     *self.session.lock().unwrap() = None;
                     self.reconnect()?;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn resumed_from(&self) -> Vec<u64> {
+        self.resumed.lock().unwrap().clone()
     }
 
     fn remote_algorithms(&self) -> Vec<Algo> {
@@ -504,5 +583,38 @@ impl Endpoint for GridFtp {
     fn delete(&self) -> Result<()> {
         let p = self.url.path.clone();
         self.with_session(|s| s.simple(&format!("DELE {p}")).map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_markers_confirm_only_the_prefix_without_holes() {
+        const M: u64 = 1 << 20;
+        let mut set = RangeSet::default();
+        // STOR over parallel streams: a hole at [4M, 8M) until a later marker fills it.
+        assert_eq!(confirm(&mut set, 0, &[(4 * M, 8 * M)]), 0, "nothing from 0 yet");
+        assert_eq!(confirm(&mut set, 0, &[(0, 2 * M), (8 * M, 12 * M)]), 2 * M);
+        assert_eq!(confirm(&mut set, 0, &[(2 * M, 4 * M)]), 12 * M, "the hole filled");
+        // ESTO A 12M: the server counts from the ESTO offset.
+        assert_eq!(confirm(&mut set, 12 * M, &[(0, 4 * M)]), 16 * M);
+        assert_eq!(confirm(&mut set, 12 * M, &[(8 * M, 9 * M)]), 16 * M);
+        assert_eq!(confirm(&mut set, u64::MAX, &[(1, 2)]), 16 * M, "overflowing ranges are dropped");
+    }
+
+    #[test]
+    fn features_of_globus_gridftp_server_13() {
+        let feat = Reply {
+            code: 211,
+            lines: ["Extensions supported", " CKSM MD5:10;ADLER32:10;SHA1:10;SHA256:11;SHA512:12;", " DCAU", " PARALLEL", " ERET", " ESTO", "End."]
+                .map(String::from)
+                .to_vec(),
+        };
+        let f = Features::parse(&feat);
+        assert!(f.dcau && f.parallel && f.eret && f.esto);
+        assert_eq!(f.cksm.len(), 5);
+        assert!(!Features::parse(&Reply { code: 211, lines: vec![" ERET".into()] }).esto);
     }
 }
