@@ -1,6 +1,7 @@
 //! GridFTP data channels in extended block mode (MODE E, GFD.20): the 17-byte block header
 //! (descriptor, 64-bit count, 64-bit offset), EOD/EOF and EOD-count accounting across N parallel
-//! connections, the receiving side (blocks written by position straight into the target file,
+//! connections, the receiving side (blocks written by position straight into the target file: on
+//! a clear connection moved socket → pipe → file with `splice`, never through user space; else
 //! contiguous blocks coalesced into large `pwrite`s) and the sending side (`sendfile` from the
 //! source file). With DCAU each connection first runs a raw TLS handshake — the connecting side
 //! is the TLS client — and then, with `PROT C`, the blocks flow in clear; with `PROT S`/`PROT P`
@@ -11,7 +12,7 @@ use std::fs::File;
 use std::io::{IoSliceMut, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,6 +105,97 @@ fn read_two<R: Read>(s: &mut R, a: &mut [u8], b: &mut [u8]) -> std::io::Result<(
     Ok(())
 }
 
+/// Reads and drops `n` bytes (a restart marker's payload).
+fn skip<R: Read>(s: &mut R, mut n: u64) -> std::io::Result<()> {
+    let mut tmp = [0u8; 4096];
+    while n > 0 {
+        let k = (n as usize).min(tmp.len());
+        s.read_exact(&mut tmp[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+/// What one MODE E block asks of the receiver.
+enum Step {
+    /// Read and drop this many payload bytes (a restart marker, or junk on an EOF block).
+    Skip(u64),
+    /// `count` data bytes for the target file at `off`.
+    Data { off: u64, count: u64 },
+    /// No payload.
+    Empty,
+}
+
+/// `splice(2)` with the flags every call here uses; retries on EINTR.
+fn splice(from: i32, to: i32, to_off: Option<&mut libc::loff_t>, len: usize) -> std::io::Result<usize> {
+    let to_off = to_off.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+    loop {
+        // SAFETY: plain system call on descriptors the caller keeps open for its duration; the
+        // output offset pointer is null or points to a live loff_t; no input offset (a socket or
+        // a pipe has none).
+        let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, to_off, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `e` says splice cannot be used with these descriptors at all.
+fn splice_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
+}
+
+/// The pipe a clear data connection's block data goes through on its way socket → file.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// Its capacity: the most one splice into it can take.
+    cap: usize,
+}
+
+impl Pipe {
+    fn new() -> std::io::Result<Pipe> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is the array of two ints pipe2 fills.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: two fresh descriptors that nothing else owns.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Bigger is fewer splices per block; the kernel may refuse (fs.pipe-max-size, the
+        // per-user pipe quota): then try smaller, else keep the default.
+        let mut cap = -1;
+        for want in [1 << 20, 256 << 10] {
+            // SAFETY: fcntl on a descriptor we own.
+            cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, want as libc::c_int) };
+            if cap > 0 {
+                break;
+            }
+        }
+        if cap <= 0 {
+            // SAFETY: as above.
+            cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        }
+        if cap <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Pipe { r, w, cap: cap as usize })
+    }
+
+    /// Whether `file` accepts data spliced from a pipe at offset `off`: asked with the pipe still
+    /// empty and non-blocking, so nothing is written — EAGAIN means yes.
+    fn splices_to(&self, file: &File, off: u64) -> bool {
+        let Ok(mut o) = libc::loff_t::try_from(off) else { return false };
+        // SAFETY: descriptors we hold open; `o` is a live loff_t.
+        let n = unsafe { libc::splice(self.r.as_raw_fd(), std::ptr::null_mut(), file.as_raw_fd(), &mut o, 1, libc::SPLICE_F_NONBLOCK) };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+}
+
 struct Recv<'a> {
     dest: &'a File,
     progress: &'a Progress,
@@ -120,7 +212,29 @@ struct Recv<'a> {
     buf_size: usize,
 }
 
-impl Recv<'_> {
+impl<'a> Recv<'a> {
+    fn new(dest: &'a File, base: u64, progress: &'a Progress, url: &str, timeout: Duration) -> Recv<'a> {
+        Recv {
+            dest,
+            progress,
+            base,
+            eods: AtomicU64::new(0),
+            eodc: AtomicU64::new(u64::MAX),
+            accepted: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+            socks: Mutex::new(Vec::new()),
+            url: url.to_string(),
+            timeout,
+            buf_size: 4 << 20,
+        }
+    }
+
+    /// `[off, off+len)` is in the file.
+    fn report(&self, off: u64, len: u64) {
+        self.progress.add(off, len);
+    }
+
     fn fail(&self, e: TransferError) {
         let mut g = self.error.lock().unwrap();
         if g.is_none() {
@@ -150,26 +264,51 @@ impl Recv<'_> {
         s.set_read_timeout(Some(self.timeout)).ok();
         s.set_write_timeout(Some(self.timeout)).ok();
         match dcau {
-            None => self.blocks(&mut { s }),
+            None => self.blocks_clear(s),
             Some(d) => {
                 let (tls, peer, early) =
                     gss::accept_tls_on_socket(&d.ctx, &d.certdir, s, d.protect).map_err(|e| self.auth(format!("data channel: {e}")))?;
                 gss::check_same_identity(&d.cred, &peer.chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
                 if d.protect {
                     // Data may have started in the record where a delegation flag could be.
-                    self.blocks(&mut std::io::Cursor::new(early).chain(tls))
+                    self.blocks(&mut std::io::Cursor::new(early).chain(tls), None)
                 } else if let Some(b) = early.first() {
                     Err(self.auth(format!("data channel: unexpected delegation flag 0x{b:02x}")))
                 } else {
                     let raw = tls.get_ref().try_clone().map_err(|e| self.io(e))?;
-                    self.blocks(&mut { raw })
+                    self.blocks_clear(raw)
                 }
             }
         }
     }
 
-    /// MODE E blocks until EOD.
-    fn blocks<R: Read>(&self, s: &mut R) -> Result<()> {
+    /// What block header `h` asks for (and the EOD count, when it carries EOF).
+    fn step(&self, h: &BlockHeader) -> Result<Step> {
+        if h.is_eof() {
+            self.eodc.store(h.offset, Ordering::Release);
+        }
+        let data = h.count > 0 && !h.is_eof();
+        if data && h.desc & desc::RESTART != 0 || (h.count > 0 && h.is_eof()) {
+            // Restart-marker payload (or junk on an EOF block).
+            Ok(Step::Skip(h.count))
+        } else if data {
+            let off = self.base.checked_add(h.offset).ok_or_else(|| TransferError::Protocol {
+                url: self.url.clone(),
+                reason: format!("block offset {} overflows", h.offset),
+            })?;
+            Ok(Step::Data { off, count: h.count })
+        } else {
+            Ok(Step::Empty)
+        }
+    }
+
+    fn aborted(&self) -> TransferError {
+        TransferError::Interrupted { url: self.url.clone(), reason: "transfer aborted".into() }
+    }
+
+    /// MODE E blocks until EOD, copied through a buffer; starting with header `first` when the
+    /// caller has read it already.
+    fn blocks<R: Read>(&self, s: &mut R, first: Option<[u8; HEADER_LEN]>) -> Result<()> {
         let mut buf = vec![0u8; self.buf_size];
         let mut fill = 0usize;
         let mut fill_off = 0u64;
@@ -178,78 +317,69 @@ impl Recv<'_> {
                 return Ok(());
             }
             self.dest.write_all_at(buf, off).map_err(|e| TransferError::io("writing the target file", e))?;
-            self.progress.add(off, buf.len() as u64);
+            self.report(off, buf.len() as u64);
             Ok(())
         };
         let mut hdr = [0u8; HEADER_LEN];
-        if let Err(e) = s.read_exact(&mut hdr) {
-            return Err(self.io(e));
+        match first {
+            Some(h) => hdr = h,
+            None => s.read_exact(&mut hdr).map_err(|e| self.io(e))?,
         }
         let r = (|| -> Result<()> {
             loop {
                 if self.stop.load(Ordering::Relaxed) {
-                    return Err(TransferError::Interrupted { url: self.url.clone(), reason: "transfer aborted".into() });
+                    return Err(self.aborted());
                 }
                 let h = BlockHeader::parse(&hdr);
                 let last = h.is_eod();
-                if h.is_eof() {
-                    self.eodc.store(h.offset, Ordering::Release);
-                }
-                let data = h.count > 0 && !h.is_eof();
-                if data && h.desc & desc::RESTART != 0 || (h.count > 0 && h.is_eof()) {
-                    // Restart-marker payload (or junk on an EOF block): read and drop.
-                    let mut left = h.count;
-                    let mut tmp = [0u8; 4096];
-                    while left > 0 {
-                        let k = (left as usize).min(tmp.len());
-                        s.read_exact(&mut tmp[..k]).map_err(|e| self.io(e))?;
-                        left -= k as u64;
-                    }
-                    if !last {
-                        s.read_exact(&mut hdr).map_err(|e| self.io(e))?;
-                    }
-                } else if data {
-                    let off = self.base.checked_add(h.offset).ok_or_else(|| TransferError::Protocol {
-                        url: self.url.clone(),
-                        reason: format!("block offset {} overflows", h.offset),
-                    })?;
-                    let count = h.count;
-                    if fill > 0 && (fill_off + fill as u64 != off || fill as u64 + count > buf.len() as u64) {
-                        flush(&buf[..fill], fill_off)?;
-                        fill = 0;
-                    }
-                    if count > buf.len() as u64 {
-                        // A block larger than our buffer: stream it through in pieces.
-                        let mut done = 0u64;
-                        while done < count {
-                            let k = ((count - done) as usize).min(buf.len());
-                            s.read_exact(&mut buf[..k]).map_err(|e| self.io(e))?;
-                            flush(&buf[..k], off + done)?;
-                            done += k as u64;
-                        }
+                match self.step(&h)? {
+                    Step::Skip(n) => {
+                        skip(s, n).map_err(|e| self.io(e))?;
                         if !last {
                             s.read_exact(&mut hdr).map_err(|e| self.io(e))?;
                         }
-                    } else {
-                        if fill == 0 {
-                            fill_off = off;
-                        }
-                        let end = fill + count as usize;
-                        let res = if last {
-                            read_two(s, &mut buf[fill..end], &mut [])
-                        } else {
-                            read_two(s, &mut buf[fill..end], &mut hdr)
-                        };
-                        if let Err(e) = res {
-                            // Keep the complete blocks for a resume.
-                            let _ = flush(&buf[..fill], fill_off);
-                            fill = 0;
-                            return Err(self.io(e));
-                        }
-                        fill = end;
                     }
-                } else if !last {
-                    s.read_exact(&mut hdr).map_err(|e| self.io(e))?;
+                    Step::Data { off, count } => {
+                        if fill > 0 && (fill_off + fill as u64 != off || fill as u64 + count > buf.len() as u64) {
+                            flush(&buf[..fill], fill_off)?;
+                            fill = 0;
+                        }
+                        if count > buf.len() as u64 {
+                            // A block larger than our buffer: stream it through in pieces.
+                            let mut done = 0u64;
+                            while done < count {
+                                let k = ((count - done) as usize).min(buf.len());
+                                s.read_exact(&mut buf[..k]).map_err(|e| self.io(e))?;
+                                flush(&buf[..k], off + done)?;
+                                done += k as u64;
+                            }
+                            if !last {
+                                s.read_exact(&mut hdr).map_err(|e| self.io(e))?;
+                            }
+                        } else {
+                            if fill == 0 {
+                                fill_off = off;
+                            }
+                            let end = fill + count as usize;
+                            let res = if last {
+                                read_two(s, &mut buf[fill..end], &mut [])
+                            } else {
+                                read_two(s, &mut buf[fill..end], &mut hdr)
+                            };
+                            if let Err(e) = res {
+                                // Keep the complete blocks for a resume.
+                                let _ = flush(&buf[..fill], fill_off);
+                                fill = 0;
+                                return Err(self.io(e));
+                            }
+                            fill = end;
+                        }
+                    }
+                    Step::Empty => {
+                        if !last {
+                            s.read_exact(&mut hdr).map_err(|e| self.io(e))?;
+                        }
+                    }
                 }
                 if last {
                     flush(&buf[..fill], fill_off)?;
@@ -263,6 +393,108 @@ impl Recv<'_> {
             let _ = flush(&buf[..fill], fill_off);
         }
         r
+    }
+
+    /// A clear data connection: block data moves socket → pipe → file with `splice(2)`, never
+    /// through user space; headers and restart markers are read normally. Where splice is not
+    /// available (no pipe, a file system without splice, a socket that refuses) the buffered
+    /// `blocks`.
+    fn blocks_clear(&self, mut s: TcpStream) -> Result<()> {
+        let pipe = match Pipe::new() {
+            Ok(p) if p.splices_to(self.dest, self.base) => p,
+            _ => return self.blocks(&mut s, None),
+        };
+        match self.blocks_spliced(&s, &pipe)? {
+            None => Ok(()),
+            Some(hdr) => self.blocks(&mut s, Some(hdr)),
+        }
+    }
+
+    /// MODE E blocks until EOD with the data spliced through `p`. `Some(header)`: the socket
+    /// refused to splice before any of that header's data was read — go on with `blocks` there.
+    fn blocks_spliced(&self, s: &TcpStream, p: &Pipe) -> Result<Option<[u8; HEADER_LEN]>> {
+        // Complete blocks in the file, not yet reported: contiguous ones are reported together
+        // (up to `buf_size`, as `blocks` coalesces them), and at the end whatever the outcome.
+        let mut held = (0u64, 0u64);
+        let r = (|| {
+            let mut r = s;
+            let mut hdr = [0u8; HEADER_LEN];
+            loop {
+                r.read_exact(&mut hdr).map_err(|e| self.io(e))?;
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(self.aborted());
+                }
+                let h = BlockHeader::parse(&hdr);
+                match self.step(&h)? {
+                    Step::Skip(n) => skip(&mut r, n).map_err(|e| self.io(e))?,
+                    Step::Data { off, count } => {
+                        if !self.splice_block(s, p, off, count, &mut held)? {
+                            return Ok(Some(hdr));
+                        }
+                    }
+                    Step::Empty => {}
+                }
+                if h.is_eod() {
+                    return Ok(None);
+                }
+            }
+        })();
+        self.report(held.0, held.1);
+        if let Ok(None) = r {
+            self.eods.fetch_add(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    /// Moves one block's `count` data bytes from `s` through `p` into the file at `off`. Progress
+    /// hears of a range only once it is wholly in the file: a block when it is complete (added
+    /// to `held`), a block larger than `buf_size` in `buf_size` pieces (as `blocks` does) — so
+    /// after a failure the reported ranges are exactly what a resume may keep. `Ok(false)`: the
+    /// socket cannot splice, and nothing was read.
+    fn splice_block(&self, s: &TcpStream, p: &Pipe, off: u64, count: u64, held: &mut (u64, u64)) -> Result<bool> {
+        let write_err = |e| TransferError::io("writing the target file", e);
+        let piece = self.buf_size as u64;
+        if held.1 > 0 && (held.0 + held.1 != off || held.1 + count > piece) {
+            self.report(held.0, held.1);
+            *held = (off, 0);
+        }
+        let (sock, file) = (s.as_raw_fd(), self.dest.as_raw_fd());
+        let (mut landed, mut reported) = (0u64, 0u64);
+        while landed < count {
+            // At most a pipeful, and the pipe is empty here: the splice never waits for room.
+            let want = (count - landed).min(p.cap as u64) as usize;
+            let n = match splice(sock, p.w.as_raw_fd(), None, want) {
+                Ok(0) => return Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => n,
+                Err(e) if landed == 0 && splice_unsupported(&e) => return Ok(false),
+                Err(e) => return Err(self.io(e)),
+            };
+            let mut o = off
+                .checked_add(landed)
+                .and_then(|o| libc::loff_t::try_from(o).ok())
+                .ok_or_else(|| write_err(std::io::Error::from_raw_os_error(libc::EFBIG)))?;
+            let mut left = n;
+            while left > 0 {
+                // The kernel advances `o` by what it wrote.
+                match splice(p.r.as_raw_fd(), file, Some(&mut o), left) {
+                    Ok(0) => return Err(write_err(std::io::ErrorKind::WriteZero.into())),
+                    Ok(k) => left -= k,
+                    Err(e) => return Err(write_err(e)),
+                }
+            }
+            landed += n as u64;
+            if count > piece && (landed == count || landed - reported >= piece) {
+                self.report(off + reported, landed - reported);
+                reported = landed;
+            }
+        }
+        if count <= piece {
+            if held.1 == 0 {
+                held.0 = off;
+            }
+            held.1 += count;
+        }
+        Ok(true)
     }
 
     fn auth(&self, reason: String) -> TransferError {
@@ -293,20 +525,7 @@ pub fn receive(
     control: impl FnOnce(&dyn Fn() -> bool) -> Result<()>,
 ) -> Result<()> {
     listener.set_nonblocking(true).ok();
-    let st = Recv {
-        dest,
-        progress,
-        base,
-        eods: AtomicU64::new(0),
-        eodc: AtomicU64::new(u64::MAX),
-        accepted: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        error: Mutex::new(None),
-        socks: Mutex::new(Vec::new()),
-        url: url.to_string(),
-        timeout,
-        buf_size: 4 << 20,
-    };
+    let st = Recv::new(dest, base, progress, url, timeout);
     let ctl_done = AtomicBool::new(false);
     let ctl_result = std::thread::scope(|scope| {
         let st = &st;
@@ -668,7 +887,7 @@ mod tests {
     #[test]
     fn receives_out_of_order_blocks_over_two_streams() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = File::options().create(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -697,7 +916,7 @@ mod tests {
     #[test]
     fn truncated_stream_is_an_error_and_keeps_complete_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = File::options().create(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let progress = Progress::new("t", None, None, Duration::from_secs(1));
@@ -714,6 +933,105 @@ mod tests {
         assert_eq!(progress.prefix(), 10);
     }
 
+    /// The splice path: out-of-order blocks, a restart marker, an empty block, a block bigger
+    /// than the pipe (and reported in `buf_size` pieces) and junk on the EOF block, over a real
+    /// loopback connection into a real file at a base offset.
+    #[test]
+    fn splices_blocks_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let data: Vec<u8> = (0..(5u32 << 20) + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let d2 = data.clone();
+        let sender = std::thread::spawn(move || {
+            let mut a = TcpStream::connect(addr).unwrap();
+            let len = d2.len() as u64;
+            let big = (3 << 20) + 1;
+            let mut block = |desc: u8, off: u64, payload: &[u8]| {
+                a.write_all(&BlockHeader { desc, count: payload.len() as u64, offset: off }.encode()).unwrap();
+                a.write_all(payload).unwrap();
+            };
+            block(0, 300_000, &d2[300_000..len as usize - big]);
+            block(desc::RESTART, 0, b"0-300000,junk");
+            block(0, 0, &d2[..100_000]);
+            block(0, 12, &[]);
+            block(0, len - big as u64, &d2[len as usize - big..]);
+            block(0, 100_000, &d2[100_000..300_000]);
+            block(desc::EOF, 1, b"junk");
+            block(desc::EOD, 0, &[]);
+            // Stay open: the receiver must stop at EOD, not at the end of the connection.
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let progress = Progress::new("t", Some(data.len() as u64), None, Duration::from_secs(1));
+        let mut st = Recv::new(&dest, 7, &progress, "t", Duration::from_secs(5));
+        st.buf_size = 1 << 20;
+        let pipe = Pipe::new().unwrap();
+        assert!(pipe.cap >= 64 << 10 && (pipe.cap as u64) < (3 << 20), "{}", pipe.cap);
+        assert!(pipe.splices_to(&dest, 7));
+        assert_eq!(dest.metadata().unwrap().len(), 0, "the probe writes nothing");
+        assert_eq!(st.blocks_spliced(&s, &pipe).unwrap(), None, "spliced to the end");
+        sender.join().unwrap();
+        assert_eq!((st.eods.load(Ordering::Relaxed), st.eodc.load(Ordering::Relaxed)), (1, 1));
+        let got = std::fs::read(dir.path().join("out")).unwrap();
+        assert_eq!(got.len(), data.len() + 7);
+        assert!(got[..7] == [0; 7] && got[7..] == data[..]);
+        assert_eq!(progress.bytes(), data.len() as u64);
+        assert_eq!(progress.ranges().prefix(), 0, "nothing reported below the base");
+    }
+
+    /// A clear stream that stalls mid-block: splice honours the socket's receive timeout, and
+    /// only the whole block before it is reported.
+    #[test]
+    fn spliced_stall_times_out_and_reports_only_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut a = TcpStream::connect(addr).unwrap();
+            a.write_all(&BlockHeader { desc: 0, count: 1000, offset: 0 }.encode()).unwrap();
+            a.write_all(&[1u8; 1000]).unwrap();
+            a.write_all(&BlockHeader { desc: 0, count: 1 << 20, offset: 1000 }.encode()).unwrap();
+            a.write_all(&[2u8; 5000]).unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let progress = Progress::new("t", None, None, Duration::from_secs(1));
+        let st = Recv::new(&dest, 0, &progress, "t", Duration::from_millis(300));
+        let pipe = Pipe::new().unwrap();
+        let t = Instant::now();
+        let e = st.blocks_spliced(&s, &pipe).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(e.kind(), "timeout", "{e}");
+        assert_eq!((progress.prefix(), progress.bytes()), (1000, 1000));
+        drop(s);
+        sender.join().unwrap();
+    }
+
+    /// Where the file refuses splice (here: O_APPEND) the probe says so without writing; the
+    /// buffered path then takes over at a header already read.
+    #[test]
+    fn falls_back_to_the_buffered_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let appending = File::options().create(true).append(true).open(dir.path().join("a")).unwrap();
+        assert!(!Pipe::new().unwrap().splices_to(&appending, 0));
+        assert_eq!(appending.metadata().unwrap().len(), 0);
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let progress = Progress::new("t", None, None, Duration::from_secs(1));
+        let st = Recv::new(&dest, 0, &progress, "t", Duration::from_secs(1));
+        let first = BlockHeader { desc: 0, count: 3, offset: 2 }.encode();
+        let mut rest = b"abc".to_vec();
+        rest.extend(BlockHeader { desc: desc::EOD | desc::EOF, count: 2, offset: 1 }.encode());
+        rest.extend(b"xx");
+        st.blocks(&mut std::io::Cursor::new(rest), Some(first)).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"\0\0abc");
+        assert_eq!(st.eods.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn sender_and_receiver_agree() {
         let dir = tempfile::tempdir().unwrap();
@@ -721,7 +1039,7 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&src_path, &data).unwrap();
         let src = File::open(&src_path).unwrap();
-        let dest = File::options().create(true).read(true).write(true).open(dir.path().join("out")).unwrap();
+        let dest = File::options().create(true).truncate(true).read(true).write(true).open(dir.path().join("out")).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let p1 = Progress::new("t", None, None, Duration::from_secs(1));
