@@ -88,7 +88,10 @@ fn row(name: &str, s: Option<&Stats>, goal_ms: f64, gt4: &str) {
             s.min,
             if s.median <= goal_ms { "met" } else { "MISS" }
         ),
-        None => println!("| {name:<52} | {:>5} | {:>9} | {:>9} | {:>9} | <= {goal_ms:<5} | {:<4} | {gt4:<12} |", "-", "not measured", "", "", "-"),
+        None => println!(
+            "| {name:<52} | {:>5} | {:>9} | {:>9} | {:>9} | <= {goal_ms:<5} | {:<4} | {gt4:<12} |",
+            "-", "not measured", "", "", "-"
+        ),
     }
 }
 
@@ -119,12 +122,19 @@ fn main() {
     // One workspace, created over GSI with the 2-level chain.
     let mut conn = open(&c, &host, &certdir);
     let action = format!("{VWS}/WorkspaceFactoryPortType/createRequest");
-    let body = envelope(&s.https_url("WorkspaceFactoryService"), &action, "", &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()));
+    let body = envelope(
+        &s.https_url("WorkspaceFactoryService"),
+        &action,
+        "",
+        &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()),
+    );
     let r = exchange(&mut conn, &http_request(&host, "WorkspaceFactoryService", &action, &body, false));
     let key = between(&r.body, "WorkspaceKey xmlns:k0=\"http://vws.dev/2026/11/workspace\">", "<").expect("key").to_string();
     let gp_action = format!("{WSRP_ACTION}/GetResourceProperty");
-    let gp_keepalive = http_request(&host, "WorkspaceService", &gp_action, &get_rp_body(&s.https_url("WorkspaceService"), &key), false);
-    let gp_close = http_request(&host, "WorkspaceService", &gp_action, &get_rp_body(&s.https_url("WorkspaceService"), &key), true);
+    let gp_keepalive =
+        http_request(&host, "WorkspaceService", &gp_action, &get_rp_body(&s.https_url("WorkspaceService"), &key), false);
+    let gp_close =
+        http_request(&host, "WorkspaceService", &gp_action, &get_rp_body(&s.https_url("WorkspaceService"), &key), true);
     let r = exchange(&mut conn, &gp_keepalive);
     assert!(r.body.contains(&kit.user_dn()), "{}", r.body);
 
@@ -220,7 +230,10 @@ fn main() {
 
     println!();
     println!("vws GSI security benchmarks (vwsd --https on loopback; times in ms)");
-    println!("| {:<52} | {:>5} | {:>9} | {:>9} | {:>9} | {:<8} | {:<4} | {:<12} |", "measurement", "n", "median", "p90", "min", "goal", "", "GT4");
+    println!(
+        "| {:<52} | {:>5} | {:>9} | {:>9} | {:>9} | {:<8} | {:<4} | {:<12} |",
+        "measurement", "n", "median", "p90", "min", "goal", "", "GT4"
+    );
     println!("|{:-<54}|{:->7}|{:->11}|{:->11}|{:->11}|{:-<10}|{:-<6}|{:-<14}|", "", "", "", "", "", "", "", "");
     row("(a) new TLS conn, 2-level proxy chain + 1 GetRP", Some(&a), 5.0, "114 ms");
     row("(b) GetResourceProperty over a reused GSI connection", Some(&b), 0.2, "-");

@@ -147,10 +147,7 @@ impl Vwsd {
     /// from spawn to "listening" (which includes loading every stored resource).
     fn start(dir: &Path) -> (Vwsd, Duration) {
         let data = dir.join("data");
-        let cfg = format!(
-            "[server]\nhttp = \"127.0.0.1:0\"\ndata = \"{}\"\nshutdown_grace_secs = 5\n",
-            data.display()
-        );
+        let cfg = format!("[server]\nhttp = \"127.0.0.1:0\"\ndata = \"{}\"\nshutdown_grace_secs = 5\n", data.display());
         let cfg_path = dir.join("vwsd.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("vwsd.log")).unwrap();
@@ -171,7 +168,10 @@ impl Vwsd {
             .trim()
             .strip_prefix("vwsd listening on http://")
             .unwrap_or_else(|| {
-                panic!("unexpected first line from vwsd: {line:?}; log:\n{}", std::fs::read_to_string(dir.join("vwsd.log")).unwrap_or_default())
+                panic!(
+                    "unexpected first line from vwsd: {line:?}; log:\n{}",
+                    std::fs::read_to_string(dir.join("vwsd.log")).unwrap_or_default()
+                )
             })
             .to_string();
         std::thread::spawn(move || {
@@ -291,7 +291,8 @@ impl Conn {
     fn read_response(&mut self) -> (u16, String) {
         let mut line = String::new();
         self.r.read_line(&mut line).expect("read status line");
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let status: u16 =
+            line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
         let mut len = None;
         let mut chunked = false;
         loop {
@@ -361,7 +362,8 @@ impl Conn {
 
     fn destroy_workspace(&mut self, key: &str) {
         let h = format!("<k:WorkspaceKey xmlns:k=\"{VWS}\">{key}</k:WorkspaceKey>");
-        let (st, body) = self.call("WorkspaceService", &format!("{WSRL_ACTION}/Destroy"), &h, &format!("<Destroy xmlns=\"{WSRL}\"/>"));
+        let (st, body) =
+            self.call("WorkspaceService", &format!("{WSRL_ACTION}/Destroy"), &h, &format!("<Destroy xmlns=\"{WSRL}\"/>"));
         assert!(st == 200 && body.contains("DestroyResponse"), "Destroy workspace: {st} {body}");
     }
 }
@@ -582,16 +584,26 @@ fn bench_sweeper(t: &mut Table) {
     let big = time_take_due(live, due, 31);
     let small = time_take_due(due, due, 31);
     let tiny = time_take_due(live, 10, 31);
-    t.add(format!("take_due, {} live / {} due, median", fmt_int(live as f64), fmt_int(due as f64)), format!("{:.1} us", big.as_secs_f64() * 1e6), "", None);
-    t.add(format!("take_due, {} live / {} due, median", fmt_int(due as f64), fmt_int(due as f64)), format!("{:.1} us", small.as_secs_f64() * 1e6), "", None);
-    t.add(format!("take_due, {} live / 10 due, median", fmt_int(live as f64)), format!("{:.1} us", tiny.as_secs_f64() * 1e6), "", None);
-    let ratio = big.as_secs_f64() / small.as_secs_f64().max(1e-9);
     t.add(
-        "take_due cost ratio 100x more live (same due)",
-        format!("{ratio:.2}x"),
-        "< 4x (grows w/ due)",
-        Some(ratio < 4.0),
+        format!("take_due, {} live / {} due, median", fmt_int(live as f64), fmt_int(due as f64)),
+        format!("{:.1} us", big.as_secs_f64() * 1e6),
+        "",
+        None,
     );
+    t.add(
+        format!("take_due, {} live / {} due, median", fmt_int(due as f64), fmt_int(due as f64)),
+        format!("{:.1} us", small.as_secs_f64() * 1e6),
+        "",
+        None,
+    );
+    t.add(
+        format!("take_due, {} live / 10 due, median", fmt_int(live as f64)),
+        format!("{:.1} us", tiny.as_secs_f64() * 1e6),
+        "",
+        None,
+    );
+    let ratio = big.as_secs_f64() / small.as_secs_f64().max(1e-9);
+    t.add("take_due cost ratio 100x more live (same due)", format!("{ratio:.2}x"), "< 4x (grows w/ due)", Some(ratio < 4.0));
 
     // sweep_once over a real home backed by a real store.
     let dir = tempfile::tempdir().unwrap();
@@ -693,7 +705,8 @@ fn bench_rss(t: &mut Table) {
         let pass = |kib: u64| if kind == Kind::Workspace { Some(kib <= RSS_GOAL_KIB) } else { None };
         t.add(format!("vwsd RSS, {} live {k}s", fmt_int(n as f64)), format!("{:.1} MiB", rss as f64 / 1024.0), goal, pass(rss));
         t.add("    peak (VmHWM)", format!("{:.1} MiB", hwm as f64 / 1024.0), "", None);
-        let size = |f: &str| std::fs::metadata(dir.path().join("data").join(f)).map(|m| m.len()).unwrap_or(0) as f64 / (1024.0 * 1024.0);
+        let size =
+            |f: &str| std::fs::metadata(dir.path().join("data").join(f)).map(|m| m.len()).unwrap_or(0) as f64 / (1024.0 * 1024.0);
         t.add("    store size: db + wal", format!("{:.1} + {:.1} MiB", size("vws.db"), size("vws.db-wal")), "", None);
         let startup = srv.restart();
         let (rss, hwm) = srv.rss_kib();
@@ -755,7 +768,8 @@ fn main() {
     t.notes.push(format!(
         "{cpus} CPUs shared by vwsd, the benchmark clients and anything else running: numbers are noisy; compare runs on the same machine."
     ));
-    t.notes.push("GT 4.0 reference (published): 16 ms create + 14 ms destroy per counter pair, i.e. ~33 pairs/s per client.".into());
+    t.notes
+        .push("GT 4.0 reference (published): 16 ms create + 14 ms destroy per counter pair, i.e. ~33 pairs/s per client.".into());
     t.notes.push("durable = acknowledged after the SQLite commit's fsync; a VM disk with a volatile write cache makes fsync far cheaper than on bare metal.".into());
     t.notes.push(format!("total bench time {:.1} s", t0.elapsed().as_secs_f64()));
     t.print();

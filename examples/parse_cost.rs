@@ -12,7 +12,11 @@ fn main() {
     }
     let el = t.elapsed();
     println!("parse: {:.2} us/op ({k})", el.as_secs_f64() * 1e6 / n as f64);
-    let a = vws::soap::envelope::Addressing { message_id: Some("uuid:x".into()), to: Some("http://h/s".into()), ..Default::default() };
+    let a = vws::soap::envelope::Addressing {
+        message_id: Some("uuid:x".into()),
+        to: Some("http://h/s".into()),
+        ..Default::default()
+    };
     let t = std::time::Instant::now();
     for _ in 0..n {
         let r = vws::soap::envelope::response(&a, "http://h/s", "urn:act", "<p>x</p>");

@@ -31,7 +31,12 @@ fn request(id: &str) -> String {
          <k:WorkspaceKey xmlns:k=\"{}\" soapenv:mustUnderstand=\"0\">7</k:WorkspaceKey></soapenv:Header>\
          <soapenv:Body><wsrp:GetResourceProperty xmlns:wsrp=\"{}\" xmlns:vws=\"{}\">vws:State</wsrp:GetResourceProperty>\
          </soapenv:Body></soapenv:Envelope>",
-        ns::SOAPENV, ns::WSA, ns::WSRP_ACTION, ns::VWS, ns::WSRP, ns::VWS
+        ns::SOAPENV,
+        ns::WSA,
+        ns::WSRP_ACTION,
+        ns::VWS,
+        ns::WSRP,
+        ns::VWS
     )
 }
 

@@ -215,7 +215,10 @@ fn wrong_and_expired_proxies_fail_authentication_with_the_reason() {
     eprintln!("foreign CA: {e}");
     assert_eq!(e.kind(), "auth", "{e}");
     let m = e.to_string().to_lowercase();
-    assert!(m.contains("authentication") && (m.contains("certificate") || m.contains("verify") || m.contains("credential")), "{e}");
+    assert!(
+        m.contains("authentication") && (m.contains("certificate") || m.contains("verify") || m.contains("credential")),
+        "{e}"
+    );
 
     o.credential = Some(foreign_proxy(&out, 0, true));
     std::thread::sleep(Duration::from_millis(1100));
@@ -223,14 +226,16 @@ fn wrong_and_expired_proxies_fail_authentication_with_the_reason() {
     eprintln!("expired: {e}");
     assert_eq!(e.kind(), "auth", "{e}");
     assert!(e.to_string().contains("expired"), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
 fn missing_file_is_a_clean_not_found() {
     let out = fresh_dir("missing-out");
-    let e = transfer::stage(&url(&kit().data.join("no-such-image.img")), out.join("x").to_str().unwrap(), &opts(2, true)).unwrap_err();
+    let e = transfer::stage(&url(&kit().data.join("no-such-image.img")), out.join("x").to_str().unwrap(), &opts(2, true))
+        .unwrap_err();
     assert_eq!(e.kind(), "not_found", "{e}");
     assert!(e.to_string().contains("no-such-image.img"), "{e}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
@@ -347,7 +352,11 @@ fn server_killed_mid_transfer_resumes_byte_identical() {
     assert_eq!(o.sha256, want);
     assert_eq!(sha256(&dst), want, "byte-identical after resume");
     let from = o.resumed_from.first().copied();
-    assert!(from.is_some_and(|f| f > 0 && f < 1 << 30), "resumed with ERET from the data on disk, not from 0: {:?}", o.resumed_from);
+    assert!(
+        from.is_some_and(|f| f > 0 && f < 1 << 30),
+        "resumed with ERET from the data on disk, not from 0: {:?}",
+        o.resumed_from
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -392,7 +401,8 @@ fn hostile_trust_dirs() -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let (ca, cakey, host) = (kd.join("ca/ca.pem"), kd.join("ca/ca.key"), kd.join("host/hostcert.pem"));
-    let common = ["ca", "-batch", "-config", cnf.to_str().unwrap(), "-cert", ca.to_str().unwrap(), "-keyfile", cakey.to_str().unwrap()];
+    let common =
+        ["ca", "-batch", "-config", cnf.to_str().unwrap(), "-cert", ca.to_str().unwrap(), "-keyfile", cakey.to_str().unwrap()];
     let mut a = common.to_vec();
     a.extend(["-revoke", host.to_str().unwrap()]);
     openssl_cli(&a);
@@ -490,7 +500,11 @@ fn upload_server_killed_mid_stor_resumes_byte_identical() {
     });
     let t = Instant::now();
     while confirmed.0.load(Ordering::Relaxed) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no restart marker confirmed any data (sent {})", seen.load(Ordering::Relaxed));
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no restart marker confirmed any data (sent {})",
+            seen.load(Ordering::Relaxed)
+        );
         assert!(!h.is_finished(), "the upload ended before a restart marker came");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -506,7 +520,11 @@ fn upload_server_killed_mid_stor_resumes_byte_identical() {
     assert!(o.remote_checksum.is_some(), "server checksum compared after the resume");
     eprintln!("resumed from {:?}", o.resumed_from);
     let first = *o.resumed_from.first().expect("the upload was resumed");
-    assert!(first >= marked && first > 0 && first < 1 << 30, "ESTO from the confirmed prefix {marked}, not from 0: {:?}", o.resumed_from);
+    assert!(
+        first >= marked && first > 0 && first < 1 << 30,
+        "ESTO from the confirmed prefix {marked}, not from 0: {:?}",
+        o.resumed_from
+    );
     // The remote file, fetched back over GridFTP, is byte-identical.
     let back = out.join("back.bin");
     let d = transfer::stage(&url(&dst), back.to_str().unwrap(), &opts(4, false)).unwrap();
@@ -519,7 +537,11 @@ fn upload_server_killed_mid_stor_resumes_byte_identical() {
     let esto: Vec<&str> = tail.lines().filter(|l| l.contains("TYPE=ESTO") && l.contains("CODE=226")).collect();
     eprintln!("server transfer log after the restart: {esto:?}");
     let nbytes = |l: &str| -> u64 { l.split_whitespace().find_map(|f| f.strip_prefix("NBYTES=")).unwrap().parse().unwrap() };
-    assert!(esto.iter().any(|l| nbytes(l) == (1 << 30) - last), "an ESTO of the last {} bytes in the server's log: {esto:?}", (1u64 << 30) - last);
+    assert!(
+        esto.iter().any(|l| nbytes(l) == (1 << 30) - last),
+        "an ESTO of the last {} bytes in the server's log: {esto:?}",
+        (1u64 << 30) - last
+    );
 }
 
 /// A real HTTP/1.1 file server (python's http.server) with `Range` support and an optional
@@ -633,7 +655,8 @@ fn file_to_file_staging_is_verified_and_atomic() {
     let src = small("local-src.bin", 24 << 20, 5);
     let out = fresh_dir("local-out");
     let dst = out.join("copy.img");
-    let r = transfer::stage(&format!("file://{}", src.display()), &format!("file://{}", dst.display()), &Options::default()).unwrap();
+    let r =
+        transfer::stage(&format!("file://{}", src.display()), &format!("file://{}", dst.display()), &Options::default()).unwrap();
     assert_eq!(r.bytes, 24 << 20);
     assert_eq!(r.sha256, sha256(&src));
     assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
@@ -644,7 +667,12 @@ fn file_to_file_staging_is_verified_and_atomic() {
     assert_eq!(e.kind(), "checksum_mismatch", "{e}");
     assert_eq!(std::fs::read(&dst).unwrap(), b"old");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
-    let e = transfer::stage(&format!("file://{}", out.join("missing").display()), &format!("file://{}", dst.display()), &Options::default()).unwrap_err();
+    let e = transfer::stage(
+        &format!("file://{}", out.join("missing").display()),
+        &format!("file://{}", dst.display()),
+        &Options::default(),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), "not_found", "{e}");
 }
 

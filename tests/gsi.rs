@@ -110,10 +110,7 @@ fn searches_the_standard_places() {
     let e = env(vec![("X509_USER_PROXY", m().expired.clone().into())]);
     assert!(matches!(Credential::find_user_in(&e).unwrap_err(), GsiError::Expired { .. }));
     // X509_USER_CERT/KEY (the user's own certificate)
-    let e = env(vec![
-        ("X509_USER_CERT", k.path("X509_USER_CERT").into()),
-        ("X509_USER_KEY", k.path("X509_USER_KEY").into()),
-    ]);
+    let e = env(vec![("X509_USER_CERT", k.path("X509_USER_CERT").into()), ("X509_USER_KEY", k.path("X509_USER_KEY").into())]);
     if !Path::new(&format!("/tmp/x509up_u{}", security::credential::current_uid())).exists() {
         assert_eq!(Credential::find_user_in(&e).unwrap().subject_dn(), k.user_dn());
         // ~/.globus/usercert.pem
@@ -127,10 +124,7 @@ fn searches_the_standard_places() {
         assert!(matches!(Credential::find_user_in(&e).unwrap_err(), GsiError::NoCredential { .. }));
     }
     // the service credential from X509_USER_CERT/KEY
-    let e = env(vec![
-        ("X509_USER_CERT", k.path("GSI_HOST_CERT").into()),
-        ("X509_USER_KEY", k.path("GSI_HOST_KEY").into()),
-    ]);
+    let e = env(vec![("X509_USER_CERT", k.path("GSI_HOST_CERT").into()), ("X509_USER_KEY", k.path("GSI_HOST_KEY").into())]);
     assert_eq!(Credential::find_host_in(&e).unwrap().subject_dn(), k.var("GSI_HOST_DN"));
 }
 

@@ -484,19 +484,27 @@ fn soap_1_2_envelope_is_version_mismatch() {
 
 #[test]
 fn random_envelope_namespace_is_version_mismatch() {
-    case(default_conf(), Expect::Fault { status: 500, code: "VersionMismatch", detail: None }, "not a SOAP 1.1 Envelope", |s, key| {
-        let body = format!(
+    case(
+        default_conf(),
+        Expect::Fault { status: 500, code: "VersionMismatch", detail: None },
+        "not a SOAP 1.1 Envelope",
+        |s, key| {
+            let body = format!(
             "<x:Envelope xmlns:x=\"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66\"><x:Header>{}</x:Header><x:Body><wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:hardware</wsrp:GetResourceProperty></x:Body></x:Envelope>",
             Server::ws_key_header(key)
         );
-        exchange(s, post_bytes(s, WS, &gp_action(), body.as_bytes()))
-    });
+            exchange(s, post_bytes(s, WS, &gp_action(), body.as_bytes()))
+        },
+    );
 }
 
 #[test]
 fn envelope_without_body() {
     case(default_conf(), client_fault(500), "no Body", |s, key| {
-        let body = format!("<soapenv:Envelope xmlns:soapenv=\"{SOAPENV}\"><soapenv:Header>{}</soapenv:Header></soapenv:Envelope>", Server::ws_key_header(key));
+        let body = format!(
+            "<soapenv:Envelope xmlns:soapenv=\"{SOAPENV}\"><soapenv:Header>{}</soapenv:Header></soapenv:Envelope>",
+            Server::ws_key_header(key)
+        );
         exchange(s, post_bytes(s, WS, &gp_action(), body.as_bytes()))
     });
 }
@@ -518,7 +526,21 @@ fn envelope_with_empty_body() {
 #[test]
 fn unknown_operation() {
     case(default_conf(), wsrf(VWS, "UnknownOperationFault"), "UnknownOperationFault", |s, key| {
-        exchange(s, post_bytes(s, WS, "urn:evil/DropTables", envelope(&s.url(WS), "urn:evil/DropTables", &Server::ws_key_header(key), "<evil:DropTables xmlns:evil=\"urn:evil\">resources</evil:DropTables>").as_bytes()))
+        exchange(
+            s,
+            post_bytes(
+                s,
+                WS,
+                "urn:evil/DropTables",
+                envelope(
+                    &s.url(WS),
+                    "urn:evil/DropTables",
+                    &Server::ws_key_header(key),
+                    "<evil:DropTables xmlns:evil=\"urn:evil\">resources</evil:DropTables>",
+                )
+                .as_bytes(),
+            ),
+        )
     });
 }
 

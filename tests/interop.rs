@@ -297,8 +297,7 @@ mod domcmp {
                     self.out.push(format!("{path}: {e}"));
                 }
             } else {
-                let (rt, vt) =
-                    (self.norm.value(rec, &rec.text(), Side::Recorded), self.norm.value(vws, &vws.text(), Side::Vws));
+                let (rt, vt) = (self.norm.value(rec, &rec.text(), Side::Recorded), self.norm.value(vws, &vws.text(), Side::Vws));
                 if rt != vt {
                     self.out.push(format!("{path}: text differs: recorded {rt:?}, vws {vt:?}"));
                 }
@@ -474,12 +473,7 @@ impl Exchange {
         let ct = self.resp.header("Content-Type").unwrap_or("");
         assert!(ct.eq_ignore_ascii_case("text/xml; charset=utf-8"), "Content-Type {ct:?}: {}", self.ctx());
         assert_eq!(self.env.name, q(SOAPENV, "Envelope"), "{}", self.ctx());
-        assert_eq!(
-            body_child(&self.env).name == q(SOAPENV, "Fault"),
-            fault,
-            "fault iff HTTP 500: {}",
-            self.ctx()
-        );
+        assert_eq!(body_child(&self.env).name == q(SOAPENV, "Fault"), fault, "fault iff HTTP 500: {}", self.ctx());
         let h = self.env.child(SOAPENV, "Header").unwrap_or_else(|| panic!("no soapenv:Header: {}", self.ctx()));
         let names: Vec<String> = h.elements().map(|e| e.name.clark()).collect();
         let mut want = vec!["MessageID", "To", "Action", "From", "RelatesTo"];
@@ -534,8 +528,7 @@ fn assert_same(diffs: Vec<String>, ctx: &str) {
 
 /// A SOAP fault code in the `soapenv:Server` family (`Server`, `Server.generalException`, …).
 fn is_server_code(e: &Element) -> bool {
-    e.resolve_qname(e.text().trim())
-        .is_ok_and(|c| c.ns == SOAPENV && (c.local == "Server" || c.local.starts_with("Server.")))
+    e.resolve_qname(e.text().trim()).is_ok_and(|c| c.ns == SOAPENV && (c.local == "Server" || c.local.starts_with("Server.")))
 }
 
 /// Run each check, collecting failures instead of stopping at the first one.
@@ -700,7 +693,8 @@ fn stub_case(s: &Server, name: &str) {
             compare_with_stub(&x, &stub_response(name), &allow, s, Some(&key));
             let doc = body_child(&x.env).first_element().unwrap();
             let names: Vec<QName> = doc.elements().map(|e| e.name.clone()).collect();
-            for want in [q(NIMBUS, "CurrentState"), q(NIMBUS, "CurrentTime"), q(WSRL, "TerminationTime"), q(WSRL, "CurrentTime")] {
+            for want in [q(NIMBUS, "CurrentState"), q(NIMBUS, "CurrentTime"), q(WSRL, "TerminationTime"), q(WSRL, "CurrentTime")]
+            {
                 assert!(names.contains(&want), "RP document lacks {want}: {}", x.ctx());
             }
             assert!(!names.contains(&q(NIMBUS, "Comment")), "no Comment on a fresh workspace: {}", x.ctx());

@@ -48,8 +48,12 @@ fn resources_survive_kill9_and_expired_ones_are_destroyed_on_schedule() {
     let r = get_tt(&s, &keep);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(between(&r.body, "TerminationTime xmlns:p=\"", "</").map(str::to_string), tt_before);
-    let r = s.call("CounterService", &Server::counter_key_header(&counter), &format!("{WSRP_ACTION}/GetResourceProperty"),
-        &format!("<GetResourceProperty xmlns=\"{WSRP}\" xmlns:c=\"{COUNTER}\">c:Value</GetResourceProperty>"));
+    let r = s.call(
+        "CounterService",
+        &Server::counter_key_header(&counter),
+        &format!("{WSRP_ACTION}/GetResourceProperty"),
+        &format!("<GetResourceProperty xmlns=\"{WSRP}\" xmlns:c=\"{COUNTER}\">c:Value</GetResourceProperty>"),
+    );
     assert!(r.body.contains(">0</ns1:Value>"), "{}", r.body);
 
     // `short` expired while vwsd was down: gone right after restart.

@@ -156,9 +156,9 @@ impl Rules {
         let mut failed = Vec::new();
         for rule in &self.rules {
             for alt in rule.context.split('|') {
-                let nodes = ctx.findnodes(&format!("//{}", alt.trim()), None).unwrap_or_else(|_| {
-                    panic!("pattern {}: context '{}' is not a valid path", rule.pattern, rule.context)
-                });
+                let nodes = ctx
+                    .findnodes(&format!("//{}", alt.trim()), None)
+                    .unwrap_or_else(|_| panic!("pattern {}: context '{}' is not a valid path", rule.pattern, rule.context));
                 for node in nodes {
                     for a in &rule.asserts {
                         let ok = ctx
@@ -274,7 +274,10 @@ fn every_xsd_file_compiles_offline_and_starts_with_a_comment() {
         ctx.register_namespace("xs", XS).unwrap();
         for imp in ctx.findnodes("/xs:schema/xs:import", None).unwrap() {
             let loc = imp.get_attribute("schemaLocation").unwrap_or_default();
-            assert!(!loc.contains(':') && !loc.contains('/') && xsd_path(&loc).exists(), "{file}: import of '{loc}' is not a sibling file");
+            assert!(
+                !loc.contains(':') && !loc.contains('/') && xsd_path(&loc).exists(),
+                "{file}: import of '{loc}' is not a sibling file"
+            );
         }
     }
     let _all = compile_all();
@@ -346,7 +349,13 @@ fn schema_and_description_rs_accept_every_valid_sample() {
             )),
         }
     }
-    assert!(disagreements.is_empty(), "{} of {} valid samples are not accepted by both:\n{}\n", disagreements.len(), files.len(), disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} valid samples are not accepted by both:\n{}\n",
+        disagreements.len(),
+        files.len(),
+        disagreements.join("\n")
+    );
 }
 
 #[test]
@@ -401,7 +410,12 @@ fn sections_written_by_description_rs_validate() {
     for f in valid_samples() {
         let Ok(d) = rust_verdict(&read(&f)) else { continue };
         let mut sections = vec![("category", d.category_xml())];
-        for (name, s) in [("hardware", d.hardware_xml()), ("network", d.network_xml()), ("software", d.software_xml()), ("capability", d.capability_xml())] {
+        for (name, s) in [
+            ("hardware", d.hardware_xml()),
+            ("network", d.network_xml()),
+            ("software", d.software_xml()),
+            ("capability", d.capability_xml()),
+        ] {
             if let Some(s) = s {
                 sections.push((name, s));
             }
@@ -424,7 +438,8 @@ fn sections_written_by_description_rs_validate() {
 // -------------------------------------------------------------------------------------------
 // (c) the WSDL files
 
-const WSRP_OPS: [&str; 4] = ["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties", "SetResourceProperties"];
+const WSRP_OPS: [&str; 4] =
+    ["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties", "SetResourceProperties"];
 const WSRL_OPS: [&str; 2] = ["Destroy", "SetTerminationTime"];
 
 struct WsdlSpec {
@@ -463,7 +478,14 @@ const WSDLS: [WsdlSpec; 3] = [
             ("undeploy", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/undeployRequest"),
         ],
         wsrf: true,
-        inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrp-2004-06.xsd", "wsrl-2004-06.xsd", "nimbus-properties.xsd", "workspace.xsd"],
+        inline: &[
+            "wsa-2004-03.xsd",
+            "wsbf-2004-06.xsd",
+            "wsrp-2004-06.xsd",
+            "wsrl-2004-06.xsd",
+            "nimbus-properties.xsd",
+            "workspace.xsd",
+        ],
     },
     WsdlSpec {
         file: "counter.wsdl",
@@ -521,7 +543,11 @@ fn wsdl_files_are_well_formed_consistent_and_declare_gt4_actions() {
         let text = read(&spec.path());
         let f = spec.file;
         assert!(strip_xml_decl(&text).starts_with("<!--"), "{f} must start with a comment saying what it is for");
-        assert_eq!(text.matches(PLACEHOLDER).count(), 1, "{f}: the address placeholder must appear exactly once (it is replaced everywhere)");
+        assert_eq!(
+            text.matches(PLACEHOLDER).count(),
+            1,
+            "{f}: the address placeholder must appear exactly once (it is replaced everywhere)"
+        );
         let doc = parse_doc(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
         // vws' own hardened parser must read it too (no DOCTYPE, within limits).
         parse(&text, &Limits::default()).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -580,7 +606,8 @@ fn wsdl_files_are_well_formed_consistent_and_declare_gt4_actions() {
         let pt = &pt[0];
         match spec.rp_root {
             Some((ns, local)) => {
-                let rp = pt.get_attribute_ns("ResourceProperties", WSRP).unwrap_or_else(|| panic!("{f}: wsrp:ResourceProperties"));
+                let rp =
+                    pt.get_attribute_ns("ResourceProperties", WSRP).unwrap_or_else(|| panic!("{f}: wsrp:ResourceProperties"));
                 assert_eq!(resolve(pt, &rp), (ns.to_string(), local.to_string()), "{f}: wsrp:ResourceProperties");
             }
             None => assert!(pt.get_attribute_ns("ResourceProperties", WSRP).is_none(), "{f}: a factory has no RP document"),
@@ -599,8 +626,16 @@ fn wsdl_files_are_well_formed_consistent_and_declare_gt4_actions() {
             let m = messages.get(&mname).unwrap_or_else(|| panic!("{f} {what}: no message {mname}"));
             let parts = m.get_child_elements();
             assert_eq!(parts.len(), 1, "{f} message {mname}: one part (document/literal)");
-            let el = resolve(&parts[0], &parts[0].get_attribute("element").unwrap_or_else(|| panic!("{f} message {mname}: part/@element")));
-            assert!(declared.contains(&el), "{f} message {mname}: element {{{}}}{} is not declared in the inline schemas", el.0, el.1);
+            let el = resolve(
+                &parts[0],
+                &parts[0].get_attribute("element").unwrap_or_else(|| panic!("{f} message {mname}: part/@element")),
+            );
+            assert!(
+                declared.contains(&el),
+                "{f} message {mname}: element {{{}}}{} is not declared in the inline schemas",
+                el.0,
+                el.1
+            );
         };
         for op in ctx.findnodes("wsdl:operation", Some(pt)).unwrap() {
             let name = op.get_attribute("name").unwrap();
@@ -748,13 +783,22 @@ fn vwsd_serves_each_wsdl_with_the_address_used() {
             for host in [s.addr.as_str(), "example.org:1234"] {
                 let r = get_wsdl(&s, service, host);
                 assert_eq!(r.status, 200, "{service} via {host}: {}", r.body);
-                assert!(r.header("content-type").is_some_and(|c| c.contains("xml")), "{service}: content type {:?}", r.header("content-type"));
+                assert!(
+                    r.header("content-type").is_some_and(|c| c.contains("xml")),
+                    "{service}: content type {:?}",
+                    r.header("content-type")
+                );
                 let url = format!("http://{host}/wsrf/services/{service}");
                 if host == s.addr {
                     assert_eq!(url, s.url(service));
                 }
                 assert!(!r.body.contains(PLACEHOLDER), "{service}: placeholder left in the served WSDL");
-                assert_eq!(r.body, template.replace(PLACEHOLDER, &url), "{service} via {host}: served WSDL is not wsdl/{} with its address", spec.file);
+                assert_eq!(
+                    r.body,
+                    template.replace(PLACEHOLDER, &url),
+                    "{service} via {host}: served WSDL is not wsdl/{} with its address",
+                    spec.file
+                );
                 let _g = libxml();
                 let doc = parse_doc(&r.body).unwrap();
                 let mut ctx = wsdl_context(&doc);
@@ -852,7 +896,9 @@ fn vwsd_replies_validate_against_the_published_types() {
         match c.check(&r, &what).as_str() {
             "createResponse" => {
                 assert_eq!(r.status, 200);
-                keys.push(between(&r.body, "WorkspaceKey xmlns:k0=\"http://vws.dev/2026/11/workspace\">", "<").unwrap().to_string());
+                keys.push(
+                    between(&r.body, "WorkspaceKey xmlns:k0=\"http://vws.dev/2026/11/workspace\">", "<").unwrap().to_string(),
+                );
             }
             "PolicyRejectedFault" => assert_eq!(r.status, 500),
             other => c.failures.push(format!("{what}: answered {other}")),
@@ -933,7 +979,12 @@ fn vwsd_replies_validate_against_the_published_types() {
         c.check(&r, &format!("QueryResourceProperties /* of workspace {k} after deploy"));
     }
     assert!(deployed > 0, "no sample could be deployed");
-    let r = s.call(ws, &h, &format!("{VWS}/WorkspaceManagerPortType/undeployRequest"), &format!("<undeploy xmlns=\"{VWS}\"><now/></undeploy>"));
+    let r = s.call(
+        ws,
+        &h,
+        &format!("{VWS}/WorkspaceManagerPortType/undeployRequest"),
+        &format!("<undeploy xmlns=\"{VWS}\"><now/></undeploy>"),
+    );
     assert_eq!(c.check(&r, "undeploy with an argument"), "InvalidRequestFault");
     let r = s.call(ws, &h, &format!("{VWS}/WorkspacePortType/startRequest"), &format!("<start xmlns=\"{VWS}\"/>"));
     assert_eq!(c.check(&r, "an operation the workspace service does not have"), "UnknownOperationFault");
@@ -970,8 +1021,20 @@ fn vwsd_replies_validate_against_the_published_types() {
         assert_eq!(c.check(&r, &format!("{service} GetMultipleResourceProperties")), "GetMultipleResourcePropertiesResponse");
     }
 
-    assert!(c.failures.is_empty(), "{} reply/replies do not validate against xsd/:\n{}\n", c.failures.len(), c.failures.join("\n"));
-    for expected in ["createResponse", "InvalidDescriptionFault", "WorkspaceResourceProperties", "Counter", "UnknownOperationFault", "deployResponse"] {
+    assert!(
+        c.failures.is_empty(),
+        "{} reply/replies do not validate against xsd/:\n{}\n",
+        c.failures.len(),
+        c.failures.join("\n")
+    );
+    for expected in [
+        "createResponse",
+        "InvalidDescriptionFault",
+        "WorkspaceResourceProperties",
+        "Counter",
+        "UnknownOperationFault",
+        "deployResponse",
+    ] {
         assert!(c.seen.contains(expected), "never saw a {expected}: {:?}", c.seen);
     }
 }

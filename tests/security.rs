@@ -131,7 +131,8 @@ impl Conn {
 
     fn create(&mut self, s: &Server) -> HttpResponse {
         let action = format!("{VWS}/WorkspaceFactoryPortType/createRequest");
-        let body = envelope(&s.https_url(FACTORY), &action, "", &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()));
+        let body =
+            envelope(&s.https_url(FACTORY), &action, "", &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()));
         self.post(FACTORY, &action, &body)
     }
 
@@ -269,10 +270,7 @@ fn accepts_rfc_legacy_chained_and_voms_proxies_as_their_user() {
         let row = rows.iter().find(|r| r.1 == key).unwrap_or_else(|| panic!("{what}: {key} not stored"));
         assert!(row.3.contains(dn), "{what}: owner not stored: {}", row.3);
         let log = s.log();
-        assert!(
-            log.lines().any(|l| l.contains("workspace created") && l.contains(&key) && l.contains(dn)),
-            "{what}: {log}"
-        );
+        assert!(log.lines().any(|l| l.contains("workspace created") && l.contains(&key) && l.contains(dn)), "{what}: {log}");
     }
     // the VOMS proxies' FQANs are recorded with the owner
     let rows = s.db_dump();
@@ -285,8 +283,18 @@ fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
     // then open to every authenticated caller; the grid-mapfile is the gate).
     let k = kit();
     let args: Vec<String> = [
-        "--https", "127.0.0.1:0", "--host-cert", &k.var("GSI_HOST_CERT"), "--host-key", &k.var("GSI_HOST_KEY"),
-        "--cert-dir", &k.var("X509_CERT_DIR"), "--gridmap", &k.var("GRIDMAP"), "--vomsdir", &k.var("X509_VOMS_DIR"),
+        "--https",
+        "127.0.0.1:0",
+        "--host-cert",
+        &k.var("GSI_HOST_CERT"),
+        "--host-key",
+        &k.var("GSI_HOST_KEY"),
+        "--cert-dir",
+        &k.var("X509_CERT_DIR"),
+        "--gridmap",
+        &k.var("GRIDMAP"),
+        "--vomsdir",
+        &k.var("X509_VOMS_DIR"),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -302,7 +310,11 @@ fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
             .env_remove("X509_USER_PROXY")
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let epr = s.dir.path().join("ws.epr");
     let sample = repo_dir().join("conf/samples/workspace.xml");
@@ -318,10 +330,7 @@ fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
     assert_eq!(s.db_dump().len(), 1);
     // a DN outside the grid-mapfile is refused, and the client says why
     let b = before(&s);
-    let (ok, out, err) = vws(
-        &users().c_proxy,
-        &["--service", &s.https_url(FACTORY), "create", sample.to_str().unwrap()],
-    );
+    let (ok, out, err) = vws(&users().c_proxy, &["--service", &s.https_url(FACTORY), "create", sample.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(format!("{out}{err}").contains("is not in the grid-mapfile"), "{out}{err}");
     nothing_ran(&s, &b, "unmapped user via vws");
@@ -383,11 +392,21 @@ fn security_on_refuses_anonymous_plain_http() {
     refused_by_policy(&s, &r, &b, "authentication", anonymous, "anonymous", "plain HTTP GetResourceProperty");
     assert!(!r.body.contains(&k.user_dn()) && !r.body.contains("GetResourcePropertyResponse"), "the owner leaked: {}", r.body);
     let b = before(&s);
-    let r = s.call(WS, &Server::ws_key_header(&key), &format!("{WSRL_ACTION}/Destroy"), &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"));
+    let r = s.call(
+        WS,
+        &Server::ws_key_header(&key),
+        &format!("{WSRL_ACTION}/Destroy"),
+        &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"),
+    );
     refused_by_policy(&s, &r, &b, "authentication", anonymous, "anonymous", "plain HTTP Destroy");
     // the hosted counter sample too
     let b = before(&s);
-    let body = envelope(&s.url("CounterService"), "http://counter.com/CounterPortType/createCounterRequest", "", "<createCounter xmlns=\"http://counter.com\"/>");
+    let body = envelope(
+        &s.url("CounterService"),
+        "http://counter.com/CounterPortType/createCounterRequest",
+        "",
+        "<createCounter xmlns=\"http://counter.com\"/>",
+    );
     let r = s.post("CounterService", "http://counter.com/CounterPortType/createCounterRequest", &body);
     refused_by_policy(&s, &r, &b, "authentication", anonymous, "anonymous", "plain HTTP createCounter");
 }
@@ -404,7 +423,10 @@ fn refuses_certificates_signed_by_someone_elses_key() {
     let key = key_of(&Conn::open(&s, Some(&k.path("GSI_PROXY_RFC"))).create(&s));
     let cases = [
         (m().foreign_key.clone(), format!("/CN=777 does not verify with the key of its issuer {}", k.user_dn())),
-        (m().impostor_proxy.clone(), format!("{} does not verify with the key of its issuer {}", k.user_dn(), k.var("GSI_CA_DN"))),
+        (
+            m().impostor_proxy.clone(),
+            format!("{} does not verify with the key of its issuer {}", k.user_dn(), k.var("GSI_CA_DN")),
+        ),
     ];
     for (proxy, reason) in &cases {
         let what = proxy.display().to_string();
@@ -444,7 +466,15 @@ fn acl_refuses_a_dn_or_fqan_it_does_not_name() {
     // user B, a mapped and valid user, but no create entry names B's DN and B has no FQAN
     let b = before(&s);
     let r = Conn::open(&s, Some(&users().b_proxy)).create(&s);
-    refused_by_policy(&s, &r, &b, "acl:create", &format!("{USER_B_DN} (FQANs: none) matches no 'create' ACL entry"), USER_B_DN, "DN not in ACL");
+    refused_by_policy(
+        &s,
+        &r,
+        &b,
+        "acl:create",
+        &format!("{USER_B_DN} (FQANs: none) matches no 'create' ACL entry"),
+        USER_B_DN,
+        "DN not in ACL",
+    );
     // user B with a VOMS FQAN that is not the admin role
     let b = before(&s);
     let r = Conn::open(&s, Some(&users().b_voms_user)).create(&s);
@@ -476,7 +506,15 @@ fn another_users_workspace_is_refused_except_to_the_admin_fqan() {
     refused_by_policy(&s, &r, &b, "owner", &owner_rule, USER_B_DN, "B reads A's workspace");
     let b = before(&s);
     let r = bc.destroy(&s, &key);
-    refused_by_policy(&s, &r, &b, "owner", &format!("{USER_B_DN} may not manage a resource owned by {}", k.user_dn()), USER_B_DN, "B destroys A's workspace");
+    refused_by_policy(
+        &s,
+        &r,
+        &b,
+        "owner",
+        &format!("{USER_B_DN} may not manage a resource owned by {}", k.user_dn()),
+        USER_B_DN,
+        "B destroys A's workspace",
+    );
     let b = before(&s);
     let r = bc.call(
         &s,
@@ -561,4 +599,3 @@ fn signed_messages_tampered_or_replayed_are_refused() {
     key_of(&r);
     assert_eq!(s.db_dump().len(), 2);
 }
-

@@ -356,7 +356,12 @@ fn get_multiple_resource_properties_keeps_request_order() {
     set_ok(&s, &key, "<wsrp:Insert><n:Comment>c1</n:Comment></wsrp:Insert>");
     let order = ["l:CurrentTime", "w:hardware", "n:CurrentState", "w:category", "l:TerminationTime", "n:Comment", "w:lifeCycle"];
     let r = get_multiple(&s, &key, &order);
-    let p = ok(&r, WSRP, "GetMultipleResourcePropertiesResponse", Some(&format!("{WSRP_ACTION}/GetMultipleResourcePropertiesResponse")));
+    let p = ok(
+        &r,
+        WSRP,
+        "GetMultipleResourcePropertiesResponse",
+        Some(&format!("{WSRP_ACTION}/GetMultipleResourcePropertiesResponse")),
+    );
     let got: Vec<QName> = p.elements().map(|e| e.name.clone()).collect();
     let want = vec![
         QName::new(WSRL, "CurrentTime"),
@@ -375,7 +380,12 @@ fn get_multiple_resource_properties_keeps_request_order() {
     assert_eq!(got, want.into_iter().rev().collect::<Vec<_>>());
     // Properties without a value contribute nothing; the rest stay in order.
     set_ok(&s, &key, "<wsrp:Delete ResourceProperty=\"n:Comment\"/>");
-    let p = ok(&get_multiple(&s, &key, &["w:lifeCycle", "n:Comment", "w:category"]), WSRP, "GetMultipleResourcePropertiesResponse", None);
+    let p = ok(
+        &get_multiple(&s, &key, &["w:lifeCycle", "n:Comment", "w:category"]),
+        WSRP,
+        "GetMultipleResourcePropertiesResponse",
+        None,
+    );
     let got: Vec<QName> = p.elements().map(|e| e.name.clone()).collect();
     assert_eq!(got, vec![QName::new(VWS, "lifeCycle"), QName::new(VWS, "category")]);
 }
@@ -707,7 +717,12 @@ fn destroy_then_resource_unknown_and_destroy_twice() {
     assert_eq!(values(&s, &other, "w:hardware").len(), 1);
     // Counters are destroyable too.
     let c = s.create_counter("CounterService");
-    let r = s.call("CounterService", &Server::counter_key_header(&c), &format!("{WSRL_ACTION}/Destroy"), &format!("<Destroy xmlns=\"{WSRL}\"/>"));
+    let r = s.call(
+        "CounterService",
+        &Server::counter_key_header(&c),
+        &format!("{WSRL_ACTION}/Destroy"),
+        &format!("<Destroy xmlns=\"{WSRL}\"/>"),
+    );
     ok(&r, WSRL, "DestroyResponse", None);
     assert!(row(&s.db_dump(), &c).is_none());
 }
@@ -908,7 +923,8 @@ fn factory_policy_rejections_name_the_rule() {
     check_rejection(&s, &base.replace("<ram min=\"256\" max=\"1024\"/>", "<ram min=\"32768\" max=\"65536\"/>"), "max_ram_mib");
     check_rejection(&s, &base.replace("min=\"512\" max=\"2048\"", "min=\"300000\" max=\"400000\""), "max_disk_mib");
     check_rejection(&s, &base.replace("<lifeCycle>3600</lifeCycle>", "<lifeCycle>2000000</lifeCycle>"), "max_lifetime_secs");
-    let da = base.replace("<name>vm</name>\n    <vmm>xen</vmm>\n    <vmmVersion>4.17</vmmVersion>", "<name>dynamic account</name>");
+    let da =
+        base.replace("<name>vm</name>\n    <vmm>xen</vmm>\n    <vmmVersion>4.17</vmmVersion>", "<name>dynamic account</name>");
     assert!(da.contains("dynamic account"));
     check_rejection(&s, &da, "allowed_categories");
     let s = Server::start_with(Conf { policy: "allowed_vmms = [\"kvm\"]\n".into(), ..Default::default() });
@@ -934,7 +950,12 @@ fn unknown_operation_fault() {
     let body = envelope(&s.url("WorkspaceFactoryService"), &action, "", &format!("<destroy xmlns=\"{VWS}\"/>"));
     wsrf_fault(&s.post("WorkspaceFactoryService", &action, &body), VWS, "UnknownOperationFault");
     let c = s.create_counter("CounterService");
-    let r = s.call("CounterService", &Server::counter_key_header(&c), "http://counter.com/CounterPortType/subtractRequest", "<subtract xmlns=\"http://counter.com\">1</subtract>");
+    let r = s.call(
+        "CounterService",
+        &Server::counter_key_header(&c),
+        "http://counter.com/CounterPortType/subtractRequest",
+        "<subtract xmlns=\"http://counter.com\">1</subtract>",
+    );
     wsrf_fault(&r, VWS, "UnknownOperationFault");
 }
 
@@ -963,12 +984,18 @@ fn soap_action_disagreeing_with_wsa_action_is_a_client_fault() {
 fn must_understand_on_an_unknown_header() {
     let s = Server::start();
     let key = s.create_workspace();
-    let hdr = format!("{}<x:Security xmlns:x=\"urn:unknown\" soapenv:mustUnderstand=\"1\">secret</x:Security>", Server::ws_key_header(&key));
+    let hdr = format!(
+        "{}<x:Security xmlns:x=\"urn:unknown\" soapenv:mustUnderstand=\"1\">secret</x:Security>",
+        Server::ws_key_header(&key)
+    );
     let r = ws_call_headers(&s, &hdr);
     let f = soap_fault(&r, "MustUnderstand");
     assert!(f.child("", "faultstring").unwrap().text().contains("urn:unknown"), "{}", r.body);
     // mustUnderstand="0" on the same header, or "1" on the key header, is fine.
-    let hdr = format!("{}<x:Security xmlns:x=\"urn:unknown\" soapenv:mustUnderstand=\"0\">secret</x:Security>", Server::ws_key_header(&key));
+    let hdr = format!(
+        "{}<x:Security xmlns:x=\"urn:unknown\" soapenv:mustUnderstand=\"0\">secret</x:Security>",
+        Server::ws_key_header(&key)
+    );
     ok(&ws_call_headers(&s, &hdr), WSRP, "GetResourcePropertyResponse", None);
     let hdr = format!("<k:WorkspaceKey xmlns:k=\"{VWS}\" soapenv:mustUnderstand=\"1\">{key}</k:WorkspaceKey>");
     ok(&ws_call_headers(&s, &hdr), WSRP, "GetResourcePropertyResponse", None);
@@ -982,13 +1009,16 @@ fn ws_call_headers(s: &Server, headers: &str) -> HttpResponse {
 fn wsdl_is_served_for_every_service() {
     let s = Server::start();
     for svc in ["WorkspaceFactoryService", "WorkspaceService", "CounterService", "CounterServiceRW"] {
-        let r = s.raw(format!("GET /wsrf/services/{svc}?wsdl HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes());
+        let r =
+            s.raw(format!("GET /wsrf/services/{svc}?wsdl HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes());
         assert_eq!(r.status, 200, "{svc}: {}", r.body);
         let ct = r.header("content-type").unwrap_or_default();
         assert!(ct.starts_with("text/xml"), "{svc}: content type {ct}");
         // (WSDL content is checked where the WSDL files are written.)
     }
-    let r = s.raw(format!("GET /wsrf/services/NoSuchService?wsdl HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes());
+    let r = s.raw(
+        format!("GET /wsrf/services/NoSuchService?wsdl HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes(),
+    );
     assert_eq!(r.status, 404);
 }
 
@@ -1067,7 +1097,10 @@ fn vws_cli_end_to_end() {
     assert!(line.starts_with(&format!("{{{VWS}}}hardware")), "{out}");
     assert!(line.contains("ram[min=256 max=1024]"), "{out}");
     let out = cli_ok(&["--epr", epr_file, "--output", "table", "get-properties", "wsrl:TerminationTime", "nimbus:CurrentState"]);
-    assert!(out.lines().any(|l| l.starts_with(&format!("{{{NIMBUS}}}CurrentState")) && l.trim_end().ends_with("Unstaged")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{{{NIMBUS}}}CurrentState")) && l.trim_end().ends_with("Unstaged")),
+        "{out}"
+    );
 
     // destroy, then the resource is gone (the client reports the fault and exits non-zero).
     let out = cli_ok(&["--epr", epr_file, "destroy"]);

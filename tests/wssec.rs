@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-
 use vws::security::credential::Credential;
 
 use vws::security::wssec::{self, Algorithm, ReplayCache, SignOptions, WsSecError};
@@ -90,7 +89,14 @@ fn rfc_proxy_round_trip() {
     assert_eq!(s.message_id.as_deref(), Some(id.as_str()));
     assert_eq!(s.signature_method, wssec::RSA_SHA1, "GT 4.0 default");
     assert!(s.chain.len() >= 2, "the proxy chain travels in the token");
-    for (n, l) in [(ns::SOAPENV, "Body"), (wssec::WSU, "Timestamp"), (ns::WSA, "To"), (ns::WSA, "Action"), (ns::WSA, "MessageID"), (ns::WSA, "From")] {
+    for (n, l) in [
+        (ns::SOAPENV, "Body"),
+        (wssec::WSU, "Timestamp"),
+        (ns::WSA, "To"),
+        (ns::WSA, "Action"),
+        (ns::WSA, "MessageID"),
+        (ns::WSA, "From"),
+    ] {
         assert!(s.signed_parts.iter().any(|q| q.is(n, l)), "{l} not in {:?}", s.signed_parts);
     }
     let now = wssec::now_ms();
@@ -264,11 +270,45 @@ fn token_from_an_untrusted_ca_is_refused() {
     let k = kit();
     let dir = k.dir.join(format!("untrusted-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/O=Grid/OU=GlobusTest/CN=Rogue CA"]);
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/O=Grid/OU=GlobusTest/CN=Rogue CA",
+        ],
+    );
     // The rogue certificate claims the real user's name.
     let subj = k.user_dn();
     openssl(&dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "user.key", "-out", "user.csr", "-subj", &subj]);
-    openssl(&dir, &["x509", "-req", "-in", "user.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "user.pem", "-days", "1"]);
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "user.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "user.pem",
+            "-days",
+            "1",
+        ],
+    );
     std::fs::set_permissions(dir.join("user.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let rogue = Credential::load(dir.join("user.pem"), dir.join("user.key")).unwrap();
     let signed = wssec::sign(&request(&mid()), &rogue).unwrap();
@@ -301,7 +341,8 @@ fn signature_wrapping_is_refused() {
     let e = refused(&moved);
     assert!(matches!(&e, WsSecError::UnsignedPart { part } if part.contains("Body")), "{e}");
     // 2. the same, the new Body borrowing the signed Body's Id
-    let evil_with_id = evil.replacen("<soapenv:Body>", &format!("<soapenv:Body xmlns:wsu=\"{}\" wsu:Id=\"{body_id}\">", wssec::WSU), 1);
+    let evil_with_id =
+        evil.replacen("<soapenv:Body>", &format!("<soapenv:Body xmlns:wsu=\"{}\" wsu:Id=\"{body_id}\">", wssec::WSU), 1);
     let stolen = moved.replacen(&evil, &evil_with_id, 1);
     assert_eq!(refused(&stolen).kind(), "wrapping");
     // 3. a second Body after the signed one

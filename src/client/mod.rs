@@ -87,7 +87,11 @@ impl Client {
         Ok(self)
     }
 
-    async fn send(&self, to: &str, req: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    async fn send(
+        &self,
+        to: &str,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let transport = |msg: String| ClientError::Transport { url: to.to_string(), msg };
         if !to.starts_with("https://") {
             return self.http.request(req).await.map_err(|e| transport(e.to_string()));
@@ -101,7 +105,8 @@ impl Client {
         let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| transport(e.to_string()))?;
         std::pin::Pin::new(&mut tls).connect().await.map_err(|e| transport(format!("TLS handshake: {e}")))?;
         // The host must prove a trusted identity that names the host we dialled.
-        let v = crate::security::tls::verify_peer(tls.ssl(), &gsi.trust).map_err(|e| transport(format!("server credential refused: {e}")))?;
+        let v = crate::security::tls::verify_peer(tls.ssl(), &gsi.trust)
+            .map_err(|e| transport(format!("server credential refused: {e}")))?;
         crate::security::tls::check_host(v.leaf(), &host).map_err(|e| transport(format!("server credential refused: {e}")))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
@@ -214,12 +219,7 @@ pub fn parse_qname_arg(s: &str) -> Result<QName, ClientError> {
 
 /// Payload of GetResourceProperty.
 pub fn get_property_payload(q: &QName) -> String {
-    format!(
-        "<GetResourceProperty xmlns=\"{}\" xmlns:p=\"{}\">p:{}</GetResourceProperty>",
-        ns::WSRP,
-        escape_attr(&q.ns),
-        q.local
-    )
+    format!("<GetResourceProperty xmlns=\"{}\" xmlns:p=\"{}\">p:{}</GetResourceProperty>", ns::WSRP, escape_attr(&q.ns), q.local)
 }
 
 /// Payload of GetMultipleResourceProperties.

@@ -220,9 +220,15 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 
 /// A CRL file found in the directory.
 pub enum CrlFile {
-    Parsed { crl: X509Crl, path: PathBuf },
+    Parsed {
+        crl: X509Crl,
+        path: PathBuf,
+    },
     /// Present but unreadable: every certificate of the CA with this hash is refused.
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// One trusted CA.
@@ -366,13 +372,7 @@ impl CertDir {
                     let idx = match cas.iter().position(|c| c.cert.to_der().map(|d| d == der).unwrap_or(false)) {
                         Some(i) => i,
                         None => {
-                            cas.push(TrustedCa {
-                                dn: xu::subject(&cert),
-                                cert,
-                                hashes: vec![],
-                                policies: vec![],
-                                crls: vec![],
-                            });
+                            cas.push(TrustedCa { dn: xu::subject(&cert), cert, hashes: vec![], policies: vec![], crls: vec![] });
                             cas.len() - 1
                         }
                     };
@@ -380,9 +380,8 @@ impl CertDir {
                     if !ca.hashes.contains(base) {
                         ca.hashes.push(base.clone());
                         if let Some(pf) = policy_files.get(base) {
-                            let parsed = std::fs::read_to_string(pf)
-                                .map_err(|e| e.to_string())
-                                .and_then(|t| SigningPolicy::parse(&t));
+                            let parsed =
+                                std::fs::read_to_string(pf).map_err(|e| e.to_string()).and_then(|t| SigningPolicy::parse(&t));
                             if let Err(e) = &parsed {
                                 tracing::warn!(file = %pf.display(), "unparsable signing policy: {e}");
                             }

@@ -301,9 +301,7 @@ mod tests {
     #[test]
     fn refuses_encrypted_keys() {
         let k = openssl::rsa::Rsa::generate(1024).unwrap();
-        let pem = k
-            .private_key_to_pem_passphrase(openssl::symm::Cipher::aes_128_cbc(), b"secret")
-            .unwrap();
+        let pem = k.private_key_to_pem_passphrase(openssl::symm::Cipher::aes_128_cbc(), b"secret").unwrap();
         let text = String::from_utf8(pem).unwrap();
         let (label, block) = pem_blocks(&text).remove(0);
         let e = parse_key(Path::new("/x/key.pem"), &label, &block).unwrap_err();

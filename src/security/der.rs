@@ -237,8 +237,7 @@ pub fn time_to_unix(t: &Tlv) -> DerResult<i64> {
     let min = num(&rest[6..8])?;
     let sec = num(&rest[8..10])?;
     let frac = &rest[10..rest.len() - 1];
-    if !(frac.is_empty() || (frac.starts_with('.') && frac.len() > 1 && frac[1..].bytes().all(|b| b.is_ascii_digit())))
-    {
+    if !(frac.is_empty() || (frac.starts_with('.') && frac.len() > 1 && frac[1..].bytes().all(|b| b.is_ascii_digit()))) {
         return err("bad time fraction");
     }
     let month = time::Month::try_from(month as u8).map_err(|_| DerError("bad month".into()))?;
@@ -261,9 +260,7 @@ mod tests {
     #[test]
     fn reads_lengths_and_oids() {
         // proxyCertInfo of a limited RFC proxy, as the fact sheet shows it
-        let v = [
-            0x30, 0x0F, 0x30, 0x0D, 0x06, 0x0B, 0x2B, 0x06, 0x01, 0x04, 0x01, 0x9B, 0x50, 0x01, 0x01, 0x01, 0x09,
-        ];
+        let v = [0x30, 0x0F, 0x30, 0x0D, 0x06, 0x0B, 0x2B, 0x06, 0x01, 0x04, 0x01, 0x9B, 0x50, 0x01, 0x01, 0x01, 0x09];
         let t = Tlv::parse(&v).unwrap();
         let kids = t.children().unwrap();
         assert_eq!(kids.len(), 1);

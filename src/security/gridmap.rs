@@ -82,8 +82,7 @@ impl GridMap {
             if dn.is_empty() {
                 return Err(err("empty DN"));
             }
-            let accounts: Vec<String> =
-                rest.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+            let accounts: Vec<String> = rest.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
             if accounts.is_empty() {
                 return Err(err("no local account after the DN"));
             }
@@ -111,9 +110,7 @@ impl GridMap {
 
     /// The default account of `dn`, or a typed refusal.
     pub fn map(&self, dn: &str) -> Result<String, GsiError> {
-        self.lookup(dn)
-            .map(str::to_string)
-            .ok_or_else(|| GsiError::NotInGridmap { dn: dn.to_string(), path: self.path.clone() })
+        self.lookup(dn).map(str::to_string).ok_or_else(|| GsiError::NotInGridmap { dn: dn.to_string(), path: self.path.clone() })
     }
 }
 

@@ -25,8 +25,8 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::ssl::{
-    ErrorCode, HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
-    SslStream, SslVerifyMode,
+    ErrorCode, HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream,
+    SslVerifyMode,
 };
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
@@ -42,9 +42,8 @@ pub const OID_PROXY_CERT_INFO: &str = "1.3.6.1.5.5.7.1.14";
 /// DER of a proxyCertInfo value with no path length and policy language id-ppl-inheritAll.
 const PCI_INHERIT_ALL: &[u8] = &[0x30, 0x0C, 0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x15, 0x01];
 /// Same with the Globus limited-proxy policy language (1.3.6.1.4.1.3536.1.1.1.9).
-const PCI_LIMITED: &[u8] = &[
-    0x30, 0x0F, 0x30, 0x0D, 0x06, 0x0B, 0x2B, 0x06, 0x01, 0x04, 0x01, 0x9B, 0x50, 0x01, 0x01, 0x01, 0x09,
-];
+const PCI_LIMITED: &[u8] =
+    &[0x30, 0x0F, 0x30, 0x0D, 0x06, 0x0B, 0x2B, 0x06, 0x01, 0x04, 0x01, 0x9B, 0x50, 0x01, 0x01, 0x01, 0x09];
 /// Largest token we accept from a peer (a handshake flight with a long chain is a few KiB).
 pub const MAX_TOKEN: usize = 1 << 20;
 
@@ -204,9 +203,10 @@ fn is_proxy_of(c: &X509Ref, issuer: &X509Ref) -> bool {
     if sub.len() != iss.len() + 1 || sub.last().map(|e| e.object().nid()) != Some(Nid::COMMONNAME) {
         return false;
     }
-    let same = sub.iter().zip(iss.iter()).all(|(a, b)| {
-        a.object().nid() == b.object().nid() && a.data().as_slice() == b.data().as_slice()
-    });
+    let same = sub
+        .iter()
+        .zip(iss.iter())
+        .all(|(a, b)| a.object().nid() == b.object().nid() && a.data().as_slice() == b.data().as_slice());
     same && c.issuer_name().try_cmp(issuer.subject_name()).map(|o| o.is_eq()).unwrap_or(false)
 }
 
@@ -221,7 +221,9 @@ fn err_text(e: &openssl::ssl::Error) -> String {
         let parts: Vec<String> = st
             .errors()
             .iter()
-            .map(|x| x.reason().unwrap_or("unknown").to_string() + x.data().map(|d| format!(" ({d})")).unwrap_or_default().as_str())
+            .map(|x| {
+                x.reason().unwrap_or("unknown").to_string() + x.data().map(|d| format!(" ({d})")).unwrap_or_default().as_str()
+            })
             .collect();
         if !parts.is_empty() {
             s = parts.join("; ");
@@ -620,8 +622,7 @@ impl<'d> Acceptor<'d> {
                     }
                     Err(e) => return Err(GssError::Delegation(format!("bad delegated certificate: {e}"))),
                 };
-                let chain: Vec<X509> =
-                    full_peer_chain(s.ssl());
+                let chain: Vec<X509> = full_peer_chain(s.ssl());
                 if !cert.public_key().map(|p| p.public_eq(&key)).unwrap_or(false) {
                     return Err(GssError::Delegation("the delegated certificate is not for our key".into()));
                 }
@@ -629,13 +630,8 @@ impl<'d> Acceptor<'d> {
                 if !issuer_ok {
                     return Err(GssError::Delegation("the delegated certificate is not a proxy of the peer".into()));
                 }
-                self.delegated = Some(Credential {
-                    cert,
-                    key,
-                    chain,
-                    cert_path: "<delegated>".into(),
-                    key_path: "<delegated>".into(),
-                });
+                self.delegated =
+                    Some(Credential { cert, key, chain, cert_path: "<delegated>".into(), key_path: "<delegated>".into() });
                 self.state = Some(AccState::Done(s, v));
                 Ok(Vec::new())
             }
@@ -796,7 +792,11 @@ fn socket_handshake_error(e: HandshakeError<std::net::TcpStream>) -> GssError {
 /// anything else is exchanged), then — TLS 1.3 only — the acceptor's one-byte filler token, then
 /// the initiator's delegation flag ('0': none). Returns the socket (positioned after the
 /// exchange, so clear-text data may follow) and the validated peer.
-pub fn accept_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
+pub fn accept_on_socket(
+    ctx: &SslContext,
+    dir: &CertDir,
+    sock: std::net::TcpStream,
+) -> Result<(std::net::TcpStream, Validated), GssError> {
     let (s, v, early) = accept_tls_on_socket(ctx, dir, sock, false)?;
     if let Some(b) = early.first() {
         return Err(GssError::Delegation(format!("unexpected delegation flag 0x{b:02x} on a data channel")));
@@ -833,7 +833,11 @@ pub fn accept_tls_on_socket(
 }
 
 /// The initiating side of [`accept_on_socket`].
-pub fn connect_on_socket(ctx: &SslContext, dir: &CertDir, sock: std::net::TcpStream) -> Result<(std::net::TcpStream, Validated), GssError> {
+pub fn connect_on_socket(
+    ctx: &SslContext,
+    dir: &CertDir,
+    sock: std::net::TcpStream,
+) -> Result<(std::net::TcpStream, Validated), GssError> {
     let (s, v) = connect_tls_on_socket(ctx, dir, sock, false)?;
     let raw = s.get_ref().try_clone().map_err(|e| GssError::Token(e.to_string()))?;
     Ok((raw, v))
@@ -920,13 +924,8 @@ pub(crate) mod tests_support {
         rb.set_pubkey(&pk).unwrap();
         rb.sign(&pk, MessageDigest::sha256()).unwrap();
         let proxy = sign_proxy_request(&user_cred, &rb.build(), 3600, false).unwrap();
-        let proxy_cred = Credential {
-            cert: proxy,
-            key: pk,
-            chain: vec![user_cred.cert.clone()],
-            cert_path: "p".into(),
-            key_path: "p".into(),
-        };
+        let proxy_cred =
+            Credential { cert: proxy, key: pk, chain: vec![user_cred.cert.clone()], cert_path: "p".into(), key_path: "p".into() };
         let host_cred = Credential { cert: host, key: hk, chain: vec![], cert_path: "h".into(), key_path: "h".into() };
         (dir, certdir, proxy_cred, host_cred)
     }

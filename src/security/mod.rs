@@ -20,8 +20,8 @@ pub mod gss;
 pub mod proxy;
 pub mod tls;
 pub mod voms;
-pub mod x509;
 pub mod wssec;
+pub mod x509;
 
 pub use certdir::CertDir;
 pub use credential::Credential;
@@ -175,11 +175,7 @@ pub fn authenticate_peer(ssl: &openssl::ssl::SslRef, cfg: &TrustConfig) -> Resul
     authenticate(&chain, cfg)
 }
 
-fn authenticate_inner(
-    chain: &[openssl::x509::X509],
-    cfg: &TrustConfig,
-    at: Option<i64>,
-) -> Result<Caller, GsiError> {
+fn authenticate_inner(chain: &[openssl::x509::X509], cfg: &TrustConfig, at: Option<i64>) -> Result<Caller, GsiError> {
     let _clear = x509::ClearErrorsOnDrop;
     let v = match at {
         None => validate_chain(chain, &cfg.cert_dir)?,

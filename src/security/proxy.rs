@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use super::certdir::{CertDir, TrustedCa};
 use super::der::{self, Tlv};
 use super::x509::{
-    self as xu, asn1_to_unix, asn1_to_unix_checked, basic_constraints, extensions, find_ext, is_ca, key_usage_digital_signature, names_equal,
-    rdns, single_cn, unix_to_string, Ext, OID_PPL_GLOBUS_LIMITED, OID_PPL_INDEPENDENT, OID_PPL_INHERIT_ALL,
+    self as xu, asn1_to_unix, asn1_to_unix_checked, basic_constraints, extensions, find_ext, is_ca, key_usage_digital_signature,
+    names_equal, rdns, single_cn, unix_to_string, Ext, OID_PPL_GLOBUS_LIMITED, OID_PPL_INDEPENDENT, OID_PPL_INHERIT_ALL,
     OID_PROXY_CERT_INFO, OID_PROXY_CERT_INFO_DRAFT,
 };
 use super::GsiError;
@@ -238,8 +238,7 @@ fn rejected(cert: &X509Ref, e: der::DerError) -> GsiError {
 
 /// Checks notBefore ≤ now ≤ notAfter; returns notAfter.
 fn check_time(cert: &X509Ref, now: i64) -> Result<i64, GsiError> {
-    let (Some(nb), Some(na)) = (asn1_to_unix_checked(cert.not_before()), asn1_to_unix_checked(cert.not_after()))
-    else {
+    let (Some(nb), Some(na)) = (asn1_to_unix_checked(cert.not_before()), asn1_to_unix_checked(cert.not_after())) else {
         return Err(GsiError::Rejected { subject: xu::subject(cert), reason: "unreadable validity period".into() });
     };
     if now < nb {
@@ -267,8 +266,7 @@ const KNOWN_CRITICAL_EEC_EXTRA: [&str; 2] = ["2.5.29.17", "2.5.29.32"];
 
 fn check_critical(cert: &X509Ref, exts: &[Ext], eec: bool) -> Result<(), GsiError> {
     for x in exts.iter().filter(|x| x.critical) {
-        let known = KNOWN_CRITICAL_PROXY.contains(&x.oid.as_str())
-            || (eec && KNOWN_CRITICAL_EEC_EXTRA.contains(&x.oid.as_str()));
+        let known = KNOWN_CRITICAL_PROXY.contains(&x.oid.as_str()) || (eec && KNOWN_CRITICAL_EEC_EXTRA.contains(&x.oid.as_str()));
         if !known {
             return Err(GsiError::UnknownCriticalExtension { subject: xu::subject(cert), oid: x.oid.clone() });
         }
@@ -312,8 +310,7 @@ pub fn check_end_entity<'a>(
             reason: "a proxy certificate was presented without the certificate that issued it".into(),
         });
     }
-    if let Some(Some(cn)) = rdns(eec.subject_name()).ok().and_then(|r| r.last().map(|l| single_cn(l).ok().flatten()))
-    {
+    if let Some(Some(cn)) = rdns(eec.subject_name()).ok().and_then(|r| r.last().map(|l| single_cn(l).ok().flatten())) {
         if (cn == b"proxy" || cn == b"limited proxy") && dir.issuers_of(eec).is_empty() {
             return Err(GsiError::BadProxy {
                 subject,
@@ -412,13 +409,7 @@ fn proxy_cn(cert: &X509Ref) -> Result<Vec<u8>, String> {
     Ok(cn)
 }
 
-fn check_proxy(
-    cert: &X509Ref,
-    exts: &[Ext],
-    parent: &X509Ref,
-    parent_exts: &[Ext],
-    now: i64,
-) -> Result<ProxyInfo, GsiError> {
+fn check_proxy(cert: &X509Ref, exts: &[Ext], parent: &X509Ref, parent_exts: &[Ext], now: i64) -> Result<ProxyInfo, GsiError> {
     let subject = xu::subject(cert);
     let bad = |reason: String| GsiError::BadProxy { subject: subject.clone(), reason };
     let rfc = find_ext(exts, OID_PROXY_CERT_INFO);
@@ -548,8 +539,7 @@ mod tests {
                 b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
                 b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap()).unwrap();
             } else {
-                b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().unwrap())
-                    .unwrap();
+                b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().unwrap()).unwrap();
             }
             if let Some(v) = pci {
                 let o = Asn1Object::from_str(OID_PROXY_CERT_INFO).unwrap();

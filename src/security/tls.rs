@@ -8,8 +8,7 @@
 //! and treat every error — including "no certificate" — as a refusal.
 
 use openssl::ssl::{
-    SslAcceptor, SslAcceptorBuilder, SslConnector, SslConnectorBuilder, SslContextBuilder, SslMethod, SslRef,
-    SslVerifyMode,
+    SslAcceptor, SslAcceptorBuilder, SslConnector, SslConnectorBuilder, SslContextBuilder, SslMethod, SslRef, SslVerifyMode,
 };
 use openssl::x509::{X509Ref, X509StoreContextRef, X509};
 use std::net::IpAddr;

@@ -340,8 +340,7 @@ impl AttributeCertificate {
     }
 
     fn check_extensions(&self, cfg: &VomsConfig) -> R<()> {
-        if !self.extensions.iter().any(|(o, _, _)| o == OID_NO_REV_AVAIL)
-            || !self.extensions.iter().any(|(o, _, _)| o == OID_AKI)
+        if !self.extensions.iter().any(|(o, _, _)| o == OID_NO_REV_AVAIL) || !self.extensions.iter().any(|(o, _, _)| o == OID_AKI)
         {
             return Err("required AC extensions missing (NoRevAvail and AuthorityKeyIdentifier)".into());
         }
@@ -457,8 +456,7 @@ pub fn verify_ac(
     let listed: Vec<X509> = vomsdir_certs(&vo_dir);
     let mut why = Vec::new();
     let embedded = ac.certs.first().cloned();
-    for (cand, from_vomsdir) in embedded.into_iter().map(|c| (c, false)).chain(listed.iter().cloned().map(|c| (c, true)))
-    {
+    for (cand, from_vomsdir) in embedded.into_iter().map(|c| (c, false)).chain(listed.iter().cloned().map(|c| (c, true))) {
         let subj = xu::subject(&cand);
         if !names_equal(cand.subject_name(), &ac.issuer) {
             if !from_vomsdir {
@@ -494,16 +492,11 @@ pub fn verify_ac(
                 None => break,
             }
         }
-        let by_lsc = lscs.iter().any(|(_, chain)| {
-            chain.len() >= 2 && chain.len() <= path.len() && chain.iter().zip(&path).all(|(a, b)| dn_eq(a, b))
-        });
+        let by_lsc = lscs
+            .iter()
+            .any(|(_, chain)| chain.len() >= 2 && chain.len() <= path.len() && chain.iter().zip(&path).all(|(a, b)| dn_eq(a, b)));
         if !(by_cert || by_lsc) {
-            why.push(format!(
-                "{subj} (issuer {}) is not authorised for VO {} by {}",
-                xu::issuer(&cand),
-                ac.vo,
-                vo_dir.display()
-            ));
+            why.push(format!("{subj} (issuer {}) is not authorised for VO {} by {}", xu::issuer(&cand), ac.vo, vo_dir.display()));
             continue;
         }
         let mut fqans: Vec<String> = Vec::new();
@@ -604,7 +597,10 @@ mod tests {
     fn target_uris() {
         // SEQUENCE { SEQUENCE { SEQUENCE { [0] { [6] "host.example" } } } }
         let uri = der::encode(der::ctx_prim(6), b"host.example");
-        let t = der::encode(der::SEQUENCE, &der::encode(der::SEQUENCE, &der::encode(der::SEQUENCE, &der::encode(der::ctx_cons(0), &uri))));
+        let t = der::encode(
+            der::SEQUENCE,
+            &der::encode(der::SEQUENCE, &der::encode(der::SEQUENCE, &der::encode(der::ctx_cons(0), &uri))),
+        );
         assert_eq!(uris_in(&t), vec!["host.example".to_string()]);
     }
 }

@@ -77,10 +77,8 @@ pub const WSSE: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-
 pub const WSU: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
 pub const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub const X509V3: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
-pub const X509_PKIPATH: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509PKIPathv1";
-pub const BASE64_BINARY: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
+pub const X509_PKIPATH: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509PKIPathv1";
+pub const BASE64_BINARY: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 pub const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
 pub const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
@@ -356,8 +354,9 @@ fn format_datetime(t: time::OffsetDateTime) -> String {
 }
 
 fn parse_datetime(s: &str, what: &str) -> Result<i64, WsSecError> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .map_err(|e| WsSecError::InvalidSecurity(format!("{what} '{}' is not an xsd:dateTime with a time zone: {e}", s.trim())))?;
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).map_err(|e| {
+        WsSecError::InvalidSecurity(format!("{what} '{}' is not an xsd:dateTime with a time zone: {e}", s.trim()))
+    })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -419,7 +418,7 @@ fn init_xmlsec() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         drop(XmlSecSignatureContext::new()); // initialises libxml2 + xmlsec + its OpenSSL engine
-        // SAFETY: installs a global callback; it only touches thread-local storage.
+                                             // SAFETY: installs a global callback; it only touches thread-local storage.
         unsafe { xmlSecErrorsSetCallback(Some(xmlsec_error_cb)) };
     });
 }
@@ -436,13 +435,21 @@ fn dsig_context(key: XmlSecKey) -> Result<XmlSecSignatureContext, WsSecError> {
         let c = ctx.as_ptr();
         (*c).flags |= xs::XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS;
         (*c).enabledReferenceUris = xs::xmlSecTransformUriTypeSameDocument as xs::xmlSecTransformUriType;
-        let sig = [xs::xmlSecTransformExclC14NGetKlass(), xs::xmlSecOpenSSLTransformRsaSha1GetKlass(), xs::xmlSecOpenSSLTransformRsaSha256GetKlass()];
+        let sig = [
+            xs::xmlSecTransformExclC14NGetKlass(),
+            xs::xmlSecOpenSSLTransformRsaSha1GetKlass(),
+            xs::xmlSecOpenSSLTransformRsaSha256GetKlass(),
+        ];
         for t in sig {
             if xs::xmlSecDSigCtxEnableSignatureTransform(c, t) < 0 {
                 return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
             }
         }
-        let refs = [xs::xmlSecTransformExclC14NGetKlass(), xs::xmlSecOpenSSLTransformSha1GetKlass(), xs::xmlSecOpenSSLTransformSha256GetKlass()];
+        let refs = [
+            xs::xmlSecTransformExclC14NGetKlass(),
+            xs::xmlSecOpenSSLTransformSha1GetKlass(),
+            xs::xmlSecOpenSSLTransformSha256GetKlass(),
+        ];
         for t in refs {
             if xs::xmlSecDSigCtxEnableReferenceTransform(c, t) < 0 {
                 return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
@@ -465,7 +472,11 @@ unsafe fn references(c: *mut xs::xmlSecDSigCtx) -> Vec<(String, xs::xmlSecDSigSt
         if r.is_null() {
             continue;
         }
-        let uri = if (*r).uri.is_null() { String::new() } else { CStr::from_ptr((*r).uri as *const c_char).to_string_lossy().into_owned() };
+        let uri = if (*r).uri.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr((*r).uri as *const c_char).to_string_lossy().into_owned()
+        };
         out.push((uri, (*r).status));
     }
     out
@@ -587,10 +598,7 @@ fn locate(doc: &Document) -> Result<Located, WsSecError> {
         } else if is(*k, ns::SOAPENV, "Body") && body.is_none() {
             body = Some(*k);
         } else {
-            return Err(WsSecError::Wrapping(format!(
-                "unexpected {} in the Envelope (one Header, then one Body)",
-                qname_of(*k)
-            )));
+            return Err(WsSecError::Wrapping(format!("unexpected {} in the Envelope (one Header, then one Body)", qname_of(*k))));
         }
     }
     let body = body.ok_or_else(|| WsSecError::Malformed("the Envelope has no Body".into()))?;
@@ -752,9 +760,8 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
             }
         }
         let mut chain = vec![leaf];
-        while let Some(i) = pool
-            .iter()
-            .position(|c| super::x509::names_equal(chain.last().expect("non-empty").issuer_name(), c.subject_name()))
+        while let Some(i) =
+            pool.iter().position(|c| super::x509::names_equal(chain.last().expect("non-empty").issuer_name(), c.subject_name()))
         {
             let c = pool.remove(i);
             let self_signed = super::x509::names_equal(c.subject_name(), c.issuer_name());
@@ -777,10 +784,7 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
     let _clear = super::x509::ClearErrorsOnDrop;
     // 1. vws' hardened parser first: nothing reaches libxml2/xmlsec that it refused.
     let root = xml::parse_bytes(body, &Limits::default()).map_err(|e| WsSecError::Malformed(e.to_string()))?;
-    let has_security = root
-        .child(ns::SOAPENV, "Header")
-        .map(|h| h.elements().any(|e| e.is(WSSE, "Security")))
-        .unwrap_or(false);
+    let has_security = root.child(ns::SOAPENV, "Header").map(|h| h.elements().any(|e| e.is(WSSE, "Security"))).unwrap_or(false);
     if !has_security {
         return Ok(None);
     }
@@ -809,8 +813,9 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
     let leaf_der = leaf.to_der().map_err(|e| WsSecError::UnsupportedToken(e.to_string()))?;
     init_xmlsec();
     take_xmlsec_errors();
-    let key = XmlSecKey::from_memory(&leaf_der, XmlSecKeyFormat::CertDer, None)
-        .map_err(|_| WsSecError::UnsupportedToken(format!("cannot use the key of {}: {}", super::x509::subject(leaf), take_xmlsec_errors())))?;
+    let key = XmlSecKey::from_memory(&leaf_der, XmlSecKeyFormat::CertDer, None).map_err(|_| {
+        WsSecError::UnsupportedToken(format!("cannot use the key of {}: {}", super::x509::subject(leaf), take_xmlsec_errors()))
+    })?;
     let ctx = dsig_context(key)?;
     // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
     let (rc, status, refs) = unsafe {
@@ -1181,7 +1186,8 @@ mod tests {
 
     #[test]
     fn der_sequence_round_trip() {
-        let items = vec![vec![0x02, 0x01, 0x05], vec![0x04, 0x81, 0x80].into_iter().chain(std::iter::repeat_n(7, 0x80)).collect()];
+        let items =
+            vec![vec![0x02, 0x01, 0x05], vec![0x04, 0x81, 0x80].into_iter().chain(std::iter::repeat_n(7, 0x80)).collect()];
         let seq = der_sequence(&items);
         let back = der_sequence_items(&seq).unwrap();
         assert_eq!(back.len(), 2);
@@ -1217,7 +1223,7 @@ mod tests {
         // entries expire with the window
         c.check_and_insert("d".into(), 400, 250, "d").unwrap();
         assert_eq!(c.len(), 2); // b expired at 200, c and d remain
-        // full again: c (ending 300) is evicted, and from then on so is anything ending by 300
+                                // full again: c (ending 300) is evicted, and from then on so is anything ending by 300
         c.check_and_insert("e".into(), 500, 250, "e").unwrap();
         assert_eq!(c.check_and_insert("c".into(), 300, 250, "c").unwrap_err().kind(), "replay");
         assert_eq!(c.check_and_insert("d".into(), 400, 250, "d").unwrap_err().kind(), "replay");

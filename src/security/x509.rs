@@ -34,8 +34,7 @@ pub fn dn_string(name: &X509NameRef) -> String {
         s.push('=');
         // Strings are converted to UTF-8 (a no-op for the usual Printable/IA5/UTF8 strings).
         let data = e.data();
-        let bytes: Vec<u8> =
-            data.to_string().map(String::into_bytes).unwrap_or_else(|_| data.as_slice().to_vec());
+        let bytes: Vec<u8> = data.to_string().map(String::into_bytes).unwrap_or_else(|_| data.as_slice().to_vec());
         for b in bytes {
             if (0x20..=0x7e).contains(&b) {
                 s.push(b as char);
@@ -150,10 +149,7 @@ pub fn is_ca(exts: &[Ext]) -> Result<bool, DerError> {
 pub fn rdns(name: &X509NameRef) -> Result<Vec<Vec<u8>>, DerError> {
     let d = name.to_der().map_err(|e| DerError(e.to_string()))?;
     let seq = Tlv::parse(&d)?.expect(der::SEQUENCE, "Name")?;
-    seq.children()?
-        .into_iter()
-        .map(|r| r.expect(der::SET, "RelativeDistinguishedName").map(|r| r.raw.to_vec()))
-        .collect()
+    seq.children()?.into_iter().map(|r| r.expect(der::SET, "RelativeDistinguishedName").map(|r| r.raw.to_vec())).collect()
 }
 
 /// If `rdn` (a DER SET) is a single CN attribute, its value bytes.
@@ -198,10 +194,7 @@ pub fn unix_to_string(t: i64) -> String {
 
 /// Upper-case hex of a certificate's serial number.
 pub fn serial_hex(cert: &X509Ref) -> String {
-    cert.serial_number()
-        .to_bn()
-        .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
-        .unwrap_or_else(|_| "?".into())
+    cert.serial_number().to_bn().and_then(|b| b.to_hex_str().map(|s| s.to_string())).unwrap_or_else(|_| "?".into())
 }
 
 pub fn subject(cert: &X509Ref) -> String {

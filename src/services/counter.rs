@@ -23,11 +23,8 @@ pub struct CounterService {
 
 /// The counter's resource property document: `{http://counter.com}Counter`.
 pub fn resource_type(writable: bool) -> ResourceType {
-    let value = if writable {
-        PropertyDecl::modifiable(COUNTER, "Value", 1, Some(1))
-    } else {
-        PropertyDecl::read_only(COUNTER, "Value")
-    };
+    let value =
+        if writable { PropertyDecl::modifiable(COUNTER, "Value", 1, Some(1)) } else { PropertyDecl::read_only(COUNTER, "Value") };
     ResourceType::new(QName::new(COUNTER, "Counter"), vec![value])
 }
 
@@ -103,4 +100,3 @@ impl CounterService {
         Ok(reply(format!("{COUNTER}/CounterPortType/addResponse"), format!("<addResponse xmlns=\"{COUNTER}\">{v}</addResponse>")))
     }
 }
-

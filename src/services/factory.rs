@@ -75,4 +75,3 @@ impl FactoryService {
         Ok(reply(format!("{VWS}/{PORT_TYPE}/createResponse"), out))
     }
 }
-

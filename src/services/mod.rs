@@ -65,9 +65,10 @@ pub(crate) async fn wsrf_operation(
     let result = async {
         let key = home.key_from(&req.env, unknown_kind)?;
         let out = match op {
-            (ns::WSRP, "GetResourceProperty") => {
-                reply(format!("{}/GetResourcePropertyResponse", ns::WSRP_ACTION), properties::get(home, &key, payload, read_guard).await?)
-            }
+            (ns::WSRP, "GetResourceProperty") => reply(
+                format!("{}/GetResourcePropertyResponse", ns::WSRP_ACTION),
+                properties::get(home, &key, payload, read_guard).await?,
+            ),
             (ns::WSRP, "GetMultipleResourceProperties") => reply(
                 format!("{}/GetMultipleResourcePropertiesResponse", ns::WSRP_ACTION),
                 properties::get_multiple(home, &key, payload, read_guard).await?,

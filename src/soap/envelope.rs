@@ -34,10 +34,7 @@ impl Envelope {
     }
     /// The payload: the Body's first child element.
     pub fn payload(&self) -> &Element {
-        self.root
-            .child(ns::SOAPENV, "Body")
-            .and_then(|b| b.first_element())
-            .expect("checked by parse")
+        self.root.child(ns::SOAPENV, "Body").and_then(|b| b.first_element()).expect("checked by parse")
     }
 }
 
@@ -112,9 +109,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Envelope, SoapFault> {
             status: 500,
         });
     }
-    let body_el = root
-        .child(ns::SOAPENV, "Body")
-        .ok_or_else(|| SoapFault::client("SOAP Envelope has no Body"))?;
+    let body_el = root.child(ns::SOAPENV, "Body").ok_or_else(|| SoapFault::client("SOAP Envelope has no Body"))?;
     if body_el.first_element().is_none() {
         return Err(SoapFault::client("SOAP Body is empty: no operation element"));
     }
@@ -251,8 +246,7 @@ mod tests {
         assert_eq!(f.code, FaultCode::VersionMismatch);
         let f = parse(format!("<e:Envelope xmlns:e=\"{}\"/>", ns::SOAPENV).as_bytes(), &l).unwrap_err();
         assert!(f.string.contains("no Body"), "{}", f.string);
-        let f = parse(format!("<e:Envelope xmlns:e=\"{}\"><e:Body/></e:Envelope>", ns::SOAPENV).as_bytes(), &l)
-            .unwrap_err();
+        let f = parse(format!("<e:Envelope xmlns:e=\"{}\"><e:Body/></e:Envelope>", ns::SOAPENV).as_bytes(), &l).unwrap_err();
         assert!(f.string.contains("empty"), "{}", f.string);
     }
 

@@ -50,12 +50,8 @@ impl Epr {
 
     /// Read an EPR from any element of type `wsa:EndpointReferenceType`.
     pub fn from_element(e: &Element) -> Result<Epr, String> {
-        let address = e
-            .child(ns::WSA, "Address")
-            .ok_or_else(|| format!("{} has no wsa:Address", e.name))?
-            .text()
-            .trim()
-            .to_string();
+        let address =
+            e.child(ns::WSA, "Address").ok_or_else(|| format!("{} has no wsa:Address", e.name))?.text().trim().to_string();
         let mut properties = Vec::new();
         for holder in ["ReferenceProperties", "ReferenceParameters"] {
             if let Some(rp) = e.child(ns::WSA, holder) {

@@ -102,12 +102,7 @@ fn xml_response(status: u16, body: String, close: bool) -> Response<Full<Bytes>>
     r
 }
 
-fn fault_response(
-    req: Option<&envelope::Addressing>,
-    service_url: &str,
-    f: &SoapFault,
-    close: bool,
-) -> Response<Full<Bytes>> {
+fn fault_response(req: Option<&envelope::Addressing>, service_url: &str, f: &SoapFault, close: bool) -> Response<Full<Bytes>> {
     xml_response(f.status, envelope::fault(req, service_url, f), close)
 }
 
@@ -220,11 +215,7 @@ async fn handle<D: Dispatcher>(
             return Ok(fault_response(None, &service_url, &f, true));
         }
     };
-    let declared_len = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared_len = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared_len.is_some_and(|l| l > cfg.max_body_bytes as u64) {
         let f = SoapFault::client(format!(
             "request body of {} bytes exceeds the limit of {} bytes",
@@ -243,16 +234,14 @@ async fn handle<D: Dispatcher>(
                 BodyError::TooLarge(max) => {
                     SoapFault::client(format!("request body exceeds the limit of {max} bytes")).with_status(413)
                 }
-                BodyError::Idle => SoapFault::client(format!(
-                    "request body stalled for more than {} ms",
-                    cfg.body_idle_timeout.as_millis()
-                ))
-                .with_status(408),
-                BodyError::Total => SoapFault::client(format!(
-                    "request body took longer than {} s",
-                    cfg.body_total_timeout.as_secs()
-                ))
-                .with_status(408),
+                BodyError::Idle => {
+                    SoapFault::client(format!("request body stalled for more than {} ms", cfg.body_idle_timeout.as_millis()))
+                        .with_status(408)
+                }
+                BodyError::Total => {
+                    SoapFault::client(format!("request body took longer than {} s", cfg.body_total_timeout.as_secs()))
+                        .with_status(408)
+                }
                 BodyError::Io(m) => SoapFault::client(format!("request body could not be read: {m}")).with_status(400),
             };
             tracing::warn!(%peer, service = %name, "{}", f.string);

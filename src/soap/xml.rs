@@ -307,12 +307,7 @@ impl Element {
         let decls: &[(String, String)] = if root {
             let mut prefixes = Vec::new();
             self.used_prefixes(&mut prefixes);
-            used = self
-                .scope
-                .bindings()
-                .into_iter()
-                .filter(|(p, _)| prefixes.contains(&p.as_str()))
-                .collect::<Vec<_>>();
+            used = self.scope.bindings().into_iter().filter(|(p, _)| prefixes.contains(&p.as_str())).collect::<Vec<_>>();
             &used
         } else {
             &self.decls
@@ -435,10 +430,9 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
     let base_scope: Scope = Arc::new(ScopeLink::default());
     loop {
         let start_pos = reader.buffer_position() as usize;
-        let ev = reader.read_event().map_err(|e| XmlError::Malformed {
-            line: lines.at(reader.buffer_position() as usize),
-            msg: e.to_string(),
-        })?;
+        let ev = reader
+            .read_event()
+            .map_err(|e| XmlError::Malformed { line: lines.at(reader.buffer_position() as usize), msg: e.to_string() })?;
         match ev {
             Event::DocType(_) => return Err(XmlError::Doctype(lines.at(start_pos))),
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -463,10 +457,9 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
                 }
             }
             Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| XmlError::Malformed {
-                    line: lines.at(start_pos),
-                    msg: "unexpected end tag".into(),
-                })?;
+                let el = stack
+                    .pop()
+                    .ok_or_else(|| XmlError::Malformed { line: lines.at(start_pos), msg: "unexpected end tag".into() })?;
                 attach(&mut stack, &mut root, el);
             }
             Event::Text(t) => {
@@ -533,10 +526,7 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
         }
         let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
-        let value = a
-            .unescape_value()
-            .map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?
-            .into_owned();
+        let value = a.unescape_value().map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?.into_owned();
         let key = a.key.as_ref();
         if key == b"xmlns" {
             decls.push((String::new(), value));
@@ -550,11 +540,8 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             raw_attrs.push((split_name(key), value));
         }
     }
-    let scope = if decls.is_empty() {
-        parent_scope
-    } else {
-        Arc::new(ScopeLink { parent: Some(parent_scope), decls: decls.clone() })
-    };
+    let scope =
+        if decls.is_empty() { parent_scope } else { Arc::new(ScopeLink { parent: Some(parent_scope), decls: decls.clone() }) };
     let lookup = |p: &str| -> Option<String> {
         if p == "xml" {
             return Some(XML_NS.to_string());

@@ -35,7 +35,10 @@ pub struct Row {
 
 enum Op {
     Put(Row),
-    Delete { service: String, key: String },
+    Delete {
+        service: String,
+        key: String,
+    },
     /// Checkpoint the WAL into the database file (at shutdown).
     Checkpoint,
 }
@@ -115,9 +118,7 @@ impl Store {
             .query_row(
                 "SELECT termination_ms, record FROM resources WHERE service = ?1 AND key = ?2",
                 params![service, key],
-                |r| {
-                    Ok(Row { service: service.into(), key: key.into(), termination_ms: r.get(0)?, record: r.get(1)? })
-                },
+                |r| Ok(Row { service: service.into(), key: key.into(), termination_ms: r.get(0)?, record: r.get(1)? }),
             )
             .optional()?)
     }
@@ -178,9 +179,8 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
-        let mut put = tx.prepare_cached(
-            "INSERT OR REPLACE INTO resources (service, key, termination_ms, record) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut put =
+            tx.prepare_cached("INSERT OR REPLACE INTO resources (service, key, termination_ms, record) VALUES (?1, ?2, ?3, ?4)")?;
         let mut del = tx.prepare_cached("DELETE FROM resources WHERE service = ?1 AND key = ?2")?;
         for j in jobs {
             match &j.op {
@@ -225,8 +225,7 @@ mod tests {
         for i in 0..200 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.put(Row { service: "S".into(), key: format!("{i}"), termination_ms: None, record: "{}".into() })
-                    .await
+                s.put(Row { service: "S".into(), key: format!("{i}"), termination_ms: None, record: "{}".into() }).await
             }));
         }
         for t in tasks {

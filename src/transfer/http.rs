@@ -68,10 +68,9 @@ impl HttpEndpoint {
                             }
                         }
                         let c = b.build();
-                        let tls = c.connect(&self.url.host, s).map_err(|e| TransferError::Auth {
-                            url: self.url.to_string(),
-                            reason: format!("TLS: {e}"),
-                        })?;
+                        let tls = c
+                            .connect(&self.url.host, s)
+                            .map_err(|e| TransferError::Auth { url: self.url.to_string(), reason: format!("TLS: {e}") })?;
                         return Ok(Box::new(tls));
                     }
                     return Ok(Box::new(s));
@@ -122,10 +121,10 @@ impl HttpEndpoint {
         if !proto.starts_with("HTTP/") {
             return Err(TransferError::Protocol { url: self.url.to_string(), reason: format!("not an HTTP response: {line:?}") });
         }
-        let status: u16 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(|| TransferError::Protocol {
-            url: self.url.to_string(),
-            reason: format!("bad status line {line:?}"),
-        })?;
+        let status: u16 = parts
+            .next()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| TransferError::Protocol { url: self.url.to_string(), reason: format!("bad status line {line:?}") })?;
         let reason = parts.next().unwrap_or("").to_string();
         let mut headers = Vec::new();
         loop {
@@ -178,9 +177,8 @@ impl HttpEndpoint {
             loop {
                 let mut line = String::new();
                 r.body.read_line(&mut line).map_err(io)?;
-                let n = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| TransferError::Protocol {
-                    url: self.url.to_string(),
-                    reason: format!("bad chunk size {line:?}"),
+                let n = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| {
+                    TransferError::Protocol { url: self.url.to_string(), reason: format!("bad chunk size {line:?}") }
                 })?;
                 if n == 0 {
                     break;
@@ -208,7 +206,10 @@ impl HttpEndpoint {
                 let n = r.body.read(&mut buf[..want]).map_err(io)?;
                 if n == 0 {
                     if let Some(e) = end {
-                        return Err(TransferError::Interrupted { url: self.url.to_string(), reason: format!("connection closed at {off} of {e} bytes") });
+                        return Err(TransferError::Interrupted {
+                            url: self.url.to_string(),
+                            reason: format!("connection closed at {off} of {e} bytes"),
+                        });
                     }
                     break;
                 }

@@ -57,10 +57,8 @@ impl TransferError {
     }
     /// Whether retrying (with resume) may help.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            TransferError::Timeout { .. } | TransferError::Connect { .. } | TransferError::Interrupted { .. }
-        ) || matches!(self, TransferError::Remote { code, .. } if (400..500).contains(code))
+        matches!(self, TransferError::Timeout { .. } | TransferError::Connect { .. } | TransferError::Interrupted { .. })
+            || matches!(self, TransferError::Remote { code, .. } if (400..500).contains(code))
     }
     /// A short machine-readable kind.
     pub fn kind(&self) -> &'static str {

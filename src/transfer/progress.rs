@@ -165,10 +165,8 @@ impl Progress {
     /// Waits until the prefix exceeds `at` (or the transfer is aborted / `timeout` passes).
     pub fn wait_prefix_beyond(&self, at: u64, timeout: Duration) -> u64 {
         let g = self.ranges.lock().unwrap();
-        let (g, _) = self
-            .prefix_cv
-            .wait_timeout_while(g, timeout, |r| r.prefix() <= at && !self.aborted.load(Ordering::Relaxed))
-            .unwrap();
+        let (g, _) =
+            self.prefix_cv.wait_timeout_while(g, timeout, |r| r.prefix() <= at && !self.aborted.load(Ordering::Relaxed)).unwrap();
         g.prefix()
     }
 
@@ -276,7 +274,12 @@ mod tests {
     fn progress_reports() {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let p = Progress::new("x", Some(100), Some(std::sync::Arc::new(move |i: &ProgressInfo| s2.lock().unwrap().push(i.bytes))), Duration::ZERO);
+        let p = Progress::new(
+            "x",
+            Some(100),
+            Some(std::sync::Arc::new(move |i: &ProgressInfo| s2.lock().unwrap().push(i.bytes))),
+            Duration::ZERO,
+        );
         p.add(50, 50);
         assert_eq!(p.prefix(), 0);
         p.add(0, 50);

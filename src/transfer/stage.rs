@@ -168,7 +168,14 @@ fn download(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageO
     std::mem::forget(guard);
     let sha256 = get(Algo::Sha256);
     tracing::info!(src = %url, dst = %dst.display(), bytes = moved, secs = start.elapsed().as_secs_f64(), %sha256, "staged");
-    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256, remote_checksum: remote, shared: false, resumed_from: src.resumed_from() })
+    Ok(StageOutcome {
+        bytes: moved,
+        elapsed: start.elapsed(),
+        sha256,
+        remote_checksum: remote,
+        shared: false,
+        resumed_from: src.resumed_from(),
+    })
 }
 
 fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOutcome> {
@@ -216,7 +223,14 @@ fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOut
     }
     tmp_ep.rename(du).map_err(cleanup)?;
     let resumed_from = tmp_ep.resumed_from();
-    Ok(StageOutcome { bytes: moved, elapsed: start.elapsed(), sha256: get(Algo::Sha256), remote_checksum: remote, shared: false, resumed_from })
+    Ok(StageOutcome {
+        bytes: moved,
+        elapsed: start.elapsed(),
+        sha256: get(Algo::Sha256),
+        remote_checksum: remote,
+        shared: false,
+        resumed_from,
+    })
 }
 
 /// One in-flight transfer: its result once known, and everyone watching its progress.

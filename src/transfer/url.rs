@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn parses() {
         let u = Url::parse("gsiftp://127.0.0.1:2811/tmp/a%20b.img").unwrap();
-        assert_eq!((u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()), ("gsiftp", "127.0.0.1", Some(2811), "/tmp/a b.img"));
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            ("gsiftp", "127.0.0.1", Some(2811), "/tmp/a b.img")
+        );
         let u = Url::parse("file:///var/x").unwrap();
         assert_eq!(u.path, "/var/x");
         assert_eq!(Url::parse("/abs").unwrap().scheme, "file");

@@ -25,9 +25,7 @@ fn time_xml(name: &QName, t: Option<i64>) -> String {
 
 /// Append the values of property `q` to `out`.
 fn write_values(rtype: &ResourceType, st: &ResourceState, q: &QName, out: &mut String) -> Result<(), BaseFault> {
-    let i = rtype
-        .index_of(q)
-        .ok_or_else(|| BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark()))?;
+    let i = rtype.index_of(q).ok_or_else(|| BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark()))?;
     write_decl(rtype, st, i, out);
     Ok(())
 }
@@ -191,8 +189,8 @@ mod xpath {
                 match node.get_type() {
                     Some(NodeType::ElementNode) => {
                         // Copy into a fresh document so every namespace in use gets declared.
-                        let copy = Document::dup_node_into_new_doc(&node)
-                            .map_err(|_| BaseFault::internal("copying XPath result"))?;
+                        let copy =
+                            Document::dup_node_into_new_doc(&node).map_err(|_| BaseFault::internal("copying XPath result"))?;
                         let root = copy.get_root_element().ok_or_else(|| BaseFault::internal("empty copy"))?;
                         out.push_str(&copy.node_to_string(&root));
                     }
@@ -236,7 +234,10 @@ fn parse_changes(req: &Element) -> Result<Vec<Change>, BaseFault> {
             (ns::WSRP, "Update") => changes.push(Change::Update(same_qname("Update", &kids)?, values())),
             (ns::WSRP, "Delete") => {
                 let text = c.attr("", "ResourceProperty").ok_or_else(|| {
-                    BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, "Delete without ResourceProperty attribute")
+                    BaseFault::new(
+                        FaultType::InvalidSetResourcePropertiesRequestContent,
+                        "Delete without ResourceProperty attribute",
+                    )
                 })?;
                 changes.push(Change::Delete(qname_of(c, text)?));
             }

@@ -3,10 +3,7 @@
 use time::OffsetDateTime;
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `2026-11-26T12:20:39.884Z`
@@ -44,9 +41,7 @@ pub fn parse_ms(s: &str) -> Option<i64> {
         }
         s[start..*i].parse().ok()
     };
-    let expect = |i: &mut usize, c: u8| -> Option<()> {
-        (b.get(*i) == Some(&c)).then(|| *i += 1)
-    };
+    let expect = |i: &mut usize, c: u8| -> Option<()> { (b.get(*i) == Some(&c)).then(|| *i += 1) };
     let ystart = i;
     let year = digits(&mut i, 4, 9)?;
     if (i - ystart > 4 && b[ystart] == b'0') || year == 0 {
@@ -111,7 +106,8 @@ pub fn parse_ms(s: &str) -> Option<i64> {
     }
     let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
     let date = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
-    let days = (date.to_julian_day() - time::Date::from_calendar_date(1970, time::Month::January, 1).ok()?.to_julian_day()) as i64;
+    let days =
+        (date.to_julian_day() - time::Date::from_calendar_date(1970, time::Month::January, 1).ok()?.to_julian_day()) as i64;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
     Some(secs * 1000 + frac_ms)
 }

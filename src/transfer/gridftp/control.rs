@@ -217,7 +217,10 @@ impl Control {
             };
             self.rbuf.truncate(n);
             if n == 0 {
-                return Err(TransferError::Interrupted { url: self.url.clone(), reason: "the server closed the control connection".into() });
+                return Err(TransferError::Interrupted {
+                    url: self.url.clone(),
+                    reason: "the server closed the control connection".into(),
+                });
             }
         }
     }
@@ -233,7 +236,9 @@ impl Control {
             match (protected_token(&raw), self.gss.as_mut()) {
                 (Some(tok), Some(ctx)) => {
                     let bytes = b64_decode(tok).map_err(|r| TransferError::Protocol { url: self.url.clone(), reason: r })?;
-                    let p = ctx.unwrap(&bytes).map_err(|e| TransferError::Protocol { url: self.url.clone(), reason: e.to_string() })?;
+                    let p = ctx
+                        .unwrap(&bytes)
+                        .map_err(|e| TransferError::Protocol { url: self.url.clone(), reason: e.to_string() })?;
                     self.plain.extend_from_slice(&p);
                     if self.plain.len() > MAX_LINE {
                         return Err(TransferError::Protocol { url: self.url.clone(), reason: "protected reply too long".into() });
@@ -447,7 +452,6 @@ pub fn parse_range_marker(r: &Reply) -> Option<Vec<(u64, u64)>> {
         .collect()
 }
 
-
 /// Measures time since `start` (kept here for the transfer loop's liveness checks).
 pub fn since(start: Instant) -> Duration {
     start.elapsed()
@@ -514,7 +518,15 @@ mod tests {
         assert_eq!(m(111, "Range Marker 0-4194304,8388608-12582912"), Some(vec![(0, 4194304), (8388608, 12582912)]));
         assert_eq!(m(111, "range marker 5-7, 9-10"), Some(vec![(5, 7), (9, 10)]));
         assert_eq!(m(111, "Range Marker 0-18446744073709551615"), Some(vec![(0, u64::MAX)]));
-        for bad in ["Range Marker", "Range Marker 7-5", "Range Marker 0-1,x", "Range Marker -5", "Range Marker 1,2", "Restart Marker 0-5", "Range Marker 0-99999999999999999999"] {
+        for bad in [
+            "Range Marker",
+            "Range Marker 7-5",
+            "Range Marker 0-1,x",
+            "Range Marker -5",
+            "Range Marker 1,2",
+            "Restart Marker 0-5",
+            "Range Marker 0-99999999999999999999",
+        ] {
             assert_eq!(m(111, bad), None, "{bad}");
         }
         assert_eq!(m(112, "Range Marker 0-5"), None);

@@ -191,7 +191,9 @@ impl Pipe {
     fn splices_to(&self, file: &File, off: u64) -> bool {
         let Ok(mut o) = libc::loff_t::try_from(off) else { return false };
         // SAFETY: descriptors we hold open; `o` is a live loff_t.
-        let n = unsafe { libc::splice(self.r.as_raw_fd(), std::ptr::null_mut(), file.as_raw_fd(), &mut o, 1, libc::SPLICE_F_NONBLOCK) };
+        let n = unsafe {
+            libc::splice(self.r.as_raw_fd(), std::ptr::null_mut(), file.as_raw_fd(), &mut o, 1, libc::SPLICE_F_NONBLOCK)
+        };
         n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 }
@@ -266,8 +268,8 @@ impl<'a> Recv<'a> {
         match dcau {
             None => self.blocks_clear(s),
             Some(d) => {
-                let (tls, peer, early) =
-                    gss::accept_tls_on_socket(&d.ctx, &d.certdir, s, d.protect).map_err(|e| self.auth(format!("data channel: {e}")))?;
+                let (tls, peer, early) = gss::accept_tls_on_socket(&d.ctx, &d.certdir, s, d.protect)
+                    .map_err(|e| self.auth(format!("data channel: {e}")))?;
                 gss::check_same_identity(&d.cred, &peer.chain).map_err(|e| self.auth(format!("data channel: {e}")))?;
                 if d.protect {
                     // Data may have started in the record where a delegation flag could be.
@@ -540,12 +542,18 @@ pub fn receive(
                 if c != u64::MAX && st.accepted.load(Ordering::Relaxed) as u64 >= c {
                     return;
                 }
-                if ctl_done.load(Ordering::Acquire) && st.accepted.load(Ordering::Relaxed) > 0 && idle_since.elapsed() > Duration::from_secs(2) {
+                if ctl_done.load(Ordering::Acquire)
+                    && st.accepted.load(Ordering::Relaxed) > 0
+                    && idle_since.elapsed() > Duration::from_secs(2)
+                {
                     return;
                 }
                 if !poll_in(listener.as_raw_fd(), 50) {
                     if idle_since.elapsed() > timeout && st.accepted.load(Ordering::Relaxed) == 0 {
-                        st.fail(TransferError::Timeout { url: st.url.clone(), reason: format!("no data connection within {timeout:?}") });
+                        st.fail(TransferError::Timeout {
+                            url: st.url.clone(),
+                            reason: format!("no data connection within {timeout:?}"),
+                        });
                         return;
                     }
                     continue;
@@ -699,12 +707,15 @@ pub fn send(
             let (next, err, io) = (&next, &err, &io);
             scope.spawn(move || {
                 let r = (|| -> Result<()> {
-                    let mut s = TcpStream::connect_timeout(&addr, timeout)
-                        .map_err(|e| TransferError::Connect { url: url.to_string(), reason: format!("data connection to {addr}: {e}") })?;
+                    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| TransferError::Connect {
+                        url: url.to_string(),
+                        reason: format!("data connection to {addr}: {e}"),
+                    })?;
                     s.set_read_timeout(Some(timeout)).ok();
                     s.set_write_timeout(Some(timeout)).ok();
                     if let Some(d) = dcau {
-                        let auth = |e: gss::GssError| TransferError::Auth { url: url.into(), reason: format!("data channel: {e}") };
+                        let auth =
+                            |e: gss::GssError| TransferError::Auth { url: url.into(), reason: format!("data channel: {e}") };
                         let (tls, peer) = gss::connect_tls_on_socket(&d.ctx, &d.certdir, s, d.protect).map_err(auth)?;
                         gss::check_same_identity(&d.cred, &peer.chain).map_err(auth)?;
                         if d.protect {
@@ -829,7 +840,14 @@ fn send_tls(
 }
 
 /// Receives a stream-mode transfer (plain FTP): everything until the sender closes.
-pub fn receive_stream(mut s: TcpStream, dest: &File, base: u64, progress: &Progress, url: &str, timeout: Duration) -> Result<u64> {
+pub fn receive_stream(
+    mut s: TcpStream,
+    dest: &File,
+    base: u64,
+    progress: &Progress,
+    url: &str,
+    timeout: Duration,
+) -> Result<u64> {
     s.set_read_timeout(Some(timeout)).ok();
     let mut buf = vec![0u8; 4 << 20];
     let mut off = base;

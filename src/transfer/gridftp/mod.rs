@@ -204,7 +204,10 @@ impl Session {
         if r.code != 213 {
             return Err(self.ctl.refused("SIZE", &r));
         }
-        r.text().trim().parse().map_err(|_| TransferError::Protocol { url: self.url.to_string(), reason: format!("bad SIZE reply {:?}", r.text()) })
+        r.text()
+            .trim()
+            .parse()
+            .map_err(|_| TransferError::Protocol { url: self.url.to_string(), reason: format!("bad SIZE reply {:?}", r.text()) })
     }
 
     pub fn cksm(&mut self, algo: Algo, path: &str) -> Result<String> {
@@ -277,12 +280,17 @@ impl Session {
         // ERET P: block offsets are relative to the requested offset.
         let base = range.map(|r| r.0).unwrap_or(0);
         let timeout = self.opts.timeout;
-        data::receive(listener, dest, base, progress, dcau.as_ref(), &us, timeout, |alive| self.finish_transfer(&cmd, alive, None))
+        data::receive(listener, dest, base, progress, dcau.as_ref(), &us, timeout, |alive| {
+            self.finish_transfer(&cmd, alive, None)
+        })
     }
 
     fn pasv(&mut self) -> Result<SocketAddr> {
         let r = self.ctl.expect_ok("PASV")?;
-        let mut a = parse_227(&r).ok_or_else(|| TransferError::Protocol { url: self.url.to_string(), reason: format!("bad PASV reply {:?}", r.text()) })?;
+        let mut a = parse_227(&r).ok_or_else(|| TransferError::Protocol {
+            url: self.url.to_string(),
+            reason: format!("bad PASV reply {:?}", r.text()),
+        })?;
         if a.ip().is_unspecified() {
             if let Some(p) = self.ctl.peer_addr() {
                 a.set_ip(p.ip());
@@ -304,7 +312,10 @@ impl Session {
             let last = std::sync::atomic::AtomicU64::new(0);
             let alive = || progress.bytes() != last.swap(progress.bytes(), std::sync::atomic::Ordering::Relaxed);
             let r = self.finish_transfer(cmd, &alive, None);
-            data_result = Some(h.join().unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })));
+            data_result = Some(
+                h.join()
+                    .unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })),
+            );
             r
         });
         ctl_result?;
@@ -332,7 +343,15 @@ impl Session {
     /// Stores `[start, start+len)` of `src` as `path` (`ESTO A start` when start > 0; block
     /// offsets on the data channel are relative to `start`, see [`data::send`]), adding the
     /// ranges the server's restart markers confirm to `confirmed` (absolute file offsets).
-    pub fn stor(&mut self, path: &str, src: &File, start: u64, len: u64, progress: &Progress, confirmed: &Mutex<RangeSet>) -> Result<()> {
+    pub fn stor(
+        &mut self,
+        path: &str,
+        src: &File,
+        start: u64,
+        len: u64,
+        progress: &Progress,
+        confirmed: &Mutex<RangeSet>,
+    ) -> Result<()> {
         self.setup()?;
         self.request_restart_markers()?;
         let cmd = if start > 0 { format!("ESTO A {start} {path}") } else { format!("STOR {path}") };
@@ -350,7 +369,10 @@ impl Session {
                 let last = std::sync::atomic::AtomicU64::new(0);
                 let alive = || progress.bytes() != last.swap(progress.bytes(), std::sync::atomic::Ordering::Relaxed);
                 let r = self.finish_transfer(&cmd, &alive, Some((confirmed, start)));
-                dr = Some(h.join().unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })));
+                dr =
+                    Some(h.join().unwrap_or_else(|_| {
+                        Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })
+                    }));
                 r
             });
             r?;
@@ -371,7 +393,10 @@ impl Session {
             if r.is_err() {
                 // Data threads notice the broken connections through their own timeouts.
             }
-            dr = Some(h.join().unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })));
+            dr = Some(
+                h.join()
+                    .unwrap_or_else(|_| Err(TransferError::Protocol { url: us.clone(), reason: "data thread panicked".into() })),
+            );
             r
         });
         match (r, dr.unwrap()) {
@@ -489,7 +514,10 @@ impl Endpoint for GridFtp {
                 Ok(()) => {
                     let got = progress.prefix();
                     if got < size {
-                        return Err(TransferError::Interrupted { url: self.url.to_string(), reason: format!("server finished at {got} of {size} bytes") });
+                        return Err(TransferError::Interrupted {
+                            url: self.url.to_string(),
+                            reason: format!("server finished at {got} of {size} bytes"),
+                        });
                     }
                     return Ok(size);
                 }
@@ -608,9 +636,17 @@ mod tests {
     fn features_of_globus_gridftp_server_13() {
         let feat = Reply {
             code: 211,
-            lines: ["Extensions supported", " CKSM MD5:10;ADLER32:10;SHA1:10;SHA256:11;SHA512:12;", " DCAU", " PARALLEL", " ERET", " ESTO", "End."]
-                .map(String::from)
-                .to_vec(),
+            lines: [
+                "Extensions supported",
+                " CKSM MD5:10;ADLER32:10;SHA1:10;SHA256:11;SHA512:12;",
+                " DCAU",
+                " PARALLEL",
+                " ERET",
+                " ESTO",
+                "End.",
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         let f = Features::parse(&feat);
         assert!(f.dcau && f.parallel && f.eret && f.esto);
