@@ -120,7 +120,11 @@ impl Session {
         }
         if let Some(g) = gsi {
             let target = Target::Host(url.host.clone());
-            let (init, first) = Initiator::new(&g.cred, &g.certdir, &target, Some(Delegation::default()))
+            // The server needs a delegated proxy only to present our identity on DCAU data
+            // channels; without DCAU nothing is delegated (less handed out, and no wait for
+            // the server to generate the delegation key pair, ~0.1-0.3 s).
+            let delegation = opts.dcau.then(Delegation::default);
+            let (init, first) = Initiator::new(&g.cred, &g.certdir, &target, delegation)
                 .map_err(|e| TransferError::Auth { url: us.clone(), reason: e.to_string() })?;
             ctl.authenticate(init, first)?;
         }
