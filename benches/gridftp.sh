@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # benches/gridftp.sh — 1 GiB localhost downloads: vws stage vs globus-url-copy (same streams and
-# DCAU setting) vs cp, medians of 3 after one warm-up, plus client CPU seconds per GiB.
+# DCAU setting) vs cp, medians of ROUNDS interleaved rounds (default 5) after one warm-up, plus
+# client CPU seconds per GiB.
 # Brings up its own GSI GridFTP kit (target/gridftp-bench-kit, port 2814) and stops it at the end.
-# Usage: benches/gridftp.sh [SIZE (default 1G)]
+# Usage: [ROUNDS=N] benches/gridftp.sh [SIZE (default 1G)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1G}
+ROUNDS=${ROUNDS:-5}
 KIT=$PWD/target/gridftp-bench-kit
 PORT=2814
 DATA=$PWD/target/gridftp-bench-data
@@ -28,37 +30,42 @@ run() {
   read -r e u s < "$DATA/time"
   echo "$e $(echo "$u + $s" | bc -l)"
 }
-median3() { sort -n | sed -n 2p; }
-measure() { # label cmd...
-  local label=$1; shift
-  run "$@" >/dev/null # warm-up
-  local walls=() cpus=()
-  for _ in 1 2 3; do
-    read -r w c < <(run "$@")
-    walls+=("$w"); cpus+=("$c")
+median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+line() { # label wall cpu
+  printf '%-46s %6.2f s %7.0f MB/s %6.2f cpu-s/GiB\n' "$1" "$2" "$(echo "$BYTES / $2 / 1000000" | bc -l)" \
+    "$(echo "$3 * 1073741824 / $BYTES" | bc -l)"
+}
+# pair LABEL_A LABEL_B -- CMD_A... -- CMD_B...: ROUNDS interleaved rounds (the order alternates
+# each round, so drift and noise hit both clients alike) after one warm-up of each; prints both
+# medians and leaves them in $WA and $WB.
+pair() {
+  local la=$1 lb=$2; shift 3
+  local a=() b=()
+  while [ "$1" != -- ]; do a+=("$1"); shift; done; shift
+  b=("$@")
+  run "${a[@]}" >/dev/null; run "${b[@]}" >/dev/null
+  : > "$DATA/a"; : > "$DATA/b"
+  for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then run "${a[@]}" >> "$DATA/a"; run "${b[@]}" >> "$DATA/b"
+    else run "${b[@]}" >> "$DATA/b"; run "${a[@]}" >> "$DATA/a"; fi
   done
-  local w c
-  w=$(printf '%s\n' "${walls[@]}" | median3)
-  c=$(printf '%s\n' "${cpus[@]}" | median3)
-  local mbs
-  mbs=$(echo "$BYTES / $w / 1000000" | bc -l)
-  local cpg
-  cpg=$(echo "$c * 1073741824 / $BYTES" | bc -l)
-  printf '%-34s %8.2f s %9.0f MB/s %8.2f cpu-s/GiB\n' "$label" "$w" "$mbs" "$cpg"
-  echo "$w" > "$DATA/last"
+  WA=$(cut -d' ' -f1 "$DATA/a" | median); WB=$(cut -d' ' -f1 "$DATA/b" | median)
+  line "$la" "$WA" "$(cut -d' ' -f2 "$DATA/a" | median)"
+  line "$lb" "$WB" "$(cut -d' ' -f2 "$DATA/b" | median)"
 }
 
-echo "GridFTP 1 GiB localhost download benchmark ($BYTES bytes, medians of 3)"
-printf '%-34s %10s %14s %18s\n' "client" "wall" "rate" "client CPU"
-measure "cp" cp "$SRC" "$OUT"; CP=$(cat "$DATA/last")
+echo "GridFTP $SIZE localhost download benchmark ($BYTES bytes, medians of $ROUNDS interleaved rounds)"
+printf '%-46s %8s %12s %16s\n' "client" "wall" "rate" "client CPU"
+pair "cp" "vws stage file:// (local copy, verified)" -- cp "$SRC" "$OUT" -- "$VWS" stage -q "file://$SRC" "file://$OUT"
+CP=$WA
 for P in 1 4; do
   for D in "" "-nodcau"; do
     VFLAG=""; [ -n "$D" ] && VFLAG="--no-dcau"
-    measure "globus-url-copy -p $P $D" globus-url-copy -p $P $D "$URL" "file://$OUT"; G=$(cat "$DATA/last")
-    measure "vws stage --streams $P $VFLAG --no-verify" "$VWS" stage -q --no-verify --streams $P $VFLAG "$URL" "file://$OUT"; V=$(cat "$DATA/last")
-    printf '  ratio vs globus-url-copy: %.2fx   vs cp: %.2fx\n' "$(echo "$G / $V" | bc -l)" "$(echo "$CP / $V" | bc -l)"
-    measure "globus-url-copy -p $P $D -verify-checksum" globus-url-copy -p $P $D -verify-checksum "$URL" "file://$OUT"; G=$(cat "$DATA/last")
-    measure "vws stage --streams $P $VFLAG (verified)" "$VWS" stage -q --streams $P $VFLAG "$URL" "file://$OUT"; V=$(cat "$DATA/last")
-    printf '  ratio vs globus-url-copy (both verifying): %.2fx\n' "$(echo "$G / $V" | bc -l)"
+    pair "globus-url-copy -p $P $D" "vws stage --streams $P $VFLAG --no-verify" -- \
+      globus-url-copy -p $P $D "$URL" "file://$OUT" -- "$VWS" stage -q --no-verify --streams $P $VFLAG "$URL" "file://$OUT"
+    printf '  ratio vs globus-url-copy: %.2fx   vs cp: %.2fx\n' "$(echo "$WA / $WB" | bc -l)" "$(echo "$CP / $WB" | bc -l)"
+    pair "globus-url-copy -p $P $D -verify-checksum" "vws stage --streams $P $VFLAG (verified)" -- \
+      globus-url-copy -p $P $D -verify-checksum "$URL" "file://$OUT" -- "$VWS" stage -q --streams $P $VFLAG "$URL" "file://$OUT"
+    printf '  ratio vs globus-url-copy (both verifying): %.2fx\n' "$(echo "$WA / $WB" | bc -l)"
   done
 done
