@@ -25,6 +25,8 @@ const NIMBUS: &str = "http://www.globus.org/2008/06/workspace";
 struct SlowHttp {
     addr: String,
     gets: Arc<AtomicUsize>,
+    /// Body bytes written to clients.
+    sent: Arc<AtomicUsize>,
 }
 
 impl SlowHttp {
@@ -32,16 +34,17 @@ impl SlowHttp {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let gets = Arc::new(AtomicUsize::new(0));
-        let (data, g) = (Arc::new(data), gets.clone());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (data, g, n) = (Arc::new(data), gets.clone(), sent.clone());
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
-                let (data, g) = (data.clone(), g.clone());
+                let (data, g, n) = (data.clone(), g.clone(), n.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(c, &data, chunk, pause, &g);
+                    let _ = serve(c, &data, chunk, pause, &g, &n);
                 });
             }
         });
-        SlowHttp { addr, gets }
+        SlowHttp { addr, gets, sent }
     }
 
     fn url(&self, name: &str) -> String {
@@ -49,7 +52,14 @@ impl SlowHttp {
     }
 }
 
-fn serve(c: TcpStream, data: &[u8], chunk: usize, pause: Duration, gets: &AtomicUsize) -> std::io::Result<()> {
+fn serve(
+    c: TcpStream,
+    data: &[u8],
+    chunk: usize,
+    pause: Duration,
+    gets: &AtomicUsize,
+    sent: &AtomicUsize,
+) -> std::io::Result<()> {
     let mut r = BufReader::new(c.try_clone()?);
     let mut w = c;
     loop {
@@ -78,6 +88,7 @@ fn serve(c: TcpStream, data: &[u8], chunk: usize, pause: Duration, gets: &Atomic
         gets.fetch_add(1, Ordering::Relaxed);
         for piece in body.chunks(chunk) {
             w.write_all(piece)?;
+            sent.fetch_add(piece.len(), Ordering::Relaxed);
             std::thread::sleep(pause);
         }
     }
@@ -301,13 +312,12 @@ fn file_sources_outside_the_roots_are_refused_before_anything_changes() {
 }
 
 #[test]
-fn destroy_during_staging_leaves_nothing_behind() {
-    let data = image(4 << 20, 3);
-    let http = SlowHttp::start(data, 64 << 10, Duration::from_millis(20));
+fn destroy_during_staging_cancels_the_transfer_and_leaves_nothing_behind() {
+    let data = image(16 << 20, 3);
+    let http = SlowHttp::start(data.clone(), 64 << 10, Duration::from_millis(20));
     let s = staging_server(&[]);
     let key = s.create_workspace_from(&description(&disk("root", &http.url("a.img"), None)));
     assert_eq!(manager_op(&s, &key, "deploy").status, 200);
-    // Wait until bytes arrive, then destroy.
     wait_for_bytes(&s, &key);
     let r = s.call(
         "WorkspaceService",
@@ -316,12 +326,16 @@ fn destroy_during_staging_leaves_nothing_behind() {
         "<wsrl:Destroy xmlns:wsrl=\"http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceLifetime-1.2-draft-01.xsd\"/>",
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    // When the transfer ends, whatever it made is removed.
+    // The transfer stops (it would take 5 s to the end) and whatever it made is removed.
     let start = Instant::now();
     while !s.log().contains("staging ended for a workspace that is gone") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", s.log());
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", s.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(s.log().contains("cancelled"), "{}", s.log());
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = http.sent.load(Ordering::Relaxed);
+    assert!(sent < data.len() / 2, "the image server stopped sending early: {sent} of {} bytes", data.len());
     assert!(!pool_dir(&s, &key).exists(), "{:?}", files_in(&pool_dir(&s, &key)));
     assert!(s.db_dump().iter().all(|r| r.1 != key), "the workspace is gone from the store");
 }

@@ -258,6 +258,29 @@ fn checksum_mismatch_is_rejected_and_leaves_nothing() {
 }
 
 #[test]
+fn cancelled_download_and_upload_stop_early_and_leave_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let src = big();
+    let out = fresh_dir("cancel-out");
+    let (mut o, seen) = resume_opts(Duration::from_millis(10));
+    o.streams = 2;
+    let s2 = seen.clone();
+    o.cancel = Some(Arc::new(move || s2.load(Ordering::Relaxed) > 64 << 20));
+    let t = std::time::Instant::now();
+    let e = transfer::stage(&url(&src), out.join("img").to_str().unwrap(), &o).unwrap_err();
+    assert_eq!(e.kind(), "cancelled", "{e}");
+    assert!(seen.load(Ordering::Relaxed) < 1 << 30, "stopped before the end");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in the target directory");
+    // Upload: the temporary remote file goes too.
+    let remote = fresh_dir("cancel-remote");
+    seen.store(0, Ordering::Relaxed);
+    let e = transfer::stage(&format!("file://{}", src.display()), &url(&remote.join("up.img")), &o).unwrap_err();
+    assert_eq!(e.kind(), "cancelled", "{e}");
+    assert_eq!(std::fs::read_dir(&remote).unwrap().count(), 0, "no remote leftovers");
+    assert!(t.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
 fn concurrent_stagings_share_transfers() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = fresh_dir("pool");

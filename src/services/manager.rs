@@ -9,7 +9,7 @@
 //!
 //! Invariants: the state change is durable before any file is touched; a file appears in the
 //! pool only complete and verified (see [`crate::transfer::stage`]); `file://` images come only
-//! from the configured roots. After a crash [`ManagerService::recover`] restarts stagings that
+//! from the configured roots; destroying a workspace cancels its staging. After a crash [`ManagerService::recover`] restarts stagings that
 //! were under way and removes pool directories no workspace owns any more.
 
 use super::workspace::{current_state_xml, touch, WorkspaceData};
@@ -23,8 +23,10 @@ use crate::soap::xml::escape_attr;
 use crate::transfer::{self, Digest, Options, ProgressInfo, Stager, TransferError, Url};
 use crate::workspace::{Description, Event, State};
 use crate::wsrf::{time, BaseFault, FaultType, Home, ResourceState};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +44,8 @@ struct Inner {
     file_roots: Vec<PathBuf>,
     stager: Stager,
     permits: tokio::sync::Semaphore,
+    /// Cancel flags of the stagings under way, by workspace key (set when it is destroyed).
+    jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 /// One image to stage.
@@ -178,12 +182,16 @@ impl ManagerService {
             file_roots,
             stager: Stager::new(opts),
             permits: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
+            jobs: Mutex::new(HashMap::new()),
         });
-        // A destroyed workspace's images go with it (a staging still running finds the
-        // workspace gone when it ends and removes what it made).
+        // A destroyed workspace's images go with it: a staging under way is cancelled (its
+        // transfer stops unless another workspace shares it) and removes what it made.
         let weak = Arc::downgrade(&inner);
         home.on_destroy(Box::new(move |key| {
             if let Some(inner) = weak.upgrade() {
+                if let Some(flag) = inner.jobs.lock().unwrap().get(key) {
+                    flag.store(true, Ordering::Relaxed);
+                }
                 let dir = inner.dir(key);
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn_blocking(move || remove_dir(&dir));
@@ -424,6 +432,8 @@ impl Inner {
 
     /// The background part of deploy.
     async fn run_staging(self: Arc<Self>, key: String, items: Vec<Item>, report: Report) {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.jobs.lock().unwrap().insert(key.clone(), cancelled.clone());
         let _permit = self.permits.acquire().await;
         let shared = Arc::new(Mutex::new(report));
         let (tx, mut rx) = tokio::sync::watch::channel(());
@@ -478,9 +488,14 @@ impl Inner {
             let me = self.clone();
             let it = item.clone();
             let dst = format!("file://{}", it.file.display());
-            let done = tokio::task::spawn_blocking(move || me.stager.stage_watched(&it.url, &dst, it.digest, Some(watch)))
-                .await
-                .unwrap_or_else(|e| Err(TransferError::Io { what: "staging task".into(), reason: e.to_string() }));
+            let cancel: transfer::CancelFn = {
+                let c = cancelled.clone();
+                Arc::new(move || c.load(Ordering::Relaxed))
+            };
+            let done =
+                tokio::task::spawn_blocking(move || me.stager.stage_watched(&it.url, &dst, it.digest, Some(watch), Some(cancel)))
+                    .await
+                    .unwrap_or_else(|e| Err(TransferError::Io { what: "staging task".into(), reason: e.to_string() }));
             let mut r = shared.lock().unwrap();
             match done {
                 Ok(o) => {
@@ -501,6 +516,7 @@ impl Inner {
             tx.send_replace(());
         }
         drop(tx);
+        self.jobs.lock().unwrap().remove(&key);
         let _ = publisher.await;
         let final_report = {
             let mut r = shared.lock().unwrap();

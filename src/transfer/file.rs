@@ -41,6 +41,7 @@ pub fn copy_range(src: &File, dst: &File, len: u64, progress: &Progress, what: &
         }
         progress.add(off, n as u64);
         off += n as u64;
+        progress.check()?;
     }
     let mut buf = vec![0u8; 4 << 20];
     while off < len {
@@ -52,6 +53,7 @@ pub fn copy_range(src: &File, dst: &File, len: u64, progress: &Progress, what: &
         dst.write_all_at(&buf[..n], off).map_err(|e| TransferError::io(what, e))?;
         progress.add(off, n as u64);
         off += n as u64;
+        progress.check()?;
     }
     Ok(off)
 }

@@ -191,6 +191,7 @@ impl HttpEndpoint {
                     progress.add(off, k as u64);
                     off += k as u64;
                     left -= k as u64;
+                    progress.check()?;
                 }
                 line.clear();
                 r.body.read_line(&mut line).map_err(io)?;
@@ -216,6 +217,7 @@ impl HttpEndpoint {
                 dest.write_all_at(&buf[..n], off).map_err(|e| TransferError::io("target file", e))?;
                 progress.add(off, n as u64);
                 off += n as u64;
+                progress.check()?;
             }
         }
         Ok(off)
@@ -239,6 +241,7 @@ impl Endpoint for HttpEndpoint {
             match self.fetch_from(dest, progress.prefix(), progress) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.is_transient() && tries < self.opts.retries => {
+                    progress.check()?;
                     tries += 1;
                     tracing::warn!(url = %self.url, at = progress.prefix(), "resuming after: {e}");
                     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -47,6 +47,8 @@ pub enum TransferError {
     Interrupted { url: String, reason: String },
     #[error("{what}: {reason}")]
     Io { what: String, reason: String },
+    #[error("{url}: cancelled")]
+    Cancelled { url: String },
     #[error("checksum mismatch for {url}: {algo} expected {expected}, got {actual}")]
     ChecksumMismatch { url: String, algo: String, expected: String, actual: String },
 }
@@ -75,6 +77,7 @@ impl TransferError {
             TransferError::Interrupted { .. } => "interrupted",
             TransferError::Io { .. } => "io",
             TransferError::ChecksumMismatch { .. } => "checksum_mismatch",
+            TransferError::Cancelled { .. } => "cancelled",
         }
     }
 }
@@ -83,6 +86,9 @@ pub type Result<T> = std::result::Result<T, TransferError>;
 
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&ProgressInfo) + Send + Sync>;
+
+/// Asked between blocks: true = stop the transfer (it ends with [`TransferError::Cancelled`]).
+pub type CancelFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// GridFTP data-channel protection level (RFC 2228 `PROT`), negotiated after `PBSZ`.
 ///
@@ -150,6 +156,8 @@ pub struct Options {
     pub block_size: usize,
     /// Called with progress at most every `progress_interval`.
     pub progress: Option<ProgressFn>,
+    /// Whether to give up (e.g. the workspace being staged for was destroyed).
+    pub cancel: Option<CancelFn>,
     pub progress_interval: Duration,
 }
 
@@ -168,6 +176,7 @@ impl Default for Options {
             expected: None,
             block_size: 4 << 20,
             progress: None,
+            cancel: None,
             progress_interval: Duration::from_millis(250),
         }
     }

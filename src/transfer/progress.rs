@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ProgressFn;
+use super::{CancelFn, ProgressFn, TransferError};
 
 /// A snapshot for display.
 #[derive(Clone, Debug)]
@@ -95,6 +95,7 @@ pub struct Progress {
     interval: Duration,
     cb: Option<ProgressFn>,
     aborted: std::sync::atomic::AtomicBool,
+    cancel: Option<CancelFn>,
 }
 
 const UNKNOWN: u64 = u64::MAX;
@@ -114,6 +115,28 @@ impl Progress {
             interval,
             cb,
             aborted: false.into(),
+            cancel: None,
+        }
+    }
+
+    /// The same progress, stopping when `cancel` says so (see [`Progress::check`]).
+    pub fn cancel_on(mut self, cancel: Option<CancelFn>) -> Progress {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Whether the transfer was cancelled by its owner.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c())
+    }
+
+    /// Err([`TransferError::Cancelled`]) once the owner cancelled: asked by every transfer
+    /// loop between blocks and before every retry.
+    pub fn check(&self) -> Result<(), TransferError> {
+        if self.cancelled() {
+            Err(TransferError::Cancelled { url: self.url.clone() })
+        } else {
+            Ok(())
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checksum::{self, Algo, MultiHasher};
-use super::{open, Digest, Options, Progress, ProgressFn, ProgressInfo, Result, TransferError, Url};
+use super::{open, CancelFn, Digest, Options, Progress, ProgressFn, ProgressInfo, Result, TransferError, Url};
 
 /// What a staging did.
 #[derive(Clone, Debug)]
@@ -121,7 +121,8 @@ fn download(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageO
     if let Some(s) = size {
         file.set_len(s).map_err(|e| TransferError::io(tmp.display(), e))?;
     }
-    let progress = Progress::new(&su.to_string(), size, opts.progress.clone(), opts.progress_interval);
+    let progress =
+        Progress::new(&su.to_string(), size, opts.progress.clone(), opts.progress_interval).cancel_on(opts.cancel.clone());
     let remote_algo = if opts.verify { src.remote_algorithms().into_iter().next() } else { None };
     // With verification off and nothing expected, no digest at all (the fast path).
     let mut algos = if opts.verify { vec![Algo::Sha256] } else { Vec::new() };
@@ -197,7 +198,8 @@ fn upload(su: &Url, du: &Url, opts: &Options, start: Instant) -> Result<StageOut
     }
     let tmp_url = du.with_path(&temp_name(Path::new(&du.path)).to_string_lossy());
     let tmp_ep = open(&tmp_url, opts)?;
-    let progress = Progress::new(&du.to_string(), Some(len), opts.progress.clone(), opts.progress_interval);
+    let progress =
+        Progress::new(&du.to_string(), Some(len), opts.progress.clone(), opts.progress_interval).cancel_on(opts.cancel.clone());
     let (moved, digests) = std::thread::scope(|sc| {
         let h = sc.spawn(|| checksum::file_digests(Path::new(&su.path), &algos));
         let moved = tmp_ep.upload(&f, len, &progress);
@@ -239,6 +241,9 @@ struct SlotInner {
     result: Mutex<Option<std::result::Result<(String, StageOutcome), TransferError>>>,
     done: Condvar,
     watchers: Mutex<Vec<ProgressFn>>,
+    /// Every party's cancel question (None: never cancels); the transfer stops only when all
+    /// of them cancelled.
+    cancels: Mutex<Vec<Option<CancelFn>>>,
 }
 type Slot = Arc<SlotInner>;
 
@@ -264,17 +269,19 @@ impl Stager {
     }
 
     pub fn stage(&self, src: &str, dst: &str) -> Result<StageOutcome> {
-        self.stage_watched(src, dst, None, None)
+        self.stage_watched(src, dst, None, None, None)
     }
 
     /// Stages `src` to `dst`, checking `expected` (if any), reporting the (possibly shared)
-    /// transfer's progress to `watch` as well as to the stager's own callback.
+    /// transfer's progress to `watch` as well as to the stager's own callback. A shared
+    /// transfer stops when every party's `cancel` says so (a party without one never does).
     pub fn stage_watched(
         &self,
         src: &str,
         dst: &str,
         expected: Option<Digest>,
         watch: Option<ProgressFn>,
+        cancel: Option<CancelFn>,
     ) -> Result<StageOutcome> {
         // Stagings expecting different digests do not share: each must check its own.
         let key = format!(
@@ -296,10 +303,17 @@ impl Stager {
         if let Some(w) = watch {
             slot.watchers.lock().unwrap().push(w);
         }
+        slot.cancels.lock().unwrap().push(cancel);
         if leader {
             self.transfers.fetch_add(1, Ordering::Relaxed);
             let mut opts = self.opts.clone();
             opts.expected = expected.or(opts.expected);
+            let own_cancel = self.opts.cancel.clone();
+            let parties = slot.clone();
+            opts.cancel = Some(Arc::new(move || {
+                own_cancel.as_ref().is_some_and(|c| c())
+                    || parties.cancels.lock().unwrap().iter().all(|c| c.as_ref().is_some_and(|c| c()))
+            }));
             let own = self.opts.progress.clone();
             let watchers = slot.clone();
             opts.progress = Some(Arc::new(move |p: &ProgressInfo| {

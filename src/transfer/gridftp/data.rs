@@ -332,6 +332,7 @@ impl<'a> Recv<'a> {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(self.aborted());
                 }
+                self.progress.check()?;
                 let h = BlockHeader::parse(&hdr);
                 let last = h.is_eod();
                 match self.step(&h)? {
@@ -426,6 +427,7 @@ impl<'a> Recv<'a> {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(self.aborted());
                 }
+                self.progress.check()?;
                 let h = BlockHeader::parse(&hdr);
                 match self.step(&h)? {
                     Step::Skip(n) => skip(&mut r, n).map_err(|e| self.io(e))?,
@@ -734,6 +736,7 @@ pub fn send(
                         send_all(fd, &h, true).map_err(io)?;
                         sendfile_all(fd, src.as_raw_fd(), start + rel, n).map_err(io)?;
                         progress.add(start + rel, n);
+                        progress.check()?;
                     }
                     send_all(fd, &eod_header(i, streams), false).map_err(io)?;
                     let _ = s.shutdown(Shutdown::Write);
@@ -821,6 +824,7 @@ fn send_tls(
         src.read_exact_at(body, start + rel).map_err(|e| TransferError::io("reading the source file", e))?;
         s.write_all(&buf[..HEADER_LEN + n as usize]).map_err(io)?;
         progress.add(start + rel, n);
+        progress.check()?;
     }
     s.write_all(&eod_header(i, streams)).map_err(io)?;
     s.flush().map_err(io)?;

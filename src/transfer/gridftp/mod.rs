@@ -526,12 +526,17 @@ impl Endpoint for GridFtp {
                     return Ok(size);
                 }
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                    progress.check()?;
                     attempt += 1;
                     tracing::warn!(url = %self.url, at = progress.prefix(), attempt, "transfer broken, resuming: {e}");
                     *self.session.lock().unwrap() = None;
                     self.reconnect()?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A broken transfer after a cancel is the cancel.
+                    progress.check()?;
+                    return Err(e);
+                }
             }
         }
     }
@@ -564,13 +569,18 @@ impl Endpoint for GridFtp {
             match self.with_session(|s| s.stor(&path, src, start, len - start, progress, &confirmed)) {
                 Ok(()) => return Ok(len),
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                    progress.check()?;
                     attempt += 1;
                     let at = confirmed.lock().unwrap().prefix();
                     tracing::warn!(url = %self.url, confirmed = at, attempt, "upload broken, resuming: {e}");
                     *self.session.lock().unwrap() = None;
                     self.reconnect()?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A broken transfer after a cancel is the cancel.
+                    progress.check()?;
+                    return Err(e);
+                }
             }
         }
     }
