@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench security` (`VWS_SHARED` names the shared peers directory).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use common::gsi::{self, Kit};

@@ -210,6 +210,18 @@ pub fn self_issued(cert: &X509Ref) -> bool {
     names_equal(cert.subject_name(), cert.issuer_name())
 }
 
+/// Empties OpenSSL's per-thread error queue when dropped. A failed `X509Ref::verify` (or other
+/// refused check) leaves errors there, and a later unrelated TLS read on the same worker thread
+/// would take them for its own failure and drop that connection. Every GSI check that may fail
+/// holds one of these for its duration.
+pub struct ClearErrorsOnDrop;
+
+impl Drop for ClearErrorsOnDrop {
+    fn drop(&mut self) {
+        let _ = openssl::error::ErrorStack::get();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,17 +248,5 @@ mod tests {
         assert!(single_cn(&r[1]).unwrap().is_none());
         let back = name_from_rdns(&r[..3]).unwrap();
         assert_eq!(dn_string(&back), "/O=Grid/OU=GlobusTest/CN=Test User");
-    }
-}
-
-/// Empties OpenSSL's per-thread error queue when dropped. A failed `X509Ref::verify` (or other
-/// refused check) leaves errors there, and a later unrelated TLS read on the same worker thread
-/// would take them for its own failure and drop that connection. Every GSI check that may fail
-/// holds one of these for its duration.
-pub struct ClearErrorsOnDrop;
-
-impl Drop for ClearErrorsOnDrop {
-    fn drop(&mut self) {
-        let _ = openssl::error::ErrorStack::get();
     }
 }

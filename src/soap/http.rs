@@ -335,11 +335,11 @@ pub enum Transport {
     Plain,
     /// GSI transport: TLS, client certificate chain checked by `authenticate` after the
     /// handshake (proxy chains need vws' own validation, so OpenSSL's verdict is not used).
-    Tls {
-        acceptor: openssl::ssl::SslAcceptor,
-        authenticate: Box<dyn Fn(&openssl::ssl::SslRef) -> Result<Caller, String> + Send + Sync>,
-    },
+    Tls { acceptor: openssl::ssl::SslAcceptor, authenticate: Authenticate },
 }
+
+/// Who the TLS peer is (or why it is refused), from its handshake.
+pub type Authenticate = Box<dyn Fn(&openssl::ssl::SslRef) -> Result<Caller, String> + Send + Sync>;
 
 impl Transport {
     fn scheme(&self) -> &'static str {
@@ -350,6 +350,7 @@ impl Transport {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_http1<D, IO>(
     io: IO,
     peer: SocketAddr,
