@@ -236,13 +236,8 @@ impl ManagerService {
         let report = Report::new(&items);
         inner
             .home
-            .update(&key, FaultType::RpResourceUnknown, |st| {
-                // Checked again under the lock: a concurrent deploy may have won.
-                let mut data = WorkspaceData::of(st)?;
-                data.state = data.state.on(Event::Deploy).ok_or_else(|| invalid_state(&key, "deploy", data.state))?;
-                inner.set(st, &data, &report);
-                Ok(())
-            })
+            // Checked again under the lock: a concurrent deploy may have won.
+            .update(&key, FaultType::RpResourceUnknown, |st| inner.transition(st, &key, Event::Deploy, "deploy", Some(&report)))
             .await?;
         tracing::info!(caller = req.caller.name(), key, images = items.len(), "deploy: staging started");
         tokio::spawn(inner.clone().run_staging(key, items, report));
@@ -258,16 +253,10 @@ impl ManagerService {
             .home
             .update(&key, FaultType::RpResourceUnknown, |st| {
                 inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
-                let mut data = WorkspaceData::of(st)?;
-                data.state = data.state.on(Event::Undeploy).ok_or_else(|| invalid_state(&key, "undeploy", data.state))?;
-                data.store(&inner.home.rtype, st);
-                st.set(&inner.home.rtype, VWS, "staging", vec![]);
-                touch(&inner.home.rtype, st);
-                Ok(())
+                inner.transition(st, &key, Event::Undeploy, "undeploy", None)
             })
             .await?;
-        let dir = inner.dir(&key);
-        let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+        inner.release(&key).await;
         tracing::info!(caller = req.caller.name(), key, "undeploy: images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }
@@ -287,8 +276,7 @@ impl ManagerService {
                     keep.insert(key.clone());
                     match inner.plan_unchecked(&key, &data.description) {
                         Ok(items) => {
-                            let dir = inner.dir(&key);
-                            let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+                            inner.release(&key).await;
                             let report = Report::new(&items);
                             tracing::info!(key, images = items.len(), "resuming a staging interrupted by a restart");
                             tokio::spawn(inner.clone().run_staging(key, items, report));
@@ -354,12 +342,29 @@ impl Inner {
         self.pool.join(key)
     }
 
-    /// Writes the state and the staging report into a workspace.
-    fn set(&self, st: &mut ResourceState, data: &WorkspaceData, report: &Report) {
+    /// Moves a workspace's state by `event` (refused, naming the state, when the table has no
+    /// such transition) and writes its staging report (None: no report).
+    fn transition(
+        &self,
+        st: &mut ResourceState,
+        key: &str,
+        event: Event,
+        op: &str,
+        report: Option<&Report>,
+    ) -> Result<State, BaseFault> {
+        let mut data = WorkspaceData::of(st)?;
+        data.state = data.state.on(event).ok_or_else(|| invalid_state(key, op, data.state))?;
         let rtype = &self.home.rtype;
         data.store(rtype, st);
-        st.set(rtype, VWS, "staging", vec![report.to_xml()]);
+        st.set(rtype, VWS, "staging", report.map(Report::to_xml).into_iter().collect());
         touch(rtype, st);
+        Ok(data.state)
+    }
+
+    /// Removes a workspace's pool directory (off the async threads).
+    async fn release(&self, key: &str) {
+        let dir = self.dir(key);
+        let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
     }
 
     /// The images of a description, each checked against the staging policy.
@@ -529,24 +534,20 @@ impl Inner {
         let r = self
             .home
             .update(&key, FaultType::RpResourceUnknown, |st| {
-                let mut data = WorkspaceData::of(st)?;
-                data.state = data.state.on(event).ok_or_else(|| invalid_state(&key, "finishing a staging", data.state))?;
-                self.set(st, &data, &final_report);
-                Ok(data.state)
+                self.transition(st, &key, event, "finishing a staging", Some(&final_report))
             })
             .await;
         match r {
             Ok(s) => {
                 if failure.is_some() {
-                    let d = dir.clone();
-                    let _ = tokio::task::spawn_blocking(move || remove_dir(&d)).await;
+                    self.release(&key).await;
                 }
                 tracing::info!(key, state = s.as_str(), "staging finished");
             }
             Err(e) => {
                 // Destroyed (or changed) meanwhile: nothing of this staging may stay behind.
                 tracing::info!(key, "staging ended for a workspace that is gone: {}", e.description);
-                let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+                self.release(&key).await;
             }
         }
     }

@@ -284,11 +284,7 @@ impl Stager {
         cancel: Option<CancelFn>,
     ) -> Result<StageOutcome> {
         // Stagings expecting different digests do not share: each must check its own.
-        let key = format!(
-            "{} {}",
-            Url::parse(src)?,
-            expected.as_ref().map(|d| format!("{}:{}", d.algo.name(), d.hex)).unwrap_or_default()
-        );
+        let key = format!("{} {}", Url::parse(src)?, expected.as_ref().map(|d| d.to_string()).unwrap_or_default());
         let (slot, leader) = {
             let mut m = self.inflight.lock().unwrap();
             match m.get(&key) {
