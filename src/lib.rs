@@ -8,6 +8,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod host;
 pub mod security;
 pub mod services;
 pub mod soap;
