@@ -4,8 +4,8 @@
 use crate::config::{Config, SecurityConfig};
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
-use crate::services::{counter, factory, manager::ManagerService, workspace, Services, Shared};
-use crate::soap::http::{self, MessageSecurity, Transport};
+use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
+use crate::services::{counter, factory, manager::ManagerService, workspace, Dispatcher, Registry, Shared};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// A running container's parts.
 pub struct App {
-    pub services: Arc<Services>,
+    pub services: Arc<Registry>,
     pub sweeper: Arc<Sweeper>,
     pub store: Store,
     pub manager: Arc<ManagerService>,
@@ -34,28 +34,28 @@ impl App {
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
         let manager =
             ManagerService::new(workspaces.clone(), shared.clone(), cfg.staging.pool_dir(&cfg.server.data), &cfg.staging)?;
-        let services = Services {
-            factory: factory::FactoryService {
-                shared: shared.clone(),
-                policy: cfg.policy.clone(),
-                workspaces: workspaces.clone(),
-            },
-            workspace: workspace::WorkspaceService {
-                home: workspaces,
-                shared: shared.clone(),
-                lifetime,
-                manager: manager.clone(),
-            },
-            counter: counter::CounterService::new(counters, shared.clone(), false),
-            counter_rw: counter::CounterService::new(counters_rw, shared, true),
-        };
+        // The port types: one line each.
+        let mut services = Registry::new();
+        services.register(Arc::new(factory::FactoryService {
+            shared: shared.clone(),
+            policy: cfg.policy.clone(),
+            workspaces: workspaces.clone(),
+        }))?;
+        services.register(Arc::new(workspace::WorkspaceService {
+            home: workspaces,
+            shared: shared.clone(),
+            lifetime,
+            operations: vec![manager.clone()],
+        }))?;
+        services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
+        services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
         Ok(App { services: Arc::new(services), sweeper, store, manager })
     }
 }
 
 /// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
 /// the host credential, trust directory, grid-mapfile and VOMS trust.
-fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String> {
+fn gsi(sec: &SecurityConfig) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
@@ -69,11 +69,8 @@ fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
     let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay: wssec::ReplayCache::new(), signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
-    let transport = Transport::Tls {
-        acceptor,
-        authenticate: Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string())),
-    };
-    Ok((transport, msec))
+    let authenticate: Authenticate = Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string()));
+    Ok(((acceptor, authenticate), msec))
 }
 
 /// Run `vwsd` until SIGTERM / SIGINT.
@@ -81,38 +78,61 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let secure = cfg.security.https.is_some();
     let auth: Arc<dyn Authorizer> =
         if secure { Arc::new(AclPolicy::new(cfg.security.acl.clone())?) } else { Arc::new(OwnerOnly) };
-    let mut listeners = Vec::new();
-    if let Some(addr) = &cfg.server.http {
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
-        listeners.push((l, Transport::Plain));
-    }
+    let http_cfg = Arc::new(cfg.http_config());
+    let plain = match &cfg.server.http {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?),
+        None => None,
+    };
     let mut msec = None;
+    let mut tls = None;
     if let Some(addr) = &cfg.security.https {
         let (t, m) = gsi(&cfg.security)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
-        listeners.push((l, t));
+        tls = Some((l, t));
         msec = Some(m);
     }
-    if listeners.is_empty() {
+    if plain.is_none() && tls.is_none() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
     let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
     app.manager.recover().await;
+    let store = app.store.clone();
+    let health: server::Health = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.get("healthz", "-").map(|_| ()).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    });
+    let services: Arc<dyn Dispatcher> = app.services.clone();
+    let router = server::router(Arc::new(Edge { services, cfg: http_cfg.clone(), msec, health }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http_cfg = Arc::new(cfg.http_config());
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    let mut servers = Vec::new();
-    for (l, t) in listeners {
-        let local = l.local_addr().map_err(|e| e.to_string())?;
-        let scheme = if matches!(t, Transport::Plain) { "http" } else { "https" };
+    let stop = || {
         let mut rx = stop_rx.clone();
-        let stop = async move {
+        async move {
             let _ = rx.wait_for(|s| *s).await;
-        };
-        servers.push(tokio::spawn(http::serve(l, t, app.services.clone(), http_cfg.clone(), msec.clone(), stop, grace)));
+        }
+    };
+    let mut servers = Vec::new();
+    let announce = |local: std::net::SocketAddr, scheme: &str| {
         tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
         println!("vwsd listening on {scheme}://{local}");
+    };
+    if let Some(l) = plain {
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let l = PlainListener::new(l, http_cfg.max_connections, http_cfg.header_timeout);
+        servers.push(tokio::spawn(server::serve(l, router.clone(), stop(), grace)));
+        announce(local, "http");
+    }
+    if let Some((l, (acceptor, authenticate))) = tls {
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let l = GsiListener::new(l, acceptor, authenticate, http_cfg.max_connections, http_cfg.header_timeout)
+            .map_err(|e| e.to_string())?;
+        servers.push(tokio::spawn(server::serve(l, router.clone(), stop(), grace)));
+        announce(local, "https");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();

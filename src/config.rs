@@ -1,6 +1,7 @@
 //! `vwsd` configuration (`conf/vwsd.toml`): listeners, store location, parser limits and site
 //! policy. Unknown keys are errors, so a typo never silently changes behaviour.
 
+pub use crate::host::settings::StagingConfig;
 use crate::workspace::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -13,63 +14,6 @@ pub struct Config {
     pub policy: Policy,
     pub security: SecurityConfig,
     pub staging: StagingConfig,
-}
-
-/// Image staging on this host (the Manager's deploy): where images land, how they are fetched,
-/// and which sources are allowed.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct StagingConfig {
-    /// Image pool: one directory per deployed workspace. Relative paths are under `server.data`.
-    pub pool: PathBuf,
-    /// Local directories `file://` images may come from (after resolving symlinks). Empty: no
-    /// `file://` sources at all, so a caller cannot stage files of the service host.
-    pub file_roots: Vec<PathBuf>,
-    /// GridFTP parallel streams.
-    pub streams: usize,
-    /// GridFTP data-channel authentication (DCAU A).
-    pub dcau: bool,
-    /// Compare with the server's checksum (GridFTP CKSM) after each transfer.
-    pub verify: bool,
-    /// Credential for gsiftp:// and https:// sources (proxy, or certificate+key in one file);
-    /// default: X509_USER_PROXY, /tmp/x509up_u<uid>.
-    pub credential: Option<PathBuf>,
-    /// Trusted CAs for those servers; default: X509_CERT_DIR, /etc/grid-security/certificates.
-    pub cert_dir: Option<PathBuf>,
-    /// Stagings running at once; more wait their turn.
-    pub max_concurrent: usize,
-    /// Resumes of a broken transfer before the deploy fails.
-    pub retries: u32,
-    /// How often a staging workspace's `staging` property is refreshed.
-    pub progress_interval_ms: u64,
-}
-
-impl Default for StagingConfig {
-    fn default() -> Self {
-        StagingConfig {
-            pool: PathBuf::from("pool"),
-            file_roots: Vec::new(),
-            streams: 4,
-            dcau: true,
-            verify: true,
-            credential: None,
-            cert_dir: None,
-            max_concurrent: 4,
-            retries: 5,
-            progress_interval_ms: 500,
-        }
-    }
-}
-
-impl StagingConfig {
-    /// The pool directory, resolved against the store directory.
-    pub fn pool_dir(&self, data: &Path) -> PathBuf {
-        if self.pool.is_absolute() {
-            self.pool.clone()
-        } else {
-            data.join(&self.pool)
-        }
-    }
 }
 
 /// GSI: the HTTPS listener, trust, and the ACL policy. Security is on when `https` is set; then
@@ -111,7 +55,8 @@ pub struct Server {
     pub http: Option<String>,
     /// Store directory (relative paths are relative to the working directory).
     pub data: PathBuf,
-    /// Base URL written into EPRs and WSDL (`http://host:port`); default: the request's Host.
+    /// Base URL written into EPRs and WSDL (`http://host:port`); default: the address of the
+    /// listener a request came in on (never the client's Host header).
     pub public_url: Option<String>,
     /// Seconds in-flight requests get to finish at shutdown.
     pub shutdown_grace_secs: u64,
@@ -127,6 +72,10 @@ pub struct LimitsConfig {
     pub body_idle_timeout_ms: u64,
     pub body_total_timeout_ms: u64,
     pub header_timeout_ms: u64,
+    /// Requests handled at once (all listeners together); more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// Open connections per listener; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for Server {
@@ -145,6 +94,8 @@ impl Default for LimitsConfig {
             body_idle_timeout_ms: 500,
             body_total_timeout_ms: 30_000,
             header_timeout_ms: 10_000,
+            max_concurrent_requests: 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -155,10 +106,10 @@ impl Config {
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub fn http_config(&self) -> crate::soap::http::HttpConfig {
+    pub fn http_config(&self) -> crate::server::HttpConfig {
         use std::time::Duration;
         let l = &self.limits;
-        crate::soap::http::HttpConfig {
+        crate::server::HttpConfig {
             max_body_bytes: l.max_body_bytes,
             body_idle_timeout: Duration::from_millis(l.body_idle_timeout_ms),
             body_total_timeout: Duration::from_millis(l.body_total_timeout_ms),
@@ -169,6 +120,8 @@ impl Config {
                 max_attributes: l.max_attributes,
             },
             public_url: self.server.public_url.clone(),
+            max_concurrent_requests: l.max_concurrent_requests,
+            max_connections: l.max_connections,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod host;
 pub mod security;
+pub mod server;
 pub mod services;
 pub mod soap;
 pub mod store;

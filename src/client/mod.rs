@@ -244,7 +244,7 @@ pub fn query_payload(xpath: &str) -> String {
 /// Payload of SetTerminationTime; None = never.
 pub fn set_termination_payload(t: Option<i64>) -> String {
     let inner = match t {
-        Some(ms) => format!("<RequestedTerminationTime>{}</RequestedTerminationTime>", crate::wsrf::time::format_ms(ms)),
+        Some(ms) => format!("<RequestedTerminationTime>{}</RequestedTerminationTime>", crate::soap::time::format_ms(ms)),
         None => "<RequestedTerminationTime xsi:nil=\"true\"/>".to_string(),
     };
     format!("<SetTerminationTime xmlns=\"{}\">{inner}</SetTerminationTime>", ns::WSRL)
@@ -259,7 +259,7 @@ pub fn parse_when(s: &str, now_ms: i64) -> Result<Option<i64>, ClientError> {
         let n: i64 = secs.parse().map_err(|_| ClientError::Usage(format!("'{s}': expected +SECONDS")))?;
         return Ok(Some(now_ms + n * 1000));
     }
-    crate::wsrf::time::parse_ms(s)
+    crate::soap::time::parse_ms(s)
         .map(Some)
         .ok_or_else(|| ClientError::Usage(format!("'{s}' is not RFC 3339, +SECONDS or never")))
 }

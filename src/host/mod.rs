@@ -2,4 +2,5 @@
 //! Hypervisor drivers sit behind one trait ([`vmm::Vmm`]), one file per driver; the staging job
 //! and the image pool live here too. Nothing here knows SOAP.
 
+pub mod settings;
 pub mod vmm;

@@ -9,9 +9,8 @@
 //! * Reading or managing a resource: its owner may; others only when they match a `manage`
 //!   entry (site administrators). `admin` / `break_lock` follow the entries for those actions.
 
-use super::{Action, Authorizer, Caller, Denied};
+use super::{Action, Authorizer, Caller, Denied, Owner};
 use crate::security::certdir::glob_match;
-use crate::wsrf::Owner;
 use serde::Deserialize;
 
 /// One ACL entry: every given pattern must match (`*` matches any run of characters).

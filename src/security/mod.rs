@@ -8,8 +8,6 @@
 //! [`gridmap`], [`tls`] (OpenSSL glue for the listeners) and [`authenticate`], which turns a
 //! presented chain into a [`Caller`].
 
-use crate::wsrf::Owner;
-
 pub mod acl;
 pub mod certdir;
 pub mod credential;
@@ -30,6 +28,17 @@ pub use gridmap::GridMap;
 pub use proxy::{validate_chain, validate_chain_at, Validated};
 pub use voms::VomsConfig;
 
+/// Who a resource belongs to (from the caller identity that created it); beside [`Caller`]
+/// because the authorisation policies compare the two.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Owner {
+    /// Globus slash-form DN; None for anonymous.
+    pub dn: Option<String>,
+    pub fqans: Vec<String>,
+    /// Local account from the grid-mapfile, when there is one.
+    pub account: Option<String>,
+}
+
 /// The authenticated (or not) identity of a request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Caller {
@@ -41,9 +50,16 @@ pub struct Caller {
     pub limited: bool,
     /// Local account from the grid-mapfile.
     pub account: Option<String>,
+    /// Unix seconds after which these credentials are void: the earliest notAfter of the
+    /// presented chain and of its VOMS attribute certificates. None: nothing expires (anonymous).
+    pub valid_until: Option<i64>,
 }
 
 impl Caller {
+    /// True when the credentials this caller authenticated with have expired at `now` (Unix s).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.valid_until.is_some_and(|t| now > t)
+    }
     pub fn anonymous() -> Self {
         Caller::default()
     }
@@ -185,11 +201,19 @@ fn authenticate_inner(chain: &[openssl::x509::X509], cfg: &TrustConfig, at: Opti
         Some(g) => Some(g.map(&v.identity_dn)?),
         None => None,
     };
-    let fqans = match &cfg.voms {
-        Some(vc) => voms::fqans_at(&v, &cfg.cert_dir, vc, at),
-        None => Vec::new(),
-    };
-    Ok(Caller { dn: Some(v.identity_dn), fqans, limited: v.limited, account })
+    let mut valid_until = v.not_after.unix_timestamp();
+    let mut fqans: Vec<String> = Vec::new();
+    if let Some(vc) = &cfg.voms {
+        for a in voms::attributes(&v, &cfg.cert_dir, vc, at) {
+            valid_until = valid_until.min(a.not_after);
+            for f in a.fqans {
+                if !fqans.contains(&f) {
+                    fqans.push(f);
+                }
+            }
+        }
+    }
+    Ok(Caller { dn: Some(v.identity_dn), fqans, limited: v.limited, account, valid_until: Some(valid_until) })
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! `CounterServiceRW` also lets SetResourceProperties update `Value`. Hosted so that the
 //! recordings of a live GT 4.0 container replay against vws unchanged.
 
+use super::registry::PortType;
+use super::request::DispatchFuture;
 use super::{reply, unknown_operation, wsrf_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
-use crate::soap::http::{SoapReply, SoapRequest};
+use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::COUNTER;
 use crate::soap::xml::QName;
 use crate::wsrf::{BaseFault, FaultType, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
@@ -98,5 +100,24 @@ impl CounterService {
             })
             .await?;
         Ok(reply(format!("{COUNTER}/CounterPortType/addResponse"), format!("<addResponse xmlns=\"{COUNTER}\">{v}</addResponse>")))
+    }
+}
+
+impl PortType for CounterService {
+    fn name(&self) -> &str {
+        if self.writable {
+            NAME_RW
+        } else {
+            NAME
+        }
+    }
+    fn wsdl_template(&self) -> &'static str {
+        include_str!("../../wsdl/counter.wsdl")
+    }
+    fn key_header(&self) -> Option<&QName> {
+        Some(&self.home.key_name)
+    }
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> DispatchFuture<'a> {
+        Box::pin(CounterService::dispatch(self, req))
     }
 }

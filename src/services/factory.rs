@@ -3,11 +3,13 @@
 //! its EPR.
 
 use super::workspace;
+use super::registry::PortType;
+use super::request::DispatchFuture;
 use super::{reply, unknown_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::epr::WSA_DECL;
-use crate::soap::http::{SoapReply, SoapRequest};
+use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::{NIMBUS, VWS};
 use crate::workspace::{Description, Policy};
 use crate::wsrf::{BaseFault, FaultType, Home};
@@ -73,5 +75,17 @@ impl FactoryService {
         epr.write(&mut out, "wsa:EndpointReference", WSA_DECL);
         out.push_str("</createResponse>");
         Ok(reply(format!("{VWS}/{PORT_TYPE}/createResponse"), out))
+    }
+}
+
+impl PortType for FactoryService {
+    fn name(&self) -> &str {
+        NAME
+    }
+    fn wsdl_template(&self) -> &'static str {
+        include_str!("../../wsdl/factory.wsdl")
+    }
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> DispatchFuture<'a> {
+        Box::pin(FactoryService::dispatch(self, req))
     }
 }

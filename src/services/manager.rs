@@ -14,10 +14,10 @@
 
 use super::workspace::{current_state_xml, touch, WorkspaceData};
 use super::{reply, Shared};
-use crate::config::StagingConfig;
+use crate::host::settings::StagingConfig;
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
-use crate::soap::http::{SoapReply, SoapRequest};
+use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::VWS;
 use crate::soap::xml::escape_attr;
 use crate::transfer::{self, Digest, Options, ProgressInfo, Stager, TransferError, Url};
@@ -550,6 +550,12 @@ impl Inner {
                 self.release(&key).await;
             }
         }
+    }
+}
+
+impl super::registry::Operations for ManagerService {
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> super::registry::MaybeFuture<'a> {
+        Box::pin(ManagerService::dispatch(self, req))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The port types vws hosts, one file each, and the table that routes a request to them by
-//! service name and by the body's first child QName.
+//! The port types vws hosts, one file each, registered by name in the [`Registry`]
+//! ([`registry`]); [`request`] is what the edge hands them.
 //!
 //! * `WorkspaceFactoryService` ([`factory`]): create workspaces.
 //! * `WorkspaceService` ([`workspace`]): the workspace WS-Resources; the Manager's operations
@@ -10,14 +10,17 @@
 pub mod counter;
 pub mod factory;
 pub mod manager;
+pub mod registry;
+pub mod request;
 pub mod workspace;
 
-use crate::security::{Action, Authorizer, Caller};
+pub use registry::{Operations, PortType, Registry};
+pub use request::{DispatchFuture, Dispatcher, SoapReply, SoapRequest};
+
+use crate::security::{Action, Authorizer, Caller, Owner};
 use crate::soap::envelope::SoapFault;
-use crate::soap::http::{DispatchFuture, Dispatcher, SoapReply, SoapRequest};
 use crate::soap::ns;
-use crate::soap::xml::QName;
-use crate::wsrf::{lifetime, notification, properties, Access, BaseFault, FaultType, Home, LifetimePolicy, Owner};
+use crate::wsrf::{lifetime, notification, properties, Access, BaseFault, FaultType, Home, LifetimePolicy};
 use std::sync::Arc;
 
 /// What every service function gets besides the request.
@@ -113,59 +116,4 @@ pub(crate) fn unknown_operation(req: &SoapRequest) -> BaseFault {
             req.env.addressing.action.as_deref().unwrap_or("")
         ),
     )
-}
-
-/// All services of a container.
-pub struct Services {
-    pub factory: factory::FactoryService,
-    pub workspace: workspace::WorkspaceService,
-    pub counter: counter::CounterService,
-    pub counter_rw: counter::CounterService,
-}
-
-impl Services {
-    pub fn names() -> [&'static str; 4] {
-        [factory::NAME, workspace::NAME, counter::NAME, counter::NAME_RW]
-    }
-
-    fn key_name(&self, service: &str) -> Option<&QName> {
-        match service {
-            workspace::NAME => Some(&self.workspace.home.key_name),
-            counter::NAME => Some(&self.counter.home.key_name),
-            counter::NAME_RW => Some(&self.counter_rw.home.key_name),
-            _ => None,
-        }
-    }
-}
-
-impl Dispatcher for Services {
-    fn has_service(&self, name: &str) -> bool {
-        Services::names().contains(&name)
-    }
-
-    fn wsdl(&self, name: &str, url: &str) -> Option<String> {
-        let template = match name {
-            factory::NAME => include_str!("../../wsdl/factory.wsdl"),
-            workspace::NAME => include_str!("../../wsdl/workspace.wsdl"),
-            counter::NAME | counter::NAME_RW => include_str!("../../wsdl/counter.wsdl"),
-            _ => return None,
-        };
-        Some(template.replace("SERVICE_ADDRESS", &crate::soap::xml::escape_attr(url)))
-    }
-
-    fn understands(&self, name: &str, header: &QName) -> bool {
-        self.key_name(name) == Some(header)
-    }
-
-    fn dispatch(&self, req: SoapRequest) -> DispatchFuture<'_> {
-        Box::pin(async move {
-            match req.service.as_str() {
-                factory::NAME => self.factory.dispatch(&req).await,
-                workspace::NAME => self.workspace.dispatch(&req).await,
-                counter::NAME => self.counter.dispatch(&req).await,
-                counter::NAME_RW => self.counter_rw.dispatch(&req).await,
-                other => Err(SoapFault::client(format!("no service named '{other}'"))),
-            }
-        })
-    }
 }

@@ -4,10 +4,11 @@
 //! generic clients used against Nimbus work unchanged, and `staging` (the progress of deploy).
 //! Operations other than the WSRF ones go to this host's Manager ([`super::manager`]).
 
-use super::manager::ManagerService;
+use super::registry::{Operations, PortType};
+use super::request::DispatchFuture;
 use super::{unknown_operation, wsrf_operation, Shared};
 use crate::soap::envelope::SoapFault;
-use crate::soap::http::{SoapReply, SoapRequest};
+use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::{NIMBUS, VWS};
 use crate::soap::xml::QName;
 use crate::workspace::description::text_property;
@@ -61,7 +62,7 @@ pub fn new_resource(
     rtype: &ResourceType,
     key: String,
     epr_xml: String,
-    owner: crate::wsrf::Owner,
+    owner: crate::security::Owner,
     description: Description,
     lifetime_secs: u64,
 ) -> ResourceState {
@@ -116,8 +117,9 @@ pub struct WorkspaceService {
     pub home: Arc<Home>,
     pub shared: Arc<Shared>,
     pub lifetime: LifetimePolicy,
-    /// This host's Manager: deploy / undeploy sent to a workspace's EPR.
-    pub manager: Arc<ManagerService>,
+    /// Other port types' operations sent to a workspace's EPR (this host's Manager: deploy,
+    /// undeploy), asked in order.
+    pub operations: Vec<Arc<dyn Operations>>,
 }
 
 impl WorkspaceService {
@@ -125,10 +127,29 @@ impl WorkspaceService {
         let rtype = &self.home.rtype;
         match wsrf_operation(&self.shared, &self.home, req, &self.lifetime, true, |st| touch(rtype, st)).await {
             Some(r) => r,
-            None => match self.manager.dispatch(req).await {
-                Some(r) => r,
-                None => Err(unknown_operation(req).into()),
-            },
+            None => {
+                for ops in &self.operations {
+                    if let Some(r) = ops.dispatch(req).await {
+                        return r;
+                    }
+                }
+                Err(unknown_operation(req).into())
+            }
         }
+    }
+}
+
+impl PortType for WorkspaceService {
+    fn name(&self) -> &str {
+        NAME
+    }
+    fn wsdl_template(&self) -> &'static str {
+        include_str!("../../wsdl/workspace.wsdl")
+    }
+    fn key_header(&self) -> Option<&QName> {
+        Some(&self.home.key_name)
+    }
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> DispatchFuture<'a> {
+        Box::pin(WorkspaceService::dispatch(self, req))
     }
 }

@@ -110,8 +110,10 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Envelope, SoapFault> {
         });
     }
     let body_el = root.child(ns::SOAPENV, "Body").ok_or_else(|| SoapFault::client("SOAP Envelope has no Body"))?;
-    if body_el.first_element().is_none() {
-        return Err(SoapFault::client("SOAP Body is empty: no operation element"));
+    match body_el.elements().count() {
+        0 => return Err(SoapFault::client("SOAP Body is empty: no operation element")),
+        1 => {}
+        n => return Err(SoapFault::client(format!("SOAP Body holds {n} elements: a request carries exactly one operation"))),
     }
     let mut addressing = Addressing::default();
     if let Some(h) = root.child(ns::SOAPENV, "Header") {
@@ -131,6 +133,33 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Envelope, SoapFault> {
 
 fn address_of(epr: &Element) -> Option<String> {
     epr.child(ns::WSA, "Address").map(|a| a.text().trim().to_string())
+}
+
+/// Does `action` name the operation `op` (the Body element's local name)? GT 4.0 actions end
+/// in the operation (`…/GetResourceProperty`) or its input message (`…/CounterPortType/addRequest`).
+pub fn action_names(action: &str, op: &str) -> bool {
+    let last = action.rsplit(['/', '#', ':']).next().unwrap_or(action);
+    last == op || last.strip_suffix("Request") == Some(op)
+}
+
+/// The Body's operation, wsa:Action and the HTTP SOAPAction (when not empty) must agree, so a
+/// request cannot say one operation and do another.
+pub fn check_operation(env: &Envelope, soap_action: Option<&str>) -> Result<(), SoapFault> {
+    let op = &env.payload().name;
+    let soap_action = soap_action.filter(|s| !s.is_empty());
+    if let (Some(sa), Some(wa)) = (soap_action, env.addressing.action.as_deref()) {
+        if sa != wa {
+            return Err(SoapFault::client(format!("SOAPAction '{sa}' and wsa:Action '{wa}' disagree")));
+        }
+    }
+    for (what, a) in [("wsa:Action", env.addressing.action.as_deref()), ("SOAPAction", soap_action)] {
+        if let Some(a) = a {
+            if !action_names(a, &op.local) {
+                return Err(SoapFault::client(format!("{what} '{a}' does not name the Body's operation {op}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// True when a header element demands to be understood (`soapenv:mustUnderstand="1"`).

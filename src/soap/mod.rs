@@ -1,10 +1,11 @@
-//! The SOAP layer: hardened XML parsing, SOAP 1.1 envelopes, WS-Addressing 2004/03 headers and
-//! EPRs, SOAP faults, and the HTTP/1.1 listener that carries them.
+//! The SOAP wire vocabulary, the bottom layer: hardened XML parsing, namespaces, SOAP 1.1
+//! envelopes and fault shapes, WS-Addressing 2004/03 headers and EPRs, xsd:dateTime. It imports
+//! nothing else of vws; the HTTP edge that carries it is `server/`.
 
 pub mod envelope;
 pub mod epr;
-pub mod http;
 pub mod ns;
+pub mod time;
 pub mod xml;
 
 /// Text of an element, or None when it is `xsi:nil="true"`.

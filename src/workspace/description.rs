@@ -4,7 +4,7 @@
 
 use crate::soap::ns::{VWS, XSI};
 use crate::soap::xml::{escape, escape_attr, Element};
-use crate::wsrf::time;
+use crate::soap::time;
 use serde::{Deserialize, Serialize};
 
 /// An invalid description: where and why.

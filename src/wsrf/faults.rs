@@ -7,7 +7,7 @@ use crate::soap::envelope::{FaultCode, SoapFault};
 use crate::soap::epr::Epr;
 use crate::soap::ns;
 use crate::soap::xml::{escape, escape_attr};
-use crate::wsrf::time;
+use crate::soap::time;
 
 /// The fault element types vws raises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

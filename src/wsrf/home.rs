@@ -4,7 +4,8 @@
 
 use super::faults::{BaseFault, FaultType};
 use super::intern::intern;
-use super::lifetime::Sweeper;
+use super::sweeper::Sweeper;
+pub use crate::security::Owner;
 use crate::soap::envelope::Envelope;
 use crate::soap::epr::Epr;
 use crate::soap::xml::QName;
@@ -69,16 +70,6 @@ impl ResourceType {
     pub fn index_of(&self, q: &QName) -> Option<usize> {
         self.props.iter().position(|p| &p.name == q)
     }
-}
-
-/// Who a resource belongs to (from the caller identity that created it).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Owner {
-    /// Globus slash-form DN; None for anonymous.
-    pub dn: Option<String>,
-    pub fqans: Vec<String>,
-    /// Local account from the grid-mapfile, when there is one.
-    pub account: Option<String>,
 }
 
 /// The values of one stored property: `count` elements, serialized back to back (shared text).
@@ -219,13 +210,13 @@ impl Home {
             }
             Err(e) => tracing::error!(service, key = %row.key, error = %e, "unreadable stored resource skipped"),
         })?;
-        let home = Arc::new_cyclic(|weak| Home {
+        let home = Arc::new_cyclic(|weak: &std::sync::Weak<Home>| Home {
             service: service.to_string(),
             key_name,
             rtype,
             map: RwLock::new(map),
             store,
-            index: sweeper.register(weak.clone()),
+            index: sweeper.register(weak.clone() as std::sync::Weak<dyn super::sweeper::Expire>),
             sweeper: sweeper.clone(),
             on_destroy: std::sync::OnceLock::new(),
         });
@@ -372,7 +363,7 @@ impl Home {
 
     /// Called by the sweeper: destroy the resource if its termination time has really passed.
     /// Returns false only when the store refused the deletion (the sweeper retries).
-    pub(crate) async fn expire(&self, key: &str, now_ms: i64) -> bool {
+    pub(crate) async fn expire_now(&self, key: &str, now_ms: i64) -> bool {
         let r = self
             .destroy(key, FaultType::RlResourceUnknown, |st| match st.termination_ms {
                 Some(t) if t <= now_ms => Ok(()),
@@ -393,5 +384,11 @@ impl Home {
                 true
             }
         }
+    }
+}
+
+impl super::sweeper::Expire for Home {
+    fn expire<'a>(&'a self, key: &'a str, now_ms: i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.expire_now(key, now_ms))
     }
 }

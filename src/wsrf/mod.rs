@@ -7,9 +7,12 @@ pub mod intern;
 pub mod lifetime;
 pub mod notification;
 pub mod properties;
-pub mod time;
+pub mod sweeper;
+/// xsd:dateTime helpers live with the wire vocabulary; kept here under their old path.
+pub use crate::soap::time;
 
 pub use faults::{BaseFault, FaultType};
 pub use home::{Home, Owner, PropertyDecl, ResourceState, ResourceType};
-pub use lifetime::{LifetimePolicy, Sweeper};
+pub use lifetime::LifetimePolicy;
+pub use sweeper::Sweeper;
 pub use properties::Access;

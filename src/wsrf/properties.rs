@@ -4,7 +4,7 @@
 
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, ResourceState, ResourceType, Source};
-use super::time;
+use crate::soap::time;
 use crate::soap::ns;
 use crate::soap::xml::{Element, QName};
 

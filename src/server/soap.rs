@@ -1,0 +1,250 @@
+//! The SOAP pipeline of `POST /wsrf/services/{service}`: the body-limits layer (size, idle and
+//! total time, each refused with a SOAP fault and a log line), then one request: the connection's
+//! caller (refused or expired credentials end the connection), envelope parsing, the operation /
+//! wsa:Action / SOAPAction agreement, one key header at most, WS-Security, mustUnderstand,
+//! dispatch through the registry, and signing of answers to signed requests.
+
+use super::{base_url, fault_response, text_response, xml_response, Edge, HttpConfig, MessageSecurity, Peer};
+use crate::security::Caller;
+use crate::services::SoapRequest;
+use crate::soap::envelope::{self, Envelope, FaultCode, SoapFault};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+
+enum BodyError {
+    TooLarge(usize),
+    Idle,
+    Total,
+    Io(String),
+}
+
+/// The next body frame: taken at once when it is already there (the common case: the whole
+/// body came with the headers), otherwise awaited under the idle and total deadlines.
+async fn next_frame(
+    body: &mut Body,
+    cfg: &HttpConfig,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> Result<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>, BodyError> {
+    let mut fut = std::pin::pin!(body.frame());
+    let ready = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(f) = ready {
+        return Ok(f);
+    }
+    let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.body_total_timeout);
+    tokio::select! {
+        r = tokio::time::timeout(cfg.body_idle_timeout, fut) => r.map_err(|_| BodyError::Idle),
+        _ = tokio::time::sleep_until(until) => Err(BodyError::Total),
+    }
+}
+
+use std::future::Future;
+
+async fn read_body(mut body: Body, cfg: &HttpConfig) -> Result<Bytes, BodyError> {
+    // Most requests arrive in one frame: keep it without copying; gather only when there are more.
+    let mut first: Option<Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    let mut deadline = None;
+    loop {
+        match next_frame(&mut body, cfg, &mut deadline).await? {
+            None => return Ok(if buf.is_empty() { first.unwrap_or_default() } else { buf.freeze() }),
+            Some(Err(e)) => return Err(BodyError::Io(e.to_string())),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    let have = first.as_ref().map_or(0, |b| b.len()) + buf.len();
+                    if have + data.len() > cfg.max_body_bytes {
+                        return Err(BodyError::TooLarge(cfg.max_body_bytes));
+                    }
+                    match first.take() {
+                        None if buf.is_empty() => first = Some(data),
+                        Some(prev) => {
+                            buf.extend_from_slice(&prev);
+                            buf.extend_from_slice(&data);
+                        }
+                        None => buf.extend_from_slice(&data),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body-limits layer: the declared length, then the body read under the size limit and the
+/// idle and total deadlines, handed on in memory; every refusal is a SOAP fault (413 / 408 /
+/// 400) on a connection that is then closed, and a log line.
+pub async fn body_limits(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    let cfg = &edge.cfg;
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let refuse = |f: SoapFault| {
+        tracing::warn!("{}", f.string);
+        fault_response(None, "", &f, true)
+    };
+    if let Some(l) = declared.filter(|&l| l > cfg.max_body_bytes as u64) {
+        return refuse(
+            SoapFault::client(format!("request body of {l} bytes exceeds the limit of {} bytes", cfg.max_body_bytes))
+                .with_status(413),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    match read_body(body, cfg).await {
+        Ok(b) => next.run(Request::from_parts(parts, Body::from(b))).await,
+        Err(BodyError::TooLarge(max)) => {
+            refuse(SoapFault::client(format!("request body exceeds the limit of {max} bytes")).with_status(413))
+        }
+        Err(BodyError::Idle) => refuse(
+            SoapFault::client(format!("request body stalled for more than {} ms", cfg.body_idle_timeout.as_millis()))
+                .with_status(408),
+        ),
+        Err(BodyError::Total) => refuse(
+            SoapFault::client(format!("request body took longer than {} s", cfg.body_total_timeout.as_secs())).with_status(408),
+        ),
+        Err(BodyError::Io(m)) => refuse(SoapFault::client(format!("request body could not be read: {m}")).with_status(400)),
+    }
+}
+
+fn unquote(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s)
+}
+
+/// Message security: a signed request is verified before anything else reads it, and its
+/// signer becomes the caller. `Ok(None)`: the message is not signed.
+fn verify_signed(ms: &MessageSecurity, body: &[u8], _service_url: &str) -> Result<Option<Caller>, SoapFault> {
+    match crate::security::wssec::verify(body, &ms.trust, &ms.replay, crate::security::wssec::now_ms()) {
+        Ok(None) => Ok(None),
+        Ok(Some(sig)) => Ok(Some(sig.caller)),
+        Err(e) => {
+            tracing::warn!(kind = e.kind(), "refused signed request: {e}");
+            Err(e.to_fault())
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    crate::soap::time::now_ms() / 1000
+}
+
+/// A request on `/wsrf/services/{service}`.
+pub async fn service_post(
+    State(edge): State<Arc<Edge>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<Peer>>,
+    body: Bytes,
+) -> Response {
+    let d = &*edge.services;
+    if !d.has_service(&name) {
+        return text_response(StatusCode::NOT_FOUND, format!("no service named '{name}'\n"));
+    }
+    let Some(axum::Extension(peer)) = peer else {
+        return text_response(StatusCode::INTERNAL_SERVER_ERROR, "no connection information\n".into());
+    };
+    let base_url = base_url(&edge.cfg, &peer);
+    let service_url = format!("{base_url}/wsrf/services/{name}");
+    let mut caller = match &*peer.caller {
+        Ok(c) => c.clone(),
+        Err(reason) => {
+            // The connection's credentials were refused: no request on it reaches a service.
+            let f = SoapFault::client(format!("authentication failed: {reason}")).with_status(403);
+            tracing::warn!("refused unauthenticated request: {reason}");
+            return fault_response(None, &service_url, &f, true);
+        }
+    };
+    if caller.expired_at(now_secs()) {
+        // A kept-alive connection outlived its proxy (or VOMS AC): refuse, and end it.
+        let f = SoapFault::client("authentication failed: the credentials of this connection have expired").with_status(403);
+        tracing::warn!(dn = caller.name(), "refused request: connection credentials expired; closing the connection");
+        return fault_response(None, &service_url, &f, true);
+    }
+    let env = match envelope::parse(&body, &edge.cfg.xml) {
+        Ok(env) => env,
+        Err(f) => {
+            tracing::warn!("refused request: {}", f.string);
+            return fault_response(None, &service_url, &f, false);
+        }
+    };
+    if let Some(a) = env.addressing.action.as_deref() {
+        tracing::Span::current().record("action", a);
+    }
+    let soap_action = headers.get("soapaction").and_then(|v| v.to_str().ok()).map(unquote);
+    if let Err(f) = check_request(d, &name, &env, soap_action) {
+        tracing::warn!("refused request: {}", f.string);
+        return fault_response(Some(&env.addressing), &service_url, &f, false);
+    }
+    let mut signed = false;
+    if let Some(ms) = &edge.msec {
+        match verify_signed(ms, &body, &service_url) {
+            Ok(None) => {}
+            Ok(Some(signer)) => {
+                if caller.dn.is_some() && caller.dn != signer.dn {
+                    let f = SoapFault::client(format!(
+                        "the message is signed by {} but the connection is authenticated as {}",
+                        signer.name(),
+                        caller.name()
+                    ));
+                    tracing::warn!("{}", f.string);
+                    return fault_response(Some(&env.addressing), &service_url, &f, false);
+                }
+                tracing::debug!(dn = signer.name(), "signed request verified");
+                caller = signer;
+                signed = true;
+            }
+            Err(f) => return fault_response(Some(&env.addressing), &service_url, &f, false),
+        }
+    }
+    if let Some(h) = env.header() {
+        for e in h.elements() {
+            let wsse = edge.msec.is_some() && e.name.ns == crate::security::wssec::WSSE && e.name.local == "Security";
+            if envelope::must_understand(e) && e.name.ns != crate::soap::ns::WSA && !wsse && !d.understands(&name, &e.name) {
+                let f = SoapFault {
+                    code: FaultCode::MustUnderstand,
+                    string: format!("header {} is marked mustUnderstand but is not understood", e.name),
+                    detail: None,
+                    status: 500,
+                };
+                tracing::warn!("{}", f.string);
+                return fault_response(Some(&env.addressing), &service_url, &f, false);
+            }
+        }
+    }
+    let addressing = env.addressing.clone();
+    let sreq = SoapRequest { service: name, env, caller, service_url: service_url.clone(), base_url };
+    let (status, out) = match d.dispatch(sreq).await {
+        Ok(reply) => (200, envelope::response(&addressing, &service_url, &reply.action, &reply.payload)),
+        Err(f) => {
+            tracing::info!("fault: {}", f.string);
+            (f.status, envelope::fault(Some(&addressing), &service_url, &f))
+        }
+    };
+    // Answers to signed requests are signed with the host credential.
+    let out = match (&edge.msec, signed) {
+        (Some(ms), true) => match ms.signer.sign(&out) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign the response");
+                let f = SoapFault::server(format!("the response could not be signed: {e}"));
+                return fault_response(Some(&addressing), &service_url, &f, false);
+            }
+        },
+        _ => out,
+    };
+    xml_response(status, out, false)
+}
+
+/// Wire rules a request meets before any service sees it: its Body's operation, wsa:Action and
+/// SOAPAction agree, and it names at most one resource (one key header).
+fn check_request(d: &dyn crate::services::Dispatcher, name: &str, env: &Envelope, soap_action: Option<&str>) -> Result<(), SoapFault> {
+    envelope::check_operation(env, soap_action)?;
+    if let Some(k) = d.key_header(name) {
+        let n = env.header().map_or(0, |h| h.elements().filter(|e| &e.name == k).count());
+        if n > 1 {
+            return Err(SoapFault::client(format!("{n} resource key headers {k}: a request names exactly one resource")));
+        }
+    }
+    Ok(())
+}
