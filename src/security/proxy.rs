@@ -24,7 +24,6 @@ use super::x509::{
 };
 use super::GsiError;
 
-pub use super::tls::{acceptor, check_host, connector, peer_chain, verify_peer, verify_peer_at};
 
 /// Maximum number of CA certificates between an end-entity certificate and its root.
 const MAX_CA_DEPTH: usize = 10;

@@ -97,24 +97,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn take_due_only_touches_expired_entries() {
-        let s = Sweeper::new();
-        for i in 0..1000 {
-            s.schedule(0, &format!("live{i}"), None, Some(10_000 + i));
-        }
-        for i in 0..10 {
-            s.schedule(0, &format!("dead{i}"), None, Some(100 + i));
-        }
-        s.schedule(0, "moved", None, Some(50));
-        s.schedule(0, "moved", Some(50), Some(20_000));
-        let (due, next) = s.take_due(1000);
-        assert_eq!(due.len(), 10);
-        assert!(due.iter().all(|(_, k)| k.starts_with("dead")));
-        assert_eq!(next, Some(10_000));
-        assert_eq!(s.pending(), 1001);
-    }
-
-    #[test]
     fn termination_policy() {
         let p = LifetimePolicy { max_lifetime_ms: Some(3_600_000) };
         assert!(check_termination(Some(1000 + 3_600_000), 1000, &p).is_ok());
