@@ -178,13 +178,18 @@ pub fn router(edge: Arc<Edge>) -> Router {
     use tower::ServiceBuilder;
     use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::trace::TraceLayer;
-    let service = post(soap::service_post).get(service_get).fallback(method_not_allowed);
+    let service = post(soap::service_post)
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), soap::body_limits))
+        .get(service_get)
+        .fallback(method_not_allowed);
     let limit = GlobalConcurrencyLimitLayer::new(edge.cfg.max_concurrent_requests.max(1));
     Router::new()
         .route("/wsrf/services/{service}", service.clone())
         .route("/wsrf/services/{service}/", service)
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        // body_limits enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()
                 .layer(
@@ -241,5 +246,69 @@ where
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::Caller;
+    use crate::services::{DispatchFuture, SoapRequest};
+    use crate::soap::xml::QName;
+
+    /// A test-only service whose every operation panics (never built outside `cargo test`).
+    struct Panicky;
+
+    impl Dispatcher for Panicky {
+        fn has_service(&self, name: &str) -> bool {
+            name == "Panicky"
+        }
+        fn wsdl(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+        fn understands(&self, _: &str, _: &QName) -> bool {
+            false
+        }
+        fn key_header(&self, _: &str) -> Option<&QName> {
+            None
+        }
+        fn dispatch(&self, _req: SoapRequest) -> DispatchFuture<'_> {
+            Box::pin(async { panic!("injected test panic") })
+        }
+    }
+
+    fn request() -> Request {
+        let env = format!(
+            "<s:Envelope xmlns:s=\"{}\" xmlns:wsa=\"{}\"><s:Header><wsa:Action>urn:t/Boom</wsa:Action></s:Header><s:Body><Boom xmlns=\"urn:t\"/></s:Body></s:Envelope>",
+            crate::soap::ns::SOAPENV,
+            crate::soap::ns::WSA
+        );
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/wsrf/services/Panicky")
+            .header("content-type", "text/xml")
+            .body(Body::from(env))
+            .unwrap();
+        let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        req.extensions_mut().insert(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())) });
+        req
+    }
+
+    #[tokio::test]
+    async fn a_panicking_service_becomes_a_soap_fault_and_the_app_keeps_serving() {
+        let health: Health = Arc::new(|| Box::pin(async { Ok(()) }));
+        let edge = Arc::new(Edge { services: Arc::new(Panicky), cfg: Arc::new(HttpConfig::default()), msec: None, health });
+        let app = router(edge);
+        for _ in 0..2 {
+            let resp = tower::ServiceExt::oneshot(app.clone(), request()).await.expect("infallible");
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("<faultcode>soapenv:Server</faultcode>"), "{text}");
+            assert!(text.contains("internal error"), "{text}");
+        }
+        let ok = Request::builder().uri("/healthz").body(Body::empty()).unwrap();
+        let resp = tower::ServiceExt::oneshot(app, ok).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 }
