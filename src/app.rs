@@ -2,10 +2,12 @@
 //! the listeners, and shut everything down in order.
 
 use crate::config::{Config, SecurityConfig};
+use crate::host::Host;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
-use crate::services::{counter, factory, manager::ManagerService, workspace, Dispatcher, Registry, Shared};
+use crate::services::manager::{ManagerService, WorkspaceLedger};
+use crate::services::{counter, factory, workspace, Dispatcher, Registry, Shared};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::sync::Arc;
@@ -16,7 +18,8 @@ pub struct App {
     pub services: Arc<Registry>,
     pub sweeper: Arc<Sweeper>,
     pub store: Store,
-    pub manager: Arc<ManagerService>,
+    /// This host's engine (staging, image pool).
+    pub host: Arc<Host>,
 }
 
 impl App {
@@ -32,8 +35,8 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let manager =
-            ManagerService::new(workspaces.clone(), shared.clone(), cfg.staging.pool_dir(&cfg.server.data), &cfg.staging)?;
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), Arc::new(WorkspaceLedger { home: workspaces.clone() }))?;
+        let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone());
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
@@ -45,11 +48,11 @@ impl App {
             home: workspaces,
             shared: shared.clone(),
             lifetime,
-            operations: vec![manager.clone()],
+            operations: vec![manager],
         }))?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
-        Ok(App { services: Arc::new(services), sweeper, store, manager })
+        Ok(App { services: Arc::new(services), sweeper, store, host })
     }
 }
 
@@ -96,7 +99,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
-    app.manager.recover().await;
+    app.host.recover().await;
     let store = app.store.clone();
     let health: server::Health = Arc::new(move || {
         let store = store.clone();

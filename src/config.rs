@@ -1,7 +1,7 @@
 //! `vwsd` configuration (`conf/vwsd.toml`): listeners, store location, parser limits and site
 //! policy. Unknown keys are errors, so a typo never silently changes behaviour.
 
-pub use crate::host::settings::StagingConfig;
+use crate::host::StagingSettings;
 use crate::workspace::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,79 @@ pub struct Config {
     pub policy: Policy,
     pub security: SecurityConfig,
     pub staging: StagingConfig,
+}
+
+/// Image staging on this host (the Manager's deploy): where images land, how they are fetched,
+/// and which sources are allowed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagingConfig {
+    /// Image pool: one directory per deployed workspace. Relative paths are under `server.data`.
+    pub pool: PathBuf,
+    /// Local directories `file://` images may come from (after resolving symlinks). Empty: no
+    /// `file://` sources at all, so a caller cannot stage files of the service host.
+    pub file_roots: Vec<PathBuf>,
+    /// GridFTP parallel streams.
+    pub streams: usize,
+    /// GridFTP data-channel authentication (DCAU A).
+    pub dcau: bool,
+    /// Compare with the server's checksum (GridFTP CKSM) after each transfer.
+    pub verify: bool,
+    /// Credential for gsiftp:// and https:// sources (proxy, or certificate+key in one file);
+    /// default: X509_USER_PROXY, /tmp/x509up_u<uid>.
+    pub credential: Option<PathBuf>,
+    /// Trusted CAs for those servers; default: X509_CERT_DIR, /etc/grid-security/certificates.
+    pub cert_dir: Option<PathBuf>,
+    /// Stagings running at once; more wait their turn.
+    pub max_concurrent: usize,
+    /// Resumes of a broken transfer before the deploy fails.
+    pub retries: u32,
+    /// How often a staging workspace's `staging` property is refreshed.
+    pub progress_interval_ms: u64,
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        StagingConfig {
+            pool: PathBuf::from("pool"),
+            file_roots: Vec::new(),
+            streams: 4,
+            dcau: true,
+            verify: true,
+            credential: None,
+            cert_dir: None,
+            max_concurrent: 4,
+            retries: 5,
+            progress_interval_ms: 500,
+        }
+    }
+}
+
+impl StagingConfig {
+    /// The pool directory, resolved against the store directory.
+    pub fn pool_dir(&self, data: &Path) -> PathBuf {
+        if self.pool.is_absolute() {
+            self.pool.clone()
+        } else {
+            data.join(&self.pool)
+        }
+    }
+
+    /// The engine's staging settings, with the pool resolved against the store directory `data`.
+    pub fn settings(&self, data: &Path) -> StagingSettings {
+        StagingSettings {
+            pool: self.pool_dir(data),
+            file_roots: self.file_roots.clone(),
+            streams: self.streams,
+            dcau: self.dcau,
+            verify: self.verify,
+            credential: self.credential.clone(),
+            cert_dir: self.cert_dir.clone(),
+            max_concurrent: self.max_concurrent,
+            retries: self.retries,
+            progress_interval: std::time::Duration::from_millis(self.progress_interval_ms),
+        }
+    }
 }
 
 /// GSI: the HTTPS listener, trust, and the ACL policy. Security is on when `https` is set; then
@@ -145,6 +218,9 @@ mod tests {
         let c: Config = toml::from_str("[staging]\nfile_roots = [\"/srv/images\"]\nstreams = 2\n").unwrap();
         assert_eq!(c.staging.streams, 2);
         assert_eq!(c.staging.pool_dir(Path::new("/var/vws")), PathBuf::from("/var/vws/pool"));
+        let s = c.staging.settings(Path::new("/var/vws"));
+        assert_eq!((s.pool, s.streams, s.file_roots), (PathBuf::from("/var/vws/pool"), 2, vec![PathBuf::from("/srv/images")]));
+        assert_eq!(s.progress_interval, std::time::Duration::from_millis(500));
         assert!(toml::from_str::<Config>("[staging]\nstrems = 2").is_err());
     }
 }
