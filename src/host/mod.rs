@@ -3,3 +3,4 @@
 //! and the image pool live here too. Nothing here knows SOAP.
 
 pub mod vmm;
+pub mod xl;
