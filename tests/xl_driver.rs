@@ -272,6 +272,14 @@ fn tool_failures_keep_xls_stderr() {
         other => panic!("{other:?}"),
     }
     assert_eq!(d.state("vws-nokernel").unwrap(), None);
+    // a device name Xen does not know (xlu_disk_parse takes any vdev; libxl refuses it)
+    let mut spec = f.spec("vws-badvdev");
+    spec.disks[0].target = "nvme0n1".into();
+    let e = d.create_paused(&spec).unwrap_err();
+    assert!(
+        matches!(&e, VmmError::Tool { code: Some(3), stderr, .. } if stderr.contains("Invalid or unsupported virtual disk identifier nvme0n1")),
+        "{e}"
+    );
     // a second domain with a name in use
     let spec = f.spec("vws-dup");
     d.create_paused(&spec).unwrap();
