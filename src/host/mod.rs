@@ -12,6 +12,7 @@ pub mod pool;
 pub mod roots;
 pub mod staging;
 pub mod vmm;
+pub mod xl;
 
 use crate::transfer::Stager;
 use crate::workspace::{Description, Event, State};
