@@ -55,7 +55,10 @@ impl App {
 
 /// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
 /// the host credential, trust directory, grid-mapfile and VOMS trust.
-fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String> {
+/// Accepted signed messages are remembered in `store` for their Timestamp window, so a replay is
+/// refused across restarts (kill -9 included: a request is dispatched only after its replay record
+/// committed).
+fn gsi(sec: &SecurityConfig, store: &Store) -> Result<(Transport, Arc<MessageSecurity>), String> {
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
@@ -67,7 +70,9 @@ fn gsi(sec: &SecurityConfig) -> Result<(Transport, Arc<MessageSecurity>), String
     let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
-    let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay: wssec::ReplayCache::new(), signer });
+    let replay = wssec::ReplayCache::durable(store, wssec::now_ms())?;
+    tracing::info!(remembered = replay.len(), "replay records loaded");
+    let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay, signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
     let transport = Transport::Tls {
         acceptor,
@@ -86,9 +91,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         listeners.push((l, Transport::Plain));
     }
+    let app = App::open(&cfg, auth)?;
     let mut msec = None;
     if let Some(addr) = &cfg.security.https {
-        let (t, m) = gsi(&cfg.security)?;
+        let (t, m) = gsi(&cfg.security, &app.store)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         listeners.push((l, t));
         msec = Some(m);
@@ -96,7 +102,6 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if listeners.is_empty() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
-    let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
     app.manager.recover().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
