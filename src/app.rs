@@ -22,6 +22,11 @@ pub struct App {
 impl App {
     /// Open the store and load every resource home; `auth` is the authorisation policy.
     pub fn open(cfg: &Config, auth: Arc<dyn Authorizer>) -> Result<App, String> {
+        crate::wsrf::intern::set_budget(cfg.limits.shared_strings_bytes);
+        crate::wsrf::properties::set_max_property_bytes(cfg.limits.max_property_bytes);
+        if !crate::wsrf::query::configure(cfg.query_limits()) {
+            tracing::debug!("XPath query limits were already set in this process");
+        }
         let store = Store::open(&cfg.server.data).map_err(|e| format!("opening store in {}: {e}", cfg.server.data.display()))?;
         let sweeper = Sweeper::new();
         let shared = Arc::new(Shared { auth });

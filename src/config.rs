@@ -127,6 +127,19 @@ pub struct LimitsConfig {
     pub body_idle_timeout_ms: u64,
     pub body_total_timeout_ms: u64,
     pub header_timeout_ms: u64,
+    /// QueryResourceProperties: libxml2 XPath operations one query may perform.
+    pub xpath_op_limit: u64,
+    /// QueryResourceProperties: wall-clock limit of one query (waiting for a slot included).
+    pub xpath_timeout_ms: u64,
+    /// QueryResourceProperties: queries evaluated at once, on their own threads.
+    pub xpath_max_concurrent: usize,
+    /// QueryResourceProperties: queries of one caller (DN; anonymous callers together) at once.
+    pub xpath_max_per_caller: usize,
+    /// SetResourceProperties: largest serialized value of one property, in bytes.
+    pub max_property_bytes: usize,
+    /// Bytes of property text shared between resources (the interning cache); texts no
+    /// resource uses any more are released when it is full.
+    pub shared_strings_bytes: usize,
 }
 
 impl Default for Server {
@@ -145,6 +158,12 @@ impl Default for LimitsConfig {
             body_idle_timeout_ms: 500,
             body_total_timeout_ms: 30_000,
             header_timeout_ms: 10_000,
+            xpath_op_limit: 10_000_000,
+            xpath_timeout_ms: 2_000,
+            xpath_max_concurrent: 4,
+            xpath_max_per_caller: 2,
+            max_property_bytes: 1024 * 1024,
+            shared_strings_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -153,6 +172,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The limits of QueryResourceProperties.
+    pub fn query_limits(&self) -> crate::wsrf::query::QueryLimits {
+        let l = &self.limits;
+        crate::wsrf::query::QueryLimits {
+            op_limit: l.xpath_op_limit,
+            timeout: std::time::Duration::from_millis(l.xpath_timeout_ms),
+            max_concurrent: l.xpath_max_concurrent,
+            max_per_caller: l.xpath_max_per_caller,
+        }
     }
 
     pub fn http_config(&self) -> crate::soap::http::HttpConfig {
@@ -193,5 +223,10 @@ mod tests {
         assert_eq!(c.staging.streams, 2);
         assert_eq!(c.staging.pool_dir(Path::new("/var/vws")), PathBuf::from("/var/vws/pool"));
         assert!(toml::from_str::<Config>("[staging]\nstrems = 2").is_err());
+        let c: Config = toml::from_str("[limits]\nxpath_op_limit = 5000\nxpath_timeout_ms = 300\nmax_property_bytes = 10\n").unwrap();
+        assert_eq!(c.query_limits().op_limit, 5000);
+        assert_eq!(c.query_limits().timeout, std::time::Duration::from_millis(300));
+        assert_eq!(c.limits.max_property_bytes, 10);
+        assert_eq!(c.limits.xpath_max_per_caller, 2);
     }
 }

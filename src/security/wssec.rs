@@ -14,8 +14,10 @@
 //!   `wsse:SecurityTokenReference/wsse:Reference URI="#token-id"`.
 //!
 //! The signature must cover, each through its `wsu:Id`: the `soapenv:Body`, the `wsu:Timestamp`
-//! and every one of `wsa:To`, `wsa:Action`, `wsa:MessageID` present. [`sign`] also covers
-//! `wsa:From`, `wsa:ReplyTo` and `wsa:RelatesTo` when present. [`sign`] uses RSA-SHA1/SHA-1,
+//! and every header but `wsse:Security` itself — the WS-Addressing ones (To, Action, MessageID,
+//! From, ReplyTo, FaultTo, RelatesTo) and the EPR's reference properties (the resource key), so a
+//! captured request cannot be pointed at another resource or endpoint; [`sign`] covers them all.
+//! [`sign`] uses RSA-SHA1/SHA-1,
 //! the only algorithms GT 4.0's Apache XML Security understands; [`sign_with`] can use SHA-256.
 //!
 //! # What [`verify`] checks, in order (each refusal is a [`WsSecError`] naming the reason)
@@ -28,21 +30,26 @@
 //! 4. the Timestamp window: Created ≤ now + skew; now ≤ min(Expires, Created + max_age) + skew;
 //! 5. the token (STR → BinarySecurityToken of this Security header) and its certificates;
 //! 6. the signature, by xmlsec, with the leaf's public key and only the algorithms above;
-//! 7. coverage: the Id of the real Body / Timestamp / wsa headers resolves to that very element
-//!    (not to a copy elsewhere) and is among the references xmlsec verified;
+//! 7. coverage: the Id of the real Body / Timestamp / every header resolves to that very element
+//!    (not to a copy elsewhere) and is among the references xmlsec verified; an unsigned header
+//!    is refused by name;
 //! 8. the chain, by [`super::authenticate_at`] (proxy validation, CRLs, signing policies, VOMS,
 //!    grid-mapfile) → the [`Caller`];
 //! 9. replay: the signer's MessageID (or, without one, its SignatureValue) must not be in the
-//!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway.
+//!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway —
+//!    durably, in the store's `replay` table, with [`ReplayCache::durable`] and [`verify_at`]
+//!    (committed before the request is dispatched, loaded again at start-up), so a restart or
+//!    a kill -9 does not reopen the window;
+//! 10. ([`verify_at`], for requests) wsa:To names the endpoint that received the message.
 //!
 //! # Integration (for the HTTP listener and the client)
 //! ```ignore
 //! use vws::security::wssec::{self, ReplayCache};
 //! // once, shared by all requests:
-//! let replay = ReplayCache::new();                      // skew 5 min, max age 5 min, 100k ids
+//! let replay = ReplayCache::durable(&store, wssec::now_ms())?; // skew 5 min, max age 5 min, 100k ids
 //! // the listener must understand the header: (wssec::WSSE, "Security") == wssec::SECURITY_HEADER
 //! // per request, on the raw body, before dispatch:
-//! let signed = match wssec::verify(&body, &trust, &replay, wssec::now_ms()) {
+//! let signed = match wssec::verify_at(&body, &trust, &replay, wssec::now_ms(), &service_url).await {
 //!     Ok(Some(s)) => { caller = s.caller.clone(); Some(s) }   // same Caller as GSI transport
 //!     Ok(None) => None,                                      // not signed: transport identity
 //!     Err(e) => return e.to_fault(),                         // soapenv:Client, reason in faultstring; log e.kind()
@@ -994,16 +1001,7 @@ fn verify_checked(
     // 8. The chain: same identity path as GSI transport.
     let caller = super::authenticate_at(&chain, cfg, now_ms.div_euclid(1000)).map_err(WsSecError::UntrustedToken)?;
 
-    // 9. The destination: a request signed for another endpoint is not for us.
-    if let Some(endpoint) = received_at {
-        let to = m.wsa.iter().find(|(w, _)| *w == "To").map(|(_, n)| n.get_content().trim().to_string());
-        let to = to.ok_or_else(|| WsSecError::Misdirected(format!("the signed request has no wsa:To (received at {endpoint})")))?;
-        if endpoint_form(&to).is_none() || endpoint_form(&to) != endpoint_form(endpoint) {
-            return Err(WsSecError::Misdirected(format!("wsa:To is '{to}' but the request was received at {endpoint}")));
-        }
-    }
-
-    // 10. Replay.
+    // 9. Replay (first: a replay is refused as one, wherever it was sent).
     let dn = caller.dn.clone().unwrap_or_default();
     let (key, what) = match &message_id {
         Some(id) => (format!("{dn}\nmid:{id}"), format!("MessageID {id} from {dn}")),
@@ -1016,6 +1014,15 @@ fn verify_checked(
     // Fixed-size key: a MessageID is the sender's choice, of any length.
     let key = openssl::sha::sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
     replay.check_and_insert(key.clone(), window_end, now_ms, &what)?;
+
+    // 10. The destination: a request signed for another endpoint is not for us.
+    if let Some(endpoint) = received_at {
+        let to = m.wsa.iter().find(|(w, _)| *w == "To").map(|(_, n)| n.get_content().trim().to_string());
+        let to = to.ok_or_else(|| WsSecError::Misdirected(format!("the signed request has no wsa:To (received at {endpoint})")))?;
+        if endpoint_form(&to).is_none() || endpoint_form(&to) != endpoint_form(endpoint) {
+            return Err(WsSecError::Misdirected(format!("wsa:To is '{to}' but the request was received at {endpoint}")));
+        }
+    }
 
     let signed = Signed { caller, message_id, created_ms, expires_ms, signed_parts, signature_method, chain };
     Ok(Some(Verified { signed, replay_key: key, what, window_end }))

@@ -7,6 +7,7 @@ pub mod intern;
 pub mod lifetime;
 pub mod notification;
 pub mod properties;
+pub mod query;
 pub mod time;
 
 pub use faults::{BaseFault, FaultType};
