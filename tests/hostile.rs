@@ -727,7 +727,8 @@ fn xpath_queries_are_bounded_per_caller_and_stop_when_their_clients_leave() {
     let busy0 = cpu_time(pid);
     std::thread::sleep(Duration::from_millis(1000));
     let busy = cpu_time(pid) - busy0;
-    assert!(busy > Duration::from_millis(500), "the queries are not running? {busy:?} CPU in 1 s");
+    // (The machine may be shared: compare with what the queries got, not with a fixed share.)
+    assert!(busy > Duration::from_millis(100), "the queries are not running? {busy:?} CPU in 1 s");
     // …other requests are served meanwhile…
     let r = s.post(WS, &gp_action(), &get_rp_envelope(&s, &key, "w:hardware"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -740,7 +741,7 @@ fn xpath_queries_are_bounded_per_caller_and_stop_when_their_clients_leave() {
     let idle0 = cpu_time(pid);
     std::thread::sleep(Duration::from_millis(1000));
     let idle = cpu_time(pid) - idle0;
-    assert!(idle < Duration::from_millis(200), "vwsd still uses {idle:?} CPU per second after the clients left");
+    assert!(idle * 4 < busy, "vwsd still uses {idle:?} CPU per second after the clients left (busy: {busy:?})");
     // The caller's slots are free again: a harmless query is answered.
     let out = exchange(&s, query_request(&s, &key, "count(//*)"));
     let r = out.answer.expect("answer");

@@ -160,8 +160,11 @@ pub(super) mod xpath {
         }
     }
 
-    /// libxml2's XPATH_OP_LIMIT_EXCEEDED, as an xmlerror code.
-    const OP_LIMIT_EXCEEDED: i32 = 1224;
+    /// libxml2's XPATH_OP_LIMIT_EXCEEDED as the error code libxml2 2.9.14 reports (1225: its
+    /// message table is one ahead of the enum), and the message, for other numberings.
+    fn is_op_limit(e: &libxml::xpath::XPathError) -> bool {
+        e.code == 1225 || e.to_string().contains("Operation limit exceeded")
+    }
     use crate::soap::xml::escape;
     use libxml::bindings::xmlXPathObjectType_XPATH_NODESET;
     use libxml::parser::Parser;
@@ -214,7 +217,7 @@ pub(super) mod xpath {
         let evaluated = evaluated.ok_or(Failure::OpLimit)?;
         let obj = evaluated.map_err(|e| {
             // libxml2 finds some malformed expressions (e.g. `count(`) only when running them.
-            if e.code == OP_LIMIT_EXCEEDED {
+            if is_op_limit(&e) {
                 Failure::OpLimit
             } else if is_syntax_error(e.code) {
                 BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}")).into()
