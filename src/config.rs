@@ -223,7 +223,8 @@ mod tests {
         assert_eq!(c.staging.streams, 2);
         assert_eq!(c.staging.pool_dir(Path::new("/var/vws")), PathBuf::from("/var/vws/pool"));
         assert!(toml::from_str::<Config>("[staging]\nstrems = 2").is_err());
-        let c: Config = toml::from_str("[limits]\nxpath_op_limit = 5000\nxpath_timeout_ms = 300\nmax_property_bytes = 10\n").unwrap();
+        let c: Config =
+            toml::from_str("[limits]\nxpath_op_limit = 5000\nxpath_timeout_ms = 300\nmax_property_bytes = 10\n").unwrap();
         assert_eq!(c.query_limits().op_limit, 5000);
         assert_eq!(c.query_limits().timeout, std::time::Duration::from_millis(300));
         assert_eq!(c.limits.max_property_bytes, 10);

@@ -676,7 +676,8 @@ fn xpath_over_its_operation_budget() {
     let bad = check_answer(&r, &wsrf(WSRP, "QueryEvaluationErrorFault"));
     assert!(bad.is_empty(), "{bad:?}");
     assert!(
-        r.body.contains("exceeded its budget of 10000000 XPath operations") || r.body.contains("longer than the time limit of 2000 ms"),
+        r.body.contains("exceeded its budget of 10000000 XPath operations")
+            || r.body.contains("longer than the time limit of 2000 ms"),
         "{}",
         r.body
     );

@@ -631,14 +631,26 @@ fn signed_requests_cannot_be_redirected_to_another_resource_or_endpoint() {
     let at = signed.find("<k:WorkspaceKey").unwrap();
     let injected = format!("{}{}{}", &signed[..at], Server::ws_key_header(&y), &signed[at..]);
     let r = s.post(WS, &action, &injected);
-    refused_signed(&s, &r, &b, "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey", "key header added");
+    refused_signed(
+        &s,
+        &r,
+        &b,
+        "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey",
+        "key header added",
+    );
 
     // a signature that leaves the key header out (added after signing)
     let signed = signed_destroy(&s.url(WS), "");
     let at = signed.find("</soapenv:Header>").unwrap();
     let unsigned = format!("{}{}{}", &signed[..at], Server::ws_key_header(&y), &signed[at..]);
     let r = s.post(WS, &action, &unsigned);
-    refused_signed(&s, &r, &b, "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey", "unsigned key header");
+    refused_signed(
+        &s,
+        &r,
+        &b,
+        "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey",
+        "unsigned key header",
+    );
 
     // signed for the HTTPS endpoint, delivered to the plain HTTP one
     let signed = signed_destroy(&s.https_url(WS), &Server::ws_key_header(&x));

@@ -981,10 +981,8 @@ fn verify_checked(
     for u in &verified {
         if let Some(id) = u.strip_prefix('#') {
             if let Some(target) = id_target(&doc, id) {
-                let n = [m.body, m.timestamp]
-                    .into_iter()
-                    .chain(m.headers.iter().copied())
-                    .find(|n| n.node_ptr() as usize == target);
+                let n =
+                    [m.body, m.timestamp].into_iter().chain(m.headers.iter().copied()).find(|n| n.node_ptr() as usize == target);
                 if let Some(n) = n {
                     signed_parts.push(qname_of(n));
                 }
@@ -1018,7 +1016,8 @@ fn verify_checked(
     // 10. The destination: a request signed for another endpoint is not for us.
     if let Some(endpoint) = received_at {
         let to = m.wsa.iter().find(|(w, _)| *w == "To").map(|(_, n)| n.get_content().trim().to_string());
-        let to = to.ok_or_else(|| WsSecError::Misdirected(format!("the signed request has no wsa:To (received at {endpoint})")))?;
+        let to =
+            to.ok_or_else(|| WsSecError::Misdirected(format!("the signed request has no wsa:To (received at {endpoint})")))?;
         if endpoint_form(&to).is_none() || endpoint_form(&to) != endpoint_form(endpoint) {
             return Err(WsSecError::Misdirected(format!("wsa:To is '{to}' but the request was received at {endpoint}")));
         }

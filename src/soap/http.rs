@@ -267,7 +267,9 @@ async fn handle<D: Dispatcher>(
     let mut caller = caller;
     let mut signed = false;
     if let Some(ms) = &msec {
-        match crate::security::wssec::verify_at(&body, &ms.trust, &ms.replay, crate::security::wssec::now_ms(), &service_url).await {
+        match crate::security::wssec::verify_at(&body, &ms.trust, &ms.replay, crate::security::wssec::now_ms(), &service_url)
+            .await
+        {
             Ok(None) => {}
             Ok(Some(sig)) => {
                 if caller.dn.is_some() && caller.dn != sig.caller.dn {
