@@ -25,6 +25,11 @@ pub struct App {
 impl App {
     /// Open the store and load every resource home; `auth` is the authorisation policy.
     pub fn open(cfg: &Config, auth: Arc<dyn Authorizer>) -> Result<App, String> {
+        crate::wsrf::intern::set_budget(cfg.limits.shared_strings_bytes);
+        crate::wsrf::properties::set_max_property_bytes(cfg.limits.max_property_bytes);
+        if !crate::wsrf::query::configure(cfg.query_limits()) {
+            tracing::debug!("XPath query limits were already set in this process");
+        }
         let store = Store::open(&cfg.server.data).map_err(|e| format!("opening store in {}: {e}", cfg.server.data.display()))?;
         let sweeper = Sweeper::new();
         let shared = Arc::new(Shared { auth });
@@ -58,7 +63,10 @@ impl App {
 
 /// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
 /// the host credential, trust directory, grid-mapfile and VOMS trust.
-fn gsi(sec: &SecurityConfig) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
+/// Accepted signed messages are remembered in `store` for their Timestamp window, so a replay is
+/// refused across restarts (kill -9 included: a request is dispatched only after its replay record
+/// committed).
+fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
@@ -70,7 +78,9 @@ fn gsi(sec: &SecurityConfig) -> Result<((openssl::ssl::SslAcceptor, Authenticate
     let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
-    let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay: wssec::ReplayCache::new(), signer });
+    let replay = wssec::ReplayCache::durable(store, wssec::now_ms())?;
+    tracing::info!(remembered = replay.len(), "replay records loaded");
+    let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay, signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
     let authenticate: Authenticate = Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string()));
     Ok(((acceptor, authenticate), msec))
@@ -86,10 +96,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?),
         None => None,
     };
+    let app = App::open(&cfg, auth)?;
     let mut msec = None;
     let mut tls = None;
     if let Some(addr) = &cfg.security.https {
-        let (t, m) = gsi(&cfg.security)?;
+        let (t, m) = gsi(&cfg.security, &app.store)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         tls = Some((l, t));
         msec = Some(m);
@@ -97,7 +108,6 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if plain.is_none() && tls.is_none() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
-    let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
     app.host.recover().await;
     let store = app.store.clone();

@@ -149,6 +149,19 @@ pub struct LimitsConfig {
     pub max_concurrent_requests: usize,
     /// Open connections per listener; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// QueryResourceProperties: libxml2 XPath operations one query may perform.
+    pub xpath_op_limit: u64,
+    /// QueryResourceProperties: wall-clock limit of one query (waiting for a slot included).
+    pub xpath_timeout_ms: u64,
+    /// QueryResourceProperties: queries evaluated at once, on their own threads.
+    pub xpath_max_concurrent: usize,
+    /// QueryResourceProperties: queries of one caller (DN; anonymous callers together) at once.
+    pub xpath_max_per_caller: usize,
+    /// SetResourceProperties: largest serialized value of one property, in bytes.
+    pub max_property_bytes: usize,
+    /// Bytes of property text shared between resources (the interning cache); texts no
+    /// resource uses any more are released when it is full.
+    pub shared_strings_bytes: usize,
 }
 
 impl Default for Server {
@@ -169,6 +182,12 @@ impl Default for LimitsConfig {
             header_timeout_ms: 10_000,
             max_concurrent_requests: 1024,
             max_connections: 4096,
+            xpath_op_limit: 10_000_000,
+            xpath_timeout_ms: 2_000,
+            xpath_max_concurrent: 4,
+            xpath_max_per_caller: 2,
+            max_property_bytes: 1024 * 1024,
+            shared_strings_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -177,6 +196,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The limits of QueryResourceProperties.
+    pub fn query_limits(&self) -> crate::wsrf::query::QueryLimits {
+        let l = &self.limits;
+        crate::wsrf::query::QueryLimits {
+            op_limit: l.xpath_op_limit,
+            timeout: std::time::Duration::from_millis(l.xpath_timeout_ms),
+            max_concurrent: l.xpath_max_concurrent,
+            max_per_caller: l.xpath_max_per_caller,
+        }
     }
 
     pub fn http_config(&self) -> crate::server::HttpConfig {
@@ -222,5 +252,11 @@ mod tests {
         assert_eq!((s.pool, s.streams, s.file_roots), (PathBuf::from("/var/vws/pool"), 2, vec![PathBuf::from("/srv/images")]));
         assert_eq!(s.progress_interval, std::time::Duration::from_millis(500));
         assert!(toml::from_str::<Config>("[staging]\nstrems = 2").is_err());
+        let c: Config =
+            toml::from_str("[limits]\nxpath_op_limit = 5000\nxpath_timeout_ms = 300\nmax_property_bytes = 10\n").unwrap();
+        assert_eq!(c.query_limits().op_limit, 5000);
+        assert_eq!(c.query_limits().timeout, std::time::Duration::from_millis(300));
+        assert_eq!(c.limits.max_property_bytes, 10);
+        assert_eq!(c.limits.xpath_max_per_caller, 2);
     }
 }

@@ -641,3 +641,116 @@ fn absurd_content_length_header() {
         exchange(s, req.into_bytes())
     });
 }
+
+// ------------------------------------------------------------------------------------------
+// Issue 9, defect 4: XPath denial of service
+
+/// `count(//*)` nested `depth` levels: each level multiplies the work by the element count.
+fn nested_count(depth: usize) -> String {
+    let mut e = "count(//*)".to_string();
+    for _ in 1..depth {
+        e = format!("count(//*[{e} > 0])");
+    }
+    e
+}
+
+fn query_request(s: &Server, key: &str, expr: &str) -> Vec<u8> {
+    let action = format!("{WSRP_ACTION}/QueryResourceProperties");
+    let payload = format!(
+        "<wsrp:QueryResourceProperties xmlns:wsrp=\"{WSRP}\"><wsrp:QueryExpression Dialect=\"{XPATH}\">{}</wsrp:QueryExpression></wsrp:QueryResourceProperties>",
+        vws::soap::xml::escape(expr)
+    );
+    post_bytes(s, WS, &action, envelope(&s.url(WS), &action, &Server::ws_key_header(key), &payload).as_bytes())
+}
+
+/// A query past its operation budget (default limits) is stopped and answered with a
+/// QueryEvaluationErrorFault that says which limit it hit (today: it never finishes).
+#[test]
+fn xpath_over_its_operation_budget() {
+    let s = Server::start();
+    let key = s.create_workspace();
+    let before = s.db_dump();
+    let out = exchange(&s, query_request(&s, &key, &nested_count(8)));
+    let r = out.answer.unwrap_or_else(|e| panic!("no answer after {:?}: {e}", out.elapsed));
+    assert!(out.elapsed < Duration::from_secs(4), "took {:?}", out.elapsed);
+    let bad = check_answer(&r, &wsrf(WSRP, "QueryEvaluationErrorFault"));
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(
+        r.body.contains("exceeded its budget of 10000000 XPath operations")
+            || r.body.contains("longer than the time limit of 2000 ms"),
+        "{}",
+        r.body
+    );
+    assert!(plain_log(&s).contains("XPath query stopped"), "{}", plain_log(&s));
+    assert_eq!(s.db_dump(), before);
+    let r = s.post(WS, &gp_action(), &get_rp_envelope(&s, &key, "w:hardware"));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 1000 / 100)
+}
+
+/// Endless queries (a budget and time limit too large to matter): one caller gets at most
+/// `xpath_max_per_caller` running, further ones are refused at once with a clear fault; when
+/// their clients disconnect the work stops (the process goes idle); everything else is served
+/// throughout, and SIGTERM still stops vwsd promptly. Today the queries run on for minutes.
+#[test]
+fn xpath_queries_are_bounded_per_caller_and_stop_when_their_clients_leave() {
+    let conf = Conf {
+        limits: "xpath_op_limit = 100000000000\nxpath_timeout_ms = 600000\nxpath_max_per_caller = 2\nxpath_max_concurrent = 4\n"
+            .into(),
+        ..Default::default()
+    };
+    let mut s = Server::start_with(conf);
+    let key = s.create_workspace();
+    let before = s.db_dump();
+    let pid = s.child.as_ref().unwrap().id();
+    let hostile = query_request(&s, &key, &nested_count(8));
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&s);
+        c.write_all(&hostile).unwrap();
+        running.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // A third one from the same (anonymous) caller: refused at once.
+    let out = exchange(&s, hostile.clone());
+    let r = out.answer.expect("an answer to the third query");
+    assert!(out.elapsed < Duration::from_secs(1), "took {:?}", out.elapsed);
+    assert!(check_answer(&r, &wsrf(WSRP, "QueryEvaluationErrorFault")).is_empty(), "{}", r.body);
+    assert!(r.body.contains("too many concurrent queries from anonymous"), "{}", r.body);
+    // The hostile ones keep the CPU busy while their clients wait…
+    let busy0 = cpu_time(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let busy = cpu_time(pid) - busy0;
+    // (The machine may be shared: compare with what the queries got, not with a fixed share.)
+    assert!(busy > Duration::from_millis(100), "the queries are not running? {busy:?} CPU in 1 s");
+    // …other requests are served meanwhile…
+    let r = s.post(WS, &gp_action(), &get_rp_envelope(&s, &key, "w:hardware"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // …and once the clients give up, the work stops.
+    for c in &running {
+        c.shutdown(Shutdown::Both).unwrap();
+    }
+    drop(running);
+    std::thread::sleep(Duration::from_millis(700));
+    let idle0 = cpu_time(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = cpu_time(pid) - idle0;
+    assert!(idle * 4 < busy, "vwsd still uses {idle:?} CPU per second after the clients left (busy: {busy:?})");
+    // The caller's slots are free again: a harmless query is answered.
+    let out = exchange(&s, query_request(&s, &key, "count(//*)"));
+    let r = out.answer.expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.db_dump(), before);
+    let log = plain_log(&s);
+    assert!(log.contains("XPath query refused: too many from this caller"), "{log}");
+    let t = Instant::now();
+    assert!(s.terminate().success());
+    assert!(t.elapsed() < Duration::from_secs(10), "SIGTERM took {:?}", t.elapsed());
+}

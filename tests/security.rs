@@ -599,3 +599,96 @@ fn signed_messages_tampered_or_replayed_are_refused() {
     key_of(&r);
     assert_eq!(s.db_dump().len(), 2);
 }
+
+// ------------------------------------------------------------------------------ issue 9
+
+/// Issue 9, defect 1: a signed request cannot be pointed at another resource or endpoint. The
+/// signer owns two workspaces X and Y; a signed Destroy of X, captured in flight, is changed to
+/// reach Y (key header swapped, a Y key header slipped in first, a key header the signature
+/// does not cover) or sent to another endpoint than its wsa:To: each is refused, naming why,
+/// and the store is unchanged. The untouched message then destroys X only.
+#[test]
+fn signed_requests_cannot_be_redirected_to_another_resource_or_endpoint() {
+    let k = kit();
+    let s = secure_server();
+    let cred = Credential::load_proxy(k.path("GSI_PROXY_RFC")).unwrap();
+    let mut a = Conn::open(&s, Some(&k.path("GSI_PROXY_RFC")));
+    let x = key_of(&a.create(&s));
+    let y = key_of(&a.create(&s));
+    assert_eq!(s.db_dump().len(), 2);
+    let action = format!("{WSRL_ACTION}/Destroy");
+    let destroy = format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>");
+    let signed_destroy = |to: &str, headers: &str| wssec::sign(&fresh_envelope(to, &action, headers, &destroy), &cred).unwrap();
+
+    // X's key header replaced by Y's: the key is signed
+    let b = before(&s);
+    let signed = signed_destroy(&s.url(WS), &Server::ws_key_header(&x));
+    let r = s.post(WS, &action, &signed.replace(&x, &y));
+    refused_signed(&s, &r, &b, "digest mismatch", "key header swapped");
+
+    // a key header for Y slipped in before the signed one
+    let signed = signed_destroy(&s.url(WS), &Server::ws_key_header(&x));
+    let at = signed.find("<k:WorkspaceKey").unwrap();
+    let injected = format!("{}{}{}", &signed[..at], Server::ws_key_header(&y), &signed[at..]);
+    let r = s.post(WS, &action, &injected);
+    refused_signed(
+        &s,
+        &r,
+        &b,
+        "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey",
+        "key header added",
+    );
+
+    // a signature that leaves the key header out (added after signing)
+    let signed = signed_destroy(&s.url(WS), "");
+    let at = signed.find("</soapenv:Header>").unwrap();
+    let unsigned = format!("{}{}{}", &signed[..at], Server::ws_key_header(&y), &signed[at..]);
+    let r = s.post(WS, &action, &unsigned);
+    refused_signed(
+        &s,
+        &r,
+        &b,
+        "does not cover the required part header {http://vws.dev/2026/11/workspace}WorkspaceKey",
+        "unsigned key header",
+    );
+
+    // signed for the HTTPS endpoint, delivered to the plain HTTP one
+    let signed = signed_destroy(&s.https_url(WS), &Server::ws_key_header(&x));
+    let r = s.post(WS, &action, &signed);
+    refused_signed(&s, &r, &b, "misdirected message: wsa:To", "wsa:To names another endpoint");
+
+    // the genuine message destroys X, and only X
+    let signed = signed_destroy(&s.url(WS), &Server::ws_key_header(&x));
+    let r = s.post(WS, &action, &signed);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let left: Vec<String> = s.db_dump().into_iter().map(|row| row.1).collect();
+    assert_eq!(left, vec![y.clone()]);
+}
+
+/// Issue 9, defect 2: a signed request is refused as a replay after a clean restart and after a
+/// kill -9 that followed its answer; the store keeps only what the originals created.
+#[test]
+fn a_signed_request_replayed_after_a_restart_is_refused() {
+    let mut s = secure_server();
+    let action = format!("{VWS}/WorkspaceFactoryPortType/createRequest");
+    let cred = Credential::load_proxy(m().rfc2.clone()).unwrap();
+    let first = signed_create(&s, &cred);
+    key_of(&s.post(FACTORY, &action, &first));
+    assert!(s.terminate().success());
+    s.restart();
+    let b = before(&s);
+    let r = s.post(FACTORY, &action, &first);
+    refused_signed(&s, &r, &b, "replayed message", "replay after a clean restart");
+    assert_eq!(s.db_dump().len(), 1);
+
+    let second = signed_create(&s, &cred);
+    key_of(&s.post(FACTORY, &action, &second));
+    s.kill9();
+    s.restart();
+    let b = before(&s);
+    for (msg, what) in [(&second, "replay after kill -9"), (&first, "older replay after kill -9")] {
+        let r = s.post(FACTORY, &action, msg);
+        refused_signed(&s, &r, &b, "replayed message", what);
+    }
+    assert_eq!(s.db_dump().len(), 2);
+}

@@ -14,8 +14,10 @@
 //!   `wsse:SecurityTokenReference/wsse:Reference URI="#token-id"`.
 //!
 //! The signature must cover, each through its `wsu:Id`: the `soapenv:Body`, the `wsu:Timestamp`
-//! and every one of `wsa:To`, `wsa:Action`, `wsa:MessageID` present. [`sign`] also covers
-//! `wsa:From`, `wsa:ReplyTo` and `wsa:RelatesTo` when present. [`sign`] uses RSA-SHA1/SHA-1,
+//! and every header but `wsse:Security` itself — the WS-Addressing ones (To, Action, MessageID,
+//! From, ReplyTo, FaultTo, RelatesTo) and the EPR's reference properties (the resource key), so a
+//! captured request cannot be pointed at another resource or endpoint; [`sign`] covers them all.
+//! [`sign`] uses RSA-SHA1/SHA-1,
 //! the only algorithms GT 4.0's Apache XML Security understands; [`sign_with`] can use SHA-256.
 //!
 //! # What [`verify`] checks, in order (each refusal is a [`WsSecError`] naming the reason)
@@ -28,21 +30,26 @@
 //! 4. the Timestamp window: Created ≤ now + skew; now ≤ min(Expires, Created + max_age) + skew;
 //! 5. the token (STR → BinarySecurityToken of this Security header) and its certificates;
 //! 6. the signature, by xmlsec, with the leaf's public key and only the algorithms above;
-//! 7. coverage: the Id of the real Body / Timestamp / wsa headers resolves to that very element
-//!    (not to a copy elsewhere) and is among the references xmlsec verified;
+//! 7. coverage: the Id of the real Body / Timestamp / every header resolves to that very element
+//!    (not to a copy elsewhere) and is among the references xmlsec verified; an unsigned header
+//!    is refused by name;
 //! 8. the chain, by [`super::authenticate_at`] (proxy validation, CRLs, signing policies, VOMS,
 //!    grid-mapfile) → the [`Caller`];
 //! 9. replay: the signer's MessageID (or, without one, its SignatureValue) must not be in the
-//!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway.
+//!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway —
+//!    durably, in the store's `replay` table, with [`ReplayCache::durable`] and [`verify_at`]
+//!    (committed before the request is dispatched, loaded again at start-up), so a restart or
+//!    a kill -9 does not reopen the window;
+//! 10. ([`verify_at`], for requests) wsa:To names the endpoint that received the message.
 //!
 //! # Integration (for the HTTP listener and the client)
 //! ```ignore
 //! use vws::security::wssec::{self, ReplayCache};
 //! // once, shared by all requests:
-//! let replay = ReplayCache::new();                      // skew 5 min, max age 5 min, 100k ids
+//! let replay = ReplayCache::durable(&store, wssec::now_ms())?; // skew 5 min, max age 5 min, 100k ids
 //! // the listener must understand the header: (wssec::WSSE, "Security") == wssec::SECURITY_HEADER
 //! // per request, on the raw body, before dispatch:
-//! let signed = match wssec::verify(&body, &trust, &replay, wssec::now_ms()) {
+//! let signed = match wssec::verify_at(&body, &trust, &replay, wssec::now_ms(), &service_url).await {
 //!     Ok(Some(s)) => { caller = s.caller.clone(); Some(s) }   // same Caller as GSI transport
 //!     Ok(None) => None,                                      // not signed: transport identity
 //!     Err(e) => return e.to_fault(),                         // soapenv:Client, reason in faultstring; log e.kind()
@@ -56,7 +63,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{c_char, c_int, CStr, CString};
-use std::sync::{Mutex, Once};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Once};
 
 use libxml::parser::{Parser, ParserOptions};
 use libxml::readonly::RoNode;
@@ -87,10 +96,8 @@ pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 /// The header a listener must declare it understands (it is sent with mustUnderstand="1").
 pub const SECURITY_HEADER: (&str, &str) = (WSSE, "Security");
 
-/// WS-Addressing headers that must be signed when present.
-const REQUIRED_WSA: [&str; 3] = ["To", "Action", "MessageID"];
-/// WS-Addressing headers [`sign`] covers (the required ones and the reply-routing ones).
-const SIGNED_WSA: [&str; 6] = ["To", "Action", "MessageID", "From", "ReplyTo", "RelatesTo"];
+/// The WS-Addressing headers (at most one of each; all headers must be signed anyway).
+const SIGNED_WSA: [&str; 7] = ["To", "Action", "MessageID", "From", "ReplyTo", "FaultTo", "RelatesTo"];
 
 /// Why a message was refused (or could not be signed).
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +126,10 @@ pub enum WsSecError {
     NotYetValid(String),
     #[error("replayed message: {0}")]
     Replay(String),
+    #[error("misdirected message: {0}")]
+    Misdirected(String),
+    #[error("the replay record could not be stored: {0}")]
+    ReplayStore(String),
     #[error("cannot sign the message: {0}")]
     Signing(String),
 }
@@ -139,6 +150,8 @@ impl WsSecError {
             WsSecError::Expired(_) => "expired",
             WsSecError::NotYetValid(_) => "not_yet_valid",
             WsSecError::Replay(_) => "replay",
+            WsSecError::Misdirected(_) => "misdirected",
+            WsSecError::ReplayStore(_) => "replay_store",
             WsSecError::Signing(_) => "signing",
         }
     }
@@ -154,8 +167,9 @@ impl WsSecError {
             | WsSecError::BadSignature { .. }
             | WsSecError::SignatureRefused(_)
             | WsSecError::UnsignedPart { .. }
-            | WsSecError::Replay(_) => "wsse:FailedCheck",
-            WsSecError::Signing(_) => "wsse:FailedCheck",
+            | WsSecError::Replay(_)
+            | WsSecError::Misdirected(_) => "wsse:FailedCheck",
+            WsSecError::Signing(_) | WsSecError::ReplayStore(_) => "wsse:FailedCheck",
         }
     }
 
@@ -164,7 +178,7 @@ impl WsSecError {
     pub fn to_fault(&self) -> SoapFault {
         let s = format!("{}: {}", self.wsse_code(), self);
         match self {
-            WsSecError::Signing(_) => SoapFault::server(s),
+            WsSecError::Signing(_) | WsSecError::ReplayStore(_) => SoapFault::server(s),
             _ => SoapFault::client(s),
         }
     }
@@ -205,6 +219,25 @@ pub struct ReplayCache {
     max_age_ms: i64,
     capacity: usize,
     inner: Mutex<ReplayInner>,
+    /// Where accepted messages are also remembered durably ([`verify_at`] waits for it).
+    log: Option<Arc<dyn ReplayLog>>,
+}
+
+/// Durable memory of accepted signed messages, so that a replay is refused after a restart too.
+pub trait ReplayLog: Send + Sync {
+    /// Remember `key` until `end_ms`, durably, before answering; `Ok(false)`: already remembered.
+    fn record<'a>(&'a self, key: &'a str, end_ms: i64, now_ms: i64) -> ReplayFuture<'a>;
+}
+
+/// What [`ReplayLog::record`] returns.
+pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+
+/// The store keeps replay keys in its own table, group-committed with every other write and
+/// pruned once their window has passed.
+impl ReplayLog for crate::store::Store {
+    fn record<'a>(&'a self, key: &'a str, end_ms: i64, now_ms: i64) -> ReplayFuture<'a> {
+        Box::pin(async move { self.record_replay(key, end_ms, now_ms).await.map_err(|e| e.to_string()) })
+    }
 }
 
 #[derive(Default)]
@@ -228,6 +261,7 @@ impl std::fmt::Debug for ReplayCache {
             .field("max_age_ms", &self.max_age_ms)
             .field("capacity", &self.capacity)
             .field("len", &self.len())
+            .field("durable", &self.log.is_some())
             .finish()
     }
 }
@@ -250,7 +284,24 @@ impl ReplayCache {
             max_age_ms: max_age_ms.max(1),
             capacity: capacity.max(1),
             inner: Mutex::new(ReplayInner::default()),
+            log: None,
         }
+    }
+
+    /// The default limits, remembering accepted messages in `store` too, and starting with what
+    /// the store remembers from before (the messages whose window has not ended at `now_ms`).
+    pub fn durable(store: &crate::store::Store, now_ms: i64) -> Result<ReplayCache, String> {
+        let remembered = store.replay_keys(now_ms).map_err(|e| format!("reading the replay records: {e}"))?;
+        Ok(ReplayCache::new().with_log(Arc::new(store.clone()), remembered, now_ms))
+    }
+
+    /// This cache, recording in `log` too, starting with `remembered` (key, end of window).
+    pub fn with_log(mut self, log: Arc<dyn ReplayLog>, remembered: Vec<(String, i64)>, now_ms: i64) -> ReplayCache {
+        for (k, end) in remembered {
+            let _ = self.check_and_insert(k, end, now_ms, "remembered message");
+        }
+        self.log = Some(log);
+        self
     }
 
     pub fn skew_ms(&self) -> i64 {
@@ -582,6 +633,8 @@ struct Located {
     signature: RoNode,
     tokens: Vec<RoNode>,
     wsa: Vec<(&'static str, RoNode)>,
+    /// Every header but wsse:Security, in document order.
+    headers: Vec<RoNode>,
 }
 
 fn locate(doc: &Document) -> Result<Located, WsSecError> {
@@ -605,13 +658,17 @@ fn locate(doc: &Document) -> Result<Located, WsSecError> {
     let header = header.ok_or_else(|| WsSecError::InvalidSecurity("no SOAP Header".into()))?;
     let mut security = None;
     let mut wsa: Vec<(&'static str, RoNode)> = Vec::new();
+    let mut headers = Vec::new();
     for h in header.get_child_elements() {
         if is(h, WSSE, "Security") {
             if security.is_some() {
                 return Err(WsSecError::Wrapping("more than one wsse:Security header".into()));
             }
             security = Some(h);
-        } else if h.get_namespace().map(|x| x.get_href()).as_deref() == Some(ns::WSA) {
+            continue;
+        }
+        headers.push(h);
+        if h.get_namespace().map(|x| x.get_href()).as_deref() == Some(ns::WSA) {
             let name = h.get_name();
             if let Some(w) = SIGNED_WSA.iter().find(|w| **w == name) {
                 if wsa.iter().any(|(n, _)| n == w) {
@@ -642,7 +699,7 @@ fn locate(doc: &Document) -> Result<Located, WsSecError> {
     }
     let timestamp = timestamp.ok_or_else(|| WsSecError::InvalidSecurity("no wsu:Timestamp".into()))?;
     let signature = signature.ok_or_else(|| WsSecError::InvalidSecurity("no ds:Signature".into()))?;
-    Ok(Located { body, timestamp, signature, tokens, wsa })
+    Ok(Located { body, timestamp, signature, tokens, wsa, headers })
 }
 
 fn child(n: RoNode, ns_uri: &str, local: &str) -> Option<RoNode> {
@@ -779,8 +836,73 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
 // ------------------------------------------------------------------------------ verify
 
 /// Verifies a signed SOAP envelope (the raw HTTP body); `Ok(None)` when it carries no
-/// `wsse:Security` header. See the module documentation for what is checked.
+/// `wsse:Security` header. See the module documentation for what is checked. The replay check
+/// uses the cache's memory only (a durable [`ReplayCache`] needs [`verify_at`]); wsa:To is not
+/// compared with an endpoint (use [`verify_at`] for requests: this is for answers).
 pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64) -> Result<Option<Signed>, WsSecError> {
+    Ok(verify_checked(body, cfg, replay, now_ms, None)?.map(|v| v.signed))
+}
+
+/// Verifies a signed request received at `received_at` (the URL of the endpoint that received
+/// it, `scheme://host:port/path`): everything [`verify`] checks, and its wsa:To must name that
+/// endpoint; with a durable [`ReplayCache`] the message is remembered in the store (committed)
+/// before this returns, so a replay is refused even after a restart.
+pub async fn verify_at(
+    body: &[u8],
+    cfg: &TrustConfig,
+    replay: &ReplayCache,
+    now_ms: i64,
+    received_at: &str,
+) -> Result<Option<Signed>, WsSecError> {
+    let Some(v) = verify_checked(body, cfg, replay, now_ms, Some(received_at))? else {
+        return Ok(None);
+    };
+    if let Some(log) = &replay.log {
+        match log.record(&v.replay_key, v.window_end, now_ms).await {
+            Ok(true) => {}
+            Ok(false) => return Err(WsSecError::Replay(format!("{} was already received (before a restart)", v.what))),
+            Err(e) => return Err(WsSecError::ReplayStore(e)),
+        }
+    }
+    Ok(Some(v.signed))
+}
+
+/// A verified message and its replay record.
+struct Verified {
+    signed: Signed,
+    replay_key: String,
+    what: String,
+    window_end: i64,
+}
+
+/// `scheme://host[:port]/path` in a comparable form: scheme and host lower-cased, the default
+/// port dropped, no trailing slash. None when it is not such a URL.
+fn endpoint_form(u: &str) -> Option<String> {
+    let u = u.trim();
+    let (scheme, rest) = u.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_ascii_lowercase();
+    let authority = match (scheme.as_str(), authority.rsplit_once(':')) {
+        ("http", Some((h, "80"))) | ("https", Some((h, "443"))) if !h.ends_with(':') => h.to_string(),
+        _ => authority,
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}{}", path.trim_end_matches('/')))
+}
+
+fn verify_checked(
+    body: &[u8],
+    cfg: &TrustConfig,
+    replay: &ReplayCache,
+    now_ms: i64,
+    received_at: Option<&str>,
+) -> Result<Option<Verified>, WsSecError> {
     let _clear = super::x509::ClearErrorsOnDrop;
     // 1. vws' hardened parser first: nothing reaches libxml2/xmlsec that it refused.
     let root = xml::parse_bytes(body, &Limits::default()).map_err(|e| WsSecError::Malformed(e.to_string()))?;
@@ -838,10 +960,12 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
     // 7. Coverage: each required part, located by position, is what its Id resolves to, and is
     //    among the verified references.
     let mut required: Vec<(String, RoNode)> = vec![("soapenv:Body".into(), m.body), ("wsu:Timestamp".into(), m.timestamp)];
-    for (w, n) in &m.wsa {
-        if REQUIRED_WSA.contains(w) {
-            required.push((format!("wsa:{w}"), *n));
-        }
+    for n in &m.headers {
+        let part = match m.wsa.iter().find(|(_, w)| w.node_ptr() == n.node_ptr()) {
+            Some((w, _)) => format!("wsa:{w}"),
+            None => format!("header {}", qname_of(*n)),
+        };
+        required.push((part, *n));
     }
     for (part, node) in &required {
         let id = wsu_id(*node).ok_or_else(|| WsSecError::UnsignedPart { part: format!("{part} (it has no wsu:Id)") })?;
@@ -857,10 +981,8 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
     for u in &verified {
         if let Some(id) = u.strip_prefix('#') {
             if let Some(target) = id_target(&doc, id) {
-                let n = [m.body, m.timestamp]
-                    .into_iter()
-                    .chain(m.wsa.iter().map(|(_, n)| *n))
-                    .find(|n| n.node_ptr() as usize == target);
+                let n =
+                    [m.body, m.timestamp].into_iter().chain(m.headers.iter().copied()).find(|n| n.node_ptr() as usize == target);
                 if let Some(n) = n {
                     signed_parts.push(qname_of(n));
                 }
@@ -877,7 +999,7 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
     // 8. The chain: same identity path as GSI transport.
     let caller = super::authenticate_at(&chain, cfg, now_ms.div_euclid(1000)).map_err(WsSecError::UntrustedToken)?;
 
-    // 9. Replay.
+    // 9. Replay (first: a replay is refused as one, wherever it was sent).
     let dn = caller.dn.clone().unwrap_or_default();
     let (key, what) = match &message_id {
         Some(id) => (format!("{dn}\nmid:{id}"), format!("MessageID {id} from {dn}")),
@@ -887,9 +1009,22 @@ pub fn verify(body: &[u8], cfg: &TrustConfig, replay: &ReplayCache, now_ms: i64)
             (format!("{dn}\nsig:{v}"), format!("the signed message (no MessageID) from {dn}"))
         }
     };
-    replay.check_and_insert(key, window_end, now_ms, &what)?;
+    // Fixed-size key: a MessageID is the sender's choice, of any length.
+    let key = openssl::sha::sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    replay.check_and_insert(key.clone(), window_end, now_ms, &what)?;
 
-    Ok(Some(Signed { caller, message_id, created_ms, expires_ms, signed_parts, signature_method, chain }))
+    // 10. The destination: a request signed for another endpoint is not for us.
+    if let Some(endpoint) = received_at {
+        let to = m.wsa.iter().find(|(w, _)| *w == "To").map(|(_, n)| n.get_content().trim().to_string());
+        let to =
+            to.ok_or_else(|| WsSecError::Misdirected(format!("the signed request has no wsa:To (received at {endpoint})")))?;
+        if endpoint_form(&to).is_none() || endpoint_form(&to) != endpoint_form(endpoint) {
+            return Err(WsSecError::Misdirected(format!("wsa:To is '{to}' but the request was received at {endpoint}")));
+        }
+    }
+
+    let signed = Signed { caller, message_id, created_ms, expires_ms, signed_parts, signature_method, chain };
+    Ok(Some(Verified { signed, replay_key: key, what, window_end }))
 }
 
 // ------------------------------------------------------------------------------ sign
@@ -997,8 +1132,8 @@ struct Edit {
 
 /// Signs a SOAP 1.1 envelope with a prepared key and token: adds a `wsse:Security` header (first in the Header, which is
 /// created if missing) with the credential's chain as an X509PKIPathv1 token, a Timestamp and a
-/// Signature over the Body, the Timestamp and the wsa To/Action/MessageID/From/ReplyTo/RelatesTo
-/// headers present (adding `wsu:Id` attributes where they have none). The rest of the envelope
+/// Signature over the Body, the Timestamp and every other header present (WS-Addressing and
+/// reference properties alike; adding `wsu:Id` attributes where they have none). The rest of the envelope
 /// is kept byte for byte before xmlsec signs it.
 fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOptions) -> Result<String, WsSecError> {
     let bad = |s: String| WsSecError::Signing(s);
@@ -1015,7 +1150,7 @@ fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOpt
     let mut header_start: Option<(usize, bool, String)> = None; // (offset of '>' or '/>', empty, qname)
     let mut body_found = false;
     let mut refs: Vec<String> = Vec::new(); // ids to sign, in document order
-    let mut wsa_ids: Vec<String> = Vec::new();
+    let mut header_ids: Vec<String> = Vec::new();
     let mut body_id = None;
     loop {
         let (res, ev) = r.read_resolved_event().map_err(|e| bad(format!("the envelope is not well-formed: {e}")))?;
@@ -1067,9 +1202,9 @@ fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOpt
                 if ns_uri == WSSE && local == "Security" {
                     return Err(bad("the envelope already has a wsse:Security header".into()));
                 }
-                if ns_uri == ns::WSA && SIGNED_WSA.contains(&local.as_str()) {
-                    wsa_ids.push(ensure_id(&r, &e, tag_end, &mut edits, &uid)?);
-                }
+                // Every header that selects or routes is covered: WS-Addressing and the EPR's
+                // reference properties alike (only the Security header itself is not).
+                header_ids.push(ensure_id(&r, &e, tag_end, &mut edits, &uid)?);
             }
             _ => {}
         }
@@ -1080,7 +1215,7 @@ fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOpt
     if !body_found {
         return Err(bad("the envelope has no soapenv:Body".into()));
     }
-    refs.extend(wsa_ids);
+    refs.extend(header_ids);
     refs.push(ts_id.clone());
     if let Some(b) = body_id {
         refs.push(b);

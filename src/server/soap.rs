@@ -114,8 +114,10 @@ fn unquote(s: &str) -> &str {
 
 /// Message security: a signed request is verified before anything else reads it, and its
 /// signer becomes the caller. `Ok(None)`: the message is not signed.
-fn verify_signed(ms: &MessageSecurity, body: &[u8], _service_url: &str) -> Result<Option<Caller>, SoapFault> {
-    match crate::security::wssec::verify(body, &ms.trust, &ms.replay, crate::security::wssec::now_ms()) {
+/// wsa:To must name `service_url`, the endpoint that received the request.
+async fn verify_signed(ms: &MessageSecurity, body: &[u8], service_url: &str) -> Result<Option<Caller>, SoapFault> {
+    use crate::security::wssec;
+    match wssec::verify_at(body, &ms.trust, &ms.replay, wssec::now_ms(), service_url).await {
         Ok(None) => Ok(None),
         Ok(Some(sig)) => Ok(Some(sig.caller)),
         Err(e) => {
@@ -178,7 +180,7 @@ pub async fn service_post(
     }
     let mut signed = false;
     if let Some(ms) = &edge.msec {
-        match verify_signed(ms, &body, &service_url) {
+        match verify_signed(ms, &body, &service_url).await {
             Ok(None) => {}
             Ok(Some(signer)) => {
                 if caller.dn.is_some() && caller.dn != signer.dn {

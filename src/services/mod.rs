@@ -78,7 +78,7 @@ pub(crate) async fn wsrf_operation(
             ),
             (ns::WSRP, "QueryResourceProperties") => reply(
                 format!("{}/QueryResourcePropertiesResponse", ns::WSRP_ACTION),
-                properties::query(home, &key, payload, read_guard).await?,
+                properties::query(home, &key, req.caller.name(), payload, read_guard).await?,
             ),
             (ns::WSRP, "SetResourceProperties") if settable => reply(
                 format!("{}/SetResourcePropertiesResponse", ns::WSRP_ACTION),

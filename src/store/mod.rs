@@ -41,11 +41,19 @@ enum Op {
     },
     /// Checkpoint the WAL into the database file (at shutdown).
     Checkpoint,
+    /// Remember a signed message (its replay key) until `end_ms`; answers `false` when it was
+    /// already remembered. Rows past their end are pruned in the same transaction.
+    Replay {
+        key: String,
+        end_ms: i64,
+        now_ms: i64,
+    },
 }
 
 struct Job {
     op: Op,
-    done: oneshot::Sender<Result<(), String>>,
+    /// `Ok(true)` when the operation changed something (for `Replay`: the key was new).
+    done: oneshot::Sender<Result<bool, String>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -64,6 +72,11 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (service, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS resources_termination ON resources(termination_ms) WHERE termination_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS replay (
+    key TEXT PRIMARY KEY,
+    end_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replay_end ON replay(end_ms);
 ";
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
@@ -123,11 +136,11 @@ impl Store {
             .optional()?)
     }
 
-    async fn submit(&self, op: Op) -> Result<(), StoreError> {
+    async fn submit(&self, op: Op) -> Result<bool, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx.send(Job { op, done }).map_err(|_| StoreError::Closed)?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(changed)) => Ok(changed),
             Ok(Err(msg)) => Err(StoreError::Commit(msg)),
             Err(_) => Err(StoreError::Closed),
         }
@@ -135,17 +148,31 @@ impl Store {
 
     /// Insert or replace a row; returns once it is committed.
     pub async fn put(&self, row: Row) -> Result<(), StoreError> {
-        self.submit(Op::Put(row)).await
+        self.submit(Op::Put(row)).await.map(drop)
     }
 
     /// Flush the write-ahead log into the database file; used at shutdown.
     pub async fn close(&self) -> Result<(), StoreError> {
-        self.submit(Op::Checkpoint).await
+        self.submit(Op::Checkpoint).await.map(drop)
     }
 
     /// Delete a row; returns once the deletion is committed.
     pub async fn delete(&self, service: &str, key: &str) -> Result<(), StoreError> {
-        self.submit(Op::Delete { service: service.into(), key: key.into() }).await
+        self.submit(Op::Delete { service: service.into(), key: key.into() }).await.map(drop)
+    }
+
+    /// Durably remember a signed message's replay key until `end_ms` (group-committed like every
+    /// write). `Ok(false)`: the key was already remembered, i.e. the message is a replay.
+    pub async fn record_replay(&self, key: &str, end_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        self.submit(Op::Replay { key: key.into(), end_ms, now_ms }).await
+    }
+
+    /// The replay keys still inside their window at `now_ms` (start-up), oldest end first.
+    pub fn replay_keys(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let mut st = conn.prepare("SELECT key, end_ms FROM replay WHERE end_ms >= ?1 ORDER BY end_ms")?;
+        let rows = st.query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
 
@@ -162,13 +189,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         let mut result = commit(&mut conn, &jobs).map_err(|e| e.to_string());
         if result.is_ok() && jobs.iter().any(|j| matches!(j.op, Op::Checkpoint)) {
-            result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map_err(|e| e.to_string());
+            result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map(|_| Vec::new()).map_err(|e| e.to_string());
         }
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = jobs.len(), "store commit failed; writes not applied");
         }
-        for j in jobs {
-            let _ = j.done.send(result.clone());
+        for (i, j) in jobs.into_iter().enumerate() {
+            let r = match &result {
+                Ok(changed) => Ok(changed.get(i).copied().unwrap_or(true)),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = j.done.send(r);
         }
     }
     // All senders gone: checkpoint so the database file is self-contained.
@@ -176,13 +207,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
     tracing::debug!("store writer closed");
 }
 
-fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
+/// One transaction for a group of jobs; per job, whether it changed something.
+fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<bool>, rusqlite::Error> {
     let tx = conn.transaction()?;
+    let mut changed = vec![true; jobs.len()];
     {
+        let mut replay = None;
+        let mut pruned = false;
         let mut put =
             tx.prepare_cached("INSERT OR REPLACE INTO resources (service, key, termination_ms, record) VALUES (?1, ?2, ?3, ?4)")?;
         let mut del = tx.prepare_cached("DELETE FROM resources WHERE service = ?1 AND key = ?2")?;
-        for j in jobs {
+        for (i, j) in jobs.iter().enumerate() {
             match &j.op {
                 Op::Put(r) => {
                     put.execute(params![r.service, r.key, r.termination_ms, r.record])?;
@@ -191,10 +226,22 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
                     del.execute(params![service, key])?;
                 }
                 Op::Checkpoint => {}
+                Op::Replay { key, end_ms, now_ms } => {
+                    if !pruned {
+                        tx.prepare_cached("DELETE FROM replay WHERE end_ms < ?1")?.execute(params![now_ms])?;
+                        pruned = true;
+                    }
+                    let st = match &mut replay {
+                        Some(st) => st,
+                        None => replay.insert(tx.prepare_cached("INSERT OR IGNORE INTO replay (key, end_ms) VALUES (?1, ?2)")?),
+                    };
+                    changed[i] = st.execute(params![key, end_ms])? == 1;
+                }
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -215,6 +262,21 @@ mod tests {
         assert_eq!(s.get("S", "k1").unwrap(), Some(row));
         assert_eq!(s.get("S", "k2").unwrap(), None);
         assert!(s.load("other").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replay_keys_are_durable_once_and_pruned_after_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.record_replay("a", 100, 0).await.unwrap());
+        assert!(!s.record_replay("a", 100, 0).await.unwrap(), "second time: a replay");
+        assert!(s.record_replay("b", 300, 0).await.unwrap());
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.replay_keys(50).unwrap(), vec![("a".to_string(), 100), ("b".to_string(), 300)]);
+        assert!(!s.record_replay("b", 300, 200).await.unwrap());
+        // "a" ended at 100: pruned by the write at 200.
+        assert_eq!(s.replay_keys(0).unwrap(), vec![("b".to_string(), 300)]);
     }
 
     #[tokio::test]

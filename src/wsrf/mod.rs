@@ -10,6 +10,7 @@ pub mod properties;
 pub mod sweeper;
 /// xsd:dateTime helpers live with the wire vocabulary; kept here under their old path.
 pub use crate::soap::time;
+pub mod query;
 
 pub use faults::{BaseFault, FaultType};
 pub use home::{Home, Owner, PropertyDecl, ResourceState, ResourceType};

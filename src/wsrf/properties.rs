@@ -113,6 +113,7 @@ pub fn document(rtype: &ResourceType, st: &ResourceState) -> String {
 pub async fn query(
     home: &Home,
     key: &str,
+    caller: &str,
     req: &Element,
     guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
 ) -> Result<String, BaseFault> {
@@ -133,17 +134,37 @@ pub async fn query(
             Ok(document(&home.rtype, st))
         })
         .await?;
-    // libxml2 evaluation can take a while on a hostile expression: keep it off the async workers.
+    // libxml2 evaluation can take a while on a hostile expression: on the query pool, within
+    // its operation budget and time limit, cancelled if this future is dropped.
     let (expr, scope) = (expr.trim().to_string(), qe.scope.bindings());
-    let results = tokio::task::spawn_blocking(move || xpath::evaluate(&doc, &expr, &scope))
-        .await
-        .map_err(|e| BaseFault::internal(format!("XPath evaluation task: {e}")))??;
+    let results = super::query::evaluate(caller, doc, expr, scope).await?;
     Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
 }
 
-mod xpath {
-    //! libxml2 XPath evaluation (libxml objects never cross an await).
+pub(super) mod xpath {
+    //! libxml2 XPath evaluation (libxml objects never cross an await), with an operation budget.
     use super::{BaseFault, FaultType};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Why an evaluation produced no result.
+    pub enum Failure {
+        Fault(BaseFault),
+        /// libxml2's operation limit was reached (the budget, or a cancellation lowering it).
+        OpLimit,
+    }
+
+    impl From<BaseFault> for Failure {
+        fn from(f: BaseFault) -> Self {
+            Failure::Fault(f)
+        }
+    }
+
+    /// libxml2's XPATH_OP_LIMIT_EXCEEDED as the error code libxml2 2.9.14 reports (1225: its
+    /// message table is one ahead of the enum), and the message, for other numberings.
+    fn is_op_limit(e: &libxml::xpath::XPathError) -> bool {
+        e.code == 1225 || e.to_string().contains("Operation limit exceeded")
+    }
     use crate::soap::xml::escape;
     use libxml::bindings::xmlXPathObjectType_XPATH_NODESET;
     use libxml::parser::Parser;
@@ -157,9 +178,18 @@ mod xpath {
         matches!(code, 1201..=1204 | 1206..=1208 | 1212 | 1216 | 1220 | 1221)
     }
 
-    pub fn evaluate(doc_xml: &str, expr: &str, scope: &[(String, String)]) -> Result<String, BaseFault> {
+    /// Evaluates with at most `op_limit` libxml2 operations; while it runs, the context pointer
+    /// is in `running` (so that another thread can lower its limit to stop it).
+    pub fn evaluate(
+        doc_xml: &str,
+        expr: &str,
+        scope: &[(String, String)],
+        op_limit: u64,
+        running: &Mutex<Option<usize>>,
+        cancelled: &AtomicBool,
+    ) -> Result<String, Failure> {
         if expr.is_empty() {
-            return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression"));
+            return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression").into());
         }
         let compiled = Expression::compile(expr).map_err(|e| {
             BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
@@ -173,12 +203,26 @@ mod xpath {
                 let _ = ctx.register_namespace(p, u);
             }
         }
-        let obj = ctx.evaluate_compiled(&compiled).map_err(|e| {
+        // SAFETY: ctx is a valid context owned by this function; opLimit/opCount exist in
+        // libxml2 >= 2.9.11 (the bindings are generated from the installed headers).
+        unsafe {
+            (*ctx.as_ptr()).opLimit = op_limit as std::os::raw::c_ulong;
+            (*ctx.as_ptr()).opCount = 0;
+        }
+        // Reachable for cancellation from here on; a cancellation that came before it was
+        // reachable is seen through the flag (set before the canceller looks at `running`).
+        *running.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.as_ptr() as usize);
+        let evaluated = if cancelled.load(Ordering::SeqCst) { None } else { Some(ctx.evaluate_compiled(&compiled)) };
+        *running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let evaluated = evaluated.ok_or(Failure::OpLimit)?;
+        let obj = evaluated.map_err(|e| {
             // libxml2 finds some malformed expressions (e.g. `count(`) only when running them.
-            if is_syntax_error(e.code) {
-                BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
+            if is_op_limit(&e) {
+                Failure::OpLimit
+            } else if is_syntax_error(e.code) {
+                BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}")).into()
             } else {
-                BaseFault::new(FaultType::QueryEvaluationError, format!("XPath '{expr}' could not be evaluated: {e}"))
+                BaseFault::new(FaultType::QueryEvaluationError, format!("XPath '{expr}' could not be evaluated: {e}")).into()
             }
         })?;
         // SAFETY: obj.ptr is a valid xmlXPathObjectPtr owned by `obj` for this scope.
@@ -202,6 +246,18 @@ mod xpath {
         }
         Ok(out)
     }
+}
+
+static MAX_PROPERTY_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1024 * 1024);
+
+/// Set the largest value (serialized, all values of one property) SetResourceProperties may
+/// write (`[limits] max_property_bytes`).
+pub fn set_max_property_bytes(bytes: usize) {
+    MAX_PROPERTY_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_property_bytes() -> usize {
+    MAX_PROPERTY_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One component of a SetResourceProperties request.
@@ -270,6 +326,13 @@ fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result
         Change::Update(_, v) => (v.len(), v.concat()),
         Change::Delete(_) => (0, String::new()),
     };
+    let max_bytes = max_property_bytes();
+    if xml.len() > max_bytes {
+        return Err(BaseFault::new(
+            FaultType::InvalidSetResourcePropertiesRequestContent,
+            format!("the value of {} would be {} bytes; at most {max_bytes} bytes are accepted", q.clark(), xml.len()),
+        ));
+    }
     if count < decl.min_occurs || decl.max_occurs.is_some_and(|m| count > m) {
         return Err(BaseFault::new(
             FaultType::InvalidSetResourcePropertiesRequestContent,
