@@ -78,12 +78,29 @@ fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAccepto
     let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
-    let replay = wssec::ReplayCache::durable(store, wssec::now_ms())?;
+    let replay = durable_replay_cache(store, wssec::now_ms())?;
     tracing::info!(remembered = replay.len(), "replay records loaded");
     let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay, signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
     let authenticate: Authenticate = Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string()));
     Ok(((acceptor, authenticate), msec))
+}
+
+/// The store keeps replay keys in its own table, group-committed with every other write and
+/// pruned once their window has passed.
+struct StoreReplayLog(Store);
+
+impl wssec::ReplayLog for StoreReplayLog {
+    fn record<'a>(&'a self, key: &'a str, end_ms: i64, now_ms: i64) -> wssec::ReplayFuture<'a> {
+        Box::pin(async move { self.0.record_replay(key, end_ms, now_ms).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The default replay limits, remembering accepted messages in `store` too, and starting with what
+/// the store remembers from before (the messages whose window has not ended at `now_ms`).
+pub fn durable_replay_cache(store: &Store, now_ms: i64) -> Result<wssec::ReplayCache, String> {
+    let remembered = store.replay_keys(now_ms).map_err(|e| format!("reading the replay records: {e}"))?;
+    Ok(wssec::ReplayCache::new().with_log(Arc::new(StoreReplayLog(store.clone())), remembered, now_ms))
 }
 
 /// Run `vwsd` until SIGTERM / SIGINT.

@@ -37,7 +37,7 @@
 //!    grid-mapfile) → the [`Caller`];
 //! 9. replay: the signer's MessageID (or, without one, its SignatureValue) must not be in the
 //!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway —
-//!    durably, in the store's `replay` table, with [`ReplayCache::durable`] and [`verify_at`]
+//!    durably, in the store's `replay` table, with `app::durable_replay_cache` (the store glue lives in the wiring) and [`verify_at`]
 //!    (committed before the request is dispatched, loaded again at start-up), so a restart or
 //!    a kill -9 does not reopen the window;
 //! 10. ([`verify_at`], for requests) wsa:To names the endpoint that received the message.
@@ -46,7 +46,7 @@
 //! ```ignore
 //! use vws::security::wssec::{self, ReplayCache};
 //! // once, shared by all requests:
-//! let replay = ReplayCache::durable(&store, wssec::now_ms())?; // skew 5 min, max age 5 min, 100k ids
+//! let replay = vws::app::durable_replay_cache(&store, wssec::now_ms())?; // skew 5 min, max age 5 min, 100k ids
 //! // the listener must understand the header: (wssec::WSSE, "Security") == wssec::SECURITY_HEADER
 //! // per request, on the raw body, before dispatch:
 //! let signed = match wssec::verify_at(&body, &trust, &replay, wssec::now_ms(), &service_url).await {
@@ -232,14 +232,6 @@ pub trait ReplayLog: Send + Sync {
 /// What [`ReplayLog::record`] returns.
 pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
 
-/// The store keeps replay keys in its own table, group-committed with every other write and
-/// pruned once their window has passed.
-impl ReplayLog for crate::store::Store {
-    fn record<'a>(&'a self, key: &'a str, end_ms: i64, now_ms: i64) -> ReplayFuture<'a> {
-        Box::pin(async move { self.record_replay(key, end_ms, now_ms).await.map_err(|e| e.to_string()) })
-    }
-}
-
 #[derive(Default)]
 struct ReplayInner {
     seen: HashMap<String, i64>,
@@ -286,13 +278,6 @@ impl ReplayCache {
             inner: Mutex::new(ReplayInner::default()),
             log: None,
         }
-    }
-
-    /// The default limits, remembering accepted messages in `store` too, and starting with what
-    /// the store remembers from before (the messages whose window has not ended at `now_ms`).
-    pub fn durable(store: &crate::store::Store, now_ms: i64) -> Result<ReplayCache, String> {
-        let remembered = store.replay_keys(now_ms).map_err(|e| format!("reading the replay records: {e}"))?;
-        Ok(ReplayCache::new().with_log(Arc::new(store.clone()), remembered, now_ms))
     }
 
     /// This cache, recording in `log` too, starting with `remembered` (key, end of window).
