@@ -141,6 +141,11 @@ pub async fn query(
     Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
 }
 
+/// The XPath evaluator, for the fuzz targets in `fuzz/`.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use xpath::evaluate as fuzz_xpath_evaluate;
+
 mod xpath {
     //! libxml2 XPath evaluation (libxml objects never cross an await).
     use super::{BaseFault, FaultType};
