@@ -4,7 +4,9 @@
 # (-rss_limit_mb). Skips with a message, succeeding, where the nightly toolchain or cargo-fuzz
 # is missing (FUZZ_INSTALL=1: install cargo-fuzz first).
 #
-# usage: fuzz/run.sh SECS [TARGET...]      env: SHARED (recordings), FUZZ_LOGS (log directory)
+# usage: fuzz/run.sh SECS [TARGET...]      env: SHARED (recordings), FUZZ_LOGS (log directory),
+#   FUZZ_KEEP_GOING=1 (a campaign: libFuzzer's fork mode with one job, which records every crash,
+#   hang and OOM in fuzz/artifacts/TARGET/ and goes on fuzzing until SECS is used up)
 set -u
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
@@ -40,15 +42,23 @@ printf '%-14s %12s %8s %8s  %s\n' target execs cov ft result | tee -a "$summary"
 for t in $TARGETS; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="$LOGS/$t.log"
-  cargo +nightly fuzz run -O -a "$t" "fuzz/corpus/$t" -- \
+  keep=()
+  [ "${FUZZ_KEEP_GOING:-0}" = 1 ] && keep=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+  before=$(ls "fuzz/artifacts/$t" | wc -l)
+  cargo +nightly fuzz run -O -a "$t" "fuzz/corpus/$t" -- "${keep[@]}" \
     -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
   status=$?
+  found=$(( $(ls "fuzz/artifacts/$t" | wc -l) - before ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   cov=$(grep -oE '(cov|ft): [0-9]+' "$log" | tail -2)
   c=$(echo "$cov" | sed -n 's/^cov: //p')
   f=$(echo "$cov" | sed -n 's/^ft: //p')
-  if [ $status -eq 0 ]; then
+  if [ $status -eq 0 ] && [ "$found" -eq 0 ]; then
     result=ok
+  elif [ $status -eq 0 ]; then
+    result="$found new finding(s) in fuzz/artifacts/$t/ — see $log"
+    rc=1
   else
     result="FAILED (exit $status): $(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+|panicked at [^ ]+|SUMMARY: [A-Za-z]+: [a-z-]+' "$log") — see $log, fuzz/artifacts/$t/"
     rc=1

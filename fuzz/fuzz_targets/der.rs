@@ -25,7 +25,7 @@ fn walk(t: &Tlv, depth: usize) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: { vws_fuzz::pki(); }, |data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     match mode % 4 {
         0 => {

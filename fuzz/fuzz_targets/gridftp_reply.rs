@@ -3,7 +3,9 @@
 //! (RFC 2228 631/632/633, ADAT) readers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vws::transfer::gridftp::control::{adat_token, b64_decode, parse_227, parse_pasv, parse_range_marker, protected_token, ReplyParser};
+use vws::transfer::gridftp::control::{
+    adat_token, b64_decode, parse_227, parse_pasv, parse_range_marker, protected_token, ReplyParser,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -39,7 +39,7 @@ fn pci(b: &mut Bytes, draft: bool) -> Vec<u8> {
     encode(der::SEQUENCE, &content)
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: { pki(); }, |data: &[u8]| {
     let k = pki();
     let mut b = Bytes(data);
     let n = b.u8() % 5;
@@ -50,7 +50,13 @@ fuzz_target!(|data: &[u8]| {
         let critical = flags & 4 == 0;
         let cn_raw = b.chunk();
         let cn = match (kind, cn_raw.is_empty()) {
-            (2, true) => if flags & 8 != 0 { "limited proxy".to_string() } else { "proxy".to_string() },
+            (2, true) => {
+                if flags & 8 != 0 {
+                    "limited proxy".to_string()
+                } else {
+                    "proxy".to_string()
+                }
+            }
             (_, true) => format!("{}", 1000 + i as u32),
             _ => String::from_utf8_lossy(cn_raw).into_owned(),
         };

@@ -18,7 +18,7 @@ fn replay() -> ReplayCache {
     ReplayCache::with_limits(i64::MAX / 4, i64::MAX / 4, 16)
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: { pki(); SIGNER.with(|_| ()); }, |data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     let k = pki();
     let now_ms = k.now * 1000;

@@ -49,7 +49,9 @@ fn name(parts: &[(&str, &[u8])]) -> X509Name {
 }
 
 pub fn ext(oid: &str, critical: bool, value: &[u8]) -> Option<X509Extension> {
-    X509Extension::new_from_der(&Asn1Object::from_str(oid).ok()?, critical, &Asn1OctetString::new_from_bytes(value).ok()?).ok()
+    let oid = Asn1Object::from_str(oid).ok()?;
+    let value = Asn1OctetString::new_from_bytes(value).ok()?;
+    X509Extension::new_from_der(&oid, critical, &value).ok()
 }
 
 /// A certificate named `subject`, issued by `issuer` with `issuer_key`, for `key`.
@@ -71,8 +73,9 @@ pub fn cert(
     b.set_subject_name(subject).ok()?;
     b.set_issuer_name(issuer).ok()?;
     b.set_pubkey(key).ok()?;
-    b.set_not_before(&Asn1Time::from_unix(not_before).ok()?).ok()?;
-    b.set_not_after(&Asn1Time::from_unix(not_after).ok()?).ok()?;
+    let (nb, na) = (Asn1Time::from_unix(not_before).ok()?, Asn1Time::from_unix(not_after).ok()?);
+    b.set_not_before(&nb).ok()?;
+    b.set_not_after(&na).ok()?;
     for e in exts {
         b.append_extension(e).ok()?;
     }
@@ -90,8 +93,10 @@ pub fn name_plus_cn(base: &X509NameRef, cn: &str) -> Option<X509Name> {
     Some(b.build())
 }
 
+/// RSA-1024: generated in milliseconds (libFuzzer's fork mode makes the PKI once per job) and
+/// still accepted by the verifiers (OpenSSL's security level applies to TLS, not to these).
 fn key() -> PKey<Private> {
-    PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+    PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap()
 }
 
 fn make() -> Pki {
@@ -111,24 +116,24 @@ fn make() -> Pki {
     std::fs::write(certs.join(format!("{hash}.0")), ca.to_pem().unwrap()).unwrap();
     std::fs::write(
         certs.join(format!("{hash}.signing_policy")),
-        format!("access_id_CA   X509    '{CA_DN}'\npos_rights     globus  CA:sign\ncond_subjects  globus  '\"/C=XX/O=vws fuzz/*\"'\n"),
+        format!(
+            "access_id_CA   X509    '{CA_DN}'\npos_rights     globus  CA:sign\ncond_subjects  globus  '\"/C=XX/O=vws fuzz/*\"'\n"
+        ),
     )
     .unwrap();
 
     let user_key = key();
     let user_name = name(&[("C", b"XX"), ("O", b"vws fuzz"), ("CN", b"Fuzz User")]);
     let user_exts = vec![
-        ext("2.5.29.19", true, &[0x30, 0x00]).unwrap(),             // basicConstraints CA:FALSE
+        ext("2.5.29.19", true, &[0x30, 0x00]).unwrap(), // basicConstraints CA:FALSE
         ext("2.5.29.15", true, &[0x03, 0x02, 0x05, 0xA0]).unwrap(), // digitalSignature, keyEncipherment
     ];
     let user = cert(&user_name, &ca_name, &ca_key, &user_key, 2, now - 86400, now + 86400, user_exts).unwrap();
 
     let proxy_key = key();
     let proxy_name = name_plus_cn(&user_name, "1234").unwrap();
-    let proxy_exts = vec![
-        ext(OID_PCI_RFC, true, &PCI_INHERIT_ALL).unwrap(),
-        ext("2.5.29.15", true, &[0x03, 0x02, 0x05, 0xA0]).unwrap(),
-    ];
+    let proxy_exts =
+        vec![ext(OID_PCI_RFC, true, &PCI_INHERIT_ALL).unwrap(), ext("2.5.29.15", true, &[0x03, 0x02, 0x05, 0xA0]).unwrap()];
     let proxy = cert(&proxy_name, &user_name, &user_key, &proxy_key, 1234, now - 86400, now + 86400, proxy_exts).unwrap();
 
     let proxy_file = dir.join("proxy.pem");

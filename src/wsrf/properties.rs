@@ -166,6 +166,13 @@ mod xpath {
         if expr.is_empty() {
             return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression"));
         }
+        // libxml2 takes C strings: a NUL would end them early (and the bindings' wrapper panics).
+        if let Some((p, u)) = scope.iter().find(|(p, u)| p.contains('\0') || u.contains('\0')) {
+            return Err(BaseFault::new(
+                FaultType::InvalidQueryExpression,
+                format!("namespace binding {p:?} = {u:?} holds a NUL character"),
+            ));
+        }
         let compiled = Expression::compile(expr).map_err(|e| {
             BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
         })?;
@@ -318,4 +325,26 @@ pub async fn set(
         _ => e,
     })?;
     Ok(format!("<SetResourcePropertiesResponse xmlns=\"{}\"/>", ns::WSRP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing (fuzz/, target xpath): a namespace binding holding a NUL panicked inside the libxml
+    /// crate's `register_namespace`; an expression holding one must be refused as well.
+    #[test]
+    fn nul_in_bindings_or_expression_is_a_fault_not_a_panic() {
+        let doc = "<rp:R xmlns:rp=\"urn:rp\"><rp:State>Unstaged</rp:State></rp:R>";
+        let bindings = [("\t\t\0\0ce".to_string(), "^'".to_string())];
+        let e = xpath::evaluate(doc, "|", &bindings).unwrap_err();
+        assert_eq!(e.kind, FaultType::InvalidQueryExpression);
+        assert!(e.description.contains("NUL"), "{}", e.description);
+        let bindings = [("rp".to_string(), "urn:\0rp".to_string())];
+        assert_eq!(xpath::evaluate(doc, "//rp:State", &bindings).unwrap_err().kind, FaultType::InvalidQueryExpression);
+        let e = xpath::evaluate(doc, "//rp:State\0", &[("rp".to_string(), "urn:rp".to_string())]).unwrap_err();
+        assert_eq!(e.kind, FaultType::InvalidQueryExpression);
+        // The bindings that are fine still work.
+        assert_eq!(xpath::evaluate(doc, "string(//rp:State)", &[("rp".to_string(), "urn:rp".to_string())]).unwrap(), "Unstaged");
+    }
 }
