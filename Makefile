@@ -3,7 +3,7 @@
 #   make test   install what is needed, build, run every test (and each fuzz target for 5 s)
 #   make fuzz   run each cargo-fuzz target (fuzz/) for FUZZ_SECS seconds (nightly + cargo-fuzz)
 SHELL := /bin/bash
-APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3
+APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 libxenmisc4.17
 CARGO ?= cargo
 CONFIG ?= conf/vwsd.toml
 # The shared peers and recordings: ../shared beside the clone, else /work/shared.

@@ -2,9 +2,11 @@
 //! the listeners, and shut everything down in order.
 
 use crate::config::{Config, SecurityConfig};
+use crate::host::Host;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
-use crate::services::{counter, factory, manager::ManagerService, workspace, Services, Shared};
+use crate::services::manager::{ManagerService, WorkspaceLedger};
+use crate::services::{counter, factory, workspace, Services, Shared};
 use crate::soap::http::{self, MessageSecurity, Transport};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
@@ -16,7 +18,8 @@ pub struct App {
     pub services: Arc<Services>,
     pub sweeper: Arc<Sweeper>,
     pub store: Store,
-    pub manager: Arc<ManagerService>,
+    /// This host's engine (staging, image pool).
+    pub host: Arc<Host>,
 }
 
 impl App {
@@ -32,24 +35,19 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let manager =
-            ManagerService::new(workspaces.clone(), shared.clone(), cfg.staging.pool_dir(&cfg.server.data), &cfg.staging)?;
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), Arc::new(WorkspaceLedger { home: workspaces.clone() }))?;
+        let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone());
         let services = Services {
             factory: factory::FactoryService {
                 shared: shared.clone(),
                 policy: cfg.policy.clone(),
                 workspaces: workspaces.clone(),
             },
-            workspace: workspace::WorkspaceService {
-                home: workspaces,
-                shared: shared.clone(),
-                lifetime,
-                manager: manager.clone(),
-            },
+            workspace: workspace::WorkspaceService { home: workspaces, shared: shared.clone(), lifetime, manager },
             counter: counter::CounterService::new(counters, shared.clone(), false),
             counter_rw: counter::CounterService::new(counters_rw, shared, true),
         };
-        Ok(App { services: Arc::new(services), sweeper, store, manager })
+        Ok(App { services: Arc::new(services), sweeper, store, host })
     }
 }
 
@@ -98,7 +96,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
-    app.manager.recover().await;
+    app.host.recover().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_cfg = Arc::new(cfg.http_config());
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
