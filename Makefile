@@ -1,6 +1,7 @@
 # vws — two commands do all set-up on a fresh Debian machine:
 #   make run    install what is needed, build, start vwsd (SQLite store in ./var)
-#   make test   install what is needed, build, run every test
+#   make test   install what is needed, build, run every test (and each fuzz target for 5 s)
+#   make fuzz   run each cargo-fuzz target (fuzz/) for FUZZ_SECS seconds (nightly + cargo-fuzz)
 SHELL := /bin/bash
 APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 libxenmisc4.17
 CARGO ?= cargo
@@ -10,7 +11,9 @@ SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
 # GridFTP test servers started by the tests (every target/*kit*/ with a pid file) are stopped
 # after the run, pass or fail.
 
-.PHONY: run test deps build bench clean
+FUZZ_SECS ?= 60
+
+.PHONY: run test deps build bench clean fuzz fuzz-smoke
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -32,7 +35,17 @@ run: build
 test: build
 	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
 	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
+	$(MAKE) --no-print-directory fuzz-smoke || rc=$$?; \
 	exit $$rc
+
+# Each fuzz target for FUZZ_SECS seconds; summary in fuzz/logs/summary.txt, findings in fuzz/artifacts/.
+fuzz: deps
+	SHARED=$(SHARED) ./fuzz/run.sh $(FUZZ_SECS)
+
+# The short run of `make test`: builds the targets once, runs each for 5 s (skipped with a
+# message without the nightly toolchain; installs cargo-fuzz when missing).
+fuzz-smoke: deps
+	SHARED=$(SHARED) FUZZ_INSTALL=1 ./fuzz/run.sh 5
 
 bench: build
 	$(CARGO) bench --locked --bench wsrf

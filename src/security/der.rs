@@ -211,6 +211,10 @@ pub fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
 
 /// Parses a GeneralizedTime (`YYYYMMDDHHMMSS[.fff]Z`) or UTCTime (`YYMMDDHHMMSSZ`) into Unix seconds.
 pub fn time_to_unix(t: &Tlv) -> DerResult<i64> {
+    // ASCII only: the fields below are sliced by byte position.
+    if !t.content.is_ascii() {
+        return err("time is not ASCII");
+    }
     let s = std::str::from_utf8(t.content).map_err(|_| DerError("time is not ASCII".into()))?;
     let (year, rest) = match t.tag {
         GENERALIZED_TIME => {
@@ -283,5 +287,20 @@ mod tests {
         assert_eq!(time_to_unix(&Tlv::parse(&u).unwrap()).unwrap(), 1795697006);
         let bad = encode(GENERALIZED_TIME, b"20261126124326+0100");
         assert!(time_to_unix(&Tlv::parse(&bad).unwrap()).is_err());
+    }
+
+    /// Found while writing the fuzz target `der`: a multi-byte UTF-8 character across a field
+    /// boundary made the byte-position slicing panic.
+    #[test]
+    fn non_ascii_times_are_errors() {
+        for (tag, content) in [
+            (GENERALIZED_TIME, "203\u{20ac}0101000000Z"),
+            (GENERALIZED_TIME, "2026\u{e9}101000000Z"),
+            (UTC_TIME, "2\u{e9}0101000000Z"),
+            (UTC_TIME, "260101000000\u{e9}Z"),
+        ] {
+            let e = encode(tag, content.as_bytes());
+            assert_eq!(time_to_unix(&Tlv::parse(&e).unwrap()).unwrap_err().0, "time is not ASCII");
+        }
     }
 }

@@ -11,6 +11,10 @@
 pub mod acl;
 pub mod certdir;
 pub mod credential;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod der;
+#[cfg(not(feature = "fuzzing"))]
 mod der;
 pub mod error;
 pub mod gridmap;

@@ -369,6 +369,13 @@ pub fn check_end_entity<'a>(
     Ok((ca, not_after))
 }
 
+/// The proxyCertInfo reader, for the fuzz targets in `fuzz/`.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_parse_pci(value: &[u8], draft: bool) -> Result<(Option<u64>, String, bool), der::DerError> {
+    parse_pci(value, draft)
+}
+
 /// Parses a proxyCertInfo value: (pathLen, policy language OID, policy present).
 fn parse_pci(value: &[u8], draft: bool) -> Result<(Option<u64>, String, bool), der::DerError> {
     let seq = Tlv::parse(value)?.expect(der::SEQUENCE, "ProxyCertInfo")?;

@@ -109,6 +109,11 @@ pub(crate) fn base_url(cfg: &HttpConfig, peer: &Peer) -> String {
     }
 }
 
+/// A `host[:port]` (or `[v6]:port`) with nothing else in it.
+fn is_authority(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+}
+
 async fn service_get(State(edge): State<Arc<Edge>>, Path(name): Path<String>, req: Request) -> Response {
     if !edge.services.has_service(&name) {
         return text_response(StatusCode::NOT_FOUND, format!("no service named '{name}'\n"));
@@ -116,7 +121,14 @@ async fn service_get(State(edge): State<Arc<Edge>>, Path(name): Path<String>, re
     let Some(peer) = req.extensions().get::<Peer>() else {
         return text_response(StatusCode::INTERNAL_SERVER_ERROR, "no connection information\n".into());
     };
-    let service_url = format!("{}/wsrf/services/{name}", base_url(&edge.cfg, peer));
+    // The WSDL goes back only to the client that asked, so without a configured public URL its
+    // soap:address is the address that client used (its Host header, when it is a plain
+    // host[:port]); EPRs, which other users see, never take it (see `base_url`).
+    let base = match (&edge.cfg.public_url, req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok())) {
+        (None, Some(host)) if is_authority(host) => format!("{}://{host}", peer.scheme),
+        _ => base_url(&edge.cfg, peer),
+    };
+    let service_url = format!("{base}/wsrf/services/{name}");
     if !req.uri().query().is_some_and(|q| q.eq_ignore_ascii_case("wsdl")) {
         return text_response(StatusCode::OK, format!("vws service {name}; its WSDL is at {service_url}?wsdl\n"));
     }

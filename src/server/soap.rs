@@ -173,11 +173,6 @@ pub async fn service_post(
     if let Some(a) = env.addressing.action.as_deref() {
         tracing::Span::current().record("action", a);
     }
-    let soap_action = headers.get("soapaction").and_then(|v| v.to_str().ok()).map(unquote);
-    if let Err(f) = check_request(d, &name, &env, soap_action) {
-        tracing::warn!("refused request: {}", f.string);
-        return fault_response(Some(&env.addressing), &service_url, &f, false);
-    }
     let mut signed = false;
     if let Some(ms) = &edge.msec {
         match verify_signed(ms, &body, &service_url).await {
@@ -198,6 +193,12 @@ pub async fn service_post(
             }
             Err(f) => return fault_response(Some(&env.addressing), &service_url, &f, false),
         }
+    }
+    // After the signature check, so a signed message's tampered headers are named as such.
+    let soap_action = headers.get("soapaction").and_then(|v| v.to_str().ok()).map(unquote);
+    if let Err(f) = check_request(d, &name, &env, soap_action) {
+        tracing::warn!("refused request: {}", f.string);
+        return fault_response(Some(&env.addressing), &service_url, &f, false);
     }
     if let Some(h) = env.header() {
         for e in h.elements() {

@@ -135,9 +135,15 @@ fn address_of(epr: &Element) -> Option<String> {
     epr.child(ns::WSA, "Address").map(|a| a.text().trim().to_string())
 }
 
-/// Does `action` name the operation `op` (the Body element's local name)? GT 4.0 actions end
-/// in the operation (`…/GetResourceProperty`) or its input message (`…/CounterPortType/addRequest`).
+/// Does `action` name the operation `op` (the Body element's local name)? GT 4.0 actions follow
+/// WS-Addressing's default pattern and end in the operation (`…/GetResourceProperty`) or its
+/// input message (`…/CounterPortType/addRequest`). An opaque action with no path (`urn:frob`)
+/// names no operation, so there is nothing to disagree with: the Body alone decides (and an
+/// operation no port type has gets its UnknownOperationFault).
 pub fn action_names(action: &str, op: &str) -> bool {
+    if !action.contains('/') {
+        return true;
+    }
     let last = action.rsplit(['/', '#', ':']).next().unwrap_or(action);
     last == op || last.strip_suffix("Request") == Some(op)
 }

@@ -416,8 +416,25 @@ impl LineCounter<'_> {
     }
 }
 
+/// XML 1.0's `Char` production: what a document may hold, literally or as a character reference.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Refuses a character XML 1.0 does not allow (NUL and the other C0 controls, U+FFFE, U+FFFF):
+/// such characters must never reach libxml2 or C strings (a NUL ends them early).
+fn check_chars(s: &str, line: impl FnOnce(usize) -> u32) -> Result<(), XmlError> {
+    match s.char_indices().find(|(_, c)| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some((i, c)) => {
+            Err(XmlError::Malformed { line: line(i), msg: format!("character U+{:04X} is not allowed in XML", c as u32) })
+        }
+    }
+}
+
 /// Parse a document into its root element, enforcing `limits`.
 pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
+    check_chars(input, |i| 1 + input.as_bytes()[..i].iter().filter(|&&b| b == b'\n').count() as u32)?;
     let mut reader = Reader::from_str(input);
     let cfg = reader.config_mut();
     cfg.trim_text(false);
@@ -465,6 +482,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
             Event::Text(t) => {
                 let line = lines.at(start_pos);
                 let text = t.unescape().map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
+                check_chars(&text, |_| line)?;
                 match stack.last_mut() {
                     Some(top) => push_text(top, &text),
                     None if text.trim().is_empty() => {}
@@ -527,6 +545,7 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
         }
         let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
         let value = a.unescape_value().map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?.into_owned();
+        check_chars(&value, |_| line)?;
         let key = a.key.as_ref();
         if key == b"xmlns" {
             decls.push((String::new(), value));
@@ -617,6 +636,36 @@ mod tests {
         assert_eq!(b.name, QName::new("urn:x", "b"));
         assert_eq!(b.resolve_qname(&b.text()).unwrap(), QName::new("urn:y", "Foo"));
         assert!(root.resolve_qname("ns1:Foo").is_err());
+    }
+
+    /// Fuzzing (fuzz/, target xpath): a NUL in a namespace binding reached libxml2's C strings
+    /// and panicked there. Characters outside XML 1.0's `Char` are refused, literal or escaped.
+    #[test]
+    fn refuses_characters_xml_does_not_allow() {
+        for doc in [
+            "<a xmlns:p=\"urn:\0x\">t</a>",
+            "<a xmlns:p=\"urn:&#0;x\">t</a>",
+            "<a>\u{1}</a>",
+            "<a b=\"&#x1F;\"/>",
+            "<a>&#xFFFE;</a>",
+            "<a>\n\n<![CDATA[\u{8}]]></a>",
+        ] {
+            // (quick-xml refuses `&#0;` itself, with its own message.)
+            match parse(doc, &Limits::default()) {
+                Err(XmlError::Malformed { msg, .. }) => {
+                    assert!(msg.contains("not allowed in XML") || msg.contains("not permitted in XML"), "{doc:?}: {msg}")
+                }
+                other => panic!("{doc:?} was not refused: {other:?}"),
+            }
+        }
+        match parse("<a>\n\n<![CDATA[\u{8}]]></a>", &Limits::default()) {
+            Err(XmlError::Malformed { line, msg }) => {
+                assert_eq!((line, msg.as_str()), (3, "character U+0008 is not allowed in XML"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = parse("<a b=\"&#9;&#10;&#13;\">\t\r\n\u{D7FF}\u{E000}\u{10FFFF}</a>", &Limits::default()).unwrap();
+        assert_eq!(ok.attrs[0].value, "\t\n\r");
     }
 
     #[test]

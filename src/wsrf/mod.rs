@@ -11,6 +11,7 @@ pub mod sweeper;
 /// xsd:dateTime helpers live with the wire vocabulary; kept here under their old path.
 pub use crate::soap::time;
 pub mod query;
+pub mod xpath;
 
 pub use faults::{BaseFault, FaultType};
 pub use home::{Home, Owner, PropertyDecl, ResourceState, ResourceType};

@@ -189,7 +189,7 @@ pub async fn evaluate(caller: &str, doc_xml: String, expr: String, scope: Vec<(S
         if c.cancelled.load(Ordering::SeqCst) {
             return;
         }
-        let r = super::properties::xpath::evaluate(&doc_xml, &expr, &scope, op_limit, &c.ctx, &c.cancelled);
+        let r = super::xpath::evaluate(&doc_xml, &expr, &scope, op_limit, &c.ctx, &c.cancelled);
         let _ = tx.send((r, c.cancelled.load(Ordering::SeqCst)));
     });
     if p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).is_err() {
@@ -197,7 +197,7 @@ pub async fn evaluate(caller: &str, doc_xml: String, expr: String, scope: Vec<(S
     }
     let outcome = tokio::time::timeout_at(deadline, rx).await;
     drop(guard); // stops the evaluation if it still runs
-    use super::properties::xpath::Failure;
+    use super::xpath::Failure;
     let stopped = |msg: String| {
         tracing::warn!(caller = %who, "XPath query stopped: {msg}");
         Err(limit_fault(msg))

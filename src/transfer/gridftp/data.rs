@@ -843,6 +843,20 @@ fn send_tls(
     Ok(())
 }
 
+/// One MODE E data connection's block stream, read from `input` into `dest` as the receiving
+/// side reads it (with a `buf_size` buffer), for the fuzz targets in `fuzz/`. Returns the EOD
+/// count announced by an EOF block, if any.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_receive_blocks(input: &[u8], dest: &File, base: u64, buf_size: usize) -> Result<Option<u64>> {
+    let progress = Progress::new("fuzz", None, None, Duration::from_secs(3600));
+    let mut r = Recv::new(dest, base, &progress, "gsiftp://fuzz/", Duration::from_secs(1));
+    r.buf_size = buf_size.max(1);
+    r.blocks(&mut std::io::Cursor::new(input), None)?;
+    let c = r.eodc.load(Ordering::Acquire);
+    Ok((c != u64::MAX).then_some(c))
+}
+
 /// Receives a stream-mode transfer (plain FTP): everything until the sender closes.
 pub fn receive_stream(
     mut s: TcpStream,
