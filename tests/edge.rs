@@ -113,10 +113,11 @@ fn eprs_never_carry_the_clients_host_header() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.contains("evil.example.org"), "client Host in the answer: {}", r.body);
     assert!(r.body.contains(&format!("http://{}/wsrf/services/{WS}", s.addr)), "EPR not from the listener: {}", r.body);
-    // WSDL too.
-    let w = s.raw(format!("GET /wsrf/services/{WS}?wsdl HTTP/1.1\r\nHost: evil.example.org\r\n\r\n").as_bytes());
+    // The WSDL goes back only to the client that asked: its soap:address is the address that
+    // client used (tests/schema.rs), but a Host that is not a plain host[:port] is never copied.
+    let w = s.raw(format!("GET /wsrf/services/{WS}?wsdl HTTP/1.1\r\nHost: evil\"/><x a=\"\r\n\r\n").as_bytes());
     assert_eq!(w.status, 200);
-    assert!(!w.body.contains("evil.example.org") && w.body.contains(&s.addr), "{}", w.body);
+    assert!(!w.body.contains("evil") && w.body.contains(&s.addr), "{}", w.body);
 }
 
 #[test]

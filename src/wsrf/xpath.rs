@@ -54,7 +54,8 @@ pub fn evaluate(
         return Err(BaseFault::new(
             FaultType::InvalidQueryExpression,
             format!("namespace binding {p:?} = {u:?} holds a NUL character"),
-        ));
+        )
+        .into());
     }
     let compiled = Expression::compile(expr).map_err(|e| {
         BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
