@@ -177,7 +177,8 @@ fn no_two_files_of_a_folder_import_each_other() {
 #[test]
 fn the_checker_sees_grouped_and_nested_paths() {
     // The parser itself: a violation hidden in a group or a nested path is found.
-    let code = "use crate::{soap::xml::QName, config::Config};\nfn f() { crate::store::Store::open(p); }\n// crate::app in a comment\n";
+    let code =
+        "use crate::{soap::xml::QName, config::Config};\nfn f() { crate::store::Store::open(p); }\n// crate::app in a comment\n";
     let found: Vec<String> = crate_paths(&code_of(code)).into_iter().map(|(a, _)| a).collect();
     assert_eq!(found, vec!["soap", "config", "store"]);
 }

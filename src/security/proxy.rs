@@ -24,7 +24,6 @@ use super::x509::{
 };
 use super::GsiError;
 
-
 /// Maximum number of CA certificates between an end-entity certificate and its root.
 const MAX_CA_DEPTH: usize = 10;
 /// Maximum number of proxies in a chain (a sanity bound; Globus has none).

@@ -241,7 +241,12 @@ pub async fn service_post(
 
 /// Wire rules a request meets before any service sees it: its Body's operation, wsa:Action and
 /// SOAPAction agree, and it names at most one resource (one key header).
-fn check_request(d: &dyn crate::services::Dispatcher, name: &str, env: &Envelope, soap_action: Option<&str>) -> Result<(), SoapFault> {
+fn check_request(
+    d: &dyn crate::services::Dispatcher,
+    name: &str,
+    env: &Envelope,
+    soap_action: Option<&str>,
+) -> Result<(), SoapFault> {
     envelope::check_operation(env, soap_action)?;
     if let Some(k) = d.key_header(name) {
         let n = env.header().map_or(0, |h| h.elements().filter(|e| &e.name == k).count());

@@ -5,10 +5,10 @@
 
 use super::registry::PortType;
 use super::request::DispatchFuture;
+use super::request::{SoapReply, SoapRequest};
 use super::{reply, unknown_operation, wsrf_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
-use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::COUNTER;
 use crate::soap::xml::QName;
 use crate::wsrf::{BaseFault, FaultType, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};

@@ -2,14 +2,14 @@
 //! workspace description, applies the site policy, creates the workspace resource and returns
 //! its EPR.
 
-use super::workspace;
 use super::registry::PortType;
 use super::request::DispatchFuture;
+use super::request::{SoapReply, SoapRequest};
+use super::workspace;
 use super::{reply, unknown_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::epr::WSA_DECL;
-use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::{NIMBUS, VWS};
 use crate::workspace::{Description, Policy};
 use crate::wsrf::{BaseFault, FaultType, Home};

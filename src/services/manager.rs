@@ -12,13 +12,13 @@
 //! The engine keeps its records in the workspace home through [`WorkspaceLedger`], which also
 //! encodes its staging report as the `staging` property.
 
+use super::request::{SoapReply, SoapRequest};
 use super::workspace::{current_state_xml, touch, WorkspaceData};
 use super::{reply, Shared};
 use crate::host::staging::{ImageStatus, Report};
 use crate::host::{BoxFuture, Host, Ledger, PlanError};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
-use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::VWS;
 use crate::soap::xml::escape_attr;
 use crate::workspace::{Description, Event, State};

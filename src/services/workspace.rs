@@ -6,9 +6,9 @@
 
 use super::registry::{Operations, PortType};
 use super::request::DispatchFuture;
+use super::request::{SoapReply, SoapRequest};
 use super::{unknown_operation, wsrf_operation, Shared};
 use crate::soap::envelope::SoapFault;
-use super::request::{SoapReply, SoapRequest};
 use crate::soap::ns::{NIMBUS, VWS};
 use crate::soap::xml::QName;
 use crate::workspace::description::text_property;

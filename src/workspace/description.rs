@@ -3,8 +3,8 @@
 //! writing of each section as a resource property value.
 
 use crate::soap::ns::{VWS, XSI};
-use crate::soap::xml::{escape, escape_attr, Element};
 use crate::soap::time;
+use crate::soap::xml::{escape, escape_attr, Element};
 use serde::{Deserialize, Serialize};
 
 /// An invalid description: where and why.

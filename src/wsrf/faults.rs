@@ -6,8 +6,8 @@
 use crate::soap::envelope::{FaultCode, SoapFault};
 use crate::soap::epr::Epr;
 use crate::soap::ns;
-use crate::soap::xml::{escape, escape_attr};
 use crate::soap::time;
+use crate::soap::xml::{escape, escape_attr};
 
 /// The fault element types vws raises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, ResourceState};
-use crate::soap::time;
 use crate::soap::element_text_or_nil;
 use crate::soap::ns;
+use crate::soap::time;
 use crate::soap::xml::Element;
 
 /// What SetTerminationTime may do for a service.

@@ -16,5 +16,5 @@ pub mod xpath;
 pub use faults::{BaseFault, FaultType};
 pub use home::{Home, Owner, PropertyDecl, ResourceState, ResourceType};
 pub use lifetime::LifetimePolicy;
-pub use sweeper::Sweeper;
 pub use properties::Access;
+pub use sweeper::Sweeper;

@@ -4,8 +4,8 @@
 
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, ResourceState, ResourceType, Source};
-use crate::soap::time;
 use crate::soap::ns;
+use crate::soap::time;
 use crate::soap::xml::{Element, QName};
 
 /// Which WSRF operation a guard is asked about.

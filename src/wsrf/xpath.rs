@@ -57,9 +57,8 @@ pub fn evaluate(
         )
         .into());
     }
-    let compiled = Expression::compile(expr).map_err(|e| {
-        BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}"))
-    })?;
+    let compiled = Expression::compile(expr)
+        .map_err(|e| BaseFault::new(FaultType::InvalidQueryExpression, format!("invalid XPath 1.0 expression '{expr}': {e}")))?;
     let doc = Parser::default()
         .parse_string(doc_xml)
         .map_err(|e| BaseFault::internal(format!("resource property document unreadable: {e:?}")))?;
@@ -99,8 +98,7 @@ pub fn evaluate(
             match node.get_type() {
                 Some(NodeType::ElementNode) => {
                     // Copy into a fresh document so every namespace in use gets declared.
-                    let copy =
-                        Document::dup_node_into_new_doc(&node).map_err(|_| BaseFault::internal("copying XPath result"))?;
+                    let copy = Document::dup_node_into_new_doc(&node).map_err(|_| BaseFault::internal("copying XPath result"))?;
                     let root = copy.get_root_element().ok_or_else(|| BaseFault::internal("empty copy"))?;
                     out.push_str(&copy.node_to_string(&root));
                 }
