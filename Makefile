@@ -2,7 +2,8 @@
 #   make run    install what is needed, build, start vwsd (SQLite store in ./var)
 #   make test   install what is needed, build, run every test
 SHELL := /bin/bash
-APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3
+APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 \
+	busybox-static cpio e2fsprogs xz-utils
 CARGO ?= cargo
 CONFIG ?= conf/vwsd.toml
 # The shared peers and recordings: ../shared beside the clone, else /work/shared.
@@ -10,7 +11,9 @@ SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
 # GridFTP test servers started by the tests (every target/*kit*/ with a pid file) are stopped
 # after the run, pass or fail.
 
-.PHONY: run test deps build bench clean
+.PHONY: run test deps build bench clean guest
+# The demo guest vws boots (kernel + busybox initramfs from Debian packages, guest/build.sh).
+GUEST_DIR ?= var/images/demo
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -20,16 +23,20 @@ deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@./guest/install-qemu.sh
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+
+guest: deps
+	./guest/build.sh $(GUEST_DIR)
 
 build: deps
 	$(CARGO) build --release --locked
 
-run: build
+run: build guest
 	mkdir -p var
 	./target/release/vwsd --config $(CONFIG)
 
-test: build
+test: build guest
 	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
 	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
 	exit $$rc
