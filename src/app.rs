@@ -1,7 +1,12 @@
 //! Wiring, in one place: open the store, build the homes and services, start the sweeper and
 //! the listeners, and shut everything down in order.
 
-use crate::config::{Config, SecurityConfig};
+use crate::config::{under, Config, SecurityConfig};
+use crate::host::ca::HostCa;
+use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
+use crate::host::vm::{EngineConfig, VmEngine};
+use crate::store::leases::Leases;
+use std::net::Ipv4Addr;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::services::{counter, factory, manager::ManagerService, workspace, Services, Shared};
@@ -32,8 +37,14 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let manager =
-            ManagerService::new(workspaces.clone(), shared.clone(), cfg.staging.pool_dir(&cfg.server.data), &cfg.staging)?;
+        let engine = engine(cfg)?;
+        let manager = ManagerService::new(
+            workspaces.clone(),
+            shared.clone(),
+            cfg.staging.pool_dir(&cfg.server.data),
+            &cfg.staging,
+            engine,
+        )?;
         let services = Services {
             factory: factory::FactoryService {
                 shared: shared.clone(),
@@ -51,6 +62,84 @@ impl App {
         };
         Ok(App { services: Arc::new(services), sweeper, store, manager })
     }
+}
+
+/// This host's VM engine from `[vmm]`, `[network]`, `[credentials]` (None: `vmm.driver = "none"`).
+pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
+    let v = &cfg.vmm;
+    if v.driver == "none" {
+        return Ok(None);
+    }
+    if v.driver != "qemu" {
+        return Err(format!("vmm.driver '{}': this build drives \"qemu\" (or \"none\": deploy only stages)", v.driver));
+    }
+    let data = std::path::absolute(&cfg.server.data).map_err(|e| format!("{}: {e}", cfg.server.data.display()))?;
+    let abs = |p: &std::path::Path| {
+        let p = under(&data, p);
+        p.canonicalize().unwrap_or(p)
+    };
+    let n = &cfg.network;
+    let ip = |what: &str, s: &str| s.parse::<Ipv4Addr>().map_err(|_| format!("network.{what}: '{s}' is not an IPv4 address"));
+    let (net, prefix) = n.subnet.split_once('/').ok_or_else(|| format!("network.subnet '{}' is not ADDR/PREFIX", n.subnet))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("network.subnet '{}': bad prefix", n.subnet))?;
+    let net = ip("subnet", net)?;
+    let (first, last) = (ip("first", &n.first)?, ip("last", &n.last)?);
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+    let inside = |a: Ipv4Addr| u32::from(a) & mask == u32::from(net) & mask;
+    if !inside(first) || !inside(last) || u32::from(first) > u32::from(last) {
+        return Err(format!("network: {}..{} is not a range inside {}", n.first, n.last, n.subnet));
+    }
+    let gateway = n.gateway.as_deref().map(|g| ip("gateway", g)).transpose()?;
+    let mac: Vec<u8> = n.mac_prefix.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    let mac: [u8; 3] = mac.try_into().map_err(|_| format!("network.mac_prefix '{}' is not XX:XX:XX", n.mac_prefix))?;
+    let run_root = under(&data, &v.run_dir);
+    std::fs::create_dir_all(&run_root).map_err(|e| format!("vmm.run_dir {}: {e}", run_root.display()))?;
+    let run_root = run_root.canonicalize().map_err(|e| format!("vmm.run_dir {}: {e}", run_root.display()))?;
+    let pool = cfg.staging.pool_dir(&data);
+    std::fs::create_dir_all(&pool).map_err(|e| format!("image pool {}: {e}", pool.display()))?;
+    let pool = pool.canonicalize().map_err(|e| format!("image pool {}: {e}", pool.display()))?;
+    let kernel = v.kernel.as_deref().map(abs);
+    let ramdisk = v.ramdisk.as_deref().map(abs);
+    let accel = Accel::parse(&v.accel).ok_or_else(|| format!("vmm.accel '{}': expected auto, kvm or tcg", v.accel))?;
+    let qemu = QemuDriver::new(QemuConfig {
+        binary: v.qemu.clone(),
+        accel,
+        run_root: run_root.clone(),
+        probe: kernel.clone().zip(ramdisk.clone()),
+        user_net: match (&n.bridge, gateway) {
+            (None, Some(g)) => Some(UserNet { net: n.subnet.clone(), host: g.to_string() }),
+            _ => None,
+        },
+    });
+    let leases = Leases::open(&data, first, last, mac).map_err(|e| format!("address leases: {e}"))?;
+    let c = &cfg.credentials;
+    let ca = match (&c.ca_cert, &c.ca_key) {
+        (Some(cert), Some(key)) => HostCa::load(&abs(cert), &abs(key), c.days)?,
+        (None, None) => HostCa::load_or_make(&data.join("ca"), c.days)?,
+        _ => return Err("credentials: set both ca_cert and ca_key, or neither".into()),
+    };
+    tracing::info!(driver = "qemu", run = %run_root.display(), ca = %ca.subject(), pool = %format!("{first}-{last}"), "VM engine ready");
+    Ok(Some(Arc::new(VmEngine {
+        vmm: Arc::new(qemu),
+        leases,
+        ca,
+        cfg: EngineConfig {
+            pool,
+            run_root,
+            kernel,
+            ramdisk,
+            cmdline: v.cmdline.clone(),
+            memory_mib: v.memory_mib,
+            vcpus: v.vcpus,
+            stop_timeout: Duration::from_secs(v.stop_timeout_secs),
+            ready_marker: v.ready_marker.clone(),
+            ready_timeout: Duration::from_secs(v.ready_timeout_secs),
+            prefix,
+            gateway,
+            bridge: n.bridge.clone(),
+            qemu_img: v.qemu_img.clone(),
+        },
+    })))
 }
 
 /// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
@@ -99,6 +188,18 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let app = App::open(&cfg, auth)?;
     let sweeper = tokio::spawn(app.sweeper.clone().run());
     app.manager.recover().await;
+    let reconciler = {
+        let m = app.manager.clone();
+        let every = Duration::from_secs(cfg.host.reconcile_secs.max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                m.reconcile().await;
+            }
+        })
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_cfg = Arc::new(cfg.http_config());
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
@@ -122,6 +223,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let _ = s.await;
     }
     sweeper.abort();
+    reconciler.abort();
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");
     }

@@ -15,6 +15,8 @@
 use super::workspace::{current_state_xml, touch, WorkspaceData};
 use super::{reply, Shared};
 use crate::config::StagingConfig;
+use crate::host::vm::{DiskPlan, EngineError, Placement, VmEngine};
+use crate::host::vmm::{VmState, VmmError};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::http::{SoapReply, SoapRequest};
@@ -46,6 +48,12 @@ struct Inner {
     permits: tokio::sync::Semaphore,
     /// Cancel flags of the stagings under way, by workspace key (set when it is destroyed).
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The VM engine (None: `vmm.driver = "none"`, deploy only stages).
+    engine: Option<Arc<VmEngine>>,
+    /// One lock per workspace serialising its VM operations (a long one holds it until done).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// VMs the driver sees that no workspace owns (never killed), from the last reconciliation.
+    orphans: Mutex<Vec<String>>,
 }
 
 /// One image to stage.
@@ -152,18 +160,136 @@ fn pool_name(prefix: &str, i: usize, name: &str) -> String {
 }
 
 fn invalid_state(key: &str, op: &str, s: State) -> BaseFault {
-    BaseFault::new(FaultType::InvalidState, format!("workspace '{key}' is {}: {op} is not possible in that state", s.as_str()))
-        .code(s.as_str())
+    BaseFault::new(
+        FaultType::InvalidState,
+        format!(
+            "workspace '{key}' is {}: {op} is not possible in that state (allowed: {})",
+            s.as_str(),
+            s.allowed_operations().join(", ")
+        ),
+    )
+    .code(s.as_str())
+}
+
+/// The fault for an engine failure.
+fn engine_fault(key: &str, op: &str, e: &EngineError) -> BaseFault {
+    let kind = match e {
+        EngineError::Lease(crate::store::leases::LeaseError::Exhausted { .. }) | EngineError::Vmm(VmmError::NoSpace(_)) => {
+            FaultType::ResourceExhausted
+        }
+        _ => FaultType::HypervisorFailed,
+    };
+    BaseFault::new(kind, format!("{op} of workspace '{key}' failed: {e}")).code(e.kind())
+}
+
+/// The VM operations sent to a workspace's EPR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmOp {
+    Start,
+    Stop,
+    Pause,
+    Unpause,
+    Reboot,
+    Save,
+    Restore,
+}
+
+impl VmOp {
+    pub const ALL: [VmOp; 7] = [VmOp::Start, VmOp::Stop, VmOp::Pause, VmOp::Unpause, VmOp::Reboot, VmOp::Save, VmOp::Restore];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VmOp::Start => "start",
+            VmOp::Stop => "stop",
+            VmOp::Pause => "pause",
+            VmOp::Unpause => "unpause",
+            VmOp::Reboot => "reboot",
+            VmOp::Save => "save",
+            VmOp::Restore => "restore",
+        }
+    }
+
+    fn event(self) -> Event {
+        match self {
+            VmOp::Start => Event::Start,
+            VmOp::Stop => Event::Stop,
+            VmOp::Pause => Event::Pause,
+            VmOp::Unpause => Event::Unpause,
+            VmOp::Reboot => Event::Reboot,
+            VmOp::Save => Event::Save,
+            VmOp::Restore => Event::Restore,
+        }
+    }
+
+    /// Answered at once with a transitional state; the work goes on in the background.
+    fn is_long(self) -> bool {
+        matches!(self, VmOp::Stop | VmOp::Save | VmOp::Restore)
+    }
+}
+
+/// This machine's name, for the `host` property.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r == 0 {
+        let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+/// Writes (or clears) the placement properties.
+fn set_placement(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, p: Option<&Placement>) {
+    use crate::workspace::description::text_property;
+    let one = |name: &str, v: Option<String>| v.map(|v| vec![text_property(name, &v)]).unwrap_or_default();
+    st.set(rtype, VWS, "host", one("host", p.map(|_| host_name())));
+    st.set(rtype, VWS, "ip", one("ip", p.map(|p| p.ip.to_string())));
+    st.set(rtype, VWS, "mac", one("mac", p.map(|p| p.mac.clone())));
+    st.set(rtype, VWS, "console", one("console", p.map(|p| p.console.display().to_string())));
+    st.set(
+        rtype,
+        VWS,
+        "certificate",
+        p.map(|p| {
+            vec![format!(
+                "<w:certificate xmlns:w=\"{VWS}\" subject=\"{}\" sha256=\"{}\">{}</w:certificate>",
+                escape_attr(&p.cert_subject),
+                p.cert_sha256,
+                crate::soap::xml::escape(&p.cert_pem)
+            )]
+        })
+        .unwrap_or_default(),
+    );
+}
+
+fn set_text(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, name: &str, v: Option<&str>) {
+    use crate::workspace::description::text_property;
+    st.set(rtype, VWS, name, v.map(|v| vec![text_property(name, v)]).unwrap_or_default());
 }
 
 impl ManagerService {
     /// The Manager for `home`'s workspaces, staging into `pool` as `cfg` says.
-    pub fn new(home: Arc<Home>, shared: Arc<Shared>, pool: PathBuf, cfg: &StagingConfig) -> Result<Arc<ManagerService>, String> {
+    pub fn new(
+        home: Arc<Home>,
+        shared: Arc<Shared>,
+        pool: PathBuf,
+        cfg: &StagingConfig,
+        engine: Option<Arc<VmEngine>>,
+    ) -> Result<Arc<ManagerService>, String> {
         std::fs::create_dir_all(&pool).map_err(|e| format!("image pool {}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| format!("image pool {}: {e}", pool.display()))?;
         let mut file_roots = Vec::new();
         for r in &cfg.file_roots {
-            file_roots.push(r.canonicalize().map_err(|e| format!("staging.file_roots {}: {e}", r.display()))?);
+            match r.canonicalize() {
+                Ok(r) => file_roots.push(r),
+                // A relative root that does not exist yet (e.g. `images` before `make guest`).
+                Err(e) if r.is_relative() && e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(root = %r.display(), "staging.file_roots entry does not exist (yet)");
+                    file_roots.push(std::env::current_dir().map(|d| d.join(r)).unwrap_or_else(|_| r.clone()));
+                }
+                Err(e) => return Err(format!("staging.file_roots {}: {e}", r.display())),
+            }
         }
         let opts = Options {
             streams: cfg.streams.max(1),
@@ -183,6 +309,9 @@ impl ManagerService {
             stager: Stager::new(opts),
             permits: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
             jobs: Mutex::new(HashMap::new()),
+            engine,
+            locks: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Vec::new()),
         });
         // A destroyed workspace's images go with it: a staging under way is cancelled (its
         // transfer stops unless another workspace shares it) and removes what it made.
@@ -193,10 +322,21 @@ impl ManagerService {
                     flag.store(true, Ordering::Relaxed);
                 }
                 let dir = inner.dir(key);
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn_blocking(move || remove_dir(&dir));
-                } else {
+                let engine = inner.engine.clone();
+                let key = key.to_string();
+                // The VM goes first; its address is freed only once it is confirmed gone.
+                let cleanup = move || {
+                    if let Some(e) = engine {
+                        if let Err(err) = e.forget(&key) {
+                            tracing::error!(key, error = %err, "destroyed workspace: VM not confirmed gone, address kept");
+                        }
+                    }
                     remove_dir(&dir);
+                };
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn_blocking(cleanup);
+                } else {
+                    cleanup();
                 }
             }
         }));
@@ -210,18 +350,26 @@ impl ManagerService {
             self.deploy(req).await
         } else if p.is(VWS, "undeploy") {
             self.undeploy(req).await
+        } else if p.is(VWS, "console") {
+            self.console(req).await
+        } else if let Some(op) = VmOp::ALL.into_iter().find(|o| p.is(VWS, o.name())) {
+            self.vm_op(req, op).await
         } else {
             return None;
         };
         Some(r.map_err(SoapFault::from))
     }
 
-    /// deploy: Unstaged → Staging now, Staged (or back to Unstaged) when the images are in.
+    /// deploy: Unstaged → Staging now, Staged (or back to Unstaged) when the images are in and
+    /// the VM is defined paused. The address is allocated before the answer, so an exhausted
+    /// pool is a fault at once. `<hot>true</hot>`: boot once to the ready line, then pause.
     pub async fn deploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let inner = &self.inner;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        no_arguments(req)?;
-        let items = inner
+        let hot = deploy_arguments(req)?;
+        let lock = inner.lock_of(&key);
+        let _guard = lock.lock().await;
+        let description = inner
             .home
             .read(&key, FaultType::RpResourceUnknown, |st| {
                 inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
@@ -231,61 +379,293 @@ impl ManagerService {
                 }
                 Ok(data.description)
             })
-            .await
-            .and_then(|d| inner.plan(&key, &d))?;
+            .await?;
+        let items = inner.plan(&key, &description)?;
+        if let Some(engine) = inner.engine.clone() {
+            let k = key.clone();
+            let r = tokio::task::spawn_blocking(move || engine.allocate(&k)).await.map_err(BaseFault::internal)?;
+            if let Err(e) = r {
+                tracing::warn!(caller = req.caller.name(), key, "deploy refused: {e}");
+                return Err(engine_fault(&key, "deploy", &e));
+            }
+        }
         let report = Report::new(&items);
-        inner
+        let r = inner
             .home
             // Checked again under the lock: a concurrent deploy may have won.
-            .update(&key, FaultType::RpResourceUnknown, |st| inner.transition(st, &key, Event::Deploy, "deploy", Some(&report)))
-            .await?;
-        tracing::info!(caller = req.caller.name(), key, images = items.len(), "deploy: staging started");
-        tokio::spawn(inner.clone().run_staging(key, items, report));
+            .update(&key, FaultType::RpResourceUnknown, |st| {
+                let s = inner.transition(st, &key, Event::Deploy, "deploy", Some(&report))?;
+                let mut data = WorkspaceData::of(st)?;
+                data.hot = hot;
+                data.store(&inner.home.rtype, st);
+                set_text(&inner.home.rtype, st, "cause", None);
+                Ok(s)
+            })
+            .await;
+        if let Err(e) = r {
+            inner.release_address(&key).await;
+            return Err(e);
+        }
+        tracing::info!(caller = req.caller.name(), key, images = items.len(), hot, "deploy: staging started");
+        tokio::spawn(inner.clone().run_staging(key, items, report, description, hot));
         Ok(state_reply("deploy", State::Staging))
     }
 
-    /// undeploy: Staged or Saved → Unstaged; the images are removed once that is durable.
+    /// undeploy: Staged, Saved, Running, Paused or Corrupted → Unstaged: the VM is destroyed, its
+    /// address freed once it is confirmed gone, then the images, overlays and save file go.
     pub async fn undeploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let inner = &self.inner;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         no_arguments(req)?;
+        let lock = inner.lock_of(&key);
+        let _guard = lock.lock().await;
+        inner
+            .home
+            .read(&key, FaultType::RpResourceUnknown, |st| {
+                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+                let data = WorkspaceData::of(st)?;
+                data.state.on(Event::Undeploy).map(drop).ok_or_else(|| invalid_state(&key, "undeploy", data.state))
+            })
+            .await?;
+        if let Some(engine) = inner.engine.clone() {
+            let k = key.clone();
+            let r = tokio::task::spawn_blocking(move || engine.teardown(&k)).await.map_err(BaseFault::internal)?;
+            if let Err(e) = r {
+                tracing::error!(key, "undeploy: {e}");
+                return Err(engine_fault(&key, "undeploy", &e));
+            }
+        }
         inner
             .home
             .update(&key, FaultType::RpResourceUnknown, |st| {
-                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
-                inner.transition(st, &key, Event::Undeploy, "undeploy", None)
+                let s = inner.transition(st, &key, Event::Undeploy, "undeploy", None)?;
+                set_placement(&inner.home.rtype, st, None);
+                set_text(&inner.home.rtype, st, "startTime", None);
+                set_text(&inner.home.rtype, st, "cause", None);
+                Ok(s)
             })
             .await?;
         inner.release(&key).await;
-        tracing::info!(caller = req.caller.name(), key, "undeploy: images released");
+        tracing::info!(caller = req.caller.name(), key, "undeploy: VM and images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }
 
+    /// console: the guest's serial output from `<offset>` on (at most 64 KiB per call).
+    pub async fn console(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let inner = &self.inner;
+        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        let p = req.env.payload();
+        let mut offset = 0u64;
+        for c in p.elements() {
+            if c.name.ns == VWS && c.name.local == "offset" {
+                offset = c.text().trim().parse().map_err(|_| {
+                    BaseFault::new(FaultType::InvalidRequest, format!("console: offset '{}' is not a number", c.text().trim()))
+                })?;
+            } else {
+                return Err(BaseFault::new(FaultType::InvalidRequest, format!("console takes <offset>; got element {}", c.name)));
+            }
+        }
+        inner
+            .home
+            .read(&key, FaultType::RpResourceUnknown, |st| inner.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
+            .await?;
+        let path = inner.dir(&key).join("console.log");
+        let (text, next) = tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024))
+            .await
+            .map_err(BaseFault::internal)?;
+        Ok(reply(
+            format!("{VWS}/{PORT_TYPE}/consoleResponse"),
+            format!(
+                "<consoleResponse xmlns=\"{VWS}\"><offset>{next}</offset><text>{}</text></consoleResponse>",
+                crate::soap::xml::escape(&text)
+            ),
+        ))
+    }
+
+    /// The VM operations: checked against the state table, done by the engine, durable before
+    /// the answer; stop, save and restore answer at once with their transitional state.
+    pub async fn vm_op(&self, req: &SoapRequest, op: VmOp) -> Result<SoapReply, BaseFault> {
+        let inner = &self.inner;
+        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        no_arguments(req)?;
+        let Some(engine) = inner.engine.clone() else {
+            return Err(BaseFault::new(
+                FaultType::HypervisorFailed,
+                format!("{}: this host has no hypervisor driver (vmm.driver = \"none\")", op.name()),
+            )
+            .code("no_driver"));
+        };
+        let lock = inner.lock_of(&key);
+        let guard = lock.lock_owned().await;
+        let (data, current) = inner
+            .home
+            .read(&key, FaultType::RpResourceUnknown, |st| {
+                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+                let data = WorkspaceData::of(st)?;
+                let next = data.state.on(op.event()).ok_or_else(|| invalid_state(&key, op.name(), data.state))?;
+                Ok((data.clone(), next))
+            })
+            .await?;
+        let disks = inner.disk_plan(&key, &data.description);
+        let (mem, cpus) = resources(&data.description);
+        if op.is_long() {
+            inner
+                .home
+                .update(&key, FaultType::RpResourceUnknown, |st| {
+                    set_text(&inner.home.rtype, st, "cause", None);
+                    inner.transition(st, &key, op.event(), op.name(), None).map(drop)
+                })
+                .await?;
+            tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
+            let inner2 = inner.clone();
+            let key2 = key.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let k = key2.clone();
+                let e = engine.clone();
+                let r = tokio::task::spawn_blocking(move || match op {
+                    VmOp::Stop => e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string())),
+                    VmOp::Save => e.save(&k).map(|_| None).inspect_err(|_| {
+                        let _ = e.unpause(&k);
+                    }),
+                    _ => e.restore(&k, &disks, mem, cpus).map(|_| None),
+                })
+                .await
+                .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                inner2.finish(&key2, op, r).await;
+            });
+            return Ok(state_reply(op.name(), current));
+        }
+        let k = key.clone();
+        let r = tokio::task::spawn_blocking(move || match op {
+            VmOp::Start => engine.start(&k, &disks, mem, cpus),
+            VmOp::Pause => engine.pause(&k),
+            VmOp::Unpause => engine.unpause(&k),
+            _ => engine.reboot(&k),
+        })
+        .await
+        .map_err(BaseFault::internal)?;
+        match r {
+            Ok(()) => {
+                let s = inner
+                    .home
+                    .update(&key, FaultType::RpResourceUnknown, |st| {
+                        if op == VmOp::Start {
+                            set_text(&inner.home.rtype, st, "startTime", Some(&time::format_ms(time::now_ms())));
+                        }
+                        inner.transition(st, &key, op.event(), op.name(), None)
+                    })
+                    .await?;
+                tracing::info!(caller = req.caller.name(), key, op = op.name(), state = s.as_str(), "done");
+                drop(guard);
+                Ok(state_reply(op.name(), s))
+            }
+            Err(e) => {
+                tracing::warn!(caller = req.caller.name(), key, op = op.name(), "failed: {e}");
+                if matches!(e, EngineError::Vmm(VmmError::NotFound(_))) && op != VmOp::Start {
+                    inner.corrupt(&key, &format!("{} failed: the VM is gone ({e})", op.name())).await;
+                }
+                Err(engine_fault(&key, op.name(), &e))
+            }
+        }
+    }
+
+    /// VMs running on this host that no workspace owns (from the last reconciliation).
+    pub fn orphans(&self) -> Vec<String> {
+        self.inner.orphans.lock().unwrap().clone()
+    }
+
+    /// Compares every stored workspace with what the driver sees and repairs the store: a VM
+    /// stored running but gone makes its workspace Corrupted (with the cause); interrupted
+    /// transitions are finished or undone; addresses of workspaces without a VM are freed;
+    /// VMs no workspace owns are listed as orphans (never killed). Returns the orphans.
+    pub async fn reconcile(&self) -> Vec<String> {
+        let inner = &self.inner;
+        let Some(engine) = inner.engine.clone() else { return Vec::new() };
+        let e = engine.clone();
+        let seen = match tokio::task::spawn_blocking(move || e.vmm.list()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "reconciliation: cannot list VMs");
+                return Vec::new();
+            }
+            Err(_) => return Vec::new(),
+        };
+        let vms: HashMap<String, VmState> = seen.iter().map(|v| (v.name.clone(), v.state)).collect();
+        let keys = inner.home.keys();
+        let mut owned = std::collections::HashSet::new();
+        for key in &keys {
+            let name = VmEngine::vm_name(key);
+            owned.insert(name.clone());
+            let lock = inner.lock_of(key);
+            // A workspace with an operation under way is that operation's business.
+            let Ok(_guard) = lock.try_lock() else { continue };
+            let Ok(data) = inner.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await else { continue };
+            let vm = vms.get(&name).copied();
+            inner.reconcile_one(&engine, key, &data, vm).await;
+        }
+        // Addresses held by workspaces that are gone (a crash between destroy and release).
+        let e = engine.clone();
+        let live: std::collections::HashSet<String> = keys.iter().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for owner in e.leases.mac_owners().unwrap_or_default() {
+                if !live.contains(&owner) {
+                    match e.forget(&owner) {
+                        Ok(()) => tracing::warn!(key = owner, "reconciliation: released the address of a destroyed workspace"),
+                        Err(err) => tracing::error!(key = owner, error = %err, "reconciliation: VM of a destroyed workspace not gone"),
+                    }
+                }
+            }
+        })
+        .await;
+        let orphans: Vec<String> = seen.iter().filter(|v| !owned.contains(&v.name)).map(|v| v.name.clone()).collect();
+        for o in &orphans {
+            tracing::warn!(vm = o, "reconciliation: a VM runs that no workspace owns (left alone)");
+        }
+        *inner.orphans.lock().unwrap() = orphans.clone();
+        orphans
+    }
     /// After a restart: resume stagings that were under way (from the start: their partial
     /// files are discarded) and remove pool directories that belong to no staged workspace.
     pub async fn recover(&self) -> usize {
         let inner = &self.inner;
+        self.reconcile().await;
         let mut resumed = 0;
         let mut keep = std::collections::HashSet::new();
         for key in inner.home.keys() {
             let found = inner.home.read(&key, FaultType::RpResourceUnknown, WorkspaceData::of).await;
             let Ok(data) = found else { continue };
             match data.state {
-                State::Unstaged | State::Destroyed | State::Corrupted => {}
+                State::Unstaged | State::Destroyed => {}
+                // Kept for cleanup (undeploy, destroy) and for inspection of what went wrong.
+                State::Corrupted => {
+                    keep.insert(key);
+                }
                 State::Staging => {
                     keep.insert(key.clone());
                     match inner.plan_unchecked(&key, &data.description) {
                         Ok(items) => {
+                            // A VM half made by the interrupted deploy goes; the address stays.
+                            if let Some(engine) = inner.engine.clone() {
+                                let name = VmEngine::vm_name(&key);
+                                let _ = tokio::task::spawn_blocking(move || engine.vmm.destroy(&name)).await;
+                            }
                             inner.release(&key).await;
                             let report = Report::new(&items);
                             tracing::info!(key, images = items.len(), "resuming a staging interrupted by a restart");
-                            tokio::spawn(inner.clone().run_staging(key, items, report));
+                            tokio::spawn(inner.clone().run_staging(key, items, report, data.description.clone(), data.hot));
                             resumed += 1;
                         }
                         Err(e) => tracing::error!(key, error = %e, "cannot resume staging"),
                     }
                 }
-                State::Staged | State::Running | State::Paused | State::Saved => {
+                State::Staged
+                | State::Running
+                | State::Paused
+                | State::Saved
+                | State::Stopping
+                | State::Saving
+                | State::Restoring => {
                     keep.insert(key);
                 }
             }
@@ -310,6 +690,54 @@ impl ManagerService {
         }
         resumed
     }
+}
+
+/// deploy's optional `<hot>true|false</hot>`.
+fn deploy_arguments(req: &SoapRequest) -> Result<bool, BaseFault> {
+    let p = req.env.payload();
+    let mut hot = false;
+    for c in p.elements() {
+        if c.name.ns == VWS && c.name.local == "hot" {
+            hot = match c.text().trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(BaseFault::new(FaultType::InvalidRequest, format!("deploy: <hot> must be true or false, not '{other}'")))
+                }
+            };
+        } else {
+            return Err(BaseFault::new(FaultType::InvalidRequest, format!("deploy takes only <hot>; got element {}", c.name)));
+        }
+    }
+    Ok(hot)
+}
+
+/// RAM (MiB) and CPUs a description asks for (their minimum).
+fn resources(d: &Description) -> (Option<u32>, Option<u32>) {
+    let hw = d.hardware.as_ref();
+    (
+        hw.and_then(|h| h.ram.as_ref()).map(|r| r.min.min(u32::MAX as u64) as u32),
+        hw.and_then(|h| h.cpus.as_ref()).map(|r| r.min.min(64) as u32),
+    )
+}
+
+/// Up to `max` bytes of a file from `offset` on, and the offset after them.
+fn read_chunk(path: &Path, offset: u64, max: usize) -> (String, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return (String::new(), offset) };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return (String::new(), offset);
+    }
+    let mut b = Vec::new();
+    let _ = f.by_ref().take(max as u64).read_to_end(&mut b);
+    // Never cut a UTF-8 sequence: stop before an incomplete one at the end.
+    let mut n = b.len();
+    if let Err(e) = std::str::from_utf8(&b) {
+        if e.error_len().is_none() {
+            n = e.valid_up_to();
+        }
+    }
+    (String::from_utf8_lossy(&b[..n]).into_owned(), offset + n as u64)
 }
 
 fn no_arguments(req: &SoapRequest) -> Result<(), BaseFault> {
@@ -340,6 +768,149 @@ fn remove_dir(dir: &Path) {
 impl Inner {
     fn dir(&self, key: &str) -> PathBuf {
         self.pool.join(key)
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap().entry(key.to_string()).or_default().clone()
+    }
+
+    /// Frees a workspace's address (no VM of it exists).
+    async fn release_address(&self, key: &str) {
+        if let Some(e) = self.engine.clone() {
+            let k = key.to_string();
+            let _ = tokio::task::spawn_blocking(move || e.leases.release(&k)).await;
+        }
+    }
+
+    /// The disks of a workspace in the pool, in description order.
+    fn disk_plan(&self, key: &str, d: &Description) -> Vec<DiskPlan> {
+        let dir = self.dir(key);
+        let mut out = Vec::new();
+        if let Some(hw) = &d.hardware {
+            for (i, disk) in hw.disks.iter().enumerate() {
+                out.push(DiskPlan {
+                    name: disk.name.clone(),
+                    staged: disk.image.as_ref().map(|_| dir.join(pool_name("disk", i, &disk.name))),
+                    blank_mib: disk.size.as_ref().map(|r| r.min).unwrap_or(64),
+                    read_only: disk.access == crate::workspace::description::Access::Ro,
+                    cdrom: false,
+                });
+            }
+            for (i, cd) in hw.cdroms.iter().enumerate() {
+                out.push(DiskPlan {
+                    name: cd.name.clone(),
+                    staged: Some(dir.join(pool_name("cdrom", i, &cd.name))),
+                    blank_mib: 0,
+                    read_only: true,
+                    cdrom: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// Moves a workspace by `event`, with `cause` written (None clears it); false when refused.
+    async fn step(&self, key: &str, event: Event, cause: Option<&str>, started: Option<Option<i64>>) {
+        let r = self
+            .home
+            .update(key, FaultType::RpResourceUnknown, |st| {
+                let s = self.transition(st, key, event, "reconciling", None)?;
+                set_text(&self.home.rtype, st, "cause", cause);
+                if let Some(t) = started {
+                    set_text(&self.home.rtype, st, "startTime", t.map(time::format_ms).as_deref());
+                }
+                if s == State::Unstaged {
+                    set_placement(&self.home.rtype, st, None);
+                }
+                Ok(s)
+            })
+            .await;
+        match r {
+            Ok(s) => tracing::info!(key, state = s.as_str(), cause, "workspace state changed"),
+            Err(e) => tracing::warn!(key, "state change refused: {}", e.description),
+        }
+    }
+
+    /// Marks a workspace Corrupted with its cause.
+    async fn corrupt(&self, key: &str, cause: &str) {
+        tracing::error!(key, cause, "workspace corrupted");
+        self.step(key, Event::Fail, Some(cause), None).await;
+    }
+
+    /// The end of a long operation (stop, save, restore).
+    async fn finish(&self, key: &str, op: VmOp, r: Result<Option<String>, EngineError>) {
+        match (op, r) {
+            (_, Ok(note)) => {
+                let started = match op {
+                    VmOp::Restore => Some(Some(time::now_ms())),
+                    VmOp::Stop => Some(None),
+                    _ => None,
+                };
+                self.step(key, Event::Done, note.as_deref(), started).await;
+            }
+            (VmOp::Stop, Err(e)) => self.corrupt(key, &format!("stop failed: {e}")).await,
+            (_, Err(e)) => {
+                tracing::warn!(key, op = op.name(), "failed: {e}");
+                self.step(key, Event::Failed, Some(&format!("{} failed: {e}", op.name())), None).await;
+            }
+        }
+    }
+
+    /// One workspace against what the driver sees of its VM.
+    async fn reconcile_one(&self, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
+        let name = VmEngine::vm_name(key);
+        let blocking = |f: Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>| {
+            let e = engine.clone();
+            async move { tokio::task::spawn_blocking(move || f(&e)).await.unwrap_or_else(|j| Err(EngineError::Setup(j.to_string()))) }
+        };
+        let saved = engine.save_file(key).is_file();
+        match (data.state, vm) {
+            (State::Running | State::Paused, None) => {
+                self.corrupt(key, &format!("VM {name} is gone: the {} driver does not see it any more", engine.vmm.kind())).await
+            }
+            (State::Running | State::Paused, Some(s @ (VmState::Shutdown | VmState::Crashed))) => {
+                self.corrupt(key, &format!("VM {name} is {s:?} (seen by the {} driver)", engine.vmm.kind())).await
+            }
+            (State::Running, Some(VmState::Paused)) => self.step(key, Event::Pause, None, None).await,
+            (State::Paused, Some(VmState::Running)) => self.step(key, Event::Unpause, None, None).await,
+            (State::Staged, Some(VmState::Running)) => self.step(key, Event::Start, None, Some(Some(time::now_ms()))).await,
+            (State::Stopping, v) => {
+                if v.is_some() {
+                    let n = name.clone();
+                    let _ = blocking(Box::new(move |e| e.vmm.destroy(&n).map_err(Into::into))).await;
+                }
+                self.step(key, Event::Done, Some("stop interrupted by a restart: VM destroyed"), Some(None)).await;
+            }
+            (State::Saving, None) if saved => self.step(key, Event::Done, None, None).await,
+            (State::Saving, Some(_)) => {
+                let k = key.to_string();
+                let _ = blocking(Box::new(move |e| e.unpause(&k))).await;
+                self.step(key, Event::Failed, Some("save interrupted by a restart: VM resumed"), None).await;
+            }
+            (State::Restoring, Some(_)) => {
+                let k = key.to_string();
+                match blocking(Box::new(move |e| e.unpause(&k))).await {
+                    Ok(()) => self.step(key, Event::Done, None, Some(Some(time::now_ms()))).await,
+                    Err(err) => self.corrupt(key, &format!("restore interrupted by a restart: {err}")).await,
+                }
+            }
+            (State::Restoring, None) if saved => {
+                self.step(key, Event::Failed, Some("restore interrupted by a restart"), None).await
+            }
+            (State::Saving | State::Restoring, None) => {
+                self.corrupt(key, &format!("{} interrupted and no save file remains", data.state.as_str())).await
+            }
+            (State::Unstaged, v) => {
+                // A deploy that never finished: nothing of it may stay.
+                let k = key.to_string();
+                let had_vm = v.is_some();
+                let _ = blocking(Box::new(move |e| e.teardown(&k))).await;
+                if had_vm {
+                    tracing::warn!(key, "reconciliation: destroyed the VM of an undeployed workspace");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Moves a workspace's state by `event` (refused, naming the state, when the table has no
@@ -436,7 +1007,7 @@ impl Inner {
     }
 
     /// The background part of deploy.
-    async fn run_staging(self: Arc<Self>, key: String, items: Vec<Item>, report: Report) {
+    async fn run_staging(self: Arc<Self>, key: String, items: Vec<Item>, report: Report, description: Description, hot: bool) {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.jobs.lock().unwrap().insert(key.clone(), cancelled.clone());
         let _permit = self.permits.acquire().await;
@@ -523,31 +1094,64 @@ impl Inner {
         drop(tx);
         self.jobs.lock().unwrap().remove(&key);
         let _ = publisher.await;
+        let mut error = failure.as_ref().map(|e| (e.kind().to_string(), e.to_string()));
+        // The images are in: overlays, address, credentials, config disk, the VM paused.
+        let mut placement = None;
+        if let (None, Some(engine)) = (&error, self.engine.clone()) {
+            if !cancelled.load(Ordering::Relaxed) {
+                let disks = self.disk_plan(&key, &description);
+                let (mem, cpus) = resources(&description);
+                let k = key.clone();
+                let r = tokio::task::spawn_blocking(move || engine.provision(&k, &disks, mem, cpus, hot))
+                    .await
+                    .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                match r {
+                    Ok(p) => placement = Some(p),
+                    Err(e) => {
+                        tracing::warn!(key, kind = e.kind(), "defining the VM failed: {e}");
+                        error = Some((e.kind().to_string(), e.to_string()));
+                    }
+                }
+            }
+        }
         let final_report = {
             let mut r = shared.lock().unwrap();
             r.finished_ms = Some(time::now_ms());
-            r.status = if failure.is_some() { "failed" } else { "staged" };
-            r.error = failure.as_ref().map(|e| (e.kind().to_string(), e.to_string()));
+            r.status = if error.is_some() { "failed" } else { "staged" };
+            r.error = error.clone();
             r.clone()
         };
-        let event = if failure.is_some() { Event::StagingFailed } else { Event::StagingDone };
+        let event = if error.is_some() { Event::StagingFailed } else { Event::StagingDone };
         let r = self
             .home
             .update(&key, FaultType::RpResourceUnknown, |st| {
-                self.transition(st, &key, event, "finishing a staging", Some(&final_report))
+                let s = self.transition(st, &key, event, "finishing a staging", Some(&final_report))?;
+                set_placement(&self.home.rtype, st, placement.as_ref());
+                set_text(&self.home.rtype, st, "cause", error.as_ref().map(|(_, m)| m.as_str()));
+                Ok(s)
             })
             .await;
+        let undo = |me: Arc<Self>, key: String, forget: bool| async move {
+            if let Some(engine) = me.engine.clone() {
+                let k = key.clone();
+                let r = tokio::task::spawn_blocking(move || if forget { engine.forget(&k) } else { engine.teardown(&k) }).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
+                }
+            }
+            me.release(&key).await;
+        };
         match r {
             Ok(s) => {
-                if failure.is_some() {
-                    self.release(&key).await;
+                if error.is_some() {
+                    undo(self.clone(), key.clone(), false).await;
                 }
                 tracing::info!(key, state = s.as_str(), "staging finished");
             }
             Err(e) => {
-                // Destroyed (or changed) meanwhile: nothing of this staging may stay behind.
+                // Destroyed (or changed) meanwhile: nothing of this deploy may stay behind.
                 tracing::info!(key, "staging ended for a workspace that is gone: {}", e.description);
-                self.release(&key).await;
+                undo(self.clone(), key.clone(), true).await;
             }
         }
     }
