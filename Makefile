@@ -41,11 +41,12 @@ test: build guest
 	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
 	exit $$rc
 
-bench: build
+bench: build guest
 	$(CARGO) bench --locked --bench wsrf
 	VWS_SHARED=$(SHARED) $(CARGO) bench --locked --bench security
 	VWS_SHARED=$(SHARED) ./benches/getrp.sh
 	VWS_SHARED=$(SHARED) ./benches/gridftp.sh
+	VWS_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) $(CARGO) bench --locked --bench vm
 
 clean:
 	$(CARGO) clean

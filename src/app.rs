@@ -43,6 +43,7 @@ impl App {
             shared.clone(),
             cfg.staging.pool_dir(&cfg.server.data),
             &cfg.staging,
+            &cfg.server.data,
             engine,
         )?;
         let services = Services {

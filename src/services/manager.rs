@@ -48,6 +48,8 @@ struct Inner {
     permits: tokio::sync::Semaphore,
     /// Cancel flags of the stagings under way, by workspace key (set when it is destroyed).
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The data directory: `file:RELATIVE` image URLs are below it.
+    data: PathBuf,
     /// The VM engine (None: `vmm.driver = "none"`, deploy only stages).
     engine: Option<Arc<VmEngine>>,
     /// One lock per workspace serialising its VM operations (a long one holds it until done).
@@ -275,18 +277,22 @@ impl ManagerService {
         shared: Arc<Shared>,
         pool: PathBuf,
         cfg: &StagingConfig,
+        data: &Path,
         engine: Option<Arc<VmEngine>>,
     ) -> Result<Arc<ManagerService>, String> {
+        let data = std::path::absolute(data).map_err(|e| format!("{}: {e}", data.display()))?;
         std::fs::create_dir_all(&pool).map_err(|e| format!("image pool {}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| format!("image pool {}: {e}", pool.display()))?;
         let mut file_roots = Vec::new();
         for r in &cfg.file_roots {
+            // Relative roots are under the data directory (like the pool).
+            let r = crate::config::under(&data, r);
             match r.canonicalize() {
                 Ok(r) => file_roots.push(r),
-                // A relative root that does not exist yet (e.g. `images` before `make guest`).
-                Err(e) if r.is_relative() && e.kind() == std::io::ErrorKind::NotFound => {
+                // A root that does not exist yet (e.g. `images` before `make guest`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(root = %r.display(), "staging.file_roots entry does not exist (yet)");
-                    file_roots.push(std::env::current_dir().map(|d| d.join(r)).unwrap_or_else(|_| r.clone()));
+                    file_roots.push(r);
                 }
                 Err(e) => return Err(format!("staging.file_roots {}: {e}", r.display())),
             }
@@ -310,6 +316,7 @@ impl ManagerService {
             permits: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
             jobs: Mutex::new(HashMap::new()),
             engine,
+            data,
             locks: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
         });
@@ -953,6 +960,7 @@ impl Inner {
         if let Some(hw) = &d.hardware {
             for (i, disk) in hw.disks.iter().enumerate() {
                 if let Some(url) = &disk.image {
+                    let url = &self.absolute_url(url);
                     let digest = match &disk.digest {
                         Some(t) => Some(Digest::parse(t).map_err(|e| BaseFault::new(FaultType::InvalidDescription, e))?),
                         None => None,
@@ -968,13 +976,21 @@ impl Inner {
             for (i, cd) in hw.cdroms.iter().enumerate() {
                 items.push(Item {
                     name: cd.name.clone(),
-                    url: cd.image.clone(),
+                    url: self.absolute_url(&cd.image),
                     digest: None,
                     file: dir.join(pool_name("cdrom", i, &cd.name)),
                 });
             }
         }
         Ok(items)
+    }
+
+    /// `file:RELATIVE` (a path under the data directory) as a `file://` URL; others unchanged.
+    fn absolute_url(&self, url: &str) -> String {
+        match url.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
+            Some(rel) => format!("file://{}", self.data.join(rel).display()),
+            None => url.to_string(),
+        }
     }
 
     /// The site's staging policy for a source URL: `file://` only below a configured root.
