@@ -5,11 +5,13 @@ use crate::config::{under, Config, SecurityConfig};
 use crate::host::ca::HostCa;
 use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
 use crate::host::vm::{EngineConfig, VmEngine};
+use crate::host::Host;
 use crate::store::leases::Leases;
 use std::net::Ipv4Addr;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
-use crate::services::{counter, factory, manager::ManagerService, workspace, Services, Shared};
+use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
+use crate::services::{counter, factory, workspace, Services, Shared};
 use crate::soap::http::{self, MessageSecurity, Transport};
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
@@ -21,6 +23,8 @@ pub struct App {
     pub services: Arc<Services>,
     pub sweeper: Arc<Sweeper>,
     pub store: Store,
+    /// This host's engine (staging, image pool).
+    pub host: Arc<Host>,
     pub manager: Arc<ManagerService>,
 }
 
@@ -37,31 +41,21 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let engine = engine(cfg)?;
-        let manager = ManagerService::new(
-            workspaces.clone(),
-            shared.clone(),
-            cfg.staging.pool_dir(&cfg.server.data),
-            &cfg.staging,
-            &cfg.server.data,
-            engine,
-        )?;
+        let vms = Vms::new(workspaces.clone(), engine(cfg)?, &cfg.server.data)?;
+        let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger)?;
+        let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
         let services = Services {
             factory: factory::FactoryService {
                 shared: shared.clone(),
                 policy: cfg.policy.clone(),
                 workspaces: workspaces.clone(),
             },
-            workspace: workspace::WorkspaceService {
-                home: workspaces,
-                shared: shared.clone(),
-                lifetime,
-                manager: manager.clone(),
-            },
+            workspace: workspace::WorkspaceService { home: workspaces, shared: shared.clone(), lifetime, manager: manager.clone() },
             counter: counter::CounterService::new(counters, shared.clone(), false),
             counter_rw: counter::CounterService::new(counters_rw, shared, true),
         };
-        Ok(App { services: Arc::new(services), sweeper, store, manager })
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager })
     }
 }
 

@@ -1,6 +1,7 @@
 //! `vwsd` configuration (`conf/vwsd.toml`): listeners, store location, parser limits and site
 //! policy. Unknown keys are errors, so a typo never silently changes behaviour.
 
+use crate::host::StagingSettings;
 use crate::workspace::Policy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -185,6 +186,23 @@ impl StagingConfig {
             data.join(&self.pool)
         }
     }
+
+    /// The engine's staging settings, with the pool resolved against the store directory `data`.
+    pub fn settings(&self, data: &Path) -> StagingSettings {
+        StagingSettings {
+            pool: self.pool_dir(data),
+            // Relative roots are under the data directory, like the pool.
+            file_roots: self.file_roots.iter().map(|r| under(data, r)).collect(),
+            streams: self.streams,
+            dcau: self.dcau,
+            verify: self.verify,
+            credential: self.credential.clone(),
+            cert_dir: self.cert_dir.clone(),
+            max_concurrent: self.max_concurrent,
+            retries: self.retries,
+            progress_interval: std::time::Duration::from_millis(self.progress_interval_ms),
+        }
+    }
 }
 
 /// GSI: the HTTPS listener, trust, and the ACL policy. Security is on when `https` is set; then
@@ -307,6 +325,9 @@ mod tests {
         let c: Config = toml::from_str("[staging]\nfile_roots = [\"/srv/images\"]\nstreams = 2\n").unwrap();
         assert_eq!(c.staging.streams, 2);
         assert_eq!(c.staging.pool_dir(Path::new("/var/vws")), PathBuf::from("/var/vws/pool"));
+        let s = c.staging.settings(Path::new("/var/vws"));
+        assert_eq!((s.pool, s.streams, s.file_roots), (PathBuf::from("/var/vws/pool"), 2, vec![PathBuf::from("/srv/images")]));
+        assert_eq!(s.progress_interval, std::time::Duration::from_millis(500));
         assert!(toml::from_str::<Config>("[staging]\nstrems = 2").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The Manager's deploy / undeploy against a real vwsd: images staged into the pool from a slow
 //! HTTP server (so progress can be watched in the `staging` property while it runs), from
 //! `file://` roots, and over GSI GridFTP from a real globus-gridftp-server; checksum mismatches,
-//! refused sources, destroy and kill -9 during a staging, concurrent deploys of one image, and
+//! refused sources, destroy and kill -9 during a staging (a resumed staging is checked against
+//! the policy again), concurrent deploys of one image, and
 //! the `vws deploy` progress bar.
 
 mod common;
@@ -360,6 +361,44 @@ fn a_staging_interrupted_by_kill9_resumes_after_restart() {
     assert_eq!(std::fs::read(dir.join("disk00-root")).unwrap(), data);
     assert!(!stray.exists(), "pool directories of no workspace are removed at start");
     assert!(http.gets.load(Ordering::Relaxed) >= 2, "the image was fetched again after the restart");
+}
+
+#[test]
+fn a_resumed_staging_is_checked_again_and_fails_back_when_the_policy_now_refuses_it() {
+    // Issue 9 defect 6: after kill -9 mid-staging and a restart with `file_roots = []`, the
+    // file:// image must not be staged; the workspace fails back to Unstaged with the reason.
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("local.img"), image(64 << 10, 4)).unwrap();
+    let file_url = format!("file://{}", roots.path().canonicalize().unwrap().join("local.img").display());
+    let http = SlowHttp::start(image(4 << 20, 11), 64 << 10, Duration::from_millis(20));
+    let mut s = staging_server(&[roots.path()]);
+    let disks = disk("root", &http.url("c.img"), None) + &disk("data", &file_url, None);
+    let key = s.create_workspace_from(&description(&disks));
+    assert_eq!(manager_op(&s, &key, "deploy").status, 200, "allowed while the root is configured");
+    wait_for_bytes(&s, &key);
+    s.kill9();
+    let gets = http.gets.load(Ordering::Relaxed);
+    s.conf.staging = "file_roots = []\nprogress_interval_ms = 50\n".into();
+    s.restart();
+    assert!(s.log().contains("staging interrupted by a restart not resumed"), "{}", s.log());
+    let (state, report) = staging(&s, &key);
+    assert_eq!(state, "Unstaged", "{}", s.log());
+    let report = report.expect("the staging property keeps the reason");
+    assert_eq!(report.attr("", "status"), Some("failed"));
+    let error = report.child(VWS, "error").expect("an error element");
+    assert_eq!(error.attr("", "kind"), Some("staging.file_roots"));
+    let why = error.text();
+    assert!(why.contains("local.img") && why.contains("outside the directories"), "{why}");
+    let images: Vec<_> = report.elements().filter(|e| e.name.local == "image").collect();
+    let status = |name: &str| images.iter().find(|i| i.attr("", "name") == Some(name)).and_then(|i| i.attr("", "status"));
+    assert_eq!((status("root"), status("data")), (Some("pending"), Some("failed")), "the refused image is named");
+    assert!(!pool_dir(&s, &key).exists(), "nothing of the interrupted staging stays: {:?}", files_in(&pool_dir(&s, &key)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http.gets.load(Ordering::Relaxed), gets, "no transfer started after the restart");
+    // A fresh deploy of the same description is refused as well, and changes nothing.
+    let r = manager_op(&s, &key, "deploy");
+    assert_eq!(r.fault_kind().as_deref(), Some("PolicyRejectedFault"), "{}", r.body);
+    assert_eq!(staging(&s, &key).0, "Unstaged");
 }
 
 #[test]

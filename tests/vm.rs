@@ -97,7 +97,11 @@ fn settle(s: &Server, key: &str, transitional: &str, timeout: Duration) -> Strin
 
 /// Live QEMU processes whose QMP socket is under this server's data directory.
 fn qemus(s: &Server) -> Vec<u32> {
-    let root = s.data_dir().join("run");
+    qemus_in(&s.data_dir())
+}
+
+fn qemus_in(data: &Path) -> Vec<u32> {
+    let root = data.join("run");
     let root = root.canonicalize().unwrap_or(root);
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -133,10 +137,10 @@ fn sha256_file(p: &Path) -> String {
 }
 
 /// Stops every QEMU of a server (a test that failed half-way must not leave VMs behind).
-struct Reaper<'a>(&'a Server);
-impl Drop for Reaper<'_> {
+struct Reaper(PathBuf);
+impl Drop for Reaper {
     fn drop(&mut self) {
-        for pid in qemus(self.0) {
+        for pid in qemus_in(&self.0) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
@@ -146,7 +150,7 @@ impl Drop for Reaper<'_> {
 fn the_full_life_cycle_on_real_qemu() {
     let ca = common::gsi::kit().ca();
     let s = vm_server("10.20.0.10", "10.20.0.12", Some(ca.clone()));
-    let _reaper = Reaper(&s);
+    let _reaper = Reaper(s.data_dir());
     let base = guest::dir().join("root.qcow2");
     let base_sum = sha256_file(&base);
     let key = s.create_workspace_from(&demo_description());
@@ -234,7 +238,7 @@ fn the_full_life_cycle_on_real_qemu() {
 #[test]
 fn a_qemu_killed_from_outside_makes_the_workspace_corrupted_and_cleanup_works() {
     let s = vm_server("10.20.0.20", "10.20.0.21", None);
-    let _reaper = Reaper(&s);
+    let _reaper = Reaper(s.data_dir());
     let key = s.create_workspace_from(&demo_description());
     deploy_and_wait(&s, &key);
     assert_eq!(ok(&s, &key, "start"), "Running");
@@ -261,7 +265,7 @@ fn a_qemu_killed_from_outside_makes_the_workspace_corrupted_and_cleanup_works() 
 #[test]
 fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
     let mut s = vm_server("10.20.0.30", "10.20.0.31", None);
-    let _reaper = Reaper(&s);
+    let _reaper = Reaper(s.data_dir());
     let key = s.create_workspace_from(&demo_description());
     deploy_and_wait(&s, &key);
     s.kill9();
@@ -297,7 +301,7 @@ fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
 #[test]
 fn two_hundred_concurrent_deploys_on_a_fifty_address_pool() {
     let s = vm_server("10.20.1.10", "10.20.1.59", None);
-    let _reaper = Reaper(&s);
+    let _reaper = Reaper(s.data_dir());
     let keys: Vec<String> = (0..200).map(|_| s.create_workspace_from(&demo_description())).collect();
     let results: Vec<(String, HttpResponse)> = std::thread::scope(|sc| {
         let hs: Vec<_> = keys

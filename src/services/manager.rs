@@ -1,164 +1,97 @@
 //! The Manager port type (one per host), operations sent to a workspace's EPR:
 //!
 //! * `deploy`: stage the workspace's images (image disks and CD-ROMs) into this host's image
-//!   pool, `<pool>/<workspace key>/`. The workspace goes Unstaged → Staging at once (the answer
-//!   does not wait for the transfer), then Staged when every image is in place and verified, or
-//!   back to Unstaged with the error when one fails. Progress (bytes, total, rate, ETA per image)
-//!   is kept in the workspace's `{vws}staging` resource property while it runs.
+//!   pool. The workspace goes Unstaged → Staging at once (the answer does not wait for the
+//!   transfer), then Staged when every image is in place and verified, or back to Unstaged with
+//!   the error when one fails. Progress (bytes, total, rate, ETA per image) is kept in the
+//!   workspace's `{vws}staging` resource property while it runs.
 //! * `undeploy`: release the staged images (Staged or Saved → Unstaged).
 //!
-//! Invariants: the state change is durable before any file is touched; a file appears in the
-//! pool only complete and verified (see [`crate::transfer::stage`]); `file://` images come only
-//! from the configured roots; destroying a workspace cancels its staging. After a crash [`ManagerService::recover`] restarts stagings that
-//! were under way and removes pool directories no workspace owns any more.
+//! Each operation decodes the request, authorises it, calls this host's engine
+//! ([`crate::host::Host`]: staging, pool, `file://` policy, recovery) and encodes the answer.
+//! The engine keeps its records in the workspace home through [`WorkspaceLedger`], which also
+//! encodes its staging report as the `staging` property.
 
 use super::workspace::{current_state_xml, touch, WorkspaceData};
 use super::{reply, Shared};
-use crate::config::StagingConfig;
+use crate::host::staging::{ImageStatus, Report};
 use crate::host::vm::{DiskPlan, EngineError, Placement, VmEngine};
 use crate::host::vmm::{VmState, VmmError};
+use crate::host::{BoxFuture, Host, Ledger, PlanError};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::http::{SoapReply, SoapRequest};
 use crate::soap::ns::VWS;
 use crate::soap::xml::escape_attr;
-use crate::transfer::{self, Digest, Options, ProgressInfo, Stager, TransferError, Url};
 use crate::workspace::{Description, Event, State};
 use crate::wsrf::{time, BaseFault, FaultType, Home, ResourceState};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const PORT_TYPE: &str = "WorkspaceManagerPortType";
 
 /// This host's Manager.
 pub struct ManagerService {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     home: Arc<Home>,
     shared: Arc<Shared>,
-    pool: PathBuf,
-    file_roots: Vec<PathBuf>,
-    stager: Stager,
-    permits: tokio::sync::Semaphore,
-    /// Cancel flags of the stagings under way, by workspace key (set when it is destroyed).
-    jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
-    /// The data directory: `file:RELATIVE` image URLs are below it.
-    data: PathBuf,
+    host: Arc<Host>,
+    vms: Arc<Vms>,
+}
+
+/// The VM side of the Manager, shared with its ledger and background tasks.
+pub struct Vms {
+    home: Arc<Home>,
     /// The VM engine (None: `vmm.driver = "none"`, deploy only stages).
     engine: Option<Arc<VmEngine>>,
+    /// The data directory: `file:RELATIVE` image URLs are below it.
+    data: PathBuf,
     /// One lock per workspace serialising its VM operations (a long one holds it until done).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// VMs the driver sees that no workspace owns (never killed), from the last reconciliation.
     orphans: Mutex<Vec<String>>,
 }
 
-/// One image to stage.
-#[derive(Clone, Debug)]
-struct Item {
-    name: String,
-    url: String,
-    digest: Option<Digest>,
-    file: PathBuf,
-}
-
-/// The `{vws}staging` property's content.
-#[derive(Clone, Debug)]
-struct Report {
-    status: &'static str,
-    started_ms: i64,
-    finished_ms: Option<i64>,
-    images: Vec<ImageReport>,
-    error: Option<(String, String)>,
-}
-
-#[derive(Clone, Debug)]
-struct ImageReport {
-    name: String,
-    url: String,
-    status: &'static str,
-    bytes: u64,
-    total: Option<u64>,
-    rate: f64,
-    eta: Option<Duration>,
-    sha256: Option<String>,
-}
-
-impl Report {
-    fn new(items: &[Item]) -> Report {
-        Report {
-            status: "queued",
-            started_ms: time::now_ms(),
-            finished_ms: None,
-            images: items
-                .iter()
-                .map(|i| ImageReport {
-                    name: i.name.clone(),
-                    url: i.url.clone(),
-                    status: "pending",
-                    bytes: 0,
-                    total: None,
-                    rate: 0.0,
-                    eta: None,
-                    sha256: None,
-                })
-                .collect(),
-            error: None,
-        }
+/// The `{vws}staging` property for a staging report.
+pub fn staging_xml(r: &Report) -> String {
+    let mut s = format!("<w:staging xmlns:w=\"{VWS}\" status=\"{}\" bytes=\"{}\"", r.status.as_str(), r.bytes());
+    if let Some(t) = r.total() {
+        let _ = write!(s, " total=\"{t}\"");
     }
-
-    fn to_xml(&self) -> String {
-        let bytes: u64 = self.images.iter().map(|i| i.bytes).sum();
-        let total: Option<u64> = self.images.iter().map(|i| i.total).sum();
-        let mut s = format!("<w:staging xmlns:w=\"{VWS}\" status=\"{}\" bytes=\"{bytes}\"", self.status);
-        if let Some(t) = total {
+    let _ = write!(s, " started=\"{}\"", time::format_ms(r.started_ms));
+    if let Some(f) = r.finished_ms {
+        let _ = write!(s, " finished=\"{}\"", time::format_ms(f));
+    }
+    s.push('>');
+    for i in &r.images {
+        let _ = write!(
+            s,
+            "<w:image name=\"{}\" url=\"{}\" status=\"{}\" bytes=\"{}\"",
+            escape_attr(&i.name),
+            escape_attr(&i.url),
+            i.status.as_str(),
+            i.bytes
+        );
+        if let Some(t) = i.total {
             let _ = write!(s, " total=\"{t}\"");
         }
-        let _ = write!(s, " started=\"{}\"", time::format_ms(self.started_ms));
-        if let Some(f) = self.finished_ms {
-            let _ = write!(s, " finished=\"{}\"", time::format_ms(f));
-        }
-        s.push('>');
-        for i in &self.images {
-            let _ = write!(
-                s,
-                "<w:image name=\"{}\" url=\"{}\" status=\"{}\" bytes=\"{}\"",
-                escape_attr(&i.name),
-                escape_attr(&i.url),
-                i.status,
-                i.bytes
-            );
-            if let Some(t) = i.total {
-                let _ = write!(s, " total=\"{t}\"");
+        if i.status == ImageStatus::Staging {
+            let _ = write!(s, " rate=\"{}\"", i.rate.max(0.0).round() as u64);
+            if let Some(e) = i.eta {
+                let _ = write!(s, " eta=\"{}\"", e.as_secs_f64().ceil() as u64);
             }
-            if i.status == "staging" {
-                let _ = write!(s, " rate=\"{}\"", i.rate.max(0.0).round() as u64);
-                if let Some(e) = i.eta {
-                    let _ = write!(s, " eta=\"{}\"", e.as_secs_f64().ceil() as u64);
-                }
-            }
-            if let Some(h) = &i.sha256 {
-                let _ = write!(s, " sha256=\"{h}\"");
-            }
-            s.push_str("/>");
         }
-        if let Some((kind, msg)) = &self.error {
-            let _ = write!(s, "<w:error kind=\"{}\">{}</w:error>", escape_attr(kind), crate::soap::xml::escape(msg));
+        if let Some(h) = &i.sha256 {
+            let _ = write!(s, " sha256=\"{h}\"");
         }
-        s.push_str("</w:staging>");
-        s
+        s.push_str("/>");
     }
-}
-
-/// A file name for an image in the pool: its position and its name, reduced to safe characters.
-fn pool_name(prefix: &str, i: usize, name: &str) -> String {
-    let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    format!("{prefix}{i:02}-{}", safe.trim_start_matches('.'))
+    if let Some((kind, msg)) = &r.error {
+        let _ = write!(s, "<w:error kind=\"{}\">{}</w:error>", escape_attr(kind), crate::soap::xml::escape(msg));
+    }
+    s.push_str("</w:staging>");
+    s
 }
 
 fn invalid_state(key: &str, op: &str, s: State) -> BaseFault {
@@ -270,84 +203,141 @@ fn set_text(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, name: &st
     st.set(rtype, VWS, name, v.map(|v| vec![text_property(name, v)]).unwrap_or_default());
 }
 
-impl ManagerService {
-    /// The Manager for `home`'s workspaces, staging into `pool` as `cfg` says.
-    pub fn new(
-        home: Arc<Home>,
-        shared: Arc<Shared>,
-        pool: PathBuf,
-        cfg: &StagingConfig,
-        data: &Path,
-        engine: Option<Arc<VmEngine>>,
-    ) -> Result<Arc<ManagerService>, String> {
-        let data = std::path::absolute(data).map_err(|e| format!("{}: {e}", data.display()))?;
-        std::fs::create_dir_all(&pool).map_err(|e| format!("image pool {}: {e}", pool.display()))?;
-        let pool = pool.canonicalize().map_err(|e| format!("image pool {}: {e}", pool.display()))?;
-        let mut file_roots = Vec::new();
-        for r in &cfg.file_roots {
-            // Relative roots are under the data directory (like the pool).
-            let r = crate::config::under(&data, r);
-            match r.canonicalize() {
-                Ok(r) => file_roots.push(r),
-                // A root that does not exist yet (e.g. `images` before `make guest`).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(root = %r.display(), "staging.file_roots entry does not exist (yet)");
-                    file_roots.push(r);
-                }
-                Err(e) => return Err(format!("staging.file_roots {}: {e}", r.display())),
+/// The fault for a staging the engine cannot plan.
+fn plan_fault(e: PlanError) -> BaseFault {
+    match &e {
+        PlanError::Policy { rule, .. } => BaseFault::new(FaultType::PolicyRejected, e.to_string()).code(*rule),
+        PlanError::Invalid { code, .. } => {
+            let f = BaseFault::new(FaultType::InvalidDescription, e.to_string());
+            match code {
+                Some(c) => f.code(*c),
+                None => f,
             }
         }
-        let opts = Options {
-            streams: cfg.streams.max(1),
-            dcau: cfg.dcau,
-            verify: cfg.verify,
-            credential: cfg.credential.clone(),
-            cert_dir: cfg.cert_dir.clone(),
-            retries: cfg.retries,
-            progress_interval: Duration::from_millis(cfg.progress_interval_ms.max(50)),
-            ..Options::default()
-        };
-        let inner = Arc::new(Inner {
-            home: home.clone(),
-            shared,
-            pool,
-            file_roots,
-            stager: Stager::new(opts),
-            permits: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
-            jobs: Mutex::new(HashMap::new()),
-            engine,
-            data,
-            locks: Mutex::new(HashMap::new()),
-            orphans: Mutex::new(Vec::new()),
-        });
-        // A destroyed workspace's images go with it: a staging under way is cancelled (its
-        // transfer stops unless another workspace shares it) and removes what it made.
-        let weak = Arc::downgrade(&inner);
-        home.on_destroy(Box::new(move |key| {
-            if let Some(inner) = weak.upgrade() {
-                if let Some(flag) = inner.jobs.lock().unwrap().get(key) {
-                    flag.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Moves a workspace's state by `event` (refused, naming the state, when the table has no such
+/// transition) and writes its staging report (None: no report).
+fn transition(
+    home: &Home,
+    st: &mut ResourceState,
+    key: &str,
+    event: Event,
+    op: &str,
+    report: Option<&Report>,
+) -> Result<State, BaseFault> {
+    let mut data = WorkspaceData::of(st)?;
+    data.state = data.state.on(event).ok_or_else(|| invalid_state(key, op, data.state))?;
+    let rtype = &home.rtype;
+    data.store(rtype, st);
+    st.set(rtype, VWS, "staging", report.map(staging_xml).into_iter().collect());
+    touch(rtype, st);
+    Ok(data.state)
+}
+
+/// The engine's records, kept in the workspace home: state and description from the workspace
+/// data, staging reports as the `staging` property.
+pub struct WorkspaceLedger {
+    pub home: Arc<Home>,
+    /// The VM side: a finished staging defines the workspace's VM before it is Staged.
+    pub vms: Arc<Vms>,
+}
+
+impl Ledger for WorkspaceLedger {
+    fn list(&self) -> BoxFuture<'_, Vec<(String, State)>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for key in self.home.keys() {
+                if let Ok(s) = self.home.read(&key, FaultType::RpResourceUnknown, |st| Ok(WorkspaceData::of(st)?.state)).await {
+                    out.push((key, s));
                 }
-                let dir = inner.dir(key);
-                let engine = inner.engine.clone();
-                let key = key.to_string();
-                // The VM goes first; its address is freed only once it is confirmed gone.
-                let cleanup = move || {
-                    if let Some(e) = engine {
-                        if let Err(err) = e.forget(&key) {
-                            tracing::error!(key, error = %err, "destroyed workspace: VM not confirmed gone, address kept");
-                        }
+            }
+            out
+        })
+    }
+
+    fn description<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Description>> {
+        Box::pin(async move {
+            let d = self.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await.ok()?.description;
+            Some(resolve_relative(d, &self.vms.data))
+        })
+    }
+
+    fn progress<'a>(&'a self, key: &'a str, report: &'a Report) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let xml = staging_xml(report);
+            self.home
+                .update(key, FaultType::RpResourceUnknown, |st| {
+                    st.set(&self.home.rtype, VWS, "staging", vec![xml]);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| e.description)
+        })
+    }
+
+    fn finish<'a>(&'a self, key: &'a str, event: Event, report: &'a Report) -> BoxFuture<'a, Result<State, String>> {
+        Box::pin(async move {
+            // The images are in: overlays, address, credentials, config disk, the VM paused.
+            let mut event = event;
+            let mut report = report.clone();
+            let mut placement = None;
+            if let (Event::StagingDone, Some(engine)) = (event, self.vms.engine.clone()) {
+                match self.vms.provision(&engine, key).await {
+                    Ok(p) => placement = Some(p),
+                    Err(e) => {
+                        tracing::warn!(key, kind = e.kind(), "defining the VM failed: {e}");
+                        report.fail(e.kind(), e.to_string());
+                        event = Event::StagingFailed;
                     }
-                    remove_dir(&dir);
+                }
+            }
+            let r = self
+                .home
+                .update(key, FaultType::RpResourceUnknown, |st| {
+                    let s = transition(&self.home, st, key, event, "finishing a staging", Some(&report))?;
+                    set_placement(&self.home.rtype, st, placement.as_ref());
+                    set_text(&self.home.rtype, st, "cause", report.error.as_ref().map(|(_, m)| m.as_str()));
+                    Ok(s)
+                })
+                .await
+                .map_err(|e| e.description);
+            match &r {
+                Ok(State::Unstaged) => self.vms.undo(key, false).await,
+                Err(_) => self.vms.undo(key, true).await,
+                _ => {}
+            }
+            r
+        })
+    }
+}
+
+impl ManagerService {
+    /// The Manager for `home`'s workspaces, on this host's engine (`vms`: its VM side, shared
+    /// with the ledger). A destroyed workspace's images go with it: its staging is cancelled,
+    /// its VM destroyed, its address freed once the VM is confirmed gone, its files removed.
+    pub fn new(home: Arc<Home>, shared: Arc<Shared>, host: Arc<Host>, vms: Arc<Vms>) -> Arc<ManagerService> {
+        let weak = Arc::downgrade(&host);
+        let engine = vms.engine.clone();
+        home.on_destroy(Box::new(move |key| {
+            if let Some(host) = weak.upgrade() {
+                host.discard(key);
+            }
+            if let Some(e) = engine.clone() {
+                let key = key.to_string();
+                let cleanup = move || {
+                    if let Err(err) = e.forget(&key) {
+                        tracing::error!(key, error = %err, "destroyed workspace: VM not confirmed gone, address kept");
+                    }
                 };
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn_blocking(cleanup);
-                } else {
-                    cleanup();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(cleanup)),
+                    Err(_) => cleanup(),
                 }
             }
         }));
-        Ok(Arc::new(ManagerService { inner }))
+        Arc::new(ManagerService { home, shared, host, vms })
     }
 
     /// Handles a Manager operation; None when the payload is not one.
@@ -371,15 +361,14 @@ impl ManagerService {
     /// the VM is defined paused. The address is allocated before the answer, so an exhausted
     /// pool is a fault at once. `<hot>true</hot>`: boot once to the ready line, then pause.
     pub async fn deploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let inner = &self.inner;
-        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        let home = &self.home;
+        let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         let hot = deploy_arguments(req)?;
-        let lock = inner.lock_of(&key);
+        let lock = self.vms.lock_of(&key);
         let _guard = lock.lock().await;
-        let description = inner
-            .home
+        let description = home
             .read(&key, FaultType::RpResourceUnknown, |st| {
-                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+                self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
                 let data = WorkspaceData::of(st)?;
                 if data.state.on(Event::Deploy).is_none() {
                     return Err(invalid_state(&key, "deploy", data.state));
@@ -387,8 +376,12 @@ impl ManagerService {
                 Ok(data.description)
             })
             .await?;
-        let items = inner.plan(&key, &description)?;
-        if let Some(engine) = inner.engine.clone() {
+        let description = resolve_relative(description, &self.vms.data);
+        let plan = self.host.plan(&key, &description).map_err(|e| {
+            tracing::warn!(caller = req.caller.name(), key, rule = e.kind(), "deploy refused: {e}");
+            plan_fault(e)
+        })?;
+        if let Some(engine) = self.vms.engine.clone() {
             let k = key.clone();
             let r = tokio::task::spawn_blocking(move || engine.allocate(&k)).await.map_err(BaseFault::internal)?;
             if let Err(e) = r {
@@ -396,45 +389,42 @@ impl ManagerService {
                 return Err(engine_fault(&key, "deploy", &e));
             }
         }
-        let report = Report::new(&items);
-        let r = inner
-            .home
-            // Checked again under the lock: a concurrent deploy may have won.
+        let report = plan.report();
+        // Checked again under the lock: a concurrent deploy may have won.
+        let r = home
             .update(&key, FaultType::RpResourceUnknown, |st| {
-                let s = inner.transition(st, &key, Event::Deploy, "deploy", Some(&report))?;
+                let s = transition(home, st, &key, Event::Deploy, "deploy", Some(&report))?;
                 let mut data = WorkspaceData::of(st)?;
                 data.hot = hot;
-                data.store(&inner.home.rtype, st);
-                set_text(&inner.home.rtype, st, "cause", None);
+                data.store(&home.rtype, st);
+                set_text(&home.rtype, st, "cause", None);
                 Ok(s)
             })
             .await;
         if let Err(e) = r {
-            inner.release_address(&key).await;
+            self.vms.release_address(&key).await;
             return Err(e);
         }
-        tracing::info!(caller = req.caller.name(), key, images = items.len(), hot, "deploy: staging started");
-        tokio::spawn(inner.clone().run_staging(key, items, report, description, hot));
+        tracing::info!(caller = req.caller.name(), key, images = plan.items.len(), hot, "deploy: staging started");
+        self.host.start_staging(plan);
         Ok(state_reply("deploy", State::Staging))
     }
 
     /// undeploy: Staged, Saved, Running, Paused or Corrupted → Unstaged: the VM is destroyed, its
     /// address freed once it is confirmed gone, then the images, overlays and save file go.
     pub async fn undeploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let inner = &self.inner;
-        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        let home = &self.home;
+        let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         no_arguments(req)?;
-        let lock = inner.lock_of(&key);
+        let lock = self.vms.lock_of(&key);
         let _guard = lock.lock().await;
-        inner
-            .home
-            .read(&key, FaultType::RpResourceUnknown, |st| {
-                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
-                let data = WorkspaceData::of(st)?;
-                data.state.on(Event::Undeploy).map(drop).ok_or_else(|| invalid_state(&key, "undeploy", data.state))
-            })
-            .await?;
-        if let Some(engine) = inner.engine.clone() {
+        home.read(&key, FaultType::RpResourceUnknown, |st| {
+            self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+            let data = WorkspaceData::of(st)?;
+            data.state.on(Event::Undeploy).map(drop).ok_or_else(|| invalid_state(&key, "undeploy", data.state))
+        })
+        .await?;
+        if let Some(engine) = self.vms.engine.clone() {
             let k = key.clone();
             let r = tokio::task::spawn_blocking(move || engine.teardown(&k)).await.map_err(BaseFault::internal)?;
             if let Err(e) = r {
@@ -442,24 +432,29 @@ impl ManagerService {
                 return Err(engine_fault(&key, "undeploy", &e));
             }
         }
-        inner
-            .home
-            .update(&key, FaultType::RpResourceUnknown, |st| {
-                let s = inner.transition(st, &key, Event::Undeploy, "undeploy", None)?;
-                set_placement(&inner.home.rtype, st, None);
-                set_text(&inner.home.rtype, st, "startTime", None);
-                set_text(&inner.home.rtype, st, "cause", None);
-                Ok(s)
-            })
-            .await?;
-        inner.release(&key).await;
+        home.update(&key, FaultType::RpResourceUnknown, |st| {
+            let s = transition(home, st, &key, Event::Undeploy, "undeploy", None)?;
+            set_placement(&home.rtype, st, None);
+            set_text(&home.rtype, st, "startTime", None);
+            set_text(&home.rtype, st, "cause", None);
+            Ok(s)
+        })
+        .await?;
+        self.host.release(&key).await;
         tracing::info!(caller = req.caller.name(), key, "undeploy: VM and images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }
 
+    /// After a restart: what the hypervisor runs is reconciled with the store first, then the
+    /// engine restarts interrupted stagings and sweeps the pool.
+    pub async fn recover(&self) -> crate::host::Recovery {
+        self.reconcile().await;
+        self.host.recover().await
+    }
+
     /// console: the guest's serial output from `<offset>` on (at most 64 KiB per call).
     pub async fn console(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let inner = &self.inner;
+        let inner = &self.vms;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         let p = req.env.payload();
         let mut offset = 0u64;
@@ -474,9 +469,9 @@ impl ManagerService {
         }
         inner
             .home
-            .read(&key, FaultType::RpResourceUnknown, |st| inner.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
+            .read(&key, FaultType::RpResourceUnknown, |st| self.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
             .await?;
-        let path = inner.dir(&key).join("console.log");
+        let path = self.host.pool().dir(&key).join("console.log");
         let (text, next) = tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024))
             .await
             .map_err(BaseFault::internal)?;
@@ -492,7 +487,7 @@ impl ManagerService {
     /// The VM operations: checked against the state table, done by the engine, durable before
     /// the answer; stop, save and restore answer at once with their transitional state.
     pub async fn vm_op(&self, req: &SoapRequest, op: VmOp) -> Result<SoapReply, BaseFault> {
-        let inner = &self.inner;
+        let inner = &self.vms;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         no_arguments(req)?;
         let Some(engine) = inner.engine.clone() else {
@@ -507,7 +502,7 @@ impl ManagerService {
         let (data, current) = inner
             .home
             .read(&key, FaultType::RpResourceUnknown, |st| {
-                inner.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+                self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
                 let data = WorkspaceData::of(st)?;
                 let next = data.state.on(op.event()).ok_or_else(|| invalid_state(&key, op.name(), data.state))?;
                 Ok((data.clone(), next))
@@ -520,7 +515,7 @@ impl ManagerService {
                 .home
                 .update(&key, FaultType::RpResourceUnknown, |st| {
                     set_text(&inner.home.rtype, st, "cause", None);
-                    inner.transition(st, &key, op.event(), op.name(), None).map(drop)
+                    transition(&inner.home, st, &key, op.event(), op.name(), None).map(drop)
                 })
                 .await?;
             tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
@@ -560,7 +555,7 @@ impl ManagerService {
                         if op == VmOp::Start {
                             set_text(&inner.home.rtype, st, "startTime", Some(&time::format_ms(time::now_ms())));
                         }
-                        inner.transition(st, &key, op.event(), op.name(), None)
+                        transition(&inner.home, st, &key, op.event(), op.name(), None)
                     })
                     .await?;
                 tracing::info!(caller = req.caller.name(), key, op = op.name(), state = s.as_str(), "done");
@@ -579,7 +574,7 @@ impl ManagerService {
 
     /// VMs running on this host that no workspace owns (from the last reconciliation).
     pub fn orphans(&self) -> Vec<String> {
-        self.inner.orphans.lock().unwrap().clone()
+        self.vms.orphans.lock().unwrap().clone()
     }
 
     /// Compares every stored workspace with what the driver sees and repairs the store: a VM
@@ -587,7 +582,7 @@ impl ManagerService {
     /// transitions are finished or undone; addresses of workspaces without a VM are freed;
     /// VMs no workspace owns are listed as orphans (never killed). Returns the orphans.
     pub async fn reconcile(&self) -> Vec<String> {
-        let inner = &self.inner;
+        let inner = &self.vms;
         let Some(engine) = inner.engine.clone() else { return Vec::new() };
         let e = engine.clone();
         let seen = match tokio::task::spawn_blocking(move || e.vmm.list()).await {
@@ -631,71 +626,6 @@ impl ManagerService {
         }
         *inner.orphans.lock().unwrap() = orphans.clone();
         orphans
-    }
-    /// After a restart: resume stagings that were under way (from the start: their partial
-    /// files are discarded) and remove pool directories that belong to no staged workspace.
-    pub async fn recover(&self) -> usize {
-        let inner = &self.inner;
-        self.reconcile().await;
-        let mut resumed = 0;
-        let mut keep = std::collections::HashSet::new();
-        for key in inner.home.keys() {
-            let found = inner.home.read(&key, FaultType::RpResourceUnknown, WorkspaceData::of).await;
-            let Ok(data) = found else { continue };
-            match data.state {
-                State::Unstaged | State::Destroyed => {}
-                // Kept for cleanup (undeploy, destroy) and for inspection of what went wrong.
-                State::Corrupted => {
-                    keep.insert(key);
-                }
-                State::Staging => {
-                    keep.insert(key.clone());
-                    match inner.plan_unchecked(&key, &data.description) {
-                        Ok(items) => {
-                            // A VM half made by the interrupted deploy goes; the address stays.
-                            if let Some(engine) = inner.engine.clone() {
-                                let name = VmEngine::vm_name(&key);
-                                let _ = tokio::task::spawn_blocking(move || engine.vmm.destroy(&name)).await;
-                            }
-                            inner.release(&key).await;
-                            let report = Report::new(&items);
-                            tracing::info!(key, images = items.len(), "resuming a staging interrupted by a restart");
-                            tokio::spawn(inner.clone().run_staging(key, items, report, data.description.clone(), data.hot));
-                            resumed += 1;
-                        }
-                        Err(e) => tracing::error!(key, error = %e, "cannot resume staging"),
-                    }
-                }
-                State::Staged
-                | State::Running
-                | State::Paused
-                | State::Saved
-                | State::Stopping
-                | State::Saving
-                | State::Restoring => {
-                    keep.insert(key);
-                }
-            }
-        }
-        let pool = inner.pool.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            let mut n = 0;
-            for e in std::fs::read_dir(&pool).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !keep.contains(&name) {
-                    tracing::warn!(dir = %e.path().display(), "removing pool directory of no staged workspace");
-                    remove_dir(&e.path());
-                    n += 1;
-                }
-            }
-            n
-        })
-        .await
-        .unwrap_or(0);
-        if resumed > 0 || removed > 0 {
-            tracing::info!(resumed, removed, "image pool reconciled");
-        }
-        resumed
     }
 }
 
@@ -747,34 +677,41 @@ fn read_chunk(path: &Path, offset: u64, max: usize) -> (String, u64) {
     (String::from_utf8_lossy(&b[..n]).into_owned(), offset + n as u64)
 }
 
-fn no_arguments(req: &SoapRequest) -> Result<(), BaseFault> {
-    let p = req.env.payload();
-    match p.elements().next() {
-        None => Ok(()),
-        Some(c) => {
-            Err(BaseFault::new(FaultType::InvalidRequest, format!("{} takes no arguments; got element {}", p.name, c.name)))
-        }
+impl Vms {
+    pub fn new(home: Arc<Home>, engine: Option<Arc<VmEngine>>, data: &Path) -> Result<Arc<Vms>, String> {
+        let data = std::path::absolute(data).map_err(|e| format!("{}: {e}", data.display()))?;
+        Ok(Arc::new(Vms { home, engine, data, locks: Mutex::new(HashMap::new()), orphans: Mutex::new(Vec::new()) }))
     }
-}
 
-fn state_reply(op: &str, s: State) -> SoapReply {
-    reply(
-        format!("{VWS}/{PORT_TYPE}/{op}Response"),
-        format!("<{op}Response xmlns=\"{VWS}\">{}</{op}Response>", current_state_xml(s)),
-    )
-}
-
-fn remove_dir(dir: &Path) {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => tracing::debug!(dir = %dir.display(), "pool directory removed"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot remove pool directory"),
-    }
-}
-
-impl Inner {
     fn dir(&self, key: &str) -> PathBuf {
-        self.pool.join(key)
+        self.engine.as_ref().map(|e| e.dir(key)).unwrap_or_else(|| self.data.join("pool").join(key))
+    }
+
+    /// After staging: the VM of a workspace, defined paused (hot: booted once and paused).
+    async fn provision(&self, engine: &Arc<VmEngine>, key: &str) -> Result<Placement, EngineError> {
+        let data = self
+            .home
+            .read(key, FaultType::RpResourceUnknown, WorkspaceData::of)
+            .await
+            .map_err(|e| EngineError::Setup(e.description))?;
+        let disks = self.disk_plan(key, &data.description);
+        let (mem, cpus) = resources(&data.description);
+        let (e, k, hot) = (engine.clone(), key.to_string(), data.hot);
+        tokio::task::spawn_blocking(move || e.provision(&k, &disks, mem, cpus, hot))
+            .await
+            .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())))
+    }
+
+    /// Nothing of a deploy that did not finish may stay: the VM (if any) goes, then the address
+    /// (`forget`: the workspace is gone, its MAC too).
+    async fn undo(&self, key: &str, forget: bool) {
+        if let Some(engine) = self.engine.clone() {
+            let k = key.to_string();
+            let r = tokio::task::spawn_blocking(move || if forget { engine.forget(&k) } else { engine.teardown(&k) }).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
+            }
+        }
     }
 
     fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -797,7 +734,7 @@ impl Inner {
             for (i, disk) in hw.disks.iter().enumerate() {
                 out.push(DiskPlan {
                     name: disk.name.clone(),
-                    staged: disk.image.as_ref().map(|_| dir.join(pool_name("disk", i, &disk.name))),
+                    staged: disk.image.as_ref().map(|_| dir.join(crate::host::pool::Pool::file_name("disk", i, &disk.name))),
                     blank_mib: disk.size.as_ref().map(|r| r.min).unwrap_or(64),
                     read_only: disk.access == crate::workspace::description::Access::Ro,
                     cdrom: false,
@@ -806,7 +743,7 @@ impl Inner {
             for (i, cd) in hw.cdroms.iter().enumerate() {
                 out.push(DiskPlan {
                     name: cd.name.clone(),
-                    staged: Some(dir.join(pool_name("cdrom", i, &cd.name))),
+                    staged: Some(dir.join(crate::host::pool::Pool::file_name("cdrom", i, &cd.name))),
                     blank_mib: 0,
                     read_only: true,
                     cdrom: true,
@@ -821,7 +758,7 @@ impl Inner {
         let r = self
             .home
             .update(key, FaultType::RpResourceUnknown, |st| {
-                let s = self.transition(st, key, event, "reconciling", None)?;
+                let s = transition(&self.home, st, key, event, "reconciling", None)?;
                 set_text(&self.home.rtype, st, "cause", cause);
                 if let Some(t) = started {
                     set_text(&self.home.rtype, st, "startTime", t.map(time::format_ms).as_deref());
@@ -920,284 +857,65 @@ impl Inner {
         }
     }
 
-    /// Moves a workspace's state by `event` (refused, naming the state, when the table has no
-    /// such transition) and writes its staging report (None: no report).
-    fn transition(
-        &self,
-        st: &mut ResourceState,
-        key: &str,
-        event: Event,
-        op: &str,
-        report: Option<&Report>,
-    ) -> Result<State, BaseFault> {
-        let mut data = WorkspaceData::of(st)?;
-        data.state = data.state.on(event).ok_or_else(|| invalid_state(key, op, data.state))?;
-        let rtype = &self.home.rtype;
-        data.store(rtype, st);
-        st.set(rtype, VWS, "staging", report.map(Report::to_xml).into_iter().collect());
-        touch(rtype, st);
-        Ok(data.state)
-    }
 
-    /// Removes a workspace's pool directory (off the async threads).
-    async fn release(&self, key: &str) {
-        let dir = self.dir(key);
-        let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
-    }
+}
 
-    /// The images of a description, each checked against the staging policy.
-    fn plan(&self, key: &str, d: &Description) -> Result<Vec<Item>, BaseFault> {
-        let items = self.plan_unchecked(key, d)?;
-        for i in &items {
-            self.allowed(&i.url)?;
+/// `file:RELATIVE` image URLs (paths under the data directory) as `file://` URLs.
+fn resolve_relative(mut d: Description, data: &Path) -> Description {
+    let abs = |u: &str| match u.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
+        Some(rel) => format!("file://{}", data.join(rel).display()),
+        None => u.to_string(),
+    };
+    if let Some(hw) = &mut d.hardware {
+        for disk in &mut hw.disks {
+            if let Some(u) = &disk.image {
+                disk.image = Some(abs(u));
+            }
         }
-        Ok(items)
+        for cd in &mut hw.cdroms {
+            cd.image = abs(&cd.image);
+        }
     }
+    d
+}
 
-    fn plan_unchecked(&self, key: &str, d: &Description) -> Result<Vec<Item>, BaseFault> {
-        let dir = self.dir(key);
-        let mut items = Vec::new();
-        if let Some(hw) = &d.hardware {
-            for (i, disk) in hw.disks.iter().enumerate() {
-                if let Some(url) = &disk.image {
-                    let url = &self.absolute_url(url);
-                    let digest = match &disk.digest {
-                        Some(t) => Some(Digest::parse(t).map_err(|e| BaseFault::new(FaultType::InvalidDescription, e))?),
-                        None => None,
-                    };
-                    items.push(Item {
-                        name: disk.name.clone(),
-                        url: url.clone(),
-                        digest,
-                        file: dir.join(pool_name("disk", i, &disk.name)),
-                    });
-                }
-            }
-            for (i, cd) in hw.cdroms.iter().enumerate() {
-                items.push(Item {
-                    name: cd.name.clone(),
-                    url: self.absolute_url(&cd.image),
-                    digest: None,
-                    file: dir.join(pool_name("cdrom", i, &cd.name)),
-                });
-            }
+fn no_arguments(req: &SoapRequest) -> Result<(), BaseFault> {
+    let p = req.env.payload();
+    match p.elements().next() {
+        None => Ok(()),
+        Some(c) => {
+            Err(BaseFault::new(FaultType::InvalidRequest, format!("{} takes no arguments; got element {}", p.name, c.name)))
         }
-        Ok(items)
     }
+}
 
-    /// `file:RELATIVE` (a path under the data directory) as a `file://` URL; others unchanged.
-    fn absolute_url(&self, url: &str) -> String {
-        match url.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
-            Some(rel) => format!("file://{}", self.data.join(rel).display()),
-            None => url.to_string(),
-        }
-    }
-
-    /// The site's staging policy for a source URL: `file://` only below a configured root.
-    fn allowed(&self, url: &str) -> Result<(), BaseFault> {
-        let u = Url::parse(url).map_err(|e| BaseFault::new(FaultType::InvalidDescription, e.to_string()))?;
-        if !u.is_local() {
-            return Ok(());
-        }
-        let refuse = |why: &str| {
-            BaseFault::new(
-                FaultType::PolicyRejected,
-                format!("rejected by site policy rule 'staging.file_roots': image {url} {why}"),
-            )
-            .code("staging.file_roots")
-        };
-        let p = Path::new(&u.path);
-        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(refuse("is not an absolute path without '..'"));
-        }
-        let under = |p: &Path| self.file_roots.iter().any(|r| p.starts_with(r));
-        if !under(p) {
-            return Err(refuse("is outside the directories file:// images may come from"));
-        }
-        // Resolve symbolic links: the real file must be below a root as well.
-        match p.canonicalize() {
-            Ok(real) if under(&real) => Ok(()),
-            Ok(_) => Err(refuse("leads outside the allowed directories through a symbolic link")),
-            Err(e) => Err(BaseFault::new(FaultType::InvalidDescription, format!("image {url}: {e}")).code("not_found")),
-        }
-    }
-
-    /// The background part of deploy.
-    async fn run_staging(self: Arc<Self>, key: String, items: Vec<Item>, report: Report, description: Description, hot: bool) {
-        let cancelled = Arc::new(AtomicBool::new(false));
-        self.jobs.lock().unwrap().insert(key.clone(), cancelled.clone());
-        let _permit = self.permits.acquire().await;
-        let shared = Arc::new(Mutex::new(report));
-        let (tx, mut rx) = tokio::sync::watch::channel(());
-        // Publishes progress into the resource property; at most one write in flight, the
-        // latest report wins.
-        let publisher = {
-            let me = self.clone();
-            let (key, shared) = (key.clone(), shared.clone());
-            tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let xml = shared.lock().unwrap().to_xml();
-                    let r = me
-                        .home
-                        .update(&key, FaultType::RpResourceUnknown, |st| {
-                            st.set(&me.home.rtype, VWS, "staging", vec![xml]);
-                            Ok(())
-                        })
-                        .await;
-                    if r.is_err() {
-                        return; // destroyed meanwhile
-                    }
-                }
-            })
-        };
-        shared.lock().unwrap().status = "staging";
-        tx.send_replace(());
-        let dir = self.dir(&key);
-        let mut failure: Option<TransferError> = None;
-        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            failure = Some(TransferError::io(dir.display(), e));
-        }
-        for (n, item) in items.iter().enumerate() {
-            if failure.is_some() {
-                break;
-            }
-            shared.lock().unwrap().images[n].status = "staging";
-            tx.send_replace(());
-            let watch: transfer::ProgressFn = {
-                let (shared, tx) = (shared.clone(), tx.clone());
-                Arc::new(move |p: &ProgressInfo| {
-                    {
-                        let mut r = shared.lock().unwrap();
-                        let im = &mut r.images[n];
-                        im.bytes = p.bytes;
-                        im.total = p.total;
-                        im.rate = p.rate;
-                        im.eta = p.eta;
-                    }
-                    tx.send_replace(());
-                })
-            };
-            let me = self.clone();
-            let it = item.clone();
-            let dst = format!("file://{}", it.file.display());
-            let cancel: transfer::CancelFn = {
-                let c = cancelled.clone();
-                Arc::new(move || c.load(Ordering::Relaxed))
-            };
-            let done =
-                tokio::task::spawn_blocking(move || me.stager.stage_watched(&it.url, &dst, it.digest, Some(watch), Some(cancel)))
-                    .await
-                    .unwrap_or_else(|e| Err(TransferError::Io { what: "staging task".into(), reason: e.to_string() }));
-            let mut r = shared.lock().unwrap();
-            match done {
-                Ok(o) => {
-                    let im = &mut r.images[n];
-                    im.status = "done";
-                    im.bytes = o.bytes;
-                    im.total = Some(o.bytes);
-                    im.sha256 = Some(o.sha256).filter(|h| !h.is_empty());
-                    tracing::info!(key, image = %item.name, bytes = o.bytes, secs = o.elapsed.as_secs_f64(), shared = o.shared, "image staged");
-                }
-                Err(e) => {
-                    r.images[n].status = "failed";
-                    tracing::warn!(key, image = %item.name, url = %item.url, kind = e.kind(), "staging failed: {e}");
-                    failure = Some(e);
-                }
-            }
-            drop(r);
-            tx.send_replace(());
-        }
-        drop(tx);
-        self.jobs.lock().unwrap().remove(&key);
-        let _ = publisher.await;
-        let mut error = failure.as_ref().map(|e| (e.kind().to_string(), e.to_string()));
-        // The images are in: overlays, address, credentials, config disk, the VM paused.
-        let mut placement = None;
-        if let (None, Some(engine)) = (&error, self.engine.clone()) {
-            if !cancelled.load(Ordering::Relaxed) {
-                let disks = self.disk_plan(&key, &description);
-                let (mem, cpus) = resources(&description);
-                let k = key.clone();
-                let r = tokio::task::spawn_blocking(move || engine.provision(&k, &disks, mem, cpus, hot))
-                    .await
-                    .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
-                match r {
-                    Ok(p) => placement = Some(p),
-                    Err(e) => {
-                        tracing::warn!(key, kind = e.kind(), "defining the VM failed: {e}");
-                        error = Some((e.kind().to_string(), e.to_string()));
-                    }
-                }
-            }
-        }
-        let final_report = {
-            let mut r = shared.lock().unwrap();
-            r.finished_ms = Some(time::now_ms());
-            r.status = if error.is_some() { "failed" } else { "staged" };
-            r.error = error.clone();
-            r.clone()
-        };
-        let event = if error.is_some() { Event::StagingFailed } else { Event::StagingDone };
-        let r = self
-            .home
-            .update(&key, FaultType::RpResourceUnknown, |st| {
-                let s = self.transition(st, &key, event, "finishing a staging", Some(&final_report))?;
-                set_placement(&self.home.rtype, st, placement.as_ref());
-                set_text(&self.home.rtype, st, "cause", error.as_ref().map(|(_, m)| m.as_str()));
-                Ok(s)
-            })
-            .await;
-        let undo = |me: Arc<Self>, key: String, forget: bool| async move {
-            if let Some(engine) = me.engine.clone() {
-                let k = key.clone();
-                let r = tokio::task::spawn_blocking(move || if forget { engine.forget(&k) } else { engine.teardown(&k) }).await;
-                if let Ok(Err(e)) = r {
-                    tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
-                }
-            }
-            me.release(&key).await;
-        };
-        match r {
-            Ok(s) => {
-                if error.is_some() {
-                    undo(self.clone(), key.clone(), false).await;
-                }
-                tracing::info!(key, state = s.as_str(), "staging finished");
-            }
-            Err(e) => {
-                // Destroyed (or changed) meanwhile: nothing of this deploy may stay behind.
-                tracing::info!(key, "staging ended for a workspace that is gone: {}", e.description);
-                undo(self.clone(), key.clone(), true).await;
-            }
-        }
-    }
+fn state_reply(op: &str, s: State) -> SoapReply {
+    reply(
+        format!("{VWS}/{PORT_TYPE}/{op}Response"),
+        format!("<{op}Response xmlns=\"{VWS}\">{}</{op}Response>", current_state_xml(s)),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::staging::{Item, StagingStatus};
+    use std::time::Duration;
 
     #[test]
-    fn pool_names_are_safe() {
-        assert_eq!(pool_name("disk", 0, "root"), "disk00-root");
-        assert_eq!(pool_name("disk", 3, "../../etc/passwd"), "disk03-_.._etc_passwd");
-        assert_eq!(pool_name("cdrom", 1, ".hidden dir/x"), "cdrom01-hidden_dir_x");
-    }
-
-    #[test]
-    fn report_xml_carries_progress_and_errors() {
+    fn staging_xml_carries_progress_and_errors() {
         let items = vec![
             Item { name: "root".into(), url: "gsiftp://h/a&b".into(), digest: None, file: "/p/k/disk00-root".into() },
             Item { name: "cd".into(), url: "http://h/cd.iso".into(), digest: None, file: "/p/k/cdrom00-cd".into() },
         ];
-        let mut r = Report::new(&items);
-        r.status = "staging";
-        r.images[0].status = "staging";
+        let mut r = Report::new(&items, time::now_ms());
+        r.status = StagingStatus::Staging;
+        r.images[0].status = ImageStatus::Staging;
         r.images[0].bytes = 10;
         r.images[0].total = Some(40);
         r.images[0].rate = 5.4;
         r.images[0].eta = Some(Duration::from_millis(5500));
-        let x = r.to_xml();
+        let x = staging_xml(&r);
         assert!(x.contains("status=\"staging\" bytes=\"10\" started="), "{x}");
         assert!(!x.contains(" total=\"40\" started"), "total only once every size is known: {x}");
         assert!(
@@ -1206,9 +924,19 @@ mod tests {
         );
         r.images[1].total = Some(2);
         r.error = Some(("checksum_mismatch".into(), "a < b".into()));
-        let x = r.to_xml();
+        let x = staging_xml(&r);
         assert!(x.contains("bytes=\"10\" total=\"42\""), "{x}");
         assert!(x.contains("<w:error kind=\"checksum_mismatch\">a &lt; b</w:error>"), "{x}");
         crate::soap::xml::parse(&x, &Default::default()).expect("well-formed");
+    }
+
+    #[test]
+    fn plan_errors_become_typed_faults() {
+        let f = plan_fault(PlanError::Policy { rule: "staging.file_roots", reason: "image x is outside".into() });
+        assert_eq!(f.kind, FaultType::PolicyRejected);
+        assert!(f.description.contains("rule 'staging.file_roots': image x is outside"), "{}", f.description);
+        assert_eq!(f.error_code.map(|c| c.1).as_deref(), Some("staging.file_roots"));
+        let f = plan_fault(PlanError::Invalid { code: Some("not_found"), reason: "image y: gone".into() });
+        assert_eq!((f.kind, f.description.as_str()), (FaultType::InvalidDescription, "image y: gone"));
     }
 }

@@ -1,6 +1,13 @@
 //! Resource homes: the WS-Resources of one service, kept in memory for reads and written through
 //! to the store before any change is acknowledged. A home knows its resource property
 //! declarations, its key QName and its lifetime index; it knows nothing of what the resources mean.
+//!
+//! After every committed create, update and destroy a home runs its hooks ([`Home::on_change`],
+//! [`Home::on_destroy`], as many as were registered) and publishes a [`Change`] on a broadcast
+//! channel ([`Home::subscribe`]): the resource key, the kind of change, and the properties whose
+//! values changed with their new values. Per resource, changes are published in commit order.
+//! Publishing never waits for a subscriber: one that falls more than [`CHANGE_BUFFER`] events
+//! behind loses the oldest ones (its next `recv` says how many it missed).
 
 use super::faults::{BaseFault, FaultType};
 use super::intern::intern;
@@ -12,7 +19,7 @@ use crate::store::{Row, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use tokio::sync::Mutex;
+use tokio::sync::{broadcast, Mutex};
 
 /// Where a property's values come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +189,56 @@ impl ResourceState {
 
 type Entry = Arc<Mutex<ResourceState>>;
 
+/// How many change events a subscriber may fall behind before it loses the oldest.
+pub const CHANGE_BUFFER: usize = 256;
+
+/// What a committed change did to a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Destroy,
+}
+
+/// One committed change of one resource, as [`Home`] publishes it.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub key: String,
+    /// The properties whose values this change set or changed, in document order, each with its
+    /// new values: every stored property that has values and `wsrl:TerminationTime` for a
+    /// create; only those that differ for an update (a new termination time shows as
+    /// `wsrl:TerminationTime`, nil when there is none); nothing for a destroy.
+    pub props: Vec<(QName, Values)>,
+}
+
+impl Change {
+    /// The new values of `q`, when this change set it.
+    pub fn get(&self, q: &QName) -> Option<&Values> {
+        self.props.iter().find(|(n, _)| n == q).map(|(_, v)| v)
+    }
+
+    /// The names of the properties this change set, in document order.
+    pub fn names(&self) -> impl Iterator<Item = &QName> {
+        self.props.iter().map(|(n, _)| n)
+    }
+}
+
+/// `wsrl:TerminationTime`'s element for a termination time (nil when None).
+fn termination_values(name: &QName, t: Option<i64>) -> Values {
+    let xml = match t {
+        Some(t) => format!("<p:{0} xmlns:p=\"{1}\">{2}</p:{0}>", name.local, name.ns, super::time::format_ms(t)),
+        None => {
+            format!("<p:{} xmlns:p=\"{}\" xmlns:xsi=\"{}\" xsi:nil=\"true\"/>", name.local, name.ns, crate::soap::ns::XSI)
+        }
+    };
+    Values::new(&[xml])
+}
+
+fn same(a: &Values, b: &Values) -> bool {
+    a.count == b.count && (Arc::ptr_eq(&a.xml, &b.xml) || a.xml == b.xml)
+}
+
 /// The resources of one service.
 pub struct Home {
     pub service: String,
@@ -192,12 +249,19 @@ pub struct Home {
     sweeper: Arc<Sweeper>,
     index: usize,
     /// Called with the key after a resource's deletion is durable (explicit or scheduled).
-    on_destroy: std::sync::OnceLock<DestroyHook>,
+    on_destroy: RwLock<Vec<DestroyHook>>,
+    /// Called with every committed change.
+    on_change: RwLock<Vec<ChangeHook>>,
+    changes: broadcast::Sender<Arc<Change>>,
 }
 
 /// What a service does once one of its resources is gone (e.g. release what it held). Runs
-/// under the resource's lock: it must be quick (spawn longer work).
+/// under the resource's lock: it must be quick (spawn longer work) and must not register hooks.
 pub type DestroyHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// What a service does after each committed change. Runs under the resource's lock, before the
+/// change is published: it must be quick and must not register hooks.
+pub type ChangeHook = Box<dyn Fn(&Change) + Send + Sync>;
 
 impl Home {
     /// Create a home, load its stored resources and register it with the sweeper.
@@ -227,7 +291,9 @@ impl Home {
             store,
             index: sweeper.register(weak.clone()),
             sweeper: sweeper.clone(),
-            on_destroy: std::sync::OnceLock::new(),
+            on_destroy: RwLock::new(Vec::new()),
+            on_change: RwLock::new(Vec::new()),
+            changes: broadcast::channel(CHANGE_BUFFER).0,
         });
         for (t, k) in deadlines {
             home.sweeper.schedule(home.index, &k, None, Some(t));
@@ -236,9 +302,67 @@ impl Home {
         Ok(home)
     }
 
-    /// Set the hook run after every destruction (once; later calls are ignored).
+    /// Adds a hook run after every destruction (after those added before it).
     pub fn on_destroy(&self, hook: DestroyHook) {
-        let _ = self.on_destroy.set(hook);
+        self.on_destroy.write().unwrap().push(hook);
+    }
+
+    /// Adds a hook run after every committed create, update and destroy.
+    pub fn on_change(&self, hook: ChangeHook) {
+        self.on_change.write().unwrap().push(hook);
+    }
+
+    /// A receiver of every change committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// Is anyone told of changes? (Changes are only worked out when so.)
+    fn watched(&self) -> bool {
+        self.changes.receiver_count() > 0 || !self.on_change.read().unwrap().is_empty()
+    }
+
+    /// Runs the change hooks and publishes the change; never waits for a subscriber.
+    fn publish(&self, change: Change) {
+        for hook in self.on_change.read().unwrap().iter() {
+            hook(&change);
+        }
+        // Err only when nobody subscribes: nothing to do then.
+        let _ = self.changes.send(Arc::new(change));
+    }
+
+    /// The change event of a new resource.
+    fn created(&self, st: &ResourceState) -> Change {
+        let props = self
+            .rtype
+            .props
+            .iter()
+            .zip(st.values.iter())
+            .filter_map(|(d, v)| match d.source {
+                Source::Stored if v.count > 0 => Some((d.name.clone(), v.clone())),
+                Source::TerminationTime => Some((d.name.clone(), termination_values(&d.name, st.termination_ms))),
+                _ => None,
+            })
+            .collect();
+        Change { kind: ChangeKind::Create, key: st.key.clone(), props }
+    }
+
+    /// The change event of an update from `old` to `new`: only what differs.
+    fn updated(&self, old: &ResourceState, new: &ResourceState) -> Change {
+        let props = self
+            .rtype
+            .props
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d.source {
+                Source::Stored if !same(&old.values[i], &new.values[i]) => Some((d.name.clone(), new.values[i].clone())),
+                Source::TerminationTime if old.termination_ms != new.termination_ms => {
+                    Some((d.name.clone(), termination_values(&d.name, new.termination_ms)))
+                }
+                _ => None,
+            })
+            .collect();
+        Change { kind: ChangeKind::Update, key: new.key.clone(), props }
     }
 
     pub fn len(&self) -> usize {
@@ -293,8 +417,16 @@ impl Home {
         };
         self.store.put(row).await?;
         let t = state.termination_ms;
-        self.map.write().unwrap().insert(key.clone(), Arc::new(Mutex::new(state)));
+        let change = self.watched().then(|| self.created(&state));
+        let entry = Arc::new(Mutex::new(state));
+        // Published under the new resource's lock, so no change of it can be published first.
+        let guard = change.as_ref().map(|_| entry.clone().try_lock_owned().expect("a new entry is unlocked"));
+        self.map.write().unwrap().insert(key.clone(), entry);
         self.sweeper.schedule(self.index, &key, None, t);
+        if let Some(c) = change {
+            self.publish(c);
+        }
+        drop(guard);
         Ok(key)
     }
 
@@ -338,7 +470,11 @@ impl Home {
         if next.termination_ms != st.termination_ms {
             self.sweeper.schedule(self.index, key, st.termination_ms, next.termination_ms);
         }
+        let change = self.watched().then(|| self.updated(&st, &next));
         *st = next;
+        if let Some(c) = change {
+            self.publish(c);
+        }
         Ok(r)
     }
 
@@ -364,8 +500,11 @@ impl Home {
         st.destroyed = true;
         self.map.write().unwrap().remove(key);
         self.sweeper.schedule(self.index, key, st.termination_ms, None);
-        if let Some(hook) = self.on_destroy.get() {
+        for hook in self.on_destroy.read().unwrap().iter() {
             hook(key);
+        }
+        if self.watched() {
+            self.publish(Change { kind: ChangeKind::Destroy, key: key.to_string(), props: Vec::new() });
         }
         Ok(())
     }
