@@ -66,7 +66,8 @@ fn op(s: &Server, key: &str, name: &str, body: &str) -> String {
 
 fn current(s: &Server, key: &str) -> String {
     let action = format!("{WSRP_ACTION}/GetResourceProperty");
-    let payload = format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>");
     let r = s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload);
     between(&r.body, "CurrentState xmlns:n=\"http://www.globus.org/2008/06/workspace\">", "<").unwrap_or("").to_string()
 }
@@ -83,7 +84,12 @@ fn settle(s: &Server, key: &str, transitional: &str) -> String {
 }
 
 fn console(s: &Server, key: &str) -> PathBuf {
-    s.data_dir().join("pool").join(key).join("console.log").canonicalize().unwrap_or_else(|_| s.data_dir().join("pool").join(key).join("console.log"))
+    s.data_dir()
+        .join("pool")
+        .join(key)
+        .join("console.log")
+        .canonicalize()
+        .unwrap_or_else(|_| s.data_dir().join("pool").join(key).join("console.log"))
 }
 
 fn wait_marker(p: &Path, n: usize) {

@@ -6,15 +6,15 @@ use crate::host::ca::HostCa;
 use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
 use crate::host::vm::{EngineConfig, VmEngine};
 use crate::host::Host;
-use crate::store::leases::Leases;
-use std::net::Ipv4Addr;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
 use crate::services::{counter, factory, workspace, Services, Shared};
 use crate::soap::http::{self, MessageSecurity, Transport};
+use crate::store::leases::Leases;
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,12 @@ impl App {
                 policy: cfg.policy.clone(),
                 workspaces: workspaces.clone(),
             },
-            workspace: workspace::WorkspaceService { home: workspaces, shared: shared.clone(), lifetime, manager: manager.clone() },
+            workspace: workspace::WorkspaceService {
+                home: workspaces,
+                shared: shared.clone(),
+                lifetime,
+                manager: manager.clone(),
+            },
             counter: counter::CounterService::new(counters, shared.clone(), false),
             counter_rw: counter::CounterService::new(counters_rw, shared, true),
         };
@@ -76,7 +81,8 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
     let n = &cfg.network;
     let ip = |what: &str, s: &str| s.parse::<Ipv4Addr>().map_err(|_| format!("network.{what}: '{s}' is not an IPv4 address"));
     let (net, prefix) = n.subnet.split_once('/').ok_or_else(|| format!("network.subnet '{}' is not ADDR/PREFIX", n.subnet))?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("network.subnet '{}': bad prefix", n.subnet))?;
+    let prefix: u8 =
+        prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("network.subnet '{}': bad prefix", n.subnet))?;
     let net = ip("subnet", net)?;
     let (first, last) = (ip("first", &n.first)?, ip("last", &n.last)?);
     let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };

@@ -47,7 +47,8 @@ fn demo_description() -> String {
 
 fn op(s: &Server, key: &str, name: &str, body: &str) -> HttpResponse {
     let action = format!("{MANAGER}/{name}Request");
-    let payload = if body.is_empty() { format!("<{name} xmlns=\"{VWS}\"/>") } else { format!("<{name} xmlns=\"{VWS}\">{body}</{name}>") };
+    let payload =
+        if body.is_empty() { format!("<{name} xmlns=\"{VWS}\"/>") } else { format!("<{name} xmlns=\"{VWS}\">{body}</{name}>") };
     s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload)
 }
 
@@ -64,7 +65,8 @@ fn ok(s: &Server, key: &str, name: &str) -> String {
 
 fn prop(s: &Server, key: &str, local: &str) -> String {
     let action = format!("{WSRP_ACTION}/GetResourceProperty");
-    let payload = format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:{local}</wsrp:GetResourceProperty>");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:{local}</wsrp:GetResourceProperty>");
     let r = s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload);
     assert_eq!(r.status, 200, "{}", r.body);
     r.body
@@ -77,7 +79,8 @@ fn text_prop(s: &Server, key: &str, local: &str) -> Option<String> {
 
 fn current(s: &Server, key: &str) -> String {
     let action = format!("{WSRP_ACTION}/GetResourceProperty");
-    let payload = format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>");
     let r = s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload);
     state_of(&r)
 }
@@ -177,12 +180,7 @@ fn the_full_life_cycle_on_real_qemu() {
     let pem = between(c, "\">", "</w:certificate>").unwrap().to_string();
     let pem_path = s.dir.path().join("ws-cert.pem");
     std::fs::write(&pem_path, &pem).unwrap();
-    let v = std::process::Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(&ca.0)
-        .arg(&pem_path)
-        .output()
-        .unwrap();
+    let v = std::process::Command::new("openssl").args(["verify", "-CAfile"]).arg(&ca.0).arg(&pem_path).output().unwrap();
     assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
     assert_eq!(qemus(&s).len(), 1, "deploy defines the VM, paused");
     assert!(std::fs::read_to_string(&console).unwrap_or_default().is_empty(), "paused before its first instruction");

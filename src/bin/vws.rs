@@ -552,7 +552,14 @@ async fn run(args: Args) -> Result<i32, ClientError> {
                 _ => "-".into(),
             };
             println!("{:<10} {:<16} {:<18} {:<24} {}", "STATE", "IP", "MAC", "HOST", "UPTIME");
-            println!("{:<10} {:<16} {:<18} {:<24} {}", state, get(ns::VWS, "ip"), get(ns::VWS, "mac"), get(ns::VWS, "host"), uptime);
+            println!(
+                "{:<10} {:<16} {:<18} {:<24} {}",
+                state,
+                get(ns::VWS, "ip"),
+                get(ns::VWS, "mac"),
+                get(ns::VWS, "host"),
+                uptime
+            );
             if let Some(c) = r.child(ns::VWS, "cause") {
                 println!("cause: {}", c.text().trim());
             }

@@ -195,7 +195,9 @@ impl Client {
 /// offset after it.
 pub async fn console(c: &Client, epr: &Epr, offset: u64) -> Result<(String, u64), ClientError> {
     let action = format!("{}/{}/consoleRequest", ns::VWS, crate::services::manager::PORT_TYPE);
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<console xmlns=\"{}\"><offset>{offset}</offset></console>", ns::VWS)).await?;
+    let r = c
+        .call(&epr.address, Some(epr), &action, &format!("<console xmlns=\"{}\"><offset>{offset}</offset></console>", ns::VWS))
+        .await?;
     let next = r.child(ns::VWS, "offset").and_then(|e| e.text().trim().parse().ok()).unwrap_or(offset);
     let text = r.child(ns::VWS, "text").map(|e| e.text()).unwrap_or_default();
     Ok((text, next))

@@ -88,8 +88,7 @@ impl HostCa {
             if e.object().nid() == Nid::COMMONNAME {
                 continue;
             }
-            b.append_entry_by_nid(e.object().nid(), &String::from_utf8_lossy(e.data().as_slice()))
-                .map_err(|e| err("name", e))?;
+            b.append_entry_by_nid(e.object().nid(), &String::from_utf8_lossy(e.data().as_slice())).map_err(|e| err("name", e))?;
         }
         b.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, "workspaces").map_err(|e| err("name", e))?;
         b.append_entry_by_nid(Nid::COMMONNAME, key).map_err(|e| err("name", e))?;

@@ -496,10 +496,9 @@ impl Vmm for QemuDriver {
         // quit asks QEMU to exit at once; SIGKILL when it does not answer.
         let quit = match self.conns.lock().unwrap().get(name).cloned() {
             Some(c) => c.lock().unwrap().execute("quit", None).is_ok(),
-            None => Qmp::connect(&self.sock(name), Duration::from_secs(2)).and_then(|mut q| {
-                q.execute("quit", None).map_err(std::io::Error::other)
-            })
-            .is_ok(),
+            None => Qmp::connect(&self.sock(name), Duration::from_secs(2))
+                .and_then(|mut q| q.execute("quit", None).map_err(std::io::Error::other))
+                .is_ok(),
         };
         if !quit || !self.wait_gone(&p, Duration::from_secs(3)) {
             unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
@@ -635,7 +634,13 @@ mod tests {
                     read_only: false,
                     cdrom: false,
                 },
-                DiskSpec { path: "/pool/cfg.img".into(), format: DiskFormat::Raw, target: "vdb".into(), read_only: true, cdrom: false },
+                DiskSpec {
+                    path: "/pool/cfg.img".into(),
+                    format: DiskFormat::Raw,
+                    target: "vdb".into(),
+                    read_only: true,
+                    cdrom: false,
+                },
             ],
             nics: vec![NicSpec { mac: "52:54:00:00:00:01".into(), bridge: None, ip: Some("10.20.0.10".into()) }],
             console_log: root.join("vws-a/console.log"),

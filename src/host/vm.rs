@@ -145,7 +145,15 @@ impl VmEngine {
     }
 
     /// The VM definition of a workspace: the same every time (restore needs the same devices).
-    pub fn spec(&self, key: &str, disks: &[DiskPlan], memory_mib: Option<u32>, vcpus: Option<u32>, mac: &str, ip: Ipv4Addr) -> VmSpec {
+    pub fn spec(
+        &self,
+        key: &str,
+        disks: &[DiskPlan],
+        memory_mib: Option<u32>,
+        vcpus: Option<u32>,
+        mac: &str,
+        ip: Ipv4Addr,
+    ) -> VmSpec {
         let name = Self::vm_name(key);
         let mut specs = Vec::new();
         for (i, d) in disks.iter().enumerate() {
@@ -156,7 +164,11 @@ impl VmEngine {
             specs.push(DiskSpec {
                 path,
                 format,
-                target: if d.cdrom { format!("hd{}", (b'c' + i as u8) as char) } else { format!("vd{}", (b'a' + i as u8) as char) },
+                target: if d.cdrom {
+                    format!("hd{}", (b'c' + i as u8) as char)
+                } else {
+                    format!("vd{}", (b'a' + i as u8) as char)
+                },
                 read_only: d.read_only || d.cdrom,
                 cdrom: d.cdrom,
             });
@@ -302,7 +314,17 @@ impl VmEngine {
     fn make_overlay(&self, base: &Path, overlay: &Path) -> Result<(), EngineError> {
         let _ = std::fs::remove_file(overlay);
         let fmt = image_format(base).as_str();
-        self.qemu_img(&["create".as_ref(), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), "-F".as_ref(), fmt.as_ref(), "-b".as_ref(), base.as_os_str(), overlay.as_os_str()])
+        self.qemu_img(&[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            fmt.as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            overlay.as_os_str(),
+        ])
     }
 
     fn make_blank(&self, path: &Path, mib: u64) -> Result<(), EngineError> {

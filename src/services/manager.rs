@@ -472,9 +472,8 @@ impl ManagerService {
             .read(&key, FaultType::RpResourceUnknown, |st| self.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
             .await?;
         let path = self.host.pool().dir(&key).join("console.log");
-        let (text, next) = tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024))
-            .await
-            .map_err(BaseFault::internal)?;
+        let (text, next) =
+            tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024)).await.map_err(BaseFault::internal)?;
         Ok(reply(
             format!("{VWS}/{PORT_TYPE}/consoleResponse"),
             format!(
@@ -526,7 +525,9 @@ impl ManagerService {
                 let k = key2.clone();
                 let e = engine.clone();
                 let r = tokio::task::spawn_blocking(move || match op {
-                    VmOp::Stop => e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string())),
+                    VmOp::Stop => {
+                        e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string()))
+                    }
                     VmOp::Save => e.save(&k).map(|_| None).inspect_err(|_| {
                         let _ = e.unpause(&k);
                     }),
@@ -614,7 +615,9 @@ impl ManagerService {
                 if !live.contains(&owner) {
                     match e.forget(&owner) {
                         Ok(()) => tracing::warn!(key = owner, "reconciliation: released the address of a destroyed workspace"),
-                        Err(err) => tracing::error!(key = owner, error = %err, "reconciliation: VM of a destroyed workspace not gone"),
+                        Err(err) => {
+                            tracing::error!(key = owner, error = %err, "reconciliation: VM of a destroyed workspace not gone")
+                        }
                     }
                 }
             }
@@ -639,7 +642,10 @@ fn deploy_arguments(req: &SoapRequest) -> Result<bool, BaseFault> {
                 "true" | "1" => true,
                 "false" | "0" => false,
                 other => {
-                    return Err(BaseFault::new(FaultType::InvalidRequest, format!("deploy: <hot> must be true or false, not '{other}'")))
+                    return Err(BaseFault::new(
+                        FaultType::InvalidRequest,
+                        format!("deploy: <hot> must be true or false, not '{other}'"),
+                    ))
                 }
             };
         } else {
@@ -856,8 +862,6 @@ impl Vms {
             _ => {}
         }
     }
-
-
 }
 
 /// `file:RELATIVE` image URLs (paths under the data directory) as `file://` URLs.

@@ -64,19 +64,19 @@ impl Leases {
     pub fn allocate(&self, owner: &str) -> Result<Lease, LeaseError> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mac = match tx.query_row("SELECT mac FROM macs WHERE owner = ?1", params![owner], |r| r.get::<_, String>(0)).optional()?
-        {
-            Some(m) => m,
-            None => loop {
-                let b: [u8; 3] = rand::random();
-                let p = self.mac_prefix;
-                // Locally administered, unicast when the prefix is the QEMU one; kept as given otherwise.
-                let m = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", p[0], p[1], p[2], b[0], b[1], b[2]);
-                if tx.execute("INSERT OR IGNORE INTO macs (owner, mac) VALUES (?1, ?2)", params![owner, m])? == 1 {
-                    break m;
-                }
-            },
-        };
+        let mac =
+            match tx.query_row("SELECT mac FROM macs WHERE owner = ?1", params![owner], |r| r.get::<_, String>(0)).optional()? {
+                Some(m) => m,
+                None => loop {
+                    let b: [u8; 3] = rand::random();
+                    let p = self.mac_prefix;
+                    // Locally administered, unicast when the prefix is the QEMU one; kept as given otherwise.
+                    let m = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", p[0], p[1], p[2], b[0], b[1], b[2]);
+                    if tx.execute("INSERT OR IGNORE INTO macs (owner, mac) VALUES (?1, ?2)", params![owner, m])? == 1 {
+                        break m;
+                    }
+                },
+            };
         let held: Option<String> =
             tx.query_row("SELECT ip FROM leases WHERE owner = ?1", params![owner], |r| r.get(0)).optional()?;
         let ip = match held.and_then(|s| s.parse::<Ipv4Addr>().ok()) {

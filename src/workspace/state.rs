@@ -94,15 +94,7 @@ impl State {
             (S::Restoring, E::Failed) => Some(S::Saved),
             (S::Staged | S::Running | S::Paused | S::Saved, E::Undeploy) => Some(S::Unstaged),
             (
-                S::Unstaged
-                | S::Staging
-                | S::Staged
-                | S::Running
-                | S::Paused
-                | S::Saved
-                | S::Stopping
-                | S::Saving
-                | S::Restoring,
+                S::Unstaged | S::Staging | S::Staged | S::Running | S::Paused | S::Saved | S::Stopping | S::Saving | S::Restoring,
                 E::Deploy
                 | E::StagingDone
                 | E::StagingFailed
