@@ -298,7 +298,7 @@ fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
 
 #[test]
 fn two_hundred_concurrent_deploys_on_a_fifty_address_pool() {
-    let s = vm_server("10.20.1.10", "10.20.1.59", None);
+    let s = vm_server("10.20.0.100", "10.20.0.149", None);
     let _reaper = Reaper(s.data_dir());
     let keys: Vec<String> = (0..200).map(|_| s.create_workspace_from(&demo_description())).collect();
     let results: Vec<(String, HttpResponse)> = std::thread::scope(|sc| {
