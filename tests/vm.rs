@@ -170,7 +170,7 @@ fn the_full_life_cycle_on_real_qemu() {
     let mac = text_prop(&s, &key, "mac").expect("mac");
     assert!(mac.starts_with("52:54:00:"), "{mac}");
     assert!(text_prop(&s, &key, "host").is_some_and(|h| !h.is_empty()));
-    let console = PathBuf::from(text_prop(&s, &key, "console").expect("console"));
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").expect("console"));
     let cert = prop(&s, &key, "certificate");
     let subject = between(&cert, "subject=\"", "\"").expect("subject").to_string();
     let fingerprint = between(&cert, "sha256=\"", "\"").expect("sha256").to_string();
@@ -271,7 +271,7 @@ fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
     assert_eq!(current(&s, &key), "Staged");
     assert_eq!(qemus(&s).len(), 1, "the paused VM survived and is still owned");
     assert_eq!(ok(&s, &key, "start"), "Running");
-    let console = PathBuf::from(text_prop(&s, &key, "console").unwrap());
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").unwrap());
     guest::wait_for(&console, READY, 1, BOOT);
     s.kill9();
     s.restart();

@@ -181,7 +181,7 @@ fn set_placement(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, p: O
     st.set(rtype, VWS, "host", one("host", p.map(|_| host_name())));
     st.set(rtype, VWS, "ip", one("ip", p.map(|p| p.ip.to_string())));
     st.set(rtype, VWS, "mac", one("mac", p.map(|p| p.mac.clone())));
-    st.set(rtype, VWS, "console", one("console", p.map(|p| p.console.display().to_string())));
+    st.set(rtype, VWS, "consoleLog", one("consoleLog", p.map(|p| p.console.display().to_string())));
     st.set(
         rtype,
         VWS,
@@ -448,7 +448,7 @@ impl ManagerService {
     /// After a restart: what the hypervisor runs is reconciled with the store first, then the
     /// engine restarts interrupted stagings and sweeps the pool.
     pub async fn recover(&self) -> crate::host::Recovery {
-        self.reconcile().await;
+        self.reconcile_with(true).await;
         self.host.recover().await
     }
 
@@ -583,6 +583,10 @@ impl ManagerService {
     /// transitions are finished or undone; addresses of workspaces without a VM are freed;
     /// VMs no workspace owns are listed as orphans (never killed). Returns the orphans.
     pub async fn reconcile(&self) -> Vec<String> {
+        self.reconcile_with(false).await
+    }
+
+    async fn reconcile_with(&self, startup: bool) -> Vec<String> {
         let inner = &self.vms;
         let Some(engine) = inner.engine.clone() else { return Vec::new() };
         let e = engine.clone();
@@ -605,6 +609,14 @@ impl ManagerService {
             let Ok(_guard) = lock.try_lock() else { continue };
             let Ok(data) = inner.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await else { continue };
             let vm = vms.get(&name).copied();
+            if startup && data.state == State::Staging && vm.is_some() {
+                // A deploy interrupted while defining its VM: the staging starts again and
+                // defines it anew; the address stays.
+                let (e, n) = (engine.clone(), name.clone());
+                let _ = tokio::task::spawn_blocking(move || e.vmm.destroy(&n)).await;
+                tracing::warn!(key, "reconciliation: destroyed the half-made VM of an interrupted deploy");
+                continue;
+            }
             inner.reconcile_one(&engine, key, &data, vm).await;
         }
         // Addresses held by workspaces that are gone (a crash between destroy and release).

@@ -45,7 +45,7 @@ pub fn resource_type() -> ResourceType {
             ro("host"),
             ro("ip"),
             ro("mac"),
-            ro("console"),
+            ro("consoleLog"),
             ro("certificate"),
             ro("startTime"),
             // Why the workspace is Corrupted (or why its last operation failed).
