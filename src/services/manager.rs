@@ -725,7 +725,17 @@ impl Vms {
     async fn undo(&self, key: &str, forget: bool) {
         if let Some(engine) = self.engine.clone() {
             let k = key.to_string();
-            let r = tokio::task::spawn_blocking(move || if forget { engine.forget(&k) } else { engine.teardown(&k) }).await;
+            let r = tokio::task::spawn_blocking(move || {
+                if forget {
+                    // The workspace is gone: what provisioning made in its pool directory goes too.
+                    let r = engine.forget(&k);
+                    let _ = std::fs::remove_dir_all(engine.dir(&k));
+                    r
+                } else {
+                    engine.teardown(&k)
+                }
+            })
+            .await;
             if let Ok(Err(e)) = r {
                 tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
             }
