@@ -2,7 +2,7 @@
 #   make run    install what is needed, build, start vwsd (SQLite store in ./var)
 #   make test   install what is needed, build, run every test
 SHELL := /bin/bash
-APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 \
+APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 libxenmisc4.17 \
 	busybox-static cpio e2fsprogs xz-utils
 CARGO ?= cargo
 CONFIG ?= conf/vwsd.toml

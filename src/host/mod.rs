@@ -17,6 +17,7 @@ pub mod roots;
 pub mod staging;
 pub mod vm;
 pub mod vmm;
+pub mod xl;
 
 use crate::transfer::Stager;
 use crate::workspace::{Description, Event, State};
