@@ -70,8 +70,8 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
     if v.driver == "none" {
         return Ok(None);
     }
-    if v.driver != "qemu" {
-        return Err(format!("vmm.driver '{}': this build drives \"qemu\" (or \"none\": deploy only stages)", v.driver));
+    if v.driver != "qemu" && v.driver != "xen" {
+        return Err(format!("vmm.driver '{}': expected \"qemu\", \"xen\" or \"none\" (deploy only stages)", v.driver));
     }
     let data = std::path::absolute(&cfg.server.data).map_err(|e| format!("{}: {e}", cfg.server.data.display()))?;
     let abs = |p: &std::path::Path| {
@@ -102,16 +102,20 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
     let kernel = v.kernel.as_deref().map(abs);
     let ramdisk = v.ramdisk.as_deref().map(abs);
     let accel = Accel::parse(&v.accel).ok_or_else(|| format!("vmm.accel '{}': expected auto, kvm or tcg", v.accel))?;
-    let qemu = QemuDriver::new(QemuConfig {
-        binary: v.qemu.clone(),
-        accel,
-        run_root: run_root.clone(),
-        probe: kernel.clone().zip(ramdisk.clone()),
-        user_net: match (&n.bridge, gateway) {
-            (None, Some(g)) => Some(UserNet { net: n.subnet.clone(), host: g.to_string() }),
-            _ => None,
-        },
-    });
+    let qemu: Arc<dyn crate::host::vmm::Vmm> = if v.driver == "xen" {
+        Arc::new(crate::host::xl::XlDriver::new(v.xl.clone()))
+    } else {
+        Arc::new(QemuDriver::new(QemuConfig {
+            binary: v.qemu.clone(),
+            accel,
+            run_root: run_root.clone(),
+            probe: kernel.clone().zip(ramdisk.clone()),
+            user_net: match (&n.bridge, gateway) {
+                (None, Some(g)) => Some(UserNet { net: n.subnet.clone(), host: g.to_string() }),
+                _ => None,
+            },
+        }))
+    };
     let leases = Leases::open(&data, first, last, mac).map_err(|e| format!("address leases: {e}"))?;
     let c = &cfg.credentials;
     let ca = match (&c.ca_cert, &c.ca_key) {
@@ -119,9 +123,9 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
         (None, None) => HostCa::load_or_make(&data.join("ca"), c.days)?,
         _ => return Err("credentials: set both ca_cert and ca_key, or neither".into()),
     };
-    tracing::info!(driver = "qemu", run = %run_root.display(), ca = %ca.subject(), pool = %format!("{first}-{last}"), "VM engine ready");
+    tracing::info!(driver = %v.driver, run = %run_root.display(), ca = %ca.subject(), pool = %format!("{first}-{last}"), "VM engine ready");
     Ok(Some(Arc::new(VmEngine {
-        vmm: Arc::new(qemu),
+        vmm: qemu,
         leases,
         ca,
         cfg: EngineConfig {

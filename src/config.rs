@@ -28,6 +28,8 @@ pub struct VmmConfig {
     pub driver: String,
     pub qemu: PathBuf,
     pub qemu_img: PathBuf,
+    /// Xen's `xl` (driver = "xen").
+    pub xl: PathBuf,
     /// `auto` (KVM only when a probe guest boots under it), `kvm` or `tcg`.
     pub accel: String,
     /// Kernel and initramfs every VM boots (direct kernel boot; PV on Xen).
@@ -52,6 +54,7 @@ impl Default for VmmConfig {
             driver: "qemu".into(),
             qemu: PathBuf::from("qemu-system-x86_64"),
             qemu_img: PathBuf::from("qemu-img"),
+            xl: PathBuf::from("xl"),
             accel: "auto".into(),
             kernel: Some(PathBuf::from("images/demo/vmlinuz")),
             ramdisk: Some(PathBuf::from("images/demo/initrd.img")),
