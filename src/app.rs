@@ -1,15 +1,20 @@
 //! Wiring, in one place: open the store, build the homes and services, start the sweeper and
 //! the listeners, and shut everything down in order.
 
-use crate::config::{Config, SecurityConfig};
+use crate::config::{under, Config, SecurityConfig};
+use crate::host::ca::HostCa;
+use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
+use crate::host::vm::{EngineConfig, VmEngine};
 use crate::host::Host;
 use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
-use crate::services::manager::{ManagerService, WorkspaceLedger};
+use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
 use crate::services::{counter, factory, workspace, Dispatcher, Registry, Shared};
+use crate::store::leases::Leases;
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ pub struct App {
     pub store: Store,
     /// This host's engine (staging, image pool).
     pub host: Arc<Host>,
+    pub manager: Arc<ManagerService>,
 }
 
 impl App {
@@ -40,8 +46,10 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let host = Host::new(&cfg.staging.settings(&cfg.server.data), Arc::new(WorkspaceLedger { home: workspaces.clone() }))?;
-        let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone());
+        let vms = Vms::new(workspaces.clone(), engine(cfg)?, &cfg.server.data)?;
+        let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger)?;
+        let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
@@ -53,12 +61,95 @@ impl App {
             home: workspaces,
             shared: shared.clone(),
             lifetime,
-            operations: vec![manager],
+            operations: vec![manager.clone()],
         }))?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
-        Ok(App { services: Arc::new(services), sweeper, store, host })
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager })
     }
+}
+
+/// This host's VM engine from `[vmm]`, `[network]`, `[credentials]` (None: `vmm.driver = "none"`).
+pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
+    let v = &cfg.vmm;
+    if v.driver == "none" {
+        return Ok(None);
+    }
+    if v.driver != "qemu" && v.driver != "xen" {
+        return Err(format!("vmm.driver '{}': expected \"qemu\", \"xen\" or \"none\" (deploy only stages)", v.driver));
+    }
+    let data = std::path::absolute(&cfg.server.data).map_err(|e| format!("{}: {e}", cfg.server.data.display()))?;
+    let abs = |p: &std::path::Path| {
+        let p = under(&data, p);
+        p.canonicalize().unwrap_or(p)
+    };
+    let n = &cfg.network;
+    let ip = |what: &str, s: &str| s.parse::<Ipv4Addr>().map_err(|_| format!("network.{what}: '{s}' is not an IPv4 address"));
+    let (net, prefix) = n.subnet.split_once('/').ok_or_else(|| format!("network.subnet '{}' is not ADDR/PREFIX", n.subnet))?;
+    let prefix: u8 =
+        prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("network.subnet '{}': bad prefix", n.subnet))?;
+    let net = ip("subnet", net)?;
+    let (first, last) = (ip("first", &n.first)?, ip("last", &n.last)?);
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+    let inside = |a: Ipv4Addr| u32::from(a) & mask == u32::from(net) & mask;
+    if !inside(first) || !inside(last) || u32::from(first) > u32::from(last) {
+        return Err(format!("network: {}..{} is not a range inside {}", n.first, n.last, n.subnet));
+    }
+    let gateway = n.gateway.as_deref().map(|g| ip("gateway", g)).transpose()?;
+    let mac: Vec<u8> = n.mac_prefix.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    let mac: [u8; 3] = mac.try_into().map_err(|_| format!("network.mac_prefix '{}' is not XX:XX:XX", n.mac_prefix))?;
+    let run_root = under(&data, &v.run_dir);
+    std::fs::create_dir_all(&run_root).map_err(|e| format!("vmm.run_dir {}: {e}", run_root.display()))?;
+    let run_root = run_root.canonicalize().map_err(|e| format!("vmm.run_dir {}: {e}", run_root.display()))?;
+    let pool = cfg.staging.pool_dir(&data);
+    std::fs::create_dir_all(&pool).map_err(|e| format!("image pool {}: {e}", pool.display()))?;
+    let pool = pool.canonicalize().map_err(|e| format!("image pool {}: {e}", pool.display()))?;
+    let kernel = v.kernel.as_deref().map(abs);
+    let ramdisk = v.ramdisk.as_deref().map(abs);
+    let accel = Accel::parse(&v.accel).ok_or_else(|| format!("vmm.accel '{}': expected auto, kvm or tcg", v.accel))?;
+    let qemu: Arc<dyn crate::host::vmm::Vmm> = if v.driver == "xen" {
+        Arc::new(crate::host::xl::XlDriver::new(v.xl.clone()))
+    } else {
+        Arc::new(QemuDriver::new(QemuConfig {
+            binary: v.qemu.clone(),
+            accel,
+            run_root: run_root.clone(),
+            probe: kernel.clone().zip(ramdisk.clone()),
+            user_net: match (&n.bridge, gateway) {
+                (None, Some(g)) => Some(UserNet { net: n.subnet.clone(), host: g.to_string() }),
+                _ => None,
+            },
+        }))
+    };
+    let leases = Leases::open(&data, first, last, mac).map_err(|e| format!("address leases: {e}"))?;
+    let c = &cfg.credentials;
+    let ca = match (&c.ca_cert, &c.ca_key) {
+        (Some(cert), Some(key)) => HostCa::load(&abs(cert), &abs(key), c.days)?,
+        (None, None) => HostCa::load_or_make(&data.join("ca"), c.days)?,
+        _ => return Err("credentials: set both ca_cert and ca_key, or neither".into()),
+    };
+    tracing::info!(driver = %v.driver, run = %run_root.display(), ca = %ca.subject(), pool = %format!("{first}-{last}"), "VM engine ready");
+    Ok(Some(Arc::new(VmEngine {
+        vmm: qemu,
+        leases,
+        ca,
+        cfg: EngineConfig {
+            pool,
+            run_root,
+            kernel,
+            ramdisk,
+            cmdline: v.cmdline.clone(),
+            memory_mib: v.memory_mib,
+            vcpus: v.vcpus,
+            stop_timeout: Duration::from_secs(v.stop_timeout_secs),
+            ready_marker: v.ready_marker.clone(),
+            ready_timeout: Duration::from_secs(v.ready_timeout_secs),
+            prefix,
+            gateway,
+            bridge: n.bridge.clone(),
+            qemu_img: v.qemu_img.clone(),
+        },
+    })))
 }
 
 /// GSI: the HTTPS listener's transport and the message security shared by all listeners, from
@@ -126,7 +217,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
     let sweeper = tokio::spawn(app.sweeper.clone().run());
-    app.host.recover().await;
+    app.manager.recover().await;
+    let reconciler = {
+        let m = app.manager.clone();
+        let every = Duration::from_secs(cfg.host.reconcile_secs.max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                m.reconcile().await;
+            }
+        })
+    };
     let store = app.store.clone();
     let health: server::Health = Arc::new(move || {
         let store = store.clone();
@@ -172,6 +275,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let _ = s.await;
     }
     sweeper.abort();
+    reconciler.abort();
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");
     }

@@ -14,6 +14,124 @@ pub struct Config {
     pub policy: Policy,
     pub security: SecurityConfig,
     pub staging: StagingConfig,
+    pub vmm: VmmConfig,
+    pub network: NetworkConfig,
+    pub credentials: CredentialsConfig,
+    pub host: HostConfig,
+}
+
+/// The hypervisor driver and the guest it boots (`[vmm]`). Relative paths are under `server.data`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmmConfig {
+    /// `qemu` (the default; runs here) or `xen`.
+    pub driver: String,
+    pub qemu: PathBuf,
+    pub qemu_img: PathBuf,
+    /// Xen's `xl` (driver = "xen").
+    pub xl: PathBuf,
+    /// `auto` (KVM only when a probe guest boots under it), `kvm` or `tcg`.
+    pub accel: String,
+    /// Kernel and initramfs every VM boots (direct kernel boot; PV on Xen).
+    pub kernel: Option<PathBuf>,
+    pub ramdisk: Option<PathBuf>,
+    pub cmdline: String,
+    /// When the description asks for no RAM / CPUs.
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// Graceful stop: how long the guest gets after the power button before it is forced off.
+    pub stop_timeout_secs: u64,
+    /// What a guest prints on its console when it is up (hot images wait for it).
+    pub ready_marker: String,
+    pub ready_timeout_secs: u64,
+    /// VM run directories (QMP sockets, pid files), under `server.data` when relative.
+    pub run_dir: PathBuf,
+}
+
+impl Default for VmmConfig {
+    fn default() -> Self {
+        VmmConfig {
+            driver: "qemu".into(),
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            qemu_img: PathBuf::from("qemu-img"),
+            xl: PathBuf::from("xl"),
+            accel: "auto".into(),
+            kernel: Some(PathBuf::from("images/demo/vmlinuz")),
+            ramdisk: Some(PathBuf::from("images/demo/initrd.img")),
+            cmdline: "console=ttyS0 quiet".into(),
+            memory_mib: 128,
+            vcpus: 1,
+            stop_timeout_secs: 30,
+            ready_marker: "VWS-GUEST-READY".into(),
+            ready_timeout_secs: 300,
+            run_dir: PathBuf::from("run"),
+        }
+    }
+}
+
+/// Addresses of this host's VMs (`[network]`): IPs `first..=last` of `subnet`, MACs under
+/// `mac_prefix`. User-mode networking unless `bridge` is set (then a tap per VM on it).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub subnet: String,
+    pub gateway: Option<String>,
+    pub first: String,
+    pub last: String,
+    pub mac_prefix: String,
+    pub bridge: Option<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            subnet: "10.20.0.0/24".into(),
+            gateway: Some("10.20.0.1".into()),
+            first: "10.20.0.10".into(),
+            last: "10.20.0.250".into(),
+            mac_prefix: "52:54:00".into(),
+            bridge: None,
+        }
+    }
+}
+
+/// The CA that signs each workspace's certificate (`[credentials]`); without one, a host CA is
+/// made once in `<data>/ca/`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub days: u32,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        CredentialsConfig { ca_cert: None, ca_key: None, days: 30 }
+    }
+}
+
+/// This host's engine (`[host]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// How often stored workspaces are compared with what the hypervisor really runs.
+    pub reconcile_secs: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { reconcile_secs: 30 }
+    }
+}
+
+/// A path under the data directory unless absolute.
+pub fn under(data: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        data.join(p)
+    }
 }
 
 /// Image staging on this host (the Manager's deploy): where images land, how they are fetched,
@@ -76,7 +194,8 @@ impl StagingConfig {
     pub fn settings(&self, data: &Path) -> StagingSettings {
         StagingSettings {
             pool: self.pool_dir(data),
-            file_roots: self.file_roots.clone(),
+            // Relative roots are under the data directory, like the pool.
+            file_roots: self.file_roots.iter().map(|r| under(data, r)).collect(),
             streams: self.streams,
             dcau: self.dcau,
             verify: self.verify,

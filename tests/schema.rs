@@ -476,6 +476,14 @@ const WSDLS: [WsdlSpec; 3] = [
         app_ops: &[
             ("deploy", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/deployRequest"),
             ("undeploy", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/undeployRequest"),
+            ("start", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/startRequest"),
+            ("stop", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/stopRequest"),
+            ("pause", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/pauseRequest"),
+            ("unpause", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/unpauseRequest"),
+            ("reboot", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/rebootRequest"),
+            ("save", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/saveRequest"),
+            ("restore", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/restoreRequest"),
+            ("console", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/consoleRequest"),
         ],
         wsrf: true,
         inline: &[
@@ -986,7 +994,7 @@ fn vwsd_replies_validate_against_the_published_types() {
         &format!("<undeploy xmlns=\"{VWS}\"><now/></undeploy>"),
     );
     assert_eq!(c.check(&r, "undeploy with an argument"), "InvalidRequestFault");
-    let r = s.call(ws, &h, &format!("{VWS}/WorkspacePortType/startRequest"), &format!("<start xmlns=\"{VWS}\"/>"));
+    let r = s.call(ws, &h, &format!("{VWS}/WorkspacePortType/teleportRequest"), &format!("<teleport xmlns=\"{VWS}\"/>"));
     assert_eq!(c.check(&r, "an operation the workspace service does not have"), "UnknownOperationFault");
     let r = s.call(ws, &h, &format!("{WSRL_ACTION}/Destroy"), &format!("<Destroy xmlns=\"{WSRL}\"/>"));
     assert_eq!(c.check(&r, "Destroy"), "DestroyResponse");

@@ -74,9 +74,56 @@ enum Cmd {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+        /// Hot: boot the VM once to its ready line and pause it, so start only resumes.
+        #[arg(long)]
+        hot: bool,
     },
-    /// Release the workspace's staged images on its host.
+    /// Release the workspace on its host: destroy its VM, free its address, remove its images.
     Undeploy,
+    /// Start the workspace's VM (boot, or resume a hot one).
+    Start {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop the VM gracefully (ACPI power button; forced after the host's timeout).
+    Stop {
+        /// Answer as soon as the stop started (state Stopping).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Pause the VM.
+    Pause {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Resume a paused VM.
+    Unpause {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Reset the VM.
+    Reboot {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Save the VM's memory to a file on its host (the VM is then gone; state Saved).
+    Save {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Bring a saved VM back.
+    Restore {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The VM's serial console.
+    Console {
+        /// Keep printing what the guest writes (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// State, IP, MAC, host and uptime in one table.
+    Status,
     /// Copy an image between URLs (file://, http(s)://, ftp://, gsiftp://), verified by checksum.
     Stage {
         src: String,
@@ -252,9 +299,10 @@ async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
 
 /// `vws deploy`: asks for the deploy, then follows the staging with a progress bar until the
 /// workspace is Staged (exit 0) or the staging failed (exit 3 for a checksum mismatch, else 2).
-async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool) -> Result<i32, ClientError> {
+async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -> Result<i32, ClientError> {
     let action = format!("{}/{}/deployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<deploy xmlns=\"{}\"/>", ns::VWS)).await?;
+    let body = if hot { "<hot>true</hot>" } else { "" };
+    let r = c.call(&epr.address, Some(epr), &action, &format!("<deploy xmlns=\"{}\">{body}</deploy>", ns::VWS)).await?;
     let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default();
     if !wait {
         println!("{state}");
@@ -299,6 +347,49 @@ async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool) -> Result<i3
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// A VM operation; with `wait`, follows a transitional state (Stopping, Saving, Restoring)
+/// with a spinner until the final one. Exit 0, or 2 when the workspace ended Corrupted or the
+/// operation failed (its cause printed).
+async fn vm_op_cmd(c: &Client, epr: &Epr, op: &str, wait: bool) -> Result<i32, ClientError> {
+    let action = format!("{}/{}/{op}Request", ns::VWS, vws::services::manager::PORT_TYPE);
+    let r = c.call(&epr.address, Some(epr), &action, &format!("<{op} xmlns=\"{}\"/>", ns::VWS)).await?;
+    let mut state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
+    let transitional = |s: &str| matches!(s, "Stopping" | "Saving" | "Restoring" | "Staging");
+    if wait && transitional(&state) {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let start = std::time::Instant::now();
+        let frames = ['|', '/', '-', '\\'];
+        let mut i = 0;
+        while transitional(&state) {
+            if tty {
+                draw(&format!("{} {state} {:.1}s", frames[i % 4], start.elapsed().as_secs_f64()), false);
+            }
+            i += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            state = poll_staging(c, epr).await?.state;
+        }
+        if tty {
+            draw("", true);
+        }
+        let cause = client_cause(c, epr).await?;
+        let failed = state == "Corrupted" || (op == "save" && state != "Saved") || (op == "restore" && state != "Running");
+        if let Some(cause) = cause.filter(|c| !c.is_empty()) {
+            eprintln!("{}: {cause}", if failed { "Error" } else { "note" });
+        }
+        println!("{state}");
+        return Ok(if failed { 2 } else { 0 });
+    }
+    println!("{state}");
+    Ok(0)
+}
+
+async fn client_cause(c: &Client, epr: &Epr) -> Result<Option<String>, ClientError> {
+    let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
+    let r = c.call(&epr.address, Some(epr), &action, &client::get_property_payload(&client::parse_qname_arg("cause")?)).await?;
+    Ok(r.child(ns::VWS, "cause").map(|e| e.text().trim().to_string()))
 }
 
 fn resource(args: &Args) -> Result<Epr, ClientError> {
@@ -406,9 +497,72 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             c.call(&epr.address, Some(&epr), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await?;
             println!("destroyed");
         }
-        Cmd::Deploy { no_wait, quiet } => {
+        Cmd::Deploy { no_wait, quiet, hot } => {
             let epr = resource(&args)?;
-            return deploy_cmd(&c, &epr, !no_wait, *quiet).await;
+            return deploy_cmd(&c, &epr, !no_wait, *quiet, *hot).await;
+        }
+        Cmd::Start { no_wait }
+        | Cmd::Stop { no_wait }
+        | Cmd::Pause { no_wait }
+        | Cmd::Unpause { no_wait }
+        | Cmd::Reboot { no_wait }
+        | Cmd::Save { no_wait }
+        | Cmd::Restore { no_wait } => {
+            let op = match &args.cmd {
+                Cmd::Start { .. } => "start",
+                Cmd::Stop { .. } => "stop",
+                Cmd::Pause { .. } => "pause",
+                Cmd::Unpause { .. } => "unpause",
+                Cmd::Reboot { .. } => "reboot",
+                Cmd::Save { .. } => "save",
+                _ => "restore",
+            };
+            let epr = resource(&args)?;
+            return vm_op_cmd(&c, &epr, op, !no_wait).await;
+        }
+        Cmd::Console { follow } => {
+            let epr = resource(&args)?;
+            let mut offset = 0u64;
+            loop {
+                let (text, next) = client::console(&c, &epr, offset).await?;
+                use std::io::Write;
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+                if next == offset && !follow {
+                    break;
+                }
+                if next == offset {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                offset = next;
+            }
+        }
+        Cmd::Status => {
+            let epr = resource(&args)?;
+            let names = ["nimbus:CurrentState", "ip", "mac", "host", "startTime", "cause"];
+            let qs = names.iter().map(|q| client::parse_qname_arg(q)).collect::<Result<Vec<_>, _>>()?;
+            let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
+            let r = c.call(&epr.address, Some(&epr), &action, &client::get_properties_payload(&qs)).await?;
+            let get = |n: &str, l: &str| r.child(n, l).map(|e| e.text().trim().to_string()).unwrap_or_else(|| "-".into());
+            let state = get(ns::NIMBUS, "CurrentState");
+            let uptime = match (state.as_str(), r.child(ns::VWS, "startTime")) {
+                ("Running" | "Paused", Some(t)) => vws::wsrf::time::parse_ms(t.text().trim())
+                    .map(|ms| format!("{}s", ((vws::wsrf::time::now_ms() - ms).max(0) / 1000)))
+                    .unwrap_or_else(|| "-".into()),
+                _ => "-".into(),
+            };
+            println!("{:<10} {:<16} {:<18} {:<24} {}", "STATE", "IP", "MAC", "HOST", "UPTIME");
+            println!(
+                "{:<10} {:<16} {:<18} {:<24} {}",
+                state,
+                get(ns::VWS, "ip"),
+                get(ns::VWS, "mac"),
+                get(ns::VWS, "host"),
+                uptime
+            );
+            if let Some(c) = r.child(ns::VWS, "cause") {
+                println!("cause: {}", c.text().trim());
+            }
         }
         Cmd::Undeploy => {
             let epr = resource(&args)?;

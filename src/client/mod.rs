@@ -191,6 +191,18 @@ impl Client {
 }
 
 /// Read an EPR file (any root element of type wsa:EndpointReferenceType).
+/// The Manager's `console` operation: the guest's serial output from `offset` on, and the
+/// offset after it.
+pub async fn console(c: &Client, epr: &Epr, offset: u64) -> Result<(String, u64), ClientError> {
+    let action = format!("{}/{}/consoleRequest", ns::VWS, crate::services::manager::PORT_TYPE);
+    let r = c
+        .call(&epr.address, Some(epr), &action, &format!("<console xmlns=\"{}\"><offset>{offset}</offset></console>", ns::VWS))
+        .await?;
+    let next = r.child(ns::VWS, "offset").and_then(|e| e.text().trim().parse().ok()).unwrap_or(offset);
+    let text = r.child(ns::VWS, "text").map(|e| e.text()).unwrap_or_default();
+    Ok((text, next))
+}
+
 pub fn read_epr(path: &std::path::Path) -> Result<Epr, ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     let root = xml::parse(&text, &Limits::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;

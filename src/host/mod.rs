@@ -2,15 +2,20 @@
 //! [`Host`] is the one engine type the Manager service calls: it plans and runs stagings into the
 //! image pool ([`staging`], [`pool`]) under the site's `file://` policy ([`roots`]), releases
 //! images, and reconciles the pool after a restart. Hypervisor drivers sit behind one trait
-//! ([`vmm::Vmm`]), one file per driver.
+//! ([`vmm::Vmm`]), one file per driver (`qemu.rs`: QEMU over QMP). The VM engine
+//! ([`vm::VmEngine`]: overlays, addresses, per-workspace credentials from the host CA
+//! ([`ca::HostCa`]), the guest's config disk, every VM operation) runs what deploy staged.
 //!
 //! Nothing here knows SOAP or resource homes: the engine reads and writes the workspace records
 //! it needs (state, description, the staging report) through the small [`Ledger`] interface,
 //! which the service layer implements over its resource home.
 
+pub mod ca;
 pub mod pool;
+pub mod qemu;
 pub mod roots;
 pub mod staging;
+pub mod vm;
 pub mod vmm;
 pub mod xl;
 
@@ -153,8 +158,18 @@ impl Host {
         let mut keep = HashSet::new();
         for (key, state) in self.ledger.list().await {
             match state {
-                State::Unstaged | State::Destroyed | State::Corrupted => {}
-                State::Staged | State::Running | State::Paused | State::Saved => {
+                State::Unstaged | State::Destroyed => {}
+                // Kept for cleanup (undeploy, destroy) and to see what went wrong.
+                State::Corrupted => {
+                    keep.insert(key);
+                }
+                State::Staged
+                | State::Running
+                | State::Paused
+                | State::Saved
+                | State::Stopping
+                | State::Saving
+                | State::Restoring => {
                     keep.insert(key);
                 }
                 State::Staging => {

@@ -16,6 +16,8 @@ use super::request::{SoapReply, SoapRequest};
 use super::workspace::{current_state_xml, touch, WorkspaceData};
 use super::{reply, Shared};
 use crate::host::staging::{ImageStatus, Report};
+use crate::host::vm::{DiskPlan, EngineError, Placement, VmEngine};
+use crate::host::vmm::{VmState, VmmError};
 use crate::host::{BoxFuture, Host, Ledger, PlanError};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
@@ -23,8 +25,10 @@ use crate::soap::ns::VWS;
 use crate::soap::xml::escape_attr;
 use crate::workspace::{Description, Event, State};
 use crate::wsrf::{time, BaseFault, FaultType, Home, ResourceState};
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const PORT_TYPE: &str = "WorkspaceManagerPortType";
 
@@ -33,6 +37,20 @@ pub struct ManagerService {
     home: Arc<Home>,
     shared: Arc<Shared>,
     host: Arc<Host>,
+    vms: Arc<Vms>,
+}
+
+/// The VM side of the Manager, shared with its ledger and background tasks.
+pub struct Vms {
+    home: Arc<Home>,
+    /// The VM engine (None: `vmm.driver = "none"`, deploy only stages).
+    engine: Option<Arc<VmEngine>>,
+    /// The data directory: `file:RELATIVE` image URLs are below it.
+    data: PathBuf,
+    /// One lock per workspace serialising its VM operations (a long one holds it until done).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// VMs the driver sees that no workspace owns (never killed), from the last reconciliation.
+    orphans: Mutex<Vec<String>>,
 }
 
 /// The `{vws}staging` property for a staging report.
@@ -77,8 +95,112 @@ pub fn staging_xml(r: &Report) -> String {
 }
 
 fn invalid_state(key: &str, op: &str, s: State) -> BaseFault {
-    BaseFault::new(FaultType::InvalidState, format!("workspace '{key}' is {}: {op} is not possible in that state", s.as_str()))
-        .code(s.as_str())
+    BaseFault::new(
+        FaultType::InvalidState,
+        format!(
+            "workspace '{key}' is {}: {op} is not possible in that state (allowed: {})",
+            s.as_str(),
+            s.allowed_operations().join(", ")
+        ),
+    )
+    .code(s.as_str())
+}
+
+/// The fault for an engine failure.
+fn engine_fault(key: &str, op: &str, e: &EngineError) -> BaseFault {
+    let kind = match e {
+        EngineError::Lease(crate::store::leases::LeaseError::Exhausted { .. }) | EngineError::Vmm(VmmError::NoSpace(_)) => {
+            FaultType::ResourceExhausted
+        }
+        _ => FaultType::HypervisorFailed,
+    };
+    BaseFault::new(kind, format!("{op} of workspace '{key}' failed: {e}")).code(e.kind())
+}
+
+/// The VM operations sent to a workspace's EPR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmOp {
+    Start,
+    Stop,
+    Pause,
+    Unpause,
+    Reboot,
+    Save,
+    Restore,
+}
+
+impl VmOp {
+    pub const ALL: [VmOp; 7] = [VmOp::Start, VmOp::Stop, VmOp::Pause, VmOp::Unpause, VmOp::Reboot, VmOp::Save, VmOp::Restore];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VmOp::Start => "start",
+            VmOp::Stop => "stop",
+            VmOp::Pause => "pause",
+            VmOp::Unpause => "unpause",
+            VmOp::Reboot => "reboot",
+            VmOp::Save => "save",
+            VmOp::Restore => "restore",
+        }
+    }
+
+    fn event(self) -> Event {
+        match self {
+            VmOp::Start => Event::Start,
+            VmOp::Stop => Event::Stop,
+            VmOp::Pause => Event::Pause,
+            VmOp::Unpause => Event::Unpause,
+            VmOp::Reboot => Event::Reboot,
+            VmOp::Save => Event::Save,
+            VmOp::Restore => Event::Restore,
+        }
+    }
+
+    /// Answered at once with a transitional state; the work goes on in the background.
+    fn is_long(self) -> bool {
+        matches!(self, VmOp::Stop | VmOp::Save | VmOp::Restore)
+    }
+}
+
+/// This machine's name, for the `host` property.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r == 0 {
+        let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+/// Writes (or clears) the placement properties.
+fn set_placement(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, p: Option<&Placement>) {
+    use crate::workspace::description::text_property;
+    let one = |name: &str, v: Option<String>| v.map(|v| vec![text_property(name, &v)]).unwrap_or_default();
+    st.set(rtype, VWS, "host", one("host", p.map(|_| host_name())));
+    st.set(rtype, VWS, "ip", one("ip", p.map(|p| p.ip.to_string())));
+    st.set(rtype, VWS, "mac", one("mac", p.map(|p| p.mac.clone())));
+    st.set(rtype, VWS, "consoleLog", one("consoleLog", p.map(|p| p.console.display().to_string())));
+    st.set(
+        rtype,
+        VWS,
+        "certificate",
+        p.map(|p| {
+            vec![format!(
+                "<w:certificate xmlns:w=\"{VWS}\" subject=\"{}\" sha256=\"{}\">{}</w:certificate>",
+                escape_attr(&p.cert_subject),
+                p.cert_sha256,
+                crate::soap::xml::escape(&p.cert_pem)
+            )]
+        })
+        .unwrap_or_default(),
+    );
+}
+
+fn set_text(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, name: &str, v: Option<&str>) {
+    use crate::workspace::description::text_property;
+    st.set(rtype, VWS, name, v.map(|v| vec![text_property(name, v)]).unwrap_or_default());
 }
 
 /// The fault for a staging the engine cannot plan.
@@ -118,6 +240,8 @@ fn transition(
 /// data, staging reports as the `staging` property.
 pub struct WorkspaceLedger {
     pub home: Arc<Home>,
+    /// The VM side: a finished staging defines the workspace's VM before it is Staged.
+    pub vms: Arc<Vms>,
 }
 
 impl Ledger for WorkspaceLedger {
@@ -134,9 +258,10 @@ impl Ledger for WorkspaceLedger {
     }
 
     fn description<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Description>> {
-        Box::pin(
-            async move { self.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await.ok().map(|d| d.description) },
-        )
+        Box::pin(async move {
+            let d = self.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await.ok()?.description;
+            Some(resolve_relative(d, &self.vms.data))
+        })
     }
 
     fn progress<'a>(&'a self, key: &'a str, report: &'a Report) -> BoxFuture<'a, Result<(), String>> {
@@ -154,27 +279,65 @@ impl Ledger for WorkspaceLedger {
 
     fn finish<'a>(&'a self, key: &'a str, event: Event, report: &'a Report) -> BoxFuture<'a, Result<State, String>> {
         Box::pin(async move {
-            self.home
+            // The images are in: overlays, address, credentials, config disk, the VM paused.
+            let mut event = event;
+            let mut report = report.clone();
+            let mut placement = None;
+            if let (Event::StagingDone, Some(engine)) = (event, self.vms.engine.clone()) {
+                match self.vms.provision(&engine, key).await {
+                    Ok(p) => placement = Some(p),
+                    Err(e) => {
+                        tracing::warn!(key, kind = e.kind(), "defining the VM failed: {e}");
+                        report.fail(e.kind(), e.to_string());
+                        event = Event::StagingFailed;
+                    }
+                }
+            }
+            let r = self
+                .home
                 .update(key, FaultType::RpResourceUnknown, |st| {
-                    transition(&self.home, st, key, event, "finishing a staging", Some(report))
+                    let s = transition(&self.home, st, key, event, "finishing a staging", Some(&report))?;
+                    set_placement(&self.home.rtype, st, placement.as_ref());
+                    set_text(&self.home.rtype, st, "cause", report.error.as_ref().map(|(_, m)| m.as_str()));
+                    Ok(s)
                 })
                 .await
-                .map_err(|e| e.description)
+                .map_err(|e| e.description);
+            match &r {
+                Ok(State::Unstaged) => self.vms.undo(key, false).await,
+                Err(_) => self.vms.undo(key, true).await,
+                _ => {}
+            }
+            r
         })
     }
 }
 
 impl ManagerService {
-    /// The Manager for `home`'s workspaces, on this host's engine. A destroyed workspace's
-    /// images go with it: its staging is cancelled and what it made is removed.
-    pub fn new(home: Arc<Home>, shared: Arc<Shared>, host: Arc<Host>) -> Arc<ManagerService> {
+    /// The Manager for `home`'s workspaces, on this host's engine (`vms`: its VM side, shared
+    /// with the ledger). A destroyed workspace's images go with it: its staging is cancelled,
+    /// its VM destroyed, its address freed once the VM is confirmed gone, its files removed.
+    pub fn new(home: Arc<Home>, shared: Arc<Shared>, host: Arc<Host>, vms: Arc<Vms>) -> Arc<ManagerService> {
         let weak = Arc::downgrade(&host);
+        let engine = vms.engine.clone();
         home.on_destroy(Box::new(move |key| {
             if let Some(host) = weak.upgrade() {
                 host.discard(key);
             }
+            if let Some(e) = engine.clone() {
+                let key = key.to_string();
+                let cleanup = move || {
+                    if let Err(err) = e.forget(&key) {
+                        tracing::error!(key, error = %err, "destroyed workspace: VM not confirmed gone, address kept");
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(cleanup)),
+                    Err(_) => cleanup(),
+                }
+            }
         }));
-        Arc::new(ManagerService { home, shared, host })
+        Arc::new(ManagerService { home, shared, host, vms })
     }
 
     /// Handles a Manager operation; None when the payload is not one.
@@ -184,17 +347,25 @@ impl ManagerService {
             self.deploy(req).await
         } else if p.is(VWS, "undeploy") {
             self.undeploy(req).await
+        } else if p.is(VWS, "console") {
+            self.console(req).await
+        } else if let Some(op) = VmOp::ALL.into_iter().find(|o| p.is(VWS, o.name())) {
+            self.vm_op(req, op).await
         } else {
             return None;
         };
         Some(r.map_err(SoapFault::from))
     }
 
-    /// deploy: Unstaged → Staging now, Staged (or back to Unstaged) when the images are in.
+    /// deploy: Unstaged → Staging now, Staged (or back to Unstaged) when the images are in and
+    /// the VM is defined paused. The address is allocated before the answer, so an exhausted
+    /// pool is a fault at once. `<hot>true</hot>`: boot once to the ready line, then pause.
     pub async fn deploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        no_arguments(req)?;
+        let hot = deploy_arguments(req)?;
+        let lock = self.vms.lock_of(&key);
+        let _guard = lock.lock().await;
         let description = home
             .read(&key, FaultType::RpResourceUnknown, |st| {
                 self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
@@ -205,33 +376,533 @@ impl ManagerService {
                 Ok(data.description)
             })
             .await?;
+        let description = resolve_relative(description, &self.vms.data);
         let plan = self.host.plan(&key, &description).map_err(|e| {
             tracing::warn!(caller = req.caller.name(), key, rule = e.kind(), "deploy refused: {e}");
             plan_fault(e)
         })?;
+        if let Some(engine) = self.vms.engine.clone() {
+            let k = key.clone();
+            let r = tokio::task::spawn_blocking(move || engine.allocate(&k)).await.map_err(BaseFault::internal)?;
+            if let Err(e) = r {
+                tracing::warn!(caller = req.caller.name(), key, "deploy refused: {e}");
+                return Err(engine_fault(&key, "deploy", &e));
+            }
+        }
         let report = plan.report();
         // Checked again under the lock: a concurrent deploy may have won.
-        home.update(&key, FaultType::RpResourceUnknown, |st| transition(home, st, &key, Event::Deploy, "deploy", Some(&report)))
-            .await?;
-        tracing::info!(caller = req.caller.name(), key, images = plan.items.len(), "deploy: staging started");
+        let r = home
+            .update(&key, FaultType::RpResourceUnknown, |st| {
+                let s = transition(home, st, &key, Event::Deploy, "deploy", Some(&report))?;
+                let mut data = WorkspaceData::of(st)?;
+                data.hot = hot;
+                data.store(&home.rtype, st);
+                set_text(&home.rtype, st, "cause", None);
+                Ok(s)
+            })
+            .await;
+        if let Err(e) = r {
+            self.vms.release_address(&key).await;
+            return Err(e);
+        }
+        tracing::info!(caller = req.caller.name(), key, images = plan.items.len(), hot, "deploy: staging started");
         self.host.start_staging(plan);
         Ok(state_reply("deploy", State::Staging))
     }
 
-    /// undeploy: Staged or Saved → Unstaged; the images are removed once that is durable.
+    /// undeploy: Staged, Saved, Running, Paused or Corrupted → Unstaged: the VM is destroyed, its
+    /// address freed once it is confirmed gone, then the images, overlays and save file go.
     pub async fn undeploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         no_arguments(req)?;
-        home.update(&key, FaultType::RpResourceUnknown, |st| {
+        let lock = self.vms.lock_of(&key);
+        let _guard = lock.lock().await;
+        home.read(&key, FaultType::RpResourceUnknown, |st| {
             self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
-            transition(home, st, &key, Event::Undeploy, "undeploy", None)
+            let data = WorkspaceData::of(st)?;
+            data.state.on(Event::Undeploy).map(drop).ok_or_else(|| invalid_state(&key, "undeploy", data.state))
+        })
+        .await?;
+        if let Some(engine) = self.vms.engine.clone() {
+            let k = key.clone();
+            let r = tokio::task::spawn_blocking(move || engine.teardown(&k)).await.map_err(BaseFault::internal)?;
+            if let Err(e) = r {
+                tracing::error!(key, "undeploy: {e}");
+                return Err(engine_fault(&key, "undeploy", &e));
+            }
+        }
+        home.update(&key, FaultType::RpResourceUnknown, |st| {
+            let s = transition(home, st, &key, Event::Undeploy, "undeploy", None)?;
+            set_placement(&home.rtype, st, None);
+            set_text(&home.rtype, st, "startTime", None);
+            set_text(&home.rtype, st, "cause", None);
+            Ok(s)
         })
         .await?;
         self.host.release(&key).await;
-        tracing::info!(caller = req.caller.name(), key, "undeploy: images released");
+        tracing::info!(caller = req.caller.name(), key, "undeploy: VM and images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }
+
+    /// After a restart: what the hypervisor runs is reconciled with the store first, then the
+    /// engine restarts interrupted stagings and sweeps the pool.
+    pub async fn recover(&self) -> crate::host::Recovery {
+        self.reconcile_with(true).await;
+        self.host.recover().await
+    }
+
+    /// console: the guest's serial output from `<offset>` on (at most 64 KiB per call).
+    pub async fn console(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let inner = &self.vms;
+        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        let p = req.env.payload();
+        let mut offset = 0u64;
+        for c in p.elements() {
+            if c.name.ns == VWS && c.name.local == "offset" {
+                offset = c.text().trim().parse().map_err(|_| {
+                    BaseFault::new(FaultType::InvalidRequest, format!("console: offset '{}' is not a number", c.text().trim()))
+                })?;
+            } else {
+                return Err(BaseFault::new(FaultType::InvalidRequest, format!("console takes <offset>; got element {}", c.name)));
+            }
+        }
+        inner
+            .home
+            .read(&key, FaultType::RpResourceUnknown, |st| self.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
+            .await?;
+        let path = self.host.pool().dir(&key).join("console.log");
+        let (text, next) =
+            tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024)).await.map_err(BaseFault::internal)?;
+        Ok(reply(
+            format!("{VWS}/{PORT_TYPE}/consoleResponse"),
+            format!(
+                "<consoleResponse xmlns=\"{VWS}\"><offset>{next}</offset><text>{}</text></consoleResponse>",
+                crate::soap::xml::escape(&text)
+            ),
+        ))
+    }
+
+    /// The VM operations: checked against the state table, done by the engine, durable before
+    /// the answer; stop, save and restore answer at once with their transitional state.
+    pub async fn vm_op(&self, req: &SoapRequest, op: VmOp) -> Result<SoapReply, BaseFault> {
+        let inner = &self.vms;
+        let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
+        no_arguments(req)?;
+        let Some(engine) = inner.engine.clone() else {
+            return Err(BaseFault::new(
+                FaultType::HypervisorFailed,
+                format!("{}: this host has no hypervisor driver (vmm.driver = \"none\")", op.name()),
+            )
+            .code("no_driver"));
+        };
+        let lock = inner.lock_of(&key);
+        let guard = lock.lock_owned().await;
+        let (data, current) = inner
+            .home
+            .read(&key, FaultType::RpResourceUnknown, |st| {
+                self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
+                let data = WorkspaceData::of(st)?;
+                let next = data.state.on(op.event()).ok_or_else(|| invalid_state(&key, op.name(), data.state))?;
+                Ok((data.clone(), next))
+            })
+            .await?;
+        let disks = inner.disk_plan(&key, &data.description);
+        let (mem, cpus) = resources(&data.description);
+        if op.is_long() {
+            inner
+                .home
+                .update(&key, FaultType::RpResourceUnknown, |st| {
+                    set_text(&inner.home.rtype, st, "cause", None);
+                    transition(&inner.home, st, &key, op.event(), op.name(), None).map(drop)
+                })
+                .await?;
+            tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
+            let inner2 = inner.clone();
+            let key2 = key.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let k = key2.clone();
+                let e = engine.clone();
+                let r = tokio::task::spawn_blocking(move || match op {
+                    VmOp::Stop => {
+                        e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string()))
+                    }
+                    VmOp::Save => e.save(&k).map(|_| None).inspect_err(|_| {
+                        let _ = e.unpause(&k);
+                    }),
+                    _ => e.restore(&k, &disks, mem, cpus).map(|_| None),
+                })
+                .await
+                .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                inner2.finish(&key2, op, r).await;
+            });
+            return Ok(state_reply(op.name(), current));
+        }
+        let k = key.clone();
+        let r = tokio::task::spawn_blocking(move || match op {
+            VmOp::Start => engine.start(&k, &disks, mem, cpus),
+            VmOp::Pause => engine.pause(&k),
+            VmOp::Unpause => engine.unpause(&k),
+            _ => engine.reboot(&k),
+        })
+        .await
+        .map_err(BaseFault::internal)?;
+        match r {
+            Ok(()) => {
+                let s = inner
+                    .home
+                    .update(&key, FaultType::RpResourceUnknown, |st| {
+                        if op == VmOp::Start {
+                            set_text(&inner.home.rtype, st, "startTime", Some(&time::format_ms(time::now_ms())));
+                        }
+                        transition(&inner.home, st, &key, op.event(), op.name(), None)
+                    })
+                    .await?;
+                tracing::info!(caller = req.caller.name(), key, op = op.name(), state = s.as_str(), "done");
+                drop(guard);
+                Ok(state_reply(op.name(), s))
+            }
+            Err(e) => {
+                tracing::warn!(caller = req.caller.name(), key, op = op.name(), "failed: {e}");
+                if matches!(e, EngineError::Vmm(VmmError::NotFound(_))) && op != VmOp::Start {
+                    inner.corrupt(&key, &format!("{} failed: the VM is gone ({e})", op.name())).await;
+                }
+                Err(engine_fault(&key, op.name(), &e))
+            }
+        }
+    }
+
+    /// VMs running on this host that no workspace owns (from the last reconciliation).
+    pub fn orphans(&self) -> Vec<String> {
+        self.vms.orphans.lock().unwrap().clone()
+    }
+
+    /// Compares every stored workspace with what the driver sees and repairs the store: a VM
+    /// stored running but gone makes its workspace Corrupted (with the cause); interrupted
+    /// transitions are finished or undone; addresses of workspaces without a VM are freed;
+    /// VMs no workspace owns are listed as orphans (never killed). Returns the orphans.
+    pub async fn reconcile(&self) -> Vec<String> {
+        self.reconcile_with(false).await
+    }
+
+    async fn reconcile_with(&self, startup: bool) -> Vec<String> {
+        let inner = &self.vms;
+        let Some(engine) = inner.engine.clone() else { return Vec::new() };
+        let e = engine.clone();
+        let seen = match tokio::task::spawn_blocking(move || e.vmm.list()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "reconciliation: cannot list VMs");
+                return Vec::new();
+            }
+            Err(_) => return Vec::new(),
+        };
+        let vms: HashMap<String, VmState> = seen.iter().map(|v| (v.name.clone(), v.state)).collect();
+        let keys = inner.home.keys();
+        let mut owned = std::collections::HashSet::new();
+        for key in &keys {
+            let name = VmEngine::vm_name(key);
+            owned.insert(name.clone());
+            let lock = inner.lock_of(key);
+            // A workspace with an operation under way is that operation's business.
+            let Ok(_guard) = lock.try_lock() else { continue };
+            let Ok(data) = inner.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await else { continue };
+            let vm = vms.get(&name).copied();
+            if startup && data.state == State::Staging && vm.is_some() {
+                // A deploy interrupted while defining its VM: the staging starts again and
+                // defines it anew; the address stays.
+                let (e, n) = (engine.clone(), name.clone());
+                let _ = tokio::task::spawn_blocking(move || e.vmm.destroy(&n)).await;
+                tracing::warn!(key, "reconciliation: destroyed the half-made VM of an interrupted deploy");
+                continue;
+            }
+            inner.reconcile_one(&engine, key, &data, vm).await;
+        }
+        // Addresses held by workspaces that are gone (a crash between destroy and release).
+        let e = engine.clone();
+        let live: std::collections::HashSet<String> = keys.iter().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for owner in e.leases.mac_owners().unwrap_or_default() {
+                if !live.contains(&owner) {
+                    match e.forget(&owner) {
+                        Ok(()) => tracing::warn!(key = owner, "reconciliation: released the address of a destroyed workspace"),
+                        Err(err) => {
+                            tracing::error!(key = owner, error = %err, "reconciliation: VM of a destroyed workspace not gone")
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        let orphans: Vec<String> = seen.iter().filter(|v| !owned.contains(&v.name)).map(|v| v.name.clone()).collect();
+        for o in &orphans {
+            tracing::warn!(vm = o, "reconciliation: a VM runs that no workspace owns (left alone)");
+        }
+        *inner.orphans.lock().unwrap() = orphans.clone();
+        orphans
+    }
+}
+
+/// deploy's optional `<hot>true|false</hot>`.
+fn deploy_arguments(req: &SoapRequest) -> Result<bool, BaseFault> {
+    let p = req.env.payload();
+    let mut hot = false;
+    for c in p.elements() {
+        if c.name.ns == VWS && c.name.local == "hot" {
+            hot = match c.text().trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(BaseFault::new(
+                        FaultType::InvalidRequest,
+                        format!("deploy: <hot> must be true or false, not '{other}'"),
+                    ))
+                }
+            };
+        } else {
+            return Err(BaseFault::new(FaultType::InvalidRequest, format!("deploy takes only <hot>; got element {}", c.name)));
+        }
+    }
+    Ok(hot)
+}
+
+/// RAM (MiB) and CPUs a description asks for (their minimum).
+fn resources(d: &Description) -> (Option<u32>, Option<u32>) {
+    let hw = d.hardware.as_ref();
+    (
+        hw.and_then(|h| h.ram.as_ref()).map(|r| r.min.min(u32::MAX as u64) as u32),
+        hw.and_then(|h| h.cpus.as_ref()).map(|r| r.min.min(64) as u32),
+    )
+}
+
+/// Up to `max` bytes of a file from `offset` on, and the offset after them.
+fn read_chunk(path: &Path, offset: u64, max: usize) -> (String, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return (String::new(), offset) };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return (String::new(), offset);
+    }
+    let mut b = Vec::new();
+    let _ = f.by_ref().take(max as u64).read_to_end(&mut b);
+    // Never cut a UTF-8 sequence: stop before an incomplete one at the end.
+    let mut n = b.len();
+    if let Err(e) = std::str::from_utf8(&b) {
+        if e.error_len().is_none() {
+            n = e.valid_up_to();
+        }
+    }
+    (String::from_utf8_lossy(&b[..n]).into_owned(), offset + n as u64)
+}
+
+impl Vms {
+    pub fn new(home: Arc<Home>, engine: Option<Arc<VmEngine>>, data: &Path) -> Result<Arc<Vms>, String> {
+        let data = std::path::absolute(data).map_err(|e| format!("{}: {e}", data.display()))?;
+        Ok(Arc::new(Vms { home, engine, data, locks: Mutex::new(HashMap::new()), orphans: Mutex::new(Vec::new()) }))
+    }
+
+    fn dir(&self, key: &str) -> PathBuf {
+        self.engine.as_ref().map(|e| e.dir(key)).unwrap_or_else(|| self.data.join("pool").join(key))
+    }
+
+    /// After staging: the VM of a workspace, defined paused (hot: booted once and paused).
+    async fn provision(&self, engine: &Arc<VmEngine>, key: &str) -> Result<Placement, EngineError> {
+        let data = self
+            .home
+            .read(key, FaultType::RpResourceUnknown, WorkspaceData::of)
+            .await
+            .map_err(|e| EngineError::Setup(e.description))?;
+        let disks = self.disk_plan(key, &data.description);
+        let (mem, cpus) = resources(&data.description);
+        let (e, k, hot) = (engine.clone(), key.to_string(), data.hot);
+        tokio::task::spawn_blocking(move || e.provision(&k, &disks, mem, cpus, hot))
+            .await
+            .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())))
+    }
+
+    /// Nothing of a deploy that did not finish may stay: the VM (if any) goes, then the address
+    /// (`forget`: the workspace is gone, its MAC too).
+    async fn undo(&self, key: &str, forget: bool) {
+        if let Some(engine) = self.engine.clone() {
+            let k = key.to_string();
+            let r = tokio::task::spawn_blocking(move || {
+                if forget {
+                    // The workspace is gone: what provisioning made in its pool directory goes too.
+                    let r = engine.forget(&k);
+                    let _ = std::fs::remove_dir_all(engine.dir(&k));
+                    r
+                } else {
+                    engine.teardown(&k)
+                }
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
+            }
+        }
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap().entry(key.to_string()).or_default().clone()
+    }
+
+    /// Frees a workspace's address (no VM of it exists).
+    async fn release_address(&self, key: &str) {
+        if let Some(e) = self.engine.clone() {
+            let k = key.to_string();
+            let _ = tokio::task::spawn_blocking(move || e.leases.release(&k)).await;
+        }
+    }
+
+    /// The disks of a workspace in the pool, in description order.
+    fn disk_plan(&self, key: &str, d: &Description) -> Vec<DiskPlan> {
+        let dir = self.dir(key);
+        let mut out = Vec::new();
+        if let Some(hw) = &d.hardware {
+            for (i, disk) in hw.disks.iter().enumerate() {
+                out.push(DiskPlan {
+                    name: disk.name.clone(),
+                    staged: disk.image.as_ref().map(|_| dir.join(crate::host::pool::Pool::file_name("disk", i, &disk.name))),
+                    blank_mib: disk.size.as_ref().map(|r| r.min).unwrap_or(64),
+                    read_only: disk.access == crate::workspace::description::Access::Ro,
+                    cdrom: false,
+                });
+            }
+            for (i, cd) in hw.cdroms.iter().enumerate() {
+                out.push(DiskPlan {
+                    name: cd.name.clone(),
+                    staged: Some(dir.join(crate::host::pool::Pool::file_name("cdrom", i, &cd.name))),
+                    blank_mib: 0,
+                    read_only: true,
+                    cdrom: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// Moves a workspace by `event`, with `cause` written (None clears it); false when refused.
+    async fn step(&self, key: &str, event: Event, cause: Option<&str>, started: Option<Option<i64>>) {
+        let r = self
+            .home
+            .update(key, FaultType::RpResourceUnknown, |st| {
+                let s = transition(&self.home, st, key, event, "reconciling", None)?;
+                set_text(&self.home.rtype, st, "cause", cause);
+                if let Some(t) = started {
+                    set_text(&self.home.rtype, st, "startTime", t.map(time::format_ms).as_deref());
+                }
+                if s == State::Unstaged {
+                    set_placement(&self.home.rtype, st, None);
+                }
+                Ok(s)
+            })
+            .await;
+        match r {
+            Ok(s) => tracing::info!(key, state = s.as_str(), cause, "workspace state changed"),
+            Err(e) => tracing::warn!(key, "state change refused: {}", e.description),
+        }
+    }
+
+    /// Marks a workspace Corrupted with its cause.
+    async fn corrupt(&self, key: &str, cause: &str) {
+        tracing::error!(key, cause, "workspace corrupted");
+        self.step(key, Event::Fail, Some(cause), None).await;
+    }
+
+    /// The end of a long operation (stop, save, restore).
+    async fn finish(&self, key: &str, op: VmOp, r: Result<Option<String>, EngineError>) {
+        match (op, r) {
+            (_, Ok(note)) => {
+                let started = match op {
+                    VmOp::Restore => Some(Some(time::now_ms())),
+                    VmOp::Stop => Some(None),
+                    _ => None,
+                };
+                self.step(key, Event::Done, note.as_deref(), started).await;
+            }
+            (VmOp::Stop, Err(e)) => self.corrupt(key, &format!("stop failed: {e}")).await,
+            (_, Err(e)) => {
+                tracing::warn!(key, op = op.name(), "failed: {e}");
+                self.step(key, Event::Failed, Some(&format!("{} failed: {e}", op.name())), None).await;
+            }
+        }
+    }
+
+    /// One workspace against what the driver sees of its VM.
+    async fn reconcile_one(&self, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
+        let name = VmEngine::vm_name(key);
+        let blocking = |f: Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>| {
+            let e = engine.clone();
+            async move { tokio::task::spawn_blocking(move || f(&e)).await.unwrap_or_else(|j| Err(EngineError::Setup(j.to_string()))) }
+        };
+        let saved = engine.save_file(key).is_file();
+        match (data.state, vm) {
+            (State::Running | State::Paused, None) => {
+                self.corrupt(key, &format!("VM {name} is gone: the {} driver does not see it any more", engine.vmm.kind())).await
+            }
+            (State::Running | State::Paused, Some(s @ (VmState::Shutdown | VmState::Crashed))) => {
+                self.corrupt(key, &format!("VM {name} is {s:?} (seen by the {} driver)", engine.vmm.kind())).await
+            }
+            (State::Running, Some(VmState::Paused)) => self.step(key, Event::Pause, None, None).await,
+            (State::Paused, Some(VmState::Running)) => self.step(key, Event::Unpause, None, None).await,
+            (State::Staged, Some(VmState::Running)) => self.step(key, Event::Start, None, Some(Some(time::now_ms()))).await,
+            (State::Stopping, v) => {
+                if v.is_some() {
+                    let n = name.clone();
+                    let _ = blocking(Box::new(move |e| e.vmm.destroy(&n).map_err(Into::into))).await;
+                }
+                self.step(key, Event::Done, Some("stop interrupted by a restart: VM destroyed"), Some(None)).await;
+            }
+            (State::Saving, None) if saved => self.step(key, Event::Done, None, None).await,
+            (State::Saving, Some(_)) => {
+                let k = key.to_string();
+                let _ = blocking(Box::new(move |e| e.unpause(&k))).await;
+                self.step(key, Event::Failed, Some("save interrupted by a restart: VM resumed"), None).await;
+            }
+            (State::Restoring, Some(_)) => {
+                let k = key.to_string();
+                match blocking(Box::new(move |e| e.unpause(&k))).await {
+                    Ok(()) => self.step(key, Event::Done, None, Some(Some(time::now_ms()))).await,
+                    Err(err) => self.corrupt(key, &format!("restore interrupted by a restart: {err}")).await,
+                }
+            }
+            (State::Restoring, None) if saved => {
+                self.step(key, Event::Failed, Some("restore interrupted by a restart"), None).await
+            }
+            (State::Saving | State::Restoring, None) => {
+                self.corrupt(key, &format!("{} interrupted and no save file remains", data.state.as_str())).await
+            }
+            (State::Unstaged, v) => {
+                // A deploy that never finished: nothing of it may stay.
+                let k = key.to_string();
+                let had_vm = v.is_some();
+                let _ = blocking(Box::new(move |e| e.teardown(&k))).await;
+                if had_vm {
+                    tracing::warn!(key, "reconciliation: destroyed the VM of an undeployed workspace");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `file:RELATIVE` image URLs (paths under the data directory) as `file://` URLs.
+fn resolve_relative(mut d: Description, data: &Path) -> Description {
+    let abs = |u: &str| match u.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
+        Some(rel) => format!("file://{}", data.join(rel).display()),
+        None => u.to_string(),
+    };
+    if let Some(hw) = &mut d.hardware {
+        for disk in &mut hw.disks {
+            if let Some(u) = &disk.image {
+                disk.image = Some(abs(u));
+            }
+        }
+        for cd in &mut hw.cdroms {
+            cd.image = abs(&cd.image);
+        }
+    }
+    d
 }
 
 fn no_arguments(req: &SoapRequest) -> Result<(), BaseFault> {

@@ -42,6 +42,15 @@ pub fn resource_type() -> ResourceType {
             ro("capability"),
             ro("owner"),
             ro("staging"),
+            // The Manager's placement of the workspace on this host (set by deploy).
+            ro("host"),
+            ro("ip"),
+            ro("mac"),
+            ro("consoleLog"),
+            ro("certificate"),
+            ro("startTime"),
+            // Why the workspace is Corrupted (or why its last operation failed).
+            ro("cause"),
             PropertyDecl::read_only(NIMBUS, "CurrentState"),
             PropertyDecl::computed(NIMBUS, "CurrentTime", Source::CurrentTime),
             PropertyDecl::modifiable(NIMBUS, "Comment", 0, Some(1)),
@@ -55,6 +64,9 @@ pub struct WorkspaceData {
     pub description: Description,
     pub state: State,
     pub created_ms: i64,
+    /// Deployed hot: booted once to its ready line and paused, so start only resumes.
+    #[serde(default)]
+    pub hot: bool,
 }
 
 /// Build the resource state of a new workspace.
@@ -83,7 +95,7 @@ pub fn new_resource(
     st.set(rtype, VWS, "software", opt(d.software_xml()));
     st.set(rtype, VWS, "capability", opt(d.capability_xml()));
     st.set(rtype, VWS, "owner", vec![text_property("owner", owner.dn.as_deref().unwrap_or("anonymous"))]);
-    WorkspaceData { description, state, created_ms: now }.store(rtype, &mut st);
+    WorkspaceData { description, state, created_ms: now, hot: false }.store(rtype, &mut st);
     st
 }
 

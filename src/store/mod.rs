@@ -5,6 +5,8 @@
 //! its fsync) returned. Concurrent clients therefore share fsyncs, while every acknowledged write
 //! is on disk. A crash at any point leaves either the old or the new row, never a partial one.
 
+pub mod leases;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -435,6 +435,13 @@ fn check_url(cx: &Cx, u: &str) -> Result<(), DescriptionError> {
     const SCHEMES: [&str; 5] = ["file://", "gsiftp://", "http://", "https://", "ftp://"];
     if SCHEMES.iter().any(|s| u.starts_with(s) && u.len() > s.len()) {
         Ok(())
+    } else if let Some(rel) = u.strip_prefix("file:").filter(|r| !r.is_empty() && !r.starts_with('/')) {
+        // A path relative to the service's data directory (the demo guest's images).
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            Err(cx.err(format!("'{u}': a relative file: URL may not contain '..' or empty segments")))
+        } else {
+            Ok(())
+        }
     } else {
         Err(cx.err(format!("'{u}' is not a file://, gsiftp://, http(s):// or ftp:// URL")))
     }

@@ -38,6 +38,10 @@ pub enum FaultType {
     CreationFailed,
     /// The operation is not allowed in the workspace's current state.
     InvalidState,
+    /// The hypervisor (or one of its tools) failed; the Description carries what it said.
+    HypervisorFailed,
+    /// A host resource ran out (address pool, disk space).
+    ResourceExhausted,
     Internal,
 }
 
@@ -66,13 +70,22 @@ impl FaultType {
             AuthorizationFailed => (ns::VWS, "AuthorizationFault"),
             CreationFailed => (ns::VWS, "CreationFault"),
             InvalidState => (ns::VWS, "InvalidStateFault"),
+            HypervisorFailed => (ns::VWS, "HypervisorFault"),
+            ResourceExhausted => (ns::VWS, "ResourceExhaustedFault"),
             Internal => (ns::VWS, "InternalFault"),
         }
     }
 
     /// Faults caused by the request rather than by the server.
     fn is_client(self) -> bool {
-        !matches!(self, FaultType::Internal | FaultType::ResourceNotDestroyed | FaultType::SetResourcePropertyRequestFailed)
+        !matches!(
+            self,
+            FaultType::Internal
+                | FaultType::ResourceNotDestroyed
+                | FaultType::SetResourcePropertyRequestFailed
+                | FaultType::HypervisorFailed
+                | FaultType::ResourceExhausted
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gsi;
+pub mod guest;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -44,6 +45,9 @@ pub struct Conf {
     pub args: Vec<String>,
     /// Body of a `[staging]` section (image pool, file roots, credentials).
     pub staging: String,
+    /// Whole `[vmm]`, `[network]`, `[credentials]`, `[host]` sections (TOML, with headers).
+    /// Without a `[vmm]` section the server runs with `driver = "none"` (deploy only stages).
+    pub host: String,
 }
 
 impl Conf {
@@ -99,6 +103,11 @@ impl Server {
         );
         if !self.conf.staging.is_empty() {
             cfg.push_str(&format!("\n[staging]\n{}\n", self.conf.staging));
+        }
+        if self.conf.host.contains("[vmm]") {
+            cfg.push_str(&format!("\n{}\n", self.conf.host));
+        } else {
+            cfg.push_str(&format!("\n[vmm]\ndriver = \"none\"\n{}\n", self.conf.host));
         }
         if !self.conf.security.is_empty() {
             cfg.push_str(&format!("\n[security]\nhttps = \"{https_listen}\"\n{}\n", self.conf.security));

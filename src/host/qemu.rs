@@ -1,0 +1,692 @@
+//! The QEMU driver (the default hypervisor, the one that really runs here): one
+//! `qemu-system-x86_64` process per VM, started with an argv built here (never through a shell),
+//! daemonized (so its setup errors come back synchronously with the tool's stderr, and it
+//! outlives a crash of vwsd), and controlled over QMP on a unix socket in the VM's run directory
+//! (`stop`, `cont`, `system_powerdown`, `system_reset`, `quit`, `migrate` to a file for save,
+//! `-incoming` for restore). The serial console is appended to the VM's console log.
+//!
+//! What runs is found from the processes themselves (`/proc/*/cmdline`: a QEMU whose QMP socket
+//! lies under this driver's run root), so a restarted vwsd sees exactly what survived it.
+//!
+//! Acceleration: KVM only when a probe guest really boots under it (on some machines `/dev/kvm`
+//! opens but KVM guests hang before their first console line); TCG otherwise.
+
+use super::vmm::{DiskSpec, VmInfo, VmSpec, VmState, Vmm, VmmError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Which accelerator to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// KVM when a probe guest boots under it, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn parse(s: &str) -> Option<Accel> {
+        match s {
+            "auto" => Some(Accel::Auto),
+            "kvm" => Some(Accel::Kvm),
+            "tcg" => Some(Accel::Tcg),
+            _ => None,
+        }
+    }
+}
+
+/// User-mode (slirp) network the allocated addresses live in: `net=` and `host=` of `-netdev user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserNet {
+    /// `10.20.0.0/24`
+    pub net: String,
+    /// The gateway address the guest is given (slirp's host side).
+    pub host: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// `qemu-system-x86_64` (looked up in PATH) or an absolute path.
+    pub binary: PathBuf,
+    pub accel: Accel,
+    /// Every VM's run directory (QMP socket, pid file) lies under this one.
+    pub run_root: PathBuf,
+    /// Kernel and initramfs of the probe guest for `Accel::Auto` (none: TCG).
+    pub probe: Option<(PathBuf, PathBuf)>,
+    pub user_net: Option<UserNet>,
+}
+
+/// The QEMU/QMP driver.
+pub struct QemuDriver {
+    cfg: QemuConfig,
+    accel: OnceLock<&'static str>,
+    /// One QMP connection per VM, kept open (a command is then one round trip).
+    conns: Mutex<HashMap<String, Arc<Mutex<Qmp>>>>,
+}
+
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> VmmError {
+    VmmError::Io(format!("{what}: {e}"))
+}
+
+/// QEMU option values: a ',' inside a value is written ",,".
+fn opt(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// A QMP session on a VM's unix socket.
+struct Qmp {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Qmp {
+    fn connect(sock: &Path, timeout: Duration) -> std::io::Result<Qmp> {
+        let w = UnixStream::connect(sock)?;
+        w.set_read_timeout(Some(timeout))?;
+        w.set_write_timeout(Some(timeout))?;
+        let mut q = Qmp { r: BufReader::new(w.try_clone()?), w };
+        let mut greeting = String::new();
+        q.r.read_line(&mut greeting)?;
+        if !greeting.contains("\"QMP\"") {
+            return Err(std::io::Error::other(format!("not a QMP greeting: {}", greeting.trim())));
+        }
+        q.execute("qmp_capabilities", None).map_err(std::io::Error::other)?;
+        Ok(q)
+    }
+
+    /// Runs one command; events arriving meanwhile are skipped.
+    fn execute(&mut self, cmd: &str, args: Option<Value>) -> Result<Value, String> {
+        let mut msg = json!({ "execute": cmd });
+        if let Some(a) = args {
+            msg["arguments"] = a;
+        }
+        let mut line = msg.to_string();
+        line.push('\n');
+        self.w.write_all(line.as_bytes()).map_err(|e| format!("QMP {cmd}: {e}"))?;
+        loop {
+            let mut l = String::new();
+            match self.r.read_line(&mut l) {
+                Ok(0) => return Err(format!("QMP {cmd}: connection closed")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("QMP {cmd}: {e}")),
+            }
+            let v: Value = serde_json::from_str(&l).map_err(|e| format!("QMP {cmd}: bad reply {}: {e}", l.trim()))?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(e.get("desc").and_then(Value::as_str).unwrap_or("error").to_string());
+            }
+        }
+    }
+}
+
+/// A QEMU process of ours.
+#[derive(Clone, Debug)]
+struct Proc {
+    pid: u32,
+    name: String,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped by its new parent) is gone for us.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
+impl QemuDriver {
+    pub fn new(cfg: QemuConfig) -> QemuDriver {
+        let d = QemuDriver { cfg, accel: OnceLock::new(), conns: Mutex::new(HashMap::new()) };
+        match d.cfg.accel {
+            Accel::Tcg => {
+                let _ = d.accel.set("tcg");
+            }
+            Accel::Kvm => {
+                let _ = d.accel.set("kvm");
+            }
+            Accel::Auto => {}
+        }
+        d
+    }
+
+    /// The accelerator in use (probing once for `Auto`).
+    pub fn accel(&self) -> &'static str {
+        self.accel.get_or_init(|| {
+            let a = self.probe_kvm();
+            tracing::info!(accel = a, "QEMU accelerator chosen");
+            a
+        })
+    }
+
+    /// Boots the probe guest under KVM and waits for its kernel's first console line.
+    fn probe_kvm(&self) -> &'static str {
+        let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+        let Some((kernel, initrd)) = self.cfg.probe.clone().filter(|_| ok) else {
+            return "tcg";
+        };
+        let dir = self.cfg.run_root.join(".kvm-probe");
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join("console.log");
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(&self.cfg.binary)
+            .args(["-accel", "kvm", "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-monitor", "none", "-no-reboot", "-serial"])
+            .arg(format!("file:{}", opt(&log)))
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", "console=ttyS0 panic=-1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else { return "tcg" };
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let mut booted = false;
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&log).map(|s| s.contains("Linux version")).unwrap_or(false) {
+                booted = true;
+                break;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        if booted {
+            "kvm"
+        } else {
+            tracing::warn!("/dev/kvm is present but a probe guest did not boot under KVM: using TCG");
+            "tcg"
+        }
+    }
+
+    fn sock(&self, name: &str) -> PathBuf {
+        self.cfg.run_root.join(name).join("qmp.sock")
+    }
+
+    /// The QEMU processes of this driver: their QMP socket lies under the run root.
+    fn procs(&self) -> Vec<Proc> {
+        let prefix = format!("unix:{}/", opt(&self.cfg.run_root));
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(argv) = cmdline(pid) else { continue };
+            if !argv.first().is_some_and(|a| a.contains("qemu-system")) {
+                continue;
+            }
+            let qmp = argv.iter().position(|a| a == "-qmp").and_then(|i| argv.get(i + 1));
+            if !qmp.is_some_and(|q| q.starts_with(&prefix)) || !pid_alive(pid) {
+                continue;
+            }
+            let name = argv
+                .iter()
+                .position(|a| a == "-name")
+                .and_then(|i| argv.get(i + 1))
+                .map(|n| n.strip_prefix("guest=").unwrap_or(n).split(',').next().unwrap_or("").to_string());
+            if let Some(name) = name {
+                out.push(Proc { pid, name });
+            }
+        }
+        out
+    }
+
+    /// The process of one VM: its pid file, checked against the process's argv.
+    fn proc_of(&self, name: &str) -> Option<Proc> {
+        let pidfile = self.cfg.run_root.join(name).join("qemu.pid");
+        if let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            let sock = format!("unix:{}", opt(&self.sock(name)));
+            if pid_alive(pid) && cmdline(pid).is_some_and(|a| a.iter().any(|x| x.starts_with(&sock))) {
+                return Some(Proc { pid, name: name.to_string() });
+            }
+        }
+        // No (valid) pid file: look at the processes themselves.
+        self.procs().into_iter().find(|p| p.name == name)
+    }
+
+    fn conn(&self, name: &str) -> Result<Arc<Mutex<Qmp>>, VmmError> {
+        if let Some(c) = self.conns.lock().unwrap().get(name) {
+            return Ok(c.clone());
+        }
+        let q = Qmp::connect(&self.sock(name), QMP_TIMEOUT).map_err(|e| {
+            if self.proc_of(name).is_none() {
+                VmmError::NotFound(name.to_string())
+            } else {
+                io(format!("QMP socket of {name}"), e)
+            }
+        })?;
+        let c = Arc::new(Mutex::new(q));
+        self.conns.lock().unwrap().insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// One QMP command, reconnecting once when a kept connection broke.
+    fn qmp(&self, name: &str, cmd: &str, args: Option<Value>) -> Result<Value, VmmError> {
+        for attempt in 0..2 {
+            let c = self.conn(name)?;
+            let r = c.lock().unwrap().execute(cmd, args.clone());
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if e.contains("connection closed") || e.contains("Broken pipe") || e.contains("os error") => {
+                    self.conns.lock().unwrap().remove(name);
+                    if attempt == 1 || self.proc_of(name).is_none() {
+                        return Err(if self.proc_of(name).is_none() {
+                            VmmError::NotFound(name.to_string())
+                        } else {
+                            VmmError::Tool { tool: format!("QMP {cmd}"), code: None, stderr: e }
+                        });
+                    }
+                }
+                Err(e) => return Err(VmmError::Tool { tool: format!("QMP {cmd}"), code: None, stderr: e }),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn status(&self, name: &str) -> Result<String, VmmError> {
+        let v = self.qmp(name, "query-status", None)?;
+        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string())
+    }
+
+    /// Waits until the VM's process is gone (true) or `timeout` passed (false).
+    fn wait_gone(&self, p: &Proc, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !pid_alive(p.pid) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.conns.lock().unwrap().remove(name);
+        let dir = self.cfg.run_root.join(name);
+        let _ = std::fs::remove_file(dir.join("qmp.sock"));
+        let _ = std::fs::remove_file(dir.join("qemu.pid"));
+    }
+
+    /// The argv of a VM (without the binary).
+    pub fn argv(&self, spec: &VmSpec, incoming: Option<&Path>) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&["-name", &format!("guest={}", spec.name.replace(',', ",,"))]);
+        push(&["-accel", self.accel(), "-m", &spec.memory_mib.to_string(), "-smp", &spec.vcpus.max(1).to_string()]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none"]);
+        push(&["-chardev", &format!("file,id=con0,path={},append=on", opt(&spec.console_log)), "-serial", "chardev:con0"]);
+        if let Some(k) = &spec.kernel {
+            push(&["-kernel", &k.display().to_string()]);
+            if let Some(r) = &spec.ramdisk {
+                push(&["-initrd", &r.display().to_string()]);
+            }
+            if let Some(c) = &spec.cmdline {
+                push(&["-append", c]);
+            }
+        }
+        for (i, d) in spec.disks.iter().enumerate() {
+            push(&["-drive", &drive(i, d)]);
+        }
+        for (i, n) in spec.nics.iter().enumerate() {
+            let netdev = match (&n.bridge, &self.cfg.user_net) {
+                (Some(br), _) => format!("bridge,id=n{i},br={}", br.replace(',', ",,")),
+                (None, Some(u)) => format!("user,id=n{i},net={},host={}", u.net, u.host),
+                (None, None) => format!("user,id=n{i}"),
+            };
+            push(&["-netdev", &netdev, "-device", &format!("virtio-net-pci,netdev=n{i},mac={},romfile=", n.mac)]);
+        }
+        let dir = &spec.run_dir;
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", opt(&dir.join("qmp.sock")))]);
+        push(&["-pidfile", &dir.join("qemu.pid").display().to_string(), "-daemonize", "-S"]);
+        if let Some(p) = incoming {
+            push(&["-incoming", &format!("file:{}", p.display())]);
+        }
+        a
+    }
+
+    /// Starts a VM's process (paused) and connects to its QMP socket.
+    fn launch(&self, spec: &VmSpec, incoming: Option<&Path>) -> Result<VmInfo, VmmError> {
+        if spec.run_dir.parent() != Some(self.cfg.run_root.as_path()) || spec.run_dir.file_name() != Some(spec.name.as_ref()) {
+            return Err(VmmError::Io(format!(
+                "run directory {} must be {}/{}",
+                spec.run_dir.display(),
+                self.cfg.run_root.display(),
+                spec.name
+            )));
+        }
+        if self.proc_of(&spec.name).is_some() {
+            return Err(VmmError::Tool {
+                tool: "qemu".into(),
+                code: None,
+                stderr: format!("a VM named {} already runs on this host", spec.name),
+            });
+        }
+        std::fs::create_dir_all(&spec.run_dir).map_err(|e| io(spec.run_dir.display(), e))?;
+        self.forget(&spec.name);
+        let argv = self.argv(spec, incoming);
+        tracing::debug!(name = spec.name, ?argv, "starting qemu");
+        let out = Command::new(&self.cfg.binary)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| io(format!("cannot run {}", self.cfg.binary.display()), e))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // Nothing half-made: a process that did start (it should not have) goes too.
+            if let Some(p) = self.proc_of(&spec.name) {
+                unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+            }
+            self.forget(&spec.name);
+            return Err(VmmError::Tool { tool: self.cfg.binary.display().to_string(), code: out.status.code(), stderr });
+        }
+        let pid = std::fs::read_to_string(spec.run_dir.join("qemu.pid")).ok().and_then(|s| s.trim().parse().ok());
+        if let Some(p) = incoming {
+            // Wait for the incoming migration to finish: the VM is then paused (-S).
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let s = self.status(&spec.name)?;
+                if s != "inmigrate" {
+                    break;
+                }
+                let m = self.qmp(&spec.name, "query-migrate", None)?;
+                if m.get("status").and_then(Value::as_str) == Some("failed") {
+                    let _ = self.destroy(&spec.name);
+                    return Err(VmmError::Tool {
+                        tool: "QMP migrate (incoming)".into(),
+                        code: None,
+                        stderr: format!(
+                            "restoring from {} failed: {}",
+                            p.display(),
+                            m.get("error-desc").and_then(Value::as_str).unwrap_or("unknown")
+                        ),
+                    });
+                }
+                if Instant::now() > deadline {
+                    let _ = self.destroy(&spec.name);
+                    return Err(VmmError::Timeout { what: format!("restoring {}", spec.name), after: Duration::from_secs(120) });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        } else {
+            self.conn(&spec.name)?;
+        }
+        Ok(VmInfo { name: spec.name.clone(), state: VmState::Paused, id: pid })
+    }
+}
+
+fn drive(i: usize, d: &DiskSpec) -> String {
+    let mut s = format!("file={},format={},id=d{i}", opt(&d.path), d.format.as_str());
+    if d.cdrom {
+        s.push_str(",media=cdrom,if=ide");
+    } else {
+        s.push_str(",if=virtio,cache=writeback");
+    }
+    if d.read_only || d.cdrom {
+        s.push_str(",readonly=on");
+    }
+    s
+}
+
+impl Vmm for QemuDriver {
+    fn kind(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn create_paused(&self, spec: &VmSpec) -> Result<VmInfo, VmmError> {
+        self.launch(spec, None)
+    }
+
+    fn unpause(&self, name: &str) -> Result<(), VmmError> {
+        self.qmp(name, "cont", None).map(drop)
+    }
+
+    fn pause(&self, name: &str) -> Result<(), VmmError> {
+        self.qmp(name, "stop", None).map(drop)
+    }
+
+    fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), VmmError> {
+        let Some(p) = self.proc_of(name) else { return Err(VmmError::NotFound(name.to_string())) };
+        // A paused guest cannot see its power button.
+        if self.status(name)? != "running" {
+            let _ = self.qmp(name, "cont", None);
+        }
+        self.qmp(name, "system_powerdown", None)?;
+        if self.wait_gone(&p, timeout) {
+            self.forget(name);
+            return Ok(());
+        }
+        tracing::warn!(name, ?timeout, "VM did not power off in time: destroying it");
+        self.destroy(name)?;
+        Err(VmmError::Timeout { what: format!("graceful shutdown of {name}"), after: timeout })
+    }
+
+    fn reboot(&self, name: &str) -> Result<(), VmmError> {
+        self.qmp(name, "system_reset", None).map(drop)
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), VmmError> {
+        let Some(p) = self.proc_of(name) else {
+            self.forget(name);
+            return Ok(());
+        };
+        // quit asks QEMU to exit at once; SIGKILL when it does not answer.
+        let quit = match self.conns.lock().unwrap().get(name).cloned() {
+            Some(c) => c.lock().unwrap().execute("quit", None).is_ok(),
+            None => Qmp::connect(&self.sock(name), Duration::from_secs(2))
+                .and_then(|mut q| q.execute("quit", None).map_err(std::io::Error::other))
+                .is_ok(),
+        };
+        if !quit || !self.wait_gone(&p, Duration::from_secs(3)) {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+            if !self.wait_gone(&p, GONE_TIMEOUT) {
+                return Err(VmmError::Timeout { what: format!("destroying {name} (pid {})", p.pid), after: GONE_TIMEOUT });
+            }
+        }
+        self.forget(name);
+        Ok(())
+    }
+
+    fn save(&self, name: &str, path: &Path) -> Result<(), VmmError> {
+        let Some(p) = self.proc_of(name) else { return Err(VmmError::NotFound(name.to_string())) };
+        let tmp = path.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        let was_running = self.status(name)? == "running";
+        self.qmp(name, "stop", None)?;
+        let fail = |e: VmmError| {
+            let _ = std::fs::remove_file(&tmp);
+            if was_running {
+                let _ = self.qmp(name, "cont", None);
+            }
+            e
+        };
+        self.qmp(name, "migrate", Some(json!({ "uri": format!("file:{}", tmp.display()) }))).map_err(fail)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let m = self.qmp(name, "query-migrate", None).map_err(fail)?;
+            match m.get("status").and_then(Value::as_str) {
+                Some("completed") => break,
+                Some("failed") | Some("cancelled") => {
+                    let desc = m.get("error-desc").and_then(Value::as_str).unwrap_or("migration failed").to_string();
+                    let nospace = desc.contains("No space left") || tmp.parent().is_some_and(disk_full);
+                    return Err(fail(if nospace {
+                        VmmError::NoSpace(format!("saving {name} to {}: {desc}", path.display()))
+                    } else {
+                        VmmError::Tool { tool: "QMP migrate".into(), code: None, stderr: desc }
+                    }));
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                let _ = self.qmp(name, "migrate_cancel", None);
+                return Err(fail(VmmError::Timeout { what: format!("saving {name}"), after: Duration::from_secs(600) }));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The file is complete and on disk before the VM goes.
+        if let Err(e) = std::fs::File::open(&tmp).and_then(|f| f.sync_all()).and_then(|_| std::fs::rename(&tmp, path)) {
+            return Err(fail(io(format!("save file {}", path.display()), e)));
+        }
+        let _ = self.qmp(name, "quit", None);
+        if !self.wait_gone(&p, Duration::from_secs(3)) {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+            self.wait_gone(&p, GONE_TIMEOUT);
+        }
+        self.forget(name);
+        Ok(())
+    }
+
+    fn restore_paused(&self, spec: &VmSpec, path: &Path) -> Result<VmInfo, VmmError> {
+        if !path.is_file() {
+            return Err(VmmError::Io(format!("save file {} does not exist", path.display())));
+        }
+        self.launch(spec, Some(path))
+    }
+
+    fn list(&self) -> Result<Vec<VmInfo>, VmmError> {
+        let mut out = Vec::new();
+        for p in self.procs() {
+            let state = self.state(&p.name)?.unwrap_or(VmState::Crashed);
+            out.push(VmInfo { name: p.name, state, id: Some(p.pid) });
+        }
+        Ok(out)
+    }
+
+    fn state(&self, name: &str) -> Result<Option<VmState>, VmmError> {
+        if self.proc_of(name).is_none() {
+            self.conns.lock().unwrap().remove(name);
+            return Ok(None);
+        }
+        let s = match self.status(name) {
+            Ok(s) => s,
+            Err(VmmError::NotFound(_)) => return Ok(None),
+            // Alive but its monitor does not answer.
+            Err(_) => return Ok(Some(VmState::Crashed)),
+        };
+        Ok(Some(match s.as_str() {
+            "running" => VmState::Running,
+            "shutdown" => VmState::Shutdown,
+            "internal-error" | "io-error" | "guest-panicked" => VmState::Crashed,
+            _ => VmState::Paused,
+        }))
+    }
+}
+
+/// Is the file system holding `dir` out of space?
+fn disk_full(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0) && s.f_bavail == 0
+}
+
+/// Reads what a console log holds from `offset` on (a guest's serial output).
+pub fn read_console(path: &Path, offset: u64) -> std::io::Result<String> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    let mut b = Vec::new();
+    f.read_to_end(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::vmm::{DiskFormat, NicSpec};
+
+    fn spec(root: &Path) -> VmSpec {
+        VmSpec {
+            name: "vws-a".into(),
+            memory_mib: 128,
+            vcpus: 1,
+            kernel: Some("/k/vmlinuz".into()),
+            ramdisk: Some("/k/initrd.img".into()),
+            cmdline: Some("console=ttyS0 quiet".into()),
+            disks: vec![
+                DiskSpec {
+                    path: "/pool/a,b/root.qcow2".into(),
+                    format: DiskFormat::Qcow2,
+                    target: "vda".into(),
+                    read_only: false,
+                    cdrom: false,
+                },
+                DiskSpec {
+                    path: "/pool/cfg.img".into(),
+                    format: DiskFormat::Raw,
+                    target: "vdb".into(),
+                    read_only: true,
+                    cdrom: false,
+                },
+            ],
+            nics: vec![NicSpec { mac: "52:54:00:00:00:01".into(), bridge: None, ip: Some("10.20.0.10".into()) }],
+            console_log: root.join("vws-a/console.log"),
+            run_dir: root.join("vws-a"),
+        }
+    }
+
+    #[test]
+    fn argv_is_built_directly_with_escaped_option_values() {
+        let root = PathBuf::from("/run/v");
+        let d = QemuDriver::new(QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            run_root: root.clone(),
+            probe: None,
+            user_net: Some(UserNet { net: "10.20.0.0/24".into(), host: "10.20.0.1".into() }),
+        });
+        let a = d.argv(&spec(&root), None);
+        let j = a.join(" ");
+        assert!(j.contains("-accel tcg -m 128 -smp 1"), "{j}");
+        assert!(a.contains(&"file=/pool/a,,b/root.qcow2,format=qcow2,id=d0,if=virtio,cache=writeback".to_string()), "{j}");
+        assert!(a.contains(&"file=/pool/cfg.img,format=raw,id=d1,if=virtio,cache=writeback,readonly=on".to_string()), "{j}");
+        assert!(j.contains("-netdev user,id=n0,net=10.20.0.0/24,host=10.20.0.1"), "{j}");
+        assert!(j.contains("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,romfile="), "{j}");
+        assert!(j.contains("-qmp unix:/run/v/vws-a/qmp.sock,server=on,wait=off"), "{j}");
+        assert!(j.ends_with("-daemonize -S"), "{j}");
+        assert!(a.contains(&"console=ttyS0 quiet".to_string()), "the command line stays one argument");
+        let r = d.argv(&spec(&root), Some(Path::new("/pool/a/save.state")));
+        assert_eq!(r.last().unwrap(), "file:/pool/a/save.state");
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_clear_error_and_nothing_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = QemuDriver::new(QemuConfig {
+            binary: tmp.path().join("no-such-qemu"),
+            accel: Accel::Tcg,
+            run_root: tmp.path().to_path_buf(),
+            probe: None,
+            user_net: None,
+        });
+        let e = d.create_paused(&spec(tmp.path())).unwrap_err();
+        assert!(e.to_string().contains("no-such-qemu"), "{e}");
+        assert_eq!(d.state("vws-a").unwrap(), None);
+        assert!(d.list().unwrap().is_empty());
+        assert!(d.destroy("vws-a").is_ok(), "destroying what is gone is fine");
+        assert!(matches!(d.pause("vws-a"), Err(VmmError::NotFound(_))));
+    }
+}

@@ -1,0 +1,346 @@
+//! Workspaces that run: a real vwsd with the QEMU driver booting the demo guest (TCG).
+//! The full life cycle through the Manager's operations with states and properties checked at
+//! every step and the guest printing its IP and certificate; a QEMU killed from outside
+//! (reconciliation → Corrupted, cleanup works); kill -9 of vwsd after deploy and after start
+//! (restart → consistent, nothing leaked); 200 concurrent deploys on a 50-address pool.
+
+mod common;
+
+use common::guest::{self, BOOT, READY};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const MANAGER: &str = "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType";
+
+fn host_conf(first: &str, last: &str, ca: Option<(PathBuf, PathBuf)>) -> String {
+    let g = guest::dir();
+    let mut s = format!(
+        "[vmm]\ndriver = \"qemu\"\naccel = \"tcg\"\nkernel = \"{}\"\nramdisk = \"{}\"\nstop_timeout_secs = 120\nready_timeout_secs = 180\n\
+         [network]\nsubnet = \"10.20.0.0/24\"\ngateway = \"10.20.0.1\"\nfirst = \"{first}\"\nlast = \"{last}\"\n\
+         [host]\nreconcile_secs = 1\n",
+        g.join("vmlinuz").display(),
+        g.join("initrd.img").display()
+    );
+    if let Some((c, k)) = ca {
+        s.push_str(&format!("[credentials]\nca_cert = \"{}\"\nca_key = \"{}\"\n", c.display(), k.display()));
+    }
+    s
+}
+
+fn vm_server(first: &str, last: &str, ca: Option<(PathBuf, PathBuf)>) -> Server {
+    Server::start_with(Conf {
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50\n", guest::dir().display()),
+        host: host_conf(first, last, ca),
+        ..Default::default()
+    })
+}
+
+fn demo_description() -> String {
+    format!(
+        "<virtualWorkspace xmlns=\"{VWS}\"><category><name>vm</name><vmm>qemu</vmm></category>\
+         <hardware><ram min=\"128\" max=\"256\"/><disk name=\"root\" type=\"image\" access=\"rw\">\
+         <image>file://{}/root.qcow2</image></disk></hardware></virtualWorkspace>",
+        guest::dir().display()
+    )
+}
+
+fn op(s: &Server, key: &str, name: &str, body: &str) -> HttpResponse {
+    let action = format!("{MANAGER}/{name}Request");
+    let payload =
+        if body.is_empty() { format!("<{name} xmlns=\"{VWS}\"/>") } else { format!("<{name} xmlns=\"{VWS}\">{body}</{name}>") };
+    s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload)
+}
+
+fn state_of(r: &HttpResponse) -> String {
+    between(&r.body, "CurrentState xmlns:n=\"http://www.globus.org/2008/06/workspace\">", "<").unwrap_or("").to_string()
+}
+
+/// Runs an operation that must succeed; returns the state it answered with.
+fn ok(s: &Server, key: &str, name: &str) -> String {
+    let r = op(s, key, name, "");
+    assert_eq!(r.status, 200, "{name}: {}\nlog:\n{}", r.body, s.log());
+    state_of(&r)
+}
+
+fn prop(s: &Server, key: &str, local: &str) -> String {
+    let action = format!("{WSRP_ACTION}/GetResourceProperty");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:{local}</wsrp:GetResourceProperty>");
+    let r = s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+fn text_prop(s: &Server, key: &str, local: &str) -> Option<String> {
+    let b = prop(s, key, local);
+    between(&b, &format!("<w:{local} xmlns:w=\"{VWS}\">"), "<").map(str::to_string)
+}
+
+fn current(s: &Server, key: &str) -> String {
+    let action = format!("{WSRP_ACTION}/GetResourceProperty");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>");
+    let r = s.call("WorkspaceService", &Server::ws_key_header(key), &action, &payload);
+    state_of(&r)
+}
+
+/// Waits until the workspace leaves `transitional`; returns the state it reached.
+fn settle(s: &Server, key: &str, transitional: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = current(s, key);
+        if st != transitional {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "still {transitional} after {timeout:?}; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Live QEMU processes whose QMP socket is under this server's data directory.
+fn qemus(s: &Server) -> Vec<u32> {
+    qemus_in(&s.data_dir())
+}
+
+fn qemus_in(data: &Path) -> Vec<u32> {
+    let root = data.join("run");
+    let root = root.canonicalize().unwrap_or(root);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cmd.starts_with("qemu-system") && cmd.contains(&format!("unix:{}/", root.display())) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn leases(s: &Server) -> Vec<(String, String)> {
+    let c = rusqlite::Connection::open(s.data_dir().join("vws.db")).unwrap();
+    let mut st = c.prepare("SELECT owner, ip FROM leases").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+}
+
+fn deploy_and_wait(s: &Server, key: &str) {
+    let r = op(s, key, "deploy", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(state_of(&r), "Staging");
+    let st = settle(s, key, "Staging", BOOT);
+    assert_eq!(st, "Staged", "staging: {}\nlog:\n{}", prop(s, key, "staging"), s.log());
+}
+
+fn sha256_file(p: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// Stops every QEMU of a server (a test that failed half-way must not leave VMs behind).
+struct Reaper(PathBuf);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in qemus_in(&self.0) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn the_full_life_cycle_on_real_qemu() {
+    let ca = common::gsi::kit().ca();
+    let s = vm_server("10.20.0.10", "10.20.0.12", Some(ca.clone()));
+    let _reaper = Reaper(s.data_dir());
+    let base = guest::dir().join("root.qcow2");
+    let base_sum = sha256_file(&base);
+    let key = s.create_workspace_from(&demo_description());
+
+    // Not deployed yet: start is refused with the state and what is allowed.
+    let r = op(&s, &key, "start", "");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.fault_kind().as_deref(), Some("InvalidStateFault"), "{}", r.body);
+    assert!(r.body.contains("is Unstaged") && r.body.contains("allowed: deploy, destroy"), "{}", r.body);
+
+    deploy_and_wait(&s, &key);
+    let ip = text_prop(&s, &key, "ip").expect("ip");
+    assert_eq!(ip, "10.20.0.10");
+    let mac = text_prop(&s, &key, "mac").expect("mac");
+    assert!(mac.starts_with("52:54:00:"), "{mac}");
+    assert!(text_prop(&s, &key, "host").is_some_and(|h| !h.is_empty()));
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").expect("console"));
+    let cert = prop(&s, &key, "certificate");
+    let subject = between(&cert, "subject=\"", "\"").expect("subject").to_string();
+    let fingerprint = between(&cert, "sha256=\"", "\"").expect("sha256").to_string();
+    assert!(subject.ends_with(&format!("/CN={key}")), "{subject}");
+    // Signed by the configured CA (the GSI kit's).
+    let c = &cert[cert.find("<w:certificate").expect("certificate property")..];
+    let pem = between(c, "\">", "</w:certificate>").unwrap().to_string();
+    let pem_path = s.dir.path().join("ws-cert.pem");
+    std::fs::write(&pem_path, &pem).unwrap();
+    let v = std::process::Command::new("openssl").args(["verify", "-CAfile"]).arg(&ca.0).arg(&pem_path).output().unwrap();
+    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    assert_eq!(qemus(&s).len(), 1, "deploy defines the VM, paused");
+    assert!(std::fs::read_to_string(&console).unwrap_or_default().is_empty(), "paused before its first instruction");
+    let r = op(&s, &key, "pause", "");
+    assert!(r.body.contains("is Staged") && r.body.contains("allowed: start, undeploy, destroy"), "{}", r.body);
+
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    let text = guest::wait_for(&console, READY, 1, BOOT);
+    assert!(text.contains(&format!("VWS-GUEST-IP ip={ip}/24 gw=10.20.0.1 mac={mac}")), "{text}");
+    assert!(text.contains(&format!("VWS-GUEST-CERT sha256={fingerprint} subject={subject}")), "{text}");
+    assert!(text.contains("disk=VWS-DISK-OK"), "{text}");
+    assert!(text_prop(&s, &key, "startTime").is_some());
+
+    assert_eq!(ok(&s, &key, "pause"), "Paused");
+    assert_eq!(ok(&s, &key, "unpause"), "Running");
+
+    assert_eq!(ok(&s, &key, "save"), "Saving");
+    assert_eq!(settle(&s, &key, "Saving", BOOT), "Saved", "{}", s.log());
+    assert!(qemus(&s).is_empty(), "the VM is gone after save");
+    assert!(s.data_dir().join(format!("pool/{key}/memory.state")).is_file());
+    assert_eq!(leases(&s).len(), 1, "a saved workspace keeps its address");
+
+    assert_eq!(ok(&s, &key, "restore"), "Restoring");
+    assert_eq!(settle(&s, &key, "Restoring", BOOT), "Running", "{}", s.log());
+    assert_eq!(qemus(&s).len(), 1);
+    assert!(!s.data_dir().join(format!("pool/{key}/memory.state")).exists(), "save file removed after restore");
+
+    assert_eq!(ok(&s, &key, "stop"), "Stopping");
+    assert_eq!(settle(&s, &key, "Stopping", BOOT), "Staged", "{}", s.log());
+    assert!(std::fs::read_to_string(&console).unwrap().contains("VWS-GUEST-POWEROFF"), "graceful: the guest saw the button");
+    assert!(qemus(&s).is_empty());
+
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    guest::wait_for(&console, READY, 2, BOOT);
+    assert_eq!(text_prop(&s, &key, "ip").as_deref(), Some("10.20.0.10"));
+    assert_eq!(text_prop(&s, &key, "mac").as_deref(), Some(mac.as_str()), "the MAC is stable");
+
+    assert_eq!(ok(&s, &key, "undeploy"), "Unstaged");
+    assert!(qemus(&s).is_empty());
+    assert!(leases(&s).is_empty(), "address freed after the VM is gone");
+    assert!(!s.data_dir().join(format!("pool/{key}")).exists(), "overlay and pool files removed");
+    assert_eq!(sha256_file(&base), base_sum, "the staged image is never written");
+
+    let r = s.call(
+        "WorkspaceService",
+        &Server::ws_key_header(&key),
+        &format!("{WSRL_ACTION}/Destroy"),
+        &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_qemu_killed_from_outside_makes_the_workspace_corrupted_and_cleanup_works() {
+    let s = vm_server("10.20.0.20", "10.20.0.21", None);
+    let _reaper = Reaper(s.data_dir());
+    let key = s.create_workspace_from(&demo_description());
+    deploy_and_wait(&s, &key);
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    let pids = qemus(&s);
+    assert_eq!(pids.len(), 1);
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    // Reconciliation runs every second here.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while current(&s, &key) != "Corrupted" {
+        assert!(Instant::now() < deadline, "not Corrupted; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cause = text_prop(&s, &key, "cause").expect("cause");
+    assert!(cause.contains("is gone"), "{cause}");
+    let r = op(&s, &key, "start", "");
+    assert_eq!(r.fault_kind().as_deref(), Some("InvalidStateFault"));
+    assert!(r.body.contains("allowed: undeploy, destroy"), "{}", r.body);
+    assert_eq!(leases(&s).len(), 1, "held until cleanup");
+    assert_eq!(ok(&s, &key, "undeploy"), "Unstaged");
+    assert!(leases(&s).is_empty());
+    assert!(!s.data_dir().join(format!("pool/{key}")).exists());
+}
+
+#[test]
+fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
+    let mut s = vm_server("10.20.0.30", "10.20.0.31", None);
+    let _reaper = Reaper(s.data_dir());
+    let key = s.create_workspace_from(&demo_description());
+    deploy_and_wait(&s, &key);
+    s.kill9();
+    s.restart();
+    assert_eq!(current(&s, &key), "Staged");
+    assert_eq!(qemus(&s).len(), 1, "the paused VM survived and is still owned");
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").unwrap());
+    guest::wait_for(&console, READY, 1, BOOT);
+    s.kill9();
+    s.restart();
+    assert_eq!(current(&s, &key), "Running", "{}", s.log());
+    assert_eq!(qemus(&s).len(), 1);
+    assert_eq!(ok(&s, &key, "pause"), "Paused", "the restarted vwsd controls the surviving VM");
+    // A deploy interrupted mid-way (staging) by kill -9: restarted, finished, no second VM.
+    let key2 = s.create_workspace_from(&demo_description());
+    let r = op(&s, &key2, "deploy", "");
+    assert_eq!(state_of(&r), "Staging");
+    s.kill9();
+    s.restart();
+    let st = settle(&s, &key2, "Staging", BOOT);
+    assert_eq!(st, "Staged", "{}", s.log());
+    assert_eq!(qemus(&s).len(), 2);
+    let ips: Vec<String> = leases(&s).into_iter().map(|l| l.1).collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    for k in [&key, &key2] {
+        assert_eq!(ok(&s, k, "undeploy"), "Unstaged");
+    }
+    assert!(qemus(&s).is_empty());
+    assert!(leases(&s).is_empty());
+}
+
+#[test]
+fn two_hundred_concurrent_deploys_on_a_fifty_address_pool() {
+    let s = vm_server("10.20.0.100", "10.20.0.149", None);
+    let _reaper = Reaper(s.data_dir());
+    let keys: Vec<String> = (0..200).map(|_| s.create_workspace_from(&demo_description())).collect();
+    let results: Vec<(String, HttpResponse)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = keys
+            .chunks(20)
+            .map(|chunk| {
+                let s = &s;
+                sc.spawn(move || chunk.iter().map(|k| (k.clone(), op(s, k, "deploy", ""))).collect::<Vec<_>>())
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<&String> = results.iter().filter(|(_, r)| r.status == 200).map(|(k, _)| k).collect();
+    let lost: Vec<&HttpResponse> = results.iter().filter(|(_, r)| r.status != 200).map(|(_, r)| r).collect();
+    assert_eq!(won.len(), 50, "exactly the pool's size");
+    assert_eq!(lost.len(), 150);
+    for r in &lost {
+        assert_eq!(r.fault_kind().as_deref(), Some("ResourceExhaustedFault"), "{}", r.body);
+        assert!(r.body.contains("exhausted"), "{}", r.body);
+    }
+    let ips: std::collections::HashSet<String> = leases(&s).into_iter().map(|l| l.1).collect();
+    assert_eq!(ips.len(), 50, "50 distinct addresses");
+    // The losers are untouched (Unstaged) and may deploy later; destroying everything leaks nothing.
+    for (k, r) in &results {
+        if r.status != 200 {
+            assert_eq!(current(&s, k), "Unstaged");
+        }
+    }
+    for k in &keys {
+        let r = s.call(
+            "WorkspaceService",
+            &Server::ws_key_header(k),
+            &format!("{WSRL_ACTION}/Destroy"),
+            &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(qemus(&s).is_empty() && leases(&s).is_empty()) {
+        assert!(Instant::now() < deadline, "leaked: {} qemu, {} leases\n{}", qemus(&s).len(), leases(&s).len(), s.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pool: Vec<_> = std::fs::read_dir(s.data_dir().join("pool")).unwrap().flatten().collect();
+    assert!(pool.is_empty(), "pool directories left: {}", pool.len());
+}
