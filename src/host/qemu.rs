@@ -90,7 +90,22 @@ struct Qmp {
 
 impl Qmp {
     fn connect(sock: &Path, timeout: Duration) -> std::io::Result<Qmp> {
-        let w = UnixStream::connect(sock)?;
+        // QEMU's monitor serves one client at a time and keeps a tiny backlog: while it still
+        // holds a previous session (e.g. of a vwsd that was killed), a connect can fail with
+        // EAGAIN. Retry that (and a socket not yet listening) until `timeout`.
+        let until = std::time::Instant::now() + timeout;
+        let w = loop {
+            match UnixStream::connect(sock) {
+                Ok(w) => break w,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused)
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         w.set_read_timeout(Some(timeout))?;
         w.set_write_timeout(Some(timeout))?;
         let mut q = Qmp { r: BufReader::new(w.try_clone()?), w };

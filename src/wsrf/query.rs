@@ -184,13 +184,16 @@ pub async fn evaluate(caller: &str, doc_xml: String, expr: String, scope: Vec<(S
     let op_limit = limits.op_limit;
     let c = cancel.clone();
     let job: Job = Box::new(move || {
-        // The permit and the caller's slot are held until the work has really stopped.
-        let _held = (permit, slot);
+        // The permit and the caller's slot are held until the work has really stopped, and
+        // given back before the answer goes out (so the caller's next query finds them free).
+        let held = (permit, slot);
         if c.cancelled.load(Ordering::SeqCst) {
             return;
         }
         let r = super::xpath::evaluate(&doc_xml, &expr, &scope, op_limit, &c.ctx, &c.cancelled);
-        let _ = tx.send((r, c.cancelled.load(Ordering::SeqCst)));
+        let cancelled = c.cancelled.load(Ordering::SeqCst);
+        drop(held);
+        let _ = tx.send((r, cancelled));
     });
     if p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).is_err() {
         return Err(BaseFault::internal("the XPath query pool is closed"));
