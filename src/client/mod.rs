@@ -194,7 +194,7 @@ impl Client {
 /// The Manager's `console` operation: the guest's serial output from `offset` on, and the
 /// offset after it.
 pub async fn console(c: &Client, epr: &Epr, offset: u64) -> Result<(String, u64), ClientError> {
-    let action = format!("{}/{}/consoleRequest", ns::VWS, crate::services::manager::PORT_TYPE);
+    let action = format!("{}/{}/consoleRequest", ns::VWS, ns::MANAGER_PORT_TYPE);
     let r = c
         .call(&epr.address, Some(epr), &action, &format!("<console xmlns=\"{}\"><offset>{offset}</offset></console>", ns::VWS))
         .await?;

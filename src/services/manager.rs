@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub const PORT_TYPE: &str = "WorkspaceManagerPortType";
+pub const PORT_TYPE: &str = crate::soap::ns::MANAGER_PORT_TYPE;
 
 /// This host's Manager.
 pub struct ManagerService {

@@ -24,3 +24,5 @@ pub const VWS: &str = "http://vws.dev/2026/11/workspace";
 pub const NIMBUS: &str = "http://www.globus.org/2008/06/workspace";
 /// The GT 4.0 counter sample's namespace (vws hosts that sample for interoperability checks).
 pub const COUNTER: &str = "http://counter.com";
+/// The Manager's port type (its operations are sent to a workspace's EPR).
+pub const MANAGER_PORT_TYPE: &str = "WorkspaceManagerPortType";

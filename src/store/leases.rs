@@ -94,7 +94,7 @@ impl Leases {
                 let ip = Ipv4Addr::from(a);
                 tx.execute(
                     "INSERT INTO leases (ip, owner, since_ms) VALUES (?1, ?2, ?3)",
-                    params![ip.to_string(), owner, crate::wsrf::time::now_ms()],
+                    params![ip.to_string(), owner, now_ms()],
                 )?;
                 ip
             }
@@ -205,4 +205,9 @@ mod tests {
         let ips: std::collections::HashSet<_> = got.iter().map(|l| l.ip).collect();
         assert_eq!(ips.len(), 20);
     }
+}
+
+/// Milliseconds since the Unix epoch (when a lease was taken).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
