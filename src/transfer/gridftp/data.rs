@@ -294,9 +294,12 @@ impl<'a> Recv<'a> {
             // Restart-marker payload (or junk on an EOF block).
             Ok(Step::Skip(h.count))
         } else if data {
-            let off = self.base.checked_add(h.offset).ok_or_else(|| TransferError::Protocol {
-                url: self.url.clone(),
-                reason: format!("block offset {} overflows", h.offset),
+            // The block must end within the 64-bit file space (fuzzing: offset + count overflowed).
+            let off = self.base.checked_add(h.offset).filter(|o| o.checked_add(h.count).is_some()).ok_or_else(|| {
+                TransferError::Protocol {
+                    url: self.url.clone(),
+                    reason: format!("block at offset {} of {} bytes overflows", h.offset, h.count),
+                }
             })?;
             Ok(Step::Data { off, count: h.count })
         } else {
@@ -343,7 +346,10 @@ impl<'a> Recv<'a> {
                         }
                     }
                     Step::Data { off, count } => {
-                        if fill > 0 && (fill_off + fill as u64 != off || fill as u64 + count > buf.len() as u64) {
+                        if fill > 0
+                            && (fill_off.checked_add(fill as u64) != Some(off)
+                                || (fill as u64).saturating_add(count) > buf.len() as u64)
+                        {
                             flush(&buf[..fill], fill_off)?;
                             fill = 0;
                         }
@@ -846,7 +852,7 @@ fn send_tls(
 /// One MODE E data connection's block stream, read from `input` into `dest` as the receiving
 /// side reads it (with a `buf_size` buffer), for the fuzz targets in `fuzz/`. Returns the EOD
 /// count announced by an EOF block, if any.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub fn fuzz_receive_blocks(input: &[u8], dest: &File, base: u64, buf_size: usize) -> Result<Option<u64>> {
     let progress = Progress::new("fuzz", None, None, Duration::from_secs(3600));
@@ -902,6 +908,23 @@ pub fn send_stream(s: TcpStream, src: &File, start: u64, len: u64, progress: &Pr
 
 #[cfg(test)]
 mod tests {
+    /// Fuzzing (fuzz/, target mode_e): a block whose offset + count passes 2^64 overflowed the
+    /// receiver's buffer bookkeeping (a panic); it must be a protocol error.
+    #[test]
+    fn a_block_ending_past_the_64_bit_file_space_is_an_error_not_a_panic() {
+        let input: [u8; 83] = [
+            0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x42, 0x05, 0xde, 0xde, 0xde, 0xde, 0x42, 0x42, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0e, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
+            0x64, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x2d, 0xfe, 0xff, 0xff, 0xff, 0x31,
+            0x30, 0x30, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x2d, 0xfe, 0xff, 0xff, 0xff, 0x31, 0x30, 0x00,
+            0x00, 0x00, 0xc8, 0x74, 0x61, 0x69, 0x6c,
+        ];
+        let (&b, stream) = input.split_first().unwrap();
+        let dest = tempfile::tempfile().unwrap();
+        let r = fuzz_receive_blocks(stream, &dest, (b as u64 >> 6) * 7, 1 + (b as usize % 64));
+        assert!(r.is_err(), "{r:?}");
+    }
+
     use super::*;
     use std::io::Write;
 
