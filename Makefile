@@ -42,7 +42,7 @@ run: build guest
 test: build guest
 	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
 	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
-	$(MAKE) --no-print-directory fuzz-smoke || rc=$$?; \
+	$(MAKE) --no-print-directory fuzz-smoke || echo "make test: WARNING: the 5 s fuzz smoke run found a crash or failed to build (fuzz/logs/, fuzz/artifacts/); make fuzz fails on it"; \
 	exit $$rc
 
 # Each fuzz target for FUZZ_SECS seconds; summary in fuzz/logs/summary.txt, findings in fuzz/artifacts/.
