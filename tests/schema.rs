@@ -314,6 +314,8 @@ fn embedded_rules_are_well_formed() {
         "blank-disk-has-no-image",
         "blank-disk-needs-size",
         "static-nic-needs-address",
+        "attributes-only",
+        "image-url",
     ] {
         assert!(ids.contains(id), "rule {id} is missing");
     }
