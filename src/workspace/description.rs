@@ -339,7 +339,7 @@ fn declared_types(path: &str) -> Option<&'static [(&'static str, &'static str)]>
         "/category/vmmVersion" => XS_STRING,
         "/state" => &[(VWS, "stateType")],
         "/creationTime" | "/lastModified" => &[(XS, "dateTime")],
-        "/lifeCycle" => &[(VWS, "positiveAmountType")],
+        "/lifeCycle" => &[(XS, "positiveInteger")],
         "/hardware" => &[(VWS, "hardwareType")],
         "/hardware/ram" => &[(VWS, "ramType")],
         "/hardware/cpu" => &[(VWS, "cpuType")],
