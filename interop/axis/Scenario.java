@@ -118,6 +118,32 @@ public class Scenario {
             System.exit(1);
         }
 
+        // A description the schema allows but the reader refuses ('..' in a relative file: URL):
+        // InvalidDescriptionFault, whose ErrorCode text names the element's path.
+        step("InvalidDescriptionFault", () -> {
+            WorkspaceFactoryPortType factory =
+                new WorkspaceFactoryServiceLocator().getWorkspaceFactoryPortTypePort(new URL(base + "/WorkspaceFactoryService"));
+            VmCategoryType cat = new VmCategoryType();
+            cat.setName(CategoryNameType.fromString("vm"));
+            cat.setVmm(VmmType.xen);
+            DiskType disk = new DiskType();
+            disk.setName(new Token("root"));
+            disk.setImage(new ImageType(new Token("file:images/../x")));
+            HardwareType hw = new HardwareType();
+            hw.setDisk(new DiskType[] {disk});
+            VirtualWorkspaceType d = new VirtualWorkspaceType();
+            d.setCategory(cat);
+            d.setHardware(hw);
+            try {
+                factory.create(new Create(d));
+            } catch (InvalidDescriptionFaultType f) {
+                String code = errorCode(f);
+                check(code.endsWith("/virtualWorkspace/hardware/disk/image"), "ErrorCode " + code);
+                return f.getClass().getSimpleName() + ": ErrorCode=" + code;
+            }
+            throw new AssertionError("no fault");
+        });
+
         step("GetResourceProperty", () -> {
             String s = currentState();
             check(s.equals("Unstaged"), "CurrentState " + s);
@@ -204,14 +230,14 @@ public class Scenario {
         System.exit(failures == 0 ? 0 : 1);
     }
 
+    /** WS-BaseFaults' ErrorCode: [dialect] and its text. */
+    static String errorCode(BaseFaultType f) {
+        if (f.getErrorCode() == null) return "";
+        return "[" + f.getErrorCode().getDialect() + "]" + f.getErrorCode().get_value();
+    }
+
     static String describe(BaseFaultType f) {
         String d = f.getDescription() != null && f.getDescription().length > 0 ? f.getDescription(0).get_value() : "";
-        String code = "";
-        if (f.getErrorCode() != null) {
-            code = " ErrorCode[" + f.getErrorCode().getDialect() + "]";
-            MessageElement[] any = f.getErrorCode().get_any();
-            if (any != null && any.length > 0) code += "=" + any[0].getValue();
-        }
-        return d + code;
+        return d + (f.getErrorCode() != null ? " ErrorCode=" + errorCode(f) : "");
     }
 }

@@ -51,7 +51,7 @@ static std::string local_name(const std::string &xml) {
 
 static std::string base_fault(wsbf__BaseFaultType *f) {
     std::string d = f->Description.empty() ? "" : f->Description[0].__item;
-    if (f->ErrorCode) d += " ErrorCode[" + f->ErrorCode->dialect + "]=" + (f->ErrorCode->__mixed ? f->ErrorCode->__mixed : "");
+    if (f->ErrorCode) d += " ErrorCode[" + f->ErrorCode->dialect + "]=" + f->ErrorCode->__item;
     return d;
 }
 
@@ -136,6 +136,37 @@ int main(int argc, char **argv) {
         ws.endpoint = epr->Address->__item;
         ws.key = element_text(epr->ReferenceProperties->__any[0]);
         result("create", !ws.key.empty(), "address=" + ws.endpoint + " key=" + ws.key);
+    }
+
+    // -- a description the schema allows but the reader refuses ('..' in a relative file: URL):
+    // InvalidDescriptionFault, whose ErrorCode text names the element's path.
+    {
+        _w__create req;
+        w__virtualWorkspaceType d;
+        w__vmCategoryType cat;
+        cat.name = w__categoryNameType__vm;
+        enum w__vmmType vmm = w__vmmType__xen;
+        cat.vmm = &vmm;
+        d.category = &cat;
+        w__hardwareType hw;
+        w__diskType disk;
+        disk.name = "root";
+        w__imageType img;
+        img.__item = "file:images/../x";
+        disk.image = &img;
+        hw.disk.push_back(&disk);
+        d.hardware = &hw;
+        req.virtualWorkspace = &d;
+        _w__createResponse resp;
+        std::string url = base + "/WorkspaceFactoryService";
+        soap->header = nullptr;
+        int rc = soap_call___w__create(soap, url.c_str(), nullptr, &req, resp);
+        auto *detail = soap->fault ? soap->fault->detail : nullptr;
+        auto *f = detail ? detail->w__InvalidDescriptionFault : nullptr;
+        std::string code = f && f->ErrorCode ? f->ErrorCode->__item : "";
+        const std::string want = "/virtualWorkspace/hardware/disk/image";
+        bool ok = rc != SOAP_OK && f && code.size() >= want.size() && code.compare(code.size() - want.size(), want.size(), want) == 0;
+        result("InvalidDescriptionFault", ok, f ? "w__InvalidDescriptionFaultType: ErrorCode=" + code : (rc == SOAP_OK ? "no fault" : fault_text(soap)));
     }
 
     // -- WS-ResourceProperties -----------------------------------------------------------------
