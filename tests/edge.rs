@@ -306,11 +306,17 @@ fn doubly_wrapped_requests_of_axis_wrapped_stubs_get_a_fault_naming_wsdl2java_w(
     assert_refused(&s, &r, &before, "WSDL2Java -W");
     assert!(r.faultstring().unwrap().contains("doubly wrapped"), "{}", r.body);
     let add = format!("<add xmlns=\"{COUNTER}\"><add>5</add></add>");
-    let r = s.call("CounterService", &Server::counter_key_header(&counter), "http://counter.com/CounterPortType/addRequest", &add);
+    let r =
+        s.call("CounterService", &Server::counter_key_header(&counter), "http://counter.com/CounterPortType/addRequest", &add);
     assert_refused(&s, &r, &before, "WSDL2Java -W");
     // The singly wrapped forms still work.
     let r = s.call(WS, &Server::ws_key_header(&key), &gp, &gp_payload());
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = s.call("CounterService", &Server::counter_key_header(&counter), "http://counter.com/CounterPortType/addRequest", &format!("<add xmlns=\"{COUNTER}\">5</add>"));
+    let r = s.call(
+        "CounterService",
+        &Server::counter_key_header(&counter),
+        "http://counter.com/CounterPortType/addRequest",
+        &format!("<add xmlns=\"{COUNTER}\">5</add>"),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
 }

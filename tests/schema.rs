@@ -845,7 +845,10 @@ fn served_wsdls_declare_no_key_element_and_a_readable_error_code() {
             assert_eq!(codes.len(), 1, "{service}: one ErrorCode in BaseFaultType");
             let ct = ctx.findnodes("xs:complexType", Some(&codes[0])).unwrap();
             assert_eq!(ct.len(), 1, "{service}: ErrorCode has an anonymous complexType");
-            assert!(ctx.findnodes("xs:complexContent", Some(&ct[0])).unwrap().is_empty(), "{service}: no complexContent in ErrorCode");
+            assert!(
+                ctx.findnodes("xs:complexContent", Some(&ct[0])).unwrap().is_empty(),
+                "{service}: no complexContent in ErrorCode"
+            );
             let ext = ctx.findnodes("xs:simpleContent/xs:extension", Some(&ct[0])).unwrap();
             assert_eq!(ext.len(), 1, "{service}: ErrorCode is text with attributes");
             assert_eq!(ext[0].get_attribute("base").as_deref(), Some("xs:string"), "{service}: ErrorCode's text is a string");
