@@ -12,6 +12,8 @@ use vws::client::{self, Client, ClientError};
 use vws::soap::epr::Epr;
 use vws::soap::ns;
 use vws::soap::xml::{self, Element, Node};
+use vws::workspace::messages::{self as wm, ManagerOp, ManagerRequest};
+use vws::wsrf::messages as rp;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Output {
@@ -275,8 +277,8 @@ struct ImageProgress {
 
 async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
     let qs = [client::parse_qname_arg("nimbus:CurrentState")?, client::parse_qname_arg("staging")?];
-    let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-    let r = c.call(&epr.address, Some(epr), &action, &client::get_properties_payload(&qs)).await?;
+    let r = c.invoke(epr, &rp::GetMultipleResourceProperties { names: qs.to_vec() }).await?;
+    let r = client::values_element(&r.content)?;
     let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
     let mut out = Staging { state, status: String::new(), error: None, images: Vec::new() };
     if let Some(s) = r.child(ns::VWS, "staging") {
@@ -300,10 +302,7 @@ async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
 /// `vws deploy`: asks for the deploy, then follows the staging with a progress bar until the
 /// workspace is Staged (exit 0) or the staging failed (exit 3 for a checksum mismatch, else 2).
 async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -> Result<i32, ClientError> {
-    let action = format!("{}/{}/deployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
-    let body = if hot { "<hot>true</hot>" } else { "" };
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<deploy xmlns=\"{}\">{body}</deploy>", ns::VWS)).await?;
-    let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default();
+    let state = c.invoke(epr, &ManagerRequest { op: ManagerOp::Deploy, hot }).await?.state;
     if !wait {
         println!("{state}");
         return Ok(0);
@@ -352,10 +351,9 @@ async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -
 /// A VM operation; with `wait`, follows a transitional state (Stopping, Saving, Restoring)
 /// with a spinner until the final one. Exit 0, or 2 when the workspace ended Corrupted or the
 /// operation failed (its cause printed).
-async fn vm_op_cmd(c: &Client, epr: &Epr, op: &str, wait: bool) -> Result<i32, ClientError> {
-    let action = format!("{}/{}/{op}Request", ns::VWS, vws::services::manager::PORT_TYPE);
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<{op} xmlns=\"{}\"/>", ns::VWS)).await?;
-    let mut state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
+async fn vm_op_cmd(c: &Client, epr: &Epr, op: ManagerOp, wait: bool) -> Result<i32, ClientError> {
+    let mut state = c.invoke(epr, &ManagerRequest::new(op)).await?.state;
+    let op = op.name();
     let transitional = |s: &str| matches!(s, "Stopping" | "Saving" | "Restoring" | "Staging");
     if wait && transitional(&state) {
         use std::io::IsTerminal;
@@ -387,8 +385,8 @@ async fn vm_op_cmd(c: &Client, epr: &Epr, op: &str, wait: bool) -> Result<i32, C
 }
 
 async fn client_cause(c: &Client, epr: &Epr) -> Result<Option<String>, ClientError> {
-    let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-    let r = c.call(&epr.address, Some(epr), &action, &client::get_property_payload(&client::parse_qname_arg("cause")?)).await?;
+    let r = c.invoke(epr, &rp::GetResourceProperty { name: client::parse_qname_arg("cause")? }).await?;
+    let r = client::values_element(&r.content)?;
     Ok(r.child(ns::VWS, "cause").map(|e| e.text().trim().to_string()))
 }
 
@@ -442,13 +440,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             // Check it is XML at all, then send the root element as it is (minus any declaration).
             let root = xml::parse(&text, &Default::default())
                 .map_err(|e| ClientError::Usage(format!("{}: {e}", description.display())))?;
-            let payload = format!("<vws:create xmlns:vws=\"{}\">{}</vws:create>", ns::VWS, root.to_fragment());
-            let action = format!("{}/WorkspaceFactoryPortType/createRequest", ns::VWS);
-            let resp = c.call(service, None, &action, &payload).await?;
-            let epr_el = resp
-                .child(ns::WSA, "EndpointReference")
-                .ok_or_else(|| ClientError::BadAnswer { status: 200, msg: "createResponse without EPR".into() })?;
-            let epr = Epr::from_element(epr_el).map_err(|m| ClientError::BadAnswer { status: 200, msg: m })?;
+            let epr = c.invoke_at(service, None, &wm::Create { description: root }).await?.epr;
             if let Some(p) = epr_out {
                 std::fs::write(p, epr.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
             }
@@ -465,36 +457,32 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         Cmd::GetProperty { qname } => {
             let epr = resource(&args)?;
             let q = client::parse_qname_arg(qname)?;
-            let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_property_payload(&q)).await?;
-            print_elements(args.output, &r);
+            let r = c.invoke(&epr, &rp::GetResourceProperty { name: q }).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::GetProperties { qnames } => {
             let epr = resource(&args)?;
             let qs = qnames.iter().map(|q| client::parse_qname_arg(q)).collect::<Result<Vec<_>, _>>()?;
-            let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_properties_payload(&qs)).await?;
-            print_elements(args.output, &r);
+            let r = c.invoke(&epr, &rp::GetMultipleResourceProperties { names: qs }).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::Query { xpath } => {
             let epr = resource(&args)?;
-            let action = format!("{}/QueryResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::query_payload(xpath)).await?;
-            print_elements(args.output, &r);
+            let q = rp::QueryResourceProperties { expression: xpath.clone(), namespaces: Vec::new() };
+            let r = c.invoke(&epr, &q).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::SetTerminationTime { when } => {
             let epr = resource(&args)?;
             let t = client::parse_when(when, vws::wsrf::time::now_ms())?;
-            let action = format!("{}/SetTerminationTime", ns::WSRL_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::set_termination_payload(t)).await?;
-            let get = |l: &str| r.child(ns::WSRL, l).map(|e| if e.is_nil() { "never".to_string() } else { e.text() });
-            println!("termination time: {}", get("NewTerminationTime").unwrap_or_default());
-            println!("current time:     {}", get("CurrentTime").unwrap_or_default());
+            let r = c.invoke(&epr, &rp::SetTerminationTime { requested: t }).await?;
+            let fmt = vws::wsrf::time::format_ms;
+            println!("termination time: {}", r.new_termination_time.map(fmt).unwrap_or_else(|| "never".into()));
+            println!("current time:     {}", fmt(r.current_time));
         }
         Cmd::Destroy => {
             let epr = resource(&args)?;
-            let action = format!("{}/Destroy", ns::WSRL_ACTION);
-            c.call(&epr.address, Some(&epr), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await?;
+            c.invoke(&epr, &rp::Destroy).await?;
             println!("destroyed");
         }
         Cmd::Deploy { no_wait, quiet, hot } => {
@@ -509,13 +497,13 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         | Cmd::Save { no_wait }
         | Cmd::Restore { no_wait } => {
             let op = match &args.cmd {
-                Cmd::Start { .. } => "start",
-                Cmd::Stop { .. } => "stop",
-                Cmd::Pause { .. } => "pause",
-                Cmd::Unpause { .. } => "unpause",
-                Cmd::Reboot { .. } => "reboot",
-                Cmd::Save { .. } => "save",
-                _ => "restore",
+                Cmd::Start { .. } => ManagerOp::Start,
+                Cmd::Stop { .. } => ManagerOp::Stop,
+                Cmd::Pause { .. } => ManagerOp::Pause,
+                Cmd::Unpause { .. } => ManagerOp::Unpause,
+                Cmd::Reboot { .. } => ManagerOp::Reboot,
+                Cmd::Save { .. } => ManagerOp::Save,
+                _ => ManagerOp::Restore,
             };
             let epr = resource(&args)?;
             return vm_op_cmd(&c, &epr, op, !no_wait).await;
@@ -524,7 +512,8 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let epr = resource(&args)?;
             let mut offset = 0u64;
             loop {
-                let (text, next) = client::console(&c, &epr, offset).await?;
+                let r = c.invoke(&epr, &wm::Console { offset }).await?;
+                let (text, next) = (r.text, r.offset);
                 use std::io::Write;
                 print!("{text}");
                 let _ = std::io::stdout().flush();
@@ -541,8 +530,8 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let epr = resource(&args)?;
             let names = ["nimbus:CurrentState", "ip", "mac", "host", "startTime", "cause"];
             let qs = names.iter().map(|q| client::parse_qname_arg(q)).collect::<Result<Vec<_>, _>>()?;
-            let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_properties_payload(&qs)).await?;
+            let r = c.invoke(&epr, &rp::GetMultipleResourceProperties { names: qs }).await?;
+            let r = client::values_element(&r.content)?;
             let get = |n: &str, l: &str| r.child(n, l).map(|e| e.text().trim().to_string()).unwrap_or_else(|| "-".into());
             let state = get(ns::NIMBUS, "CurrentState");
             let uptime = match (state.as_str(), r.child(ns::VWS, "startTime")) {
@@ -566,9 +555,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         }
         Cmd::Undeploy => {
             let epr = resource(&args)?;
-            let action = format!("{}/{}/undeployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
-            let r = c.call(&epr.address, Some(&epr), &action, &format!("<undeploy xmlns=\"{}\"/>", ns::VWS)).await?;
-            println!("{}", r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default());
+            println!("{}", c.invoke(&epr, &ManagerRequest::new(ManagerOp::Undeploy)).await?.state);
         }
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }
