@@ -193,8 +193,12 @@ fn stage_cmd(
         }
     }
     if !quiet {
-        opts.progress = Some(std::sync::Arc::new(|p: &ProgressInfo| {
-            draw(&bar_line("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64())), p.done);
+        let bar = Bar::new();
+        opts.progress = Some(std::sync::Arc::new(move |p: &ProgressInfo| {
+            bar.show("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64()));
+            if p.done {
+                bar.finish();
+            }
         }));
     }
     match transfer::stage(src, dst, &opts) {
@@ -221,40 +225,115 @@ fn stage_cmd(
     }
 }
 
-/// One progress line: `[####    ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`.
-fn bar_line(label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) -> String {
-    let mb = bytes as f64 / 1048576.0;
-    let rate = rate / 1048576.0;
-    match total {
-        Some(t) if t > 0 => {
-            let frac = (bytes as f64 / t as f64).min(1.0);
-            let w = 30;
-            let filled = (frac * w as f64) as usize;
-            let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
-            format!(
-                "{label}[{}{}] {:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {}",
-                "#".repeat(filled),
-                " ".repeat(w - filled),
-                frac * 100.0,
-                mb,
-                t as f64 / 1048576.0,
-                rate,
-                eta
-            )
-        }
-        _ => format!("{label}{mb:.1} MiB {rate:.1} MiB/s"),
+/// stderr as indicatif's terminal, drawn whether or not it is a TTY (scripts and logs of
+/// `vws deploy` / `vws stage` keep the progress; indicatif's own stderr target hides itself).
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().lock().write_all(s.as_bytes())
     }
 }
 
-/// Redraws the progress line on stderr (a newline when `done`).
-fn draw(line: &str, done: bool) {
-    use std::io::Write;
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\r{line}\x1b[K");
-    if done {
-        let _ = writeln!(e);
+impl indicatif::TermLike for Stderr {
+    fn width(&self) -> u16 {
+        200
     }
-    let _ = e.flush();
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)?;
+        self.put("\n")
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
+/// A transfer progress bar on stderr (indicatif draws it, at most 10 times a second):
+/// `image 1/2 root [####      ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`, or without a known
+/// size `12.0 MiB 300.1 MiB/s`. Rate and ETA are the transfer's own.
+struct Bar {
+    pb: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        let target = indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 10);
+        let pb = indicatif::ProgressBar::with_draw_target(None, target);
+        pb.set_style(Self::style(false));
+        Bar { pb }
+    }
+
+    fn style(sized: bool) -> indicatif::ProgressStyle {
+        let t = if sized { "{prefix}[{bar:30}] {msg}" } else { "{prefix}{msg}" };
+        indicatif::ProgressStyle::with_template(t).expect("valid template").progress_chars("# ")
+    }
+
+    fn show(&self, label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) {
+        let (mb, rate) = (bytes as f64 / 1048576.0, rate / 1048576.0);
+        if self.pb.prefix() != label {
+            self.pb.set_prefix(label.to_string());
+        }
+        match total {
+            Some(t) if t > 0 => {
+                if self.pb.length() != Some(t) {
+                    self.pb.set_style(Self::style(true));
+                    self.pb.set_length(t);
+                }
+                self.pb.set_position(bytes.min(t));
+                let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
+                let frac = (bytes as f64 / t as f64).min(1.0);
+                self.pb.set_message(format!(
+                    "{:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {eta}",
+                    frac * 100.0,
+                    mb,
+                    t as f64 / 1048576.0,
+                    rate
+                ));
+            }
+            _ => self.pb.set_message(format!("{mb:.1} MiB {rate:.1} MiB/s")),
+        }
+    }
+
+    /// Leaves the last state drawn, on its own line.
+    fn finish(&self) {
+        if !self.pb.is_finished() {
+            self.pb.finish();
+            eprintln!();
+        }
+    }
 }
 
 /// What `deploy` follows: the workspace's state and its `staging` property.
@@ -308,19 +387,20 @@ async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -
         return Ok(0);
     }
     let start = std::time::Instant::now();
+    let bar = (!quiet).then(Bar::new);
     loop {
         let s = poll_staging(c, epr).await?;
         let n = s.images.len();
-        if !quiet {
+        if let Some(bar) = &bar {
             let at = |st: &str| s.images.iter().position(|i| i.status == st);
             if let Some(k) = at("staging").or_else(|| at("pending")).or(n.checked_sub(1)) {
                 let i = &s.images[k];
-                draw(&bar_line(&format!("image {}/{n} {} ", k + 1, i.name), i.bytes, i.total, i.rate, i.eta), false);
+                bar.show(&format!("image {}/{n} {} ", k + 1, i.name), i.bytes, i.total, i.rate, i.eta);
             }
         }
         if s.state != "Staging" {
-            if !quiet {
-                draw("", true);
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             let bytes: u64 = s.images.iter().map(|i| i.bytes).sum();
             return Ok(match (s.state.as_str(), s.error) {
@@ -356,22 +436,18 @@ async fn vm_op_cmd(c: &Client, epr: &Epr, op: ManagerOp, wait: bool) -> Result<i
     let op = op.name();
     let transitional = |s: &str| matches!(s, "Stopping" | "Saving" | "Restoring" | "Staging");
     if wait && transitional(&state) {
-        use std::io::IsTerminal;
-        let tty = std::io::stderr().is_terminal();
-        let start = std::time::Instant::now();
-        let frames = ['|', '/', '-', '\\'];
-        let mut i = 0;
+        // A spinner on a terminal only (indicatif's stderr target hides itself otherwise).
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template").tick_chars("|/-\\ "),
+        );
+        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
         while transitional(&state) {
-            if tty {
-                draw(&format!("{} {state} {:.1}s", frames[i % 4], start.elapsed().as_secs_f64()), false);
-            }
-            i += 1;
+            spinner.set_message(state.clone());
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             state = poll_staging(c, epr).await?.state;
         }
-        if tty {
-            draw("", true);
-        }
+        spinner.finish_and_clear();
         let cause = client_cause(c, epr).await?;
         let failed = state == "Corrupted" || (op == "save" && state != "Saved") || (op == "restore" && state != "Running");
         if let Some(cause) = cause.filter(|c| !c.is_empty()) {
