@@ -5,6 +5,8 @@
 //! checks of its own: no control characters (the `url` crate silently drops tabs and newlines),
 //! a host for every scheme but `file`, `file` URLs local only, well-formed %-escapes, UTF-8 paths.
 
+use super::TransferError;
+
 /// A parsed transfer URL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Url {

@@ -11,7 +11,7 @@ pub mod data;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::security::certdir::CertDir;
 use crate::security::credential::Credential;
