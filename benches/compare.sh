@@ -28,8 +28,8 @@ echo "median of $ROUNDS rounds (first property = CurrentState, second = hardware
 printf '%-8s %-12s %14s %18s\n' build property "1c median ms" "16c req/s"
 for who in A B; do
   for k in 1 2; do
-    med=$(for r in $(seq 1 "$ROUNDS"); do grep 'client median' "$OUT/$who.$r.txt" | sed -n "${k}p" | awk '{print $4}'; done | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "?")}')
-    tput=$(for r in $(seq 1 "$ROUNDS"); do grep 'clients .* req/s' "$OUT/$who.$r.txt" | sed -n "${k}p" | awk '{print $3}'; done | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "?")}')
+    med=$(for r in $(seq 1 "$ROUNDS"); do grep -E 'client median [0-9.]+ ms \(goal' "$OUT/$who.$r.txt" | sed -n "${k}p" | awk '{print $4}'; done | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "?")}')
+    tput=$(for r in $(seq 1 "$ROUNDS"); do grep -E 'clients [0-9.]+ req/s \(goal' "$OUT/$who.$r.txt" | sed -n "${k}p" | awk '{print $3}'; done | sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "?")}')
     printf '%-8s %-12s %14s %18s\n' "$who" "$([ $k = 1 ] && echo CurrentState || echo hardware)" "$med" "$tput"
   done
 done

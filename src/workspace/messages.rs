@@ -54,9 +54,8 @@ impl Message for Create {
     }
     fn decode(e: &Element) -> Result<Self, DecodeError> {
         expect(e, "create")?;
-        let vw = e
-            .child(VWS, "virtualWorkspace")
-            .ok_or_else(|| err(format!("create needs a {{{VWS}}}virtualWorkspace element")))?;
+        let vw =
+            e.child(VWS, "virtualWorkspace").ok_or_else(|| err(format!("create needs a {{{VWS}}}virtualWorkspace element")))?;
         Ok(Create { description: vw.clone() })
     }
 }
@@ -329,8 +328,9 @@ mod tests {
 
     #[test]
     fn create_carries_the_description() {
-        let d = parse(&format!("<virtualWorkspace xmlns=\"{VWS}\"><name>a &amp; b</name></virtualWorkspace>"), &Limits::default())
-            .unwrap();
+        let d =
+            parse(&format!("<virtualWorkspace xmlns=\"{VWS}\"><name>a &amp; b</name></virtualWorkspace>"), &Limits::default())
+                .unwrap();
         let xml = Create { description: d }.to_xml();
         let back = Create::decode(&parse(&xml, &Limits::default()).unwrap()).unwrap();
         assert_eq!(back.description.child(VWS, "name").unwrap().text(), "a & b");

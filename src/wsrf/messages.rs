@@ -209,9 +209,9 @@ impl Message for QueryResourceProperties {
     }
     fn decode(e: &Element) -> Result<Self, BaseFault> {
         expect(e, ns::WSRP, "QueryResourceProperties")?;
-        let qe = e.child(ns::WSRP, "QueryExpression").ok_or_else(|| {
-            BaseFault::new(FaultType::InvalidQueryExpression, "QueryResourceProperties has no QueryExpression")
-        })?;
+        let qe = e
+            .child(ns::WSRP, "QueryExpression")
+            .ok_or_else(|| BaseFault::new(FaultType::InvalidQueryExpression, "QueryResourceProperties has no QueryExpression"))?;
         let dialect = qe.attr("", "Dialect").unwrap_or("").trim();
         if dialect != ns::XPATH_DIALECT {
             return Err(BaseFault::new(
@@ -431,9 +431,9 @@ fn write_time(w: &mut XmlWriter, tag: &str, t: Option<i64>) {
 fn read_time(e: &Element, kind: FaultType) -> Result<Option<i64>, BaseFault> {
     match crate::soap::element_text_or_nil(e) {
         None => Ok(None),
-        Some(text) => time::parse_ms(&text).map(Some).ok_or_else(|| {
-            BaseFault::new(kind, format!("{} '{}' is not an xsd:dateTime", e.name.local, text.trim()))
-        }),
+        Some(text) => time::parse_ms(&text)
+            .map(Some)
+            .ok_or_else(|| BaseFault::new(kind, format!("{} '{}' is not an xsd:dateTime", e.name.local, text.trim()))),
     }
 }
 
@@ -561,7 +561,10 @@ mod tests {
         let e = parse(&format!("<SetResourceProperties xmlns=\"{}\"/>", ns::WSRP), &l).unwrap();
         assert_eq!(SetResourceProperties::decode(&e).unwrap_err().kind, FaultType::InvalidSetResourcePropertiesRequestContent);
         let e = parse(
-            &format!("<SetTerminationTime xmlns=\"{}\"><RequestedTerminationTime>soon</RequestedTerminationTime></SetTerminationTime>", ns::WSRL),
+            &format!(
+                "<SetTerminationTime xmlns=\"{}\"><RequestedTerminationTime>soon</RequestedTerminationTime></SetTerminationTime>",
+                ns::WSRL
+            ),
             &l,
         )
         .unwrap();

@@ -6,8 +6,7 @@ use super::faults::{BaseFault, FaultType};
 use super::home::{time_property_xml, Home, ResourceState, ResourceType, Source};
 use super::messages::{
     GetMultipleResourceProperties, GetMultipleResourcePropertiesResponse, GetResourceProperty, GetResourcePropertyResponse,
-    QueryResourceProperties, QueryResourcePropertiesResponse, SetComponent, SetResourceProperties,
-    SetResourcePropertiesResponse,
+    QueryResourceProperties, QueryResourcePropertiesResponse, SetComponent, SetResourceProperties, SetResourcePropertiesResponse,
 };
 use crate::soap::message::Message;
 use crate::soap::time;
