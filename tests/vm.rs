@@ -547,3 +547,61 @@ fn a_qemu_no_workspace_owns_is_listed_as_an_orphan_and_left_running() {
     );
     assert_eq!(r.fault_kind().as_deref(), Some("InvalidResourcePropertyQNameFault"), "{}", r.body);
 }
+
+#[test]
+fn with_a_bridge_each_vm_gets_a_tap_on_it_and_answers_on_its_address() {
+    // This test's thread (and every process it starts: vwsd, QEMU) moves into a network
+    // namespace of its own; the bridge and its addresses exist only there.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!("SKIP: cannot create a network namespace here: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ip(&["link", "set", "lo", "up"]);
+    ip(&["link", "add", "vwsbr0", "type", "bridge"]);
+    ip(&["addr", "add", "10.30.0.1/24", "dev", "vwsbr0"]);
+    ip(&["link", "set", "vwsbr0", "up"]);
+    let g = guest::dir();
+    let s = Server::start_with(Conf {
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50\n", g.display()),
+        host: format!(
+            "[vmm]\ndriver = \"qemu\"\naccel = \"tcg\"\nkernel = \"{}\"\nramdisk = \"{}\"\nstop_timeout_secs = 120\nready_timeout_secs = 180\n\
+             [network]\nsubnet = \"10.30.0.0/24\"\ngateway = \"10.30.0.1\"\nfirst = \"10.30.0.10\"\nlast = \"10.30.0.11\"\nbridge = \"vwsbr0\"\n\
+             [host]\nreconcile_secs = 1\n",
+            g.join("vmlinuz").display(),
+            g.join("initrd.img").display()
+        ),
+        ..Default::default()
+    });
+    let _reaper = Reaper(s.data_dir());
+    let key = s.create_workspace_from(&demo_description());
+    deploy_and_wait(&s, &key);
+    let mac = text_prop(&s, &key, "mac").unwrap();
+    let tap = vws::host::qemu::tap_name(&format!("vws-{key}"), 0);
+    let ports = ip(&["-o", "link", "show", "master", "vwsbr0"]);
+    assert!(ports.contains(&format!("{tap}:")), "the VM's tap is on the bridge: {ports}");
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").unwrap());
+    let text = guest::wait_for(&console, READY, 1, BOOT);
+    assert!(text.contains(&format!("VWS-GUEST-IP ip=10.30.0.10/24 gw=10.30.0.1 mac={mac}")), "{text}");
+    // The guest answers for its address on the bridge: its ARP reply (with its MAC) is in the
+    // namespace's neighbour table after a datagram to it.
+    let sock = std::net::UdpSocket::bind("10.30.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = sock.send_to(b"hello", "10.30.0.10:9");
+        std::thread::sleep(Duration::from_millis(300));
+        let n = ip(&["neigh", "show", "10.30.0.10", "dev", "vwsbr0"]);
+        if n.contains(&format!("lladdr {mac}")) && !n.contains("FAILED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ARP answer from 10.30.0.10: {n}\n{}", s.log());
+    }
+    assert_eq!(ok(&s, &key, "undeploy"), "Unstaged");
+    let ports = ip(&["-o", "link", "show", "master", "vwsbr0"]);
+    assert!(!ports.contains(&tap), "the tap goes with the VM: {ports}");
+}
