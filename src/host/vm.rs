@@ -229,7 +229,16 @@ impl VmEngine {
                 )));
             }
         }
+        // Where deploy's time goes, step by step (logged at debug level).
+        let t0 = Instant::now();
+        let mut steps: Vec<(&str, f64)> = Vec::new();
+        let mut lap = |name: &'static str, since: &mut Instant| {
+            steps.push((name, since.elapsed().as_secs_f64() * 1e3));
+            *since = Instant::now();
+        };
+        let mut t = t0;
         let lease = self.allocate(key)?;
+        lap("lease", &mut t);
         let dir = self.dir(key);
         std::fs::create_dir_all(&dir).map_err(|e| setup(dir.display(), e))?;
         for (i, d) in disks.iter().enumerate() {
@@ -243,17 +252,23 @@ impl VmEngine {
                 None => self.make_blank(&self.overlay(key, i), d.blank_mib.max(1))?,
             }
         }
+        lap("overlays", &mut t);
         let issued = self.ca.issue(key).map_err(EngineError::Setup)?;
         std::fs::write(dir.join("cert.pem"), &issued.cert_pem).map_err(|e| setup("cert.pem", e))?;
+        lap("certificate", &mut t);
         self.write_config_disk(key, &lease, &issued)?;
+        lap("config_disk", &mut t);
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
         self.vmm.create_paused(&spec)?;
+        lap("vm_defined", &mut t);
         if hot {
             let from = std::fs::metadata(self.console(key)).map(|m| m.len()).unwrap_or(0);
             self.vmm.unpause(&spec.name)?;
             self.wait_ready(key, from)?;
             self.vmm.pause(&spec.name)?;
+            lap("hot_boot", &mut t);
         }
+        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM provisioned");
         Ok(Placement {
             vm: spec.name,
             ip: lease.ip,
