@@ -15,11 +15,13 @@
 use super::manager::ManagerService;
 use super::registry::PortType;
 use super::request::{DispatchFuture, SoapReply, SoapRequest};
-use super::{reply, unknown_operation, Shared};
+use super::{answer, unknown_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
+use crate::soap::message::Message;
 use crate::soap::ns::{self, VWS};
-use crate::soap::xml::{escape, escape_attr, Element, QName};
+use crate::soap::xml::{escape, escape_attr, QName};
+use crate::wsrf::messages as m;
 use crate::wsrf::{time, BaseFault, FaultType};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -38,35 +40,20 @@ impl HostManagerService {
     pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
         let p = req.env.payload();
         let r = if p.is(ns::WSRP, "GetResourceProperty") {
-            self.get(req, &[p]).await.map(|body| {
-                reply(
-                    format!("{}/GetResourcePropertyResponse", ns::WSRP_ACTION),
-                    format!("<GetResourcePropertyResponse xmlns=\"{}\">{body}</GetResourcePropertyResponse>", ns::WSRP),
-                )
-            })
-        } else if p.is(ns::WSRP, "GetMultipleResourceProperties") {
-            let mut names = Vec::new();
-            for c in p.elements() {
-                if !c.is(ns::WSRP, "ResourceProperty") {
-                    return Err(SoapFault::from(BaseFault::new(
-                        FaultType::InvalidResourcePropertyQName,
-                        format!("unexpected element {} in GetMultipleResourceProperties", c.name),
-                    )));
-                }
-                names.push(c);
+            match m::GetResourceProperty::decode(p) {
+                Ok(r) => self
+                    .values(req, std::slice::from_ref(&r.name))
+                    .await
+                    .map(|content| answer(&r, &m::GetResourcePropertyResponse { content })),
+                Err(e) => Err(e),
             }
-            if names.is_empty() {
-                Err(BaseFault::new(FaultType::InvalidResourcePropertyQName, "no ResourceProperty requested"))
-            } else {
-                self.get(req, &names).await.map(|body| {
-                    reply(
-                        format!("{}/GetMultipleResourcePropertiesResponse", ns::WSRP_ACTION),
-                        format!(
-                            "<GetMultipleResourcePropertiesResponse xmlns=\"{}\">{body}</GetMultipleResourcePropertiesResponse>",
-                            ns::WSRP
-                        ),
-                    )
-                })
+        } else if p.is(ns::WSRP, "GetMultipleResourceProperties") {
+            match m::GetMultipleResourceProperties::decode(p) {
+                Ok(r) => self
+                    .values(req, &r.names)
+                    .await
+                    .map(|content| answer(&r, &m::GetMultipleResourcePropertiesResponse { content })),
+                Err(e) => Err(e),
             }
         } else {
             Err(unknown_operation(req))
@@ -74,14 +61,11 @@ impl HostManagerService {
         r.map_err(SoapFault::from)
     }
 
-    /// The values of the properties named by the QName texts of `names`, in that order.
-    async fn get(&self, req: &SoapRequest, names: &[&Element]) -> Result<String, BaseFault> {
+    /// The values of the named properties, in that order.
+    async fn values(&self, req: &SoapRequest, names: &[QName]) -> Result<String, BaseFault> {
         self.shared.authorize(&req.caller, Action::Read, None)?;
         let mut wanted = Vec::new();
-        for el in names {
-            let q: QName = el.resolve_qname(&el.text()).map_err(|e| {
-                BaseFault::new(FaultType::InvalidResourcePropertyQName, format!("invalid resource property QName: {e}"))
-            })?;
+        for q in names {
             match PROPERTIES.iter().find(|n| q.ns == VWS && q.local == **n) {
                 Some(n) => wanted.push(*n),
                 None => return Err(BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark())),
