@@ -837,14 +837,9 @@ impl Vms {
                 let e = engine.clone();
                 let k = key.to_string();
                 let leased = tokio::task::spawn_blocking(move || e.lease(&k).ok().flatten().is_some()).await.unwrap_or(true);
-                if v.is_some() || leased || engine.dir(key).exists() || engine.run_dir(key).exists() {
-                    if host.teardown(key, Teardown::Undeploy).await.is_ok() {
-                        tracing::warn!(
-                            key,
-                            had_vm = v.is_some(),
-                            "reconciliation: tore down what an Unstaged workspace still held"
-                        );
-                    }
+                let holds = v.is_some() || leased || engine.dir(key).exists() || engine.run_dir(key).exists();
+                if holds && host.teardown(key, Teardown::Undeploy).await.is_ok() {
+                    tracing::warn!(key, had_vm = v.is_some(), "reconciliation: tore down what an Unstaged workspace still held");
                 }
             }
             _ => {}
