@@ -10,7 +10,7 @@ use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
-use crate::services::{counter, factory, workspace, Dispatcher, Registry, Shared};
+use crate::services::{counter, factory, host_manager, workspace, Dispatcher, Registry, Shared};
 use crate::store::leases::Leases;
 use crate::store::Store;
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
@@ -46,9 +46,10 @@ impl App {
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let vms = Vms::new(workspaces.clone(), engine(cfg)?, &cfg.server.data)?;
+        let engine = engine(cfg)?;
+        let vms = Vms::new(workspaces.clone(), engine.clone(), &cfg.server.data)?;
         let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
-        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger)?;
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger, engine)?;
         let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
         // The port types: one line each.
         let mut services = Registry::new();
@@ -63,6 +64,7 @@ impl App {
             lifetime,
             operations: vec![manager.clone()],
         }))?;
+        services.register(Arc::new(host_manager::HostManagerService { manager: manager.clone(), shared: shared.clone() }))?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
         Ok(App { services: Arc::new(services), sweeper, store, host, manager })

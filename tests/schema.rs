@@ -440,8 +440,6 @@ fn sections_written_by_description_rs_validate() {
 // -------------------------------------------------------------------------------------------
 // (c) the WSDL files
 
-const WSRP_OPS: [&str; 4] =
-    ["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties", "SetResourceProperties"];
 const WSRL_OPS: [&str; 2] = ["Destroy", "SetTerminationTime"];
 
 struct WsdlSpec {
@@ -454,11 +452,21 @@ struct WsdlSpec {
     rp_root: Option<(&'static str, &'static str)>,
     /// Application operations and their soapAction.
     app_ops: &'static [(&'static str, &'static str)],
-    wsrf: bool,
+    /// The WSRF operations it declares (WSRP first, then WSRL), with their WSRF actions.
+    wsrf: &'static [&'static str],
     inline: &'static [&'static str],
 }
 
-const WSDLS: [WsdlSpec; 3] = [
+const ALL_WSRF: &[&str] = &[
+    "GetResourceProperty",
+    "GetMultipleResourceProperties",
+    "QueryResourceProperties",
+    "SetResourceProperties",
+    "Destroy",
+    "SetTerminationTime",
+];
+
+const WSDLS: [WsdlSpec; 4] = [
     WsdlSpec {
         file: "factory.wsdl",
         served_as: &["WorkspaceFactoryService"],
@@ -466,7 +474,7 @@ const WSDLS: [WsdlSpec; 3] = [
         port_type: "WorkspaceFactoryPortType",
         rp_root: None,
         app_ops: &[("create", "http://vws.dev/2026/11/workspace/WorkspaceFactoryPortType/createRequest")],
-        wsrf: false,
+        wsrf: &[],
         inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrl-2004-06.xsd", "nimbus-properties.xsd", "workspace.xsd"],
     },
     WsdlSpec {
@@ -487,7 +495,7 @@ const WSDLS: [WsdlSpec; 3] = [
             ("restore", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/restoreRequest"),
             ("console", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/consoleRequest"),
         ],
-        wsrf: true,
+        wsrf: ALL_WSRF,
         inline: &[
             "wsa-2004-03.xsd",
             "wsbf-2004-06.xsd",
@@ -507,8 +515,25 @@ const WSDLS: [WsdlSpec; 3] = [
             ("createCounter", "http://counter.com/CounterPortType/createCounterRequest"),
             ("add", "http://counter.com/CounterPortType/addRequest"),
         ],
-        wsrf: true,
+        wsrf: ALL_WSRF,
         inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrp-2004-06.xsd", "wsrl-2004-06.xsd", "counter.xsd"],
+    },
+    WsdlSpec {
+        file: "manager.wsdl",
+        served_as: &["WorkspaceManagerService"],
+        service: "WorkspaceManagerService",
+        port_type: "WorkspaceManagerPortType",
+        rp_root: Some((VWS, "ManagerResourceProperties")),
+        app_ops: &[],
+        wsrf: &["GetResourceProperty", "GetMultipleResourceProperties"],
+        inline: &[
+            "wsa-2004-03.xsd",
+            "wsbf-2004-06.xsd",
+            "wsrp-2004-06.xsd",
+            "wsrl-2004-06.xsd",
+            "nimbus-properties.xsd",
+            "workspace.xsd",
+        ],
     },
 ];
 
@@ -519,13 +544,9 @@ impl WsdlSpec {
     /// operation name -> soapAction
     fn expected_actions(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = self.app_ops.iter().map(|(o, a)| (o.to_string(), a.to_string())).collect();
-        if self.wsrf {
-            for op in WSRP_OPS {
-                m.insert(op.into(), format!("{WSRP_ACTION}/{op}"));
-            }
-            for op in WSRL_OPS {
-                m.insert(op.into(), format!("{WSRL_ACTION}/{op}"));
-            }
+        for op in self.wsrf {
+            let base = if WSRL_OPS.contains(op) { WSRL_ACTION } else { WSRP_ACTION };
+            m.insert(op.to_string(), format!("{base}/{op}"));
         }
         m
     }

@@ -9,6 +9,7 @@
 
 pub mod counter;
 pub mod factory;
+pub mod host_manager;
 pub mod manager;
 pub mod registry;
 pub mod request;

@@ -373,6 +373,11 @@ impl Home {
         self.map.read().unwrap().keys().cloned().collect()
     }
 
+    /// Does a resource of this key exist (created and not destroyed)?
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.read().unwrap().contains_key(key)
+    }
+
     /// The EPR of a resource of this home, at `service_url`.
     pub fn epr(&self, service_url: &str, key: &str) -> Epr {
         Epr::with_key(service_url, self.key_name.clone(), key)
