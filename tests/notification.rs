@@ -534,3 +534,52 @@ fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
     assert!(s.db_dump().iter().all(|r| r.0 != SUBS), "no subscription stored");
     assert!(s.log().contains("TopicNotSupportedFault") || s.log().contains("fault"), "refusals are logged");
 }
+
+#[test]
+fn vws_watch_prints_each_change_and_ends_its_subscriptions_on_sigterm() {
+    let s = Server::start();
+    let key = s.create_workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let epr = dir.path().join("ws.epr");
+    let e = vws::soap::epr::Epr::with_key(s.url("WorkspaceService"), vws::soap::xml::QName::new(VWS, "WorkspaceKey"), key.clone());
+    std::fs::write(&epr, e.to_file_xml()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vws"))
+        .arg("--epr")
+        .arg(&epr)
+        .args(["watch", "CurrentState", "Comment", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching CurrentState, Comment on "), "{line}");
+    let set = |v: &str| {
+        let r = s.call(
+            "WorkspaceService",
+            &Server::ws_key_header(&key),
+            &format!("{WSRP_ACTION}/SetResourceProperties"),
+            &format!("<SetResourceProperties xmlns=\"{WSRP}\"><Update><c:Comment xmlns:c=\"{NIMBUS}\">{v}</c:Comment></Update></SetResourceProperties>"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    set("hello");
+    set("world");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim().to_string());
+    }
+    let ts = |l: &str| l.len() > 13 && l.as_bytes()[2] == b':' && l.as_bytes()[8] == b'.';
+    assert!(ts(&lines[0]) && lines[0].ends_with(" Comment (none) → hello"), "{lines:?}");
+    assert!(ts(&lines[1]) && lines[1].ends_with(" Comment hello → world"), "{lines:?}");
+    let subs = || s.db_dump().iter().filter(|r| r.0 == SUBS).count();
+    assert_eq!(subs(), 2, "one subscription per property");
+    std::process::Command::new("kill").arg("-15").arg(child.id().to_string()).status().unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert_eq!(subs(), 0, "the watch destroyed its subscriptions");
+}

@@ -2,7 +2,8 @@
 //!
 //! `vws --service URL create DESCRIPTION.xml --epr-out FILE`, and for a resource
 //! `vws --epr FILE get-property QNAME | get-properties QNAME... | query XPATH |
-//! set-termination-time (RFC3339|+SECONDS|never) | destroy | deploy [--no-wait] | undeploy`.
+//! set-termination-time (RFC3339|+SECONDS|never) | destroy | deploy [--no-wait] | undeploy |
+//! watch [PROPERTY…]`.
 //! `vws stage [--streams N] [--no-dcau] [--prot C|S|P] SRC DST` copies an image between file://, http(s)://,
 //! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
 
@@ -52,6 +53,15 @@ enum Cmd {
         description: PathBuf,
         #[arg(long)]
         epr_out: Option<PathBuf>,
+    },
+    /// Subscribe to property changes (WS-BaseNotification) and print each as it arrives
+    /// (`HH:MM:SS.mmm PROPERTY OLD → NEW`, UTC) until Ctrl-C / SIGTERM, which ends the
+    /// subscriptions. PROPERTY: a topic's local name, prefix:local or {ns}local; default CurrentState.
+    Watch {
+        properties: Vec<String>,
+        /// Consumer listen address (default: this host's address towards the service, any port).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// One resource property ({ns}local, vws:/nimbus:/wsrl:/wsrp: prefix, or a vws local name).
     GetProperty { qname: String },
@@ -569,6 +579,10 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let action = format!("{}/{}/undeployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
             let r = c.call(&epr.address, Some(&epr), &action, &format!("<undeploy xmlns=\"{}\"/>", ns::VWS)).await?;
             println!("{}", r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default());
+        }
+        Cmd::Watch { properties, listen } => {
+            let epr = resource(&args)?;
+            return client::watch::watch(&c, &epr, properties, listen.as_deref()).await;
         }
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }

@@ -2,6 +2,8 @@
 //! headers, reference properties copied as headers), send them over HTTP/1.1, and turn answers
 //! and SOAP faults into values and readable errors.
 
+pub mod watch;
+
 use crate::soap::epr::Epr;
 use crate::soap::ns;
 use crate::soap::xml::{self, escape, escape_attr, Element, Limits, QName};
