@@ -169,6 +169,7 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
 /// refused across restarts (kill -9 included: a request is dispatched only after its replay record
 /// committed).
 fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
+    security::proxy::set_chain_cache_ttl(Duration::from_secs(sec.chain_cache_secs));
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;

@@ -258,6 +258,9 @@ pub struct SecurityConfig {
     pub gridmap: Option<PathBuf>,
     /// VOMS trust (`<vo>/*.lsc`); VOMS attributes are ignored when the directory is missing.
     pub vomsdir: PathBuf,
+    /// Seconds a validated certificate chain (transport or WS-Security) is remembered; 0: off.
+    /// Revocation (a CRL in a reloaded trust directory) takes effect within this time.
+    pub chain_cache_secs: u64,
     pub acl: Vec<crate::security::acl::AclEntry>,
 }
 
@@ -270,6 +273,7 @@ impl Default for SecurityConfig {
             cert_dir: PathBuf::from("/etc/grid-security/certificates"),
             gridmap: None,
             vomsdir: PathBuf::from("/etc/grid-security/vomsdir"),
+            chain_cache_secs: 30,
             acl: Vec::new(),
         }
     }
