@@ -17,10 +17,13 @@ const SIMPLE: &str = "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Sim
 const CORE: &str = "http://www.globus.org/namespaces/2004/06/core";
 const SUBS: &str = "SubscriptionManagerService";
 
+/// Requests a consumer received: (request line and headers, body).
+type Received = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+
 /// A notification consumer: a real HTTP/1.1 listener on loopback recording every request.
 struct Consumer {
     addr: String,
-    got: Arc<Mutex<Vec<(Vec<String>, String)>>>,
+    got: Received,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -30,7 +33,7 @@ impl Consumer {
         Consumer::start_at("127.0.0.1:0", Arc::new(Mutex::new(Vec::new())))
     }
 
-    fn start_at(addr: &str, got: Arc<Mutex<Vec<(Vec<String>, String)>>>) -> Consumer {
+    fn start_at(addr: &str, got: Received) -> Consumer {
         let deadline = Instant::now() + Duration::from_secs(10);
         let l = loop {
             match TcpListener::bind(addr) {
@@ -99,12 +102,7 @@ impl Consumer {
     fn wait(&self, n: usize, s: &Server) -> Vec<Element> {
         let start = Instant::now();
         while self.count() < n {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "got {} of {n} notifications; log: {}",
-                self.count(),
-                s.log()
-            );
+            assert!(start.elapsed() < Duration::from_secs(30), "got {} of {n} notifications; log: {}", self.count(), s.log());
             std::thread::sleep(Duration::from_millis(10));
         }
         self.got.lock().unwrap().iter().map(|(_, b)| xml::parse(b, &Default::default()).expect("Notify parses")).collect()
@@ -221,10 +219,12 @@ fn counter_changes_arrive_in_commit_order_shaped_as_gt4_notify() {
     }
     let got = consumer.wait(20, &s);
     let values: Vec<i64> = got.iter().map(|n| value_of(n, "NewValue").unwrap().parse().unwrap()).collect();
-    let expected: Vec<i64> = (1..=20).scan(0, |acc, i| {
-        *acc += i;
-        Some(*acc)
-    }).collect();
+    let expected: Vec<i64> = (1..=20)
+        .scan(0, |acc, i| {
+            *acc += i;
+            Some(*acc)
+        })
+        .collect();
     assert_eq!(values, expected, "every change, in commit order");
     assert_eq!(value_of(&got[1], "OldValue").as_deref(), Some("1"), "OldValue is the value before the change");
     // HTTP and SOAP headers as GT 4.0 sends them.
@@ -273,7 +273,11 @@ fn counter_changes_arrive_in_commit_order_shaped_as_gt4_notify() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(">t:Value</wsnt:Topic>") && r.body.contains(">t:ResourceTermination</wsnt:Topic>"), "{}", r.body);
-    assert!(r.body.contains("FixedTopicSet") && r.body.contains(&format!(">{SIMPLE}</wsnt:TopicExpressionDialects>")), "{}", r.body);
+    assert!(
+        r.body.contains("FixedTopicSet") && r.body.contains(&format!(">{SIMPLE}</wsnt:TopicExpressionDialects>")),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
@@ -369,7 +373,17 @@ fn pause_resume_lifetime_and_destroy_of_a_subscription() {
         ),
     ));
     let start = Instant::now();
-    while sub_call(&s, &sub2, &format!("{WSRP_ACTION}/GetResourceProperty"), &format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:wsnt=\"{WSNT}\">wsnt:UseNotify</wsrp:GetResourceProperty>")).status == 200 {
+    while sub_call(
+        &s,
+        &sub2,
+        &format!("{WSRP_ACTION}/GetResourceProperty"),
+        &format!(
+            "<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:wsnt=\"{WSNT}\">wsnt:UseNotify</wsrp:GetResourceProperty>"
+        ),
+    )
+    .status
+        == 200
+    {
         assert!(start.elapsed() < Duration::from_secs(20), "subscription not swept");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -427,7 +441,8 @@ fn a_consumer_that_stays_down_fails_its_subscription_and_delays_no_one() {
     assert!(s.log().contains("subscription failed"), "logged");
     // Resume re-activates it and sends the current value.
     let back = Consumer::start_at(dead.trim_start_matches("http://").trim_end_matches("/consumer"), Default::default());
-    let r = sub_call(&s, &failing, &format!("{WSNT_ACTION}/ResumeSubscription"), &format!("<ResumeSubscription xmlns=\"{WSNT}\"/>"));
+    let r =
+        sub_call(&s, &failing, &format!("{WSNT_ACTION}/ResumeSubscription"), &format!("<ResumeSubscription xmlns=\"{WSNT}\"/>"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(sub_state(&s, &failing), "Active");
     let got = back.wait(1, &s);
@@ -457,8 +472,12 @@ fn destroying_the_producer_sends_termination_and_ends_its_subscriptions() {
     let consumer = Consumer::start();
     let counter = s.create_counter("CounterServiceRW");
     let hdr = Server::counter_key_header(&counter);
-    let value_sub =
-        sub_key(&subscribe(&s, "CounterServiceRW", &hdr, &subscribe_body(&consumer.url(), "xmlns:c=\"http://counter.com\"", "c:Value", "")));
+    let value_sub = sub_key(&subscribe(
+        &s,
+        "CounterServiceRW",
+        &hdr,
+        &subscribe_body(&consumer.url(), "xmlns:c=\"http://counter.com\"", "c:Value", ""),
+    ));
     let term_sub = sub_key(&subscribe(
         &s,
         "CounterServiceRW",
@@ -474,7 +493,8 @@ fn destroying_the_producer_sends_termination_and_ends_its_subscriptions() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     consumer.wait(1, &s);
-    let r = s.call("CounterServiceRW", &hdr, &format!("{WSRL_ACTION}/Destroy"), &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"));
+    let r =
+        s.call("CounterServiceRW", &hdr, &format!("{WSRL_ACTION}/Destroy"), &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"));
     assert_eq!(r.status, 200, "{}", r.body);
     let got = consumer.wait(2, &s);
     let t = find(&got[1], "Topic").unwrap();
@@ -501,19 +521,41 @@ fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
     let counter = s.create_counter("CounterService");
     let hdr = Server::counter_key_header(&counter);
     let c = "xmlns:c=\"http://counter.com\"";
-    let f = assert_fault(&subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), c, "c:NoSuchTopic", "")), WSNT, "TopicNotSupportedFault");
+    let f = assert_fault(
+        &subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), c, "c:NoSuchTopic", "")),
+        WSNT,
+        "TopicNotSupportedFault",
+    );
     assert!(f.child(WSBF, "Description").unwrap().text().contains("NoSuchTopic"));
-    let concrete = subscribe_body(&consumer.url(), c, "c:Value", "").replace(SIMPLE, "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Concrete");
+    let concrete = subscribe_body(&consumer.url(), c, "c:Value", "")
+        .replace(SIMPLE, "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Concrete");
     assert_fault(&subscribe(&s, "CounterService", &hdr, &concrete), WSNT, "TopicPathDialectUnknownFault");
-    assert_fault(&subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), "", "x:Value", "")), WSNT, "InvalidTopicExpressionFault");
-    assert_fault(&subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), c, "c:Value c:Other", "")), WSNT, "InvalidTopicExpressionFault");
+    assert_fault(
+        &subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), "", "x:Value", "")),
+        WSNT,
+        "InvalidTopicExpressionFault",
+    );
+    assert_fault(
+        &subscribe(&s, "CounterService", &hdr, &subscribe_body(&consumer.url(), c, "c:Value c:Other", "")),
+        WSNT,
+        "InvalidTopicExpressionFault",
+    );
     for bad in ["ftp://127.0.0.1/x", "not a url", "https://127.0.0.1:1/x"] {
-        let f = assert_fault(&subscribe(&s, "CounterService", &hdr, &subscribe_body(bad, c, "c:Value", "")), WSNT, "SubscribeCreationFailedFault");
+        let f = assert_fault(
+            &subscribe(&s, "CounterService", &hdr, &subscribe_body(bad, c, "c:Value", "")),
+            WSNT,
+            "SubscribeCreationFailedFault",
+        );
         assert!(f.child(WSBF, "Description").unwrap().text().contains("ConsumerReference"));
     }
     let no_consumer = format!("<wsnt:Subscribe xmlns:wsnt=\"{WSNT}\"><wsnt:TopicExpression Dialect=\"{SIMPLE}\" {c}>c:Value</wsnt:TopicExpression></wsnt:Subscribe>");
     assert_fault(&subscribe(&s, "CounterService", &hdr, &no_consumer), WSNT, "SubscribeCreationFailedFault");
-    let past = subscribe_body(&consumer.url(), c, "c:Value", "<wsnt:InitialTerminationTime>2001-01-01T00:00:00Z</wsnt:InitialTerminationTime>");
+    let past = subscribe_body(
+        &consumer.url(),
+        c,
+        "c:Value",
+        "<wsnt:InitialTerminationTime>2001-01-01T00:00:00Z</wsnt:InitialTerminationTime>",
+    );
     assert_fault(&subscribe(&s, "CounterService", &hdr, &past), WSNT, "UnacceptableInitialTerminationTimeFault");
     assert_fault(
         &subscribe(&s, "CounterService", &Server::counter_key_header("nope"), &subscribe_body(&consumer.url(), c, "c:Value", "")),
@@ -525,7 +567,9 @@ fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
             "CounterService",
             &hdr,
             &format!("{WSNT_ACTION}/GetCurrentMessage"),
-            &format!("<GetCurrentMessage xmlns=\"{WSNT}\"><Topic Dialect=\"{SIMPLE}\" {decl}>{topic}</Topic></GetCurrentMessage>"),
+            &format!(
+                "<GetCurrentMessage xmlns=\"{WSNT}\"><Topic Dialect=\"{SIMPLE}\" {decl}>{topic}</Topic></GetCurrentMessage>"
+            ),
         )
     };
     assert_fault(&gcm("l:ResourceTermination", &format!("xmlns:l=\"{WSRL}\"")), WSNT, "NoCurrentMessageOnTopicFault");
@@ -541,7 +585,8 @@ fn vws_watch_prints_each_change_and_ends_its_subscriptions_on_sigterm() {
     let key = s.create_workspace();
     let dir = tempfile::tempdir().unwrap();
     let epr = dir.path().join("ws.epr");
-    let e = vws::soap::epr::Epr::with_key(s.url("WorkspaceService"), vws::soap::xml::QName::new(VWS, "WorkspaceKey"), key.clone());
+    let e =
+        vws::soap::epr::Epr::with_key(s.url("WorkspaceService"), vws::soap::xml::QName::new(VWS, "WorkspaceKey"), key.clone());
     std::fs::write(&epr, e.to_file_xml()).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vws"))
         .arg("--epr")

@@ -846,7 +846,11 @@ fn notification_requests_name_unknown_topics_and_answer_current_messages() {
     let r = ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm("n:CurrentState"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(">Unstaged</"), "{}", r.body);
-    let f = wsrf_fault(&ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm("w:nosuch")), WSNT, "TopicNotSupportedFault");
+    let f = wsrf_fault(
+        &ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm("w:nosuch")),
+        WSNT,
+        "TopicNotSupportedFault",
+    );
     assert!(description(&f).contains(&format!("{{{VWS}}}nosuch")), "{}", description(&f));
     let sub = format!(
         "<wsnt:Subscribe xmlns:wsnt=\"{WSNT}\" xmlns:wsa=\"{WSA}\" xmlns:n=\"{NIMBUS}\">\

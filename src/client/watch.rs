@@ -93,13 +93,7 @@ pub fn describe(body: &[u8]) -> Option<String> {
             None => msg.map(|m| m.elements().map(flatten).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
         };
         let now = time::OffsetDateTime::now_utc();
-        lines.push(format!(
-            "{:02}:{:02}:{:02}.{:03} {name} {what}",
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond()
-        ));
+        lines.push(format!("{:02}:{:02}:{:02}.{:03} {name} {what}", now.hour(), now.minute(), now.second(), now.millisecond()));
     }
     Some(lines.join("\n"))
 }
@@ -130,10 +124,7 @@ pub async fn watch(c: &Client, epr: &Epr, props: &[String], listen: Option<&str>
                         let _ = writeln!(out, "{line}");
                         let _ = out.flush();
                     }
-                    let empty = format!(
-                        "<soapenv:Envelope xmlns:soapenv=\"{}\"><soapenv:Body/></soapenv:Envelope>",
-                        ns::SOAPENV
-                    );
+                    let empty = format!("<soapenv:Envelope xmlns:soapenv=\"{}\"><soapenv:Body/></soapenv:Envelope>", ns::SOAPENV);
                     Ok::<_, std::convert::Infallible>(
                         hyper::Response::builder()
                             .header("Content-Type", "text/xml; charset=utf-8")
@@ -141,9 +132,8 @@ pub async fn watch(c: &Client, epr: &Epr, props: &[String], listen: Option<&str>
                             .expect("response"),
                     )
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
             });
         }
     });

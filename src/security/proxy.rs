@@ -154,7 +154,9 @@ mod chain_cache {
         pub v: Validated,
     }
 
-    pub(super) static CACHE: Mutex<Option<HashMap<(u64, Vec<u8>), Entry>>> = Mutex::new(None);
+    /// (trust directory generation, chain fingerprints) → entry.
+    pub(super) type Map = HashMap<(u64, Vec<u8>), Entry>;
+    pub(super) static CACHE: Mutex<Option<Map>> = Mutex::new(None);
 
     pub(super) fn ttl_secs() -> i64 {
         (TTL_MS.load(Ordering::Relaxed) / 1000) as i64

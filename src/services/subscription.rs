@@ -27,8 +27,7 @@ impl SubscriptionService {
             let paused = payload.name.local == "PauseSubscription";
             let r = async {
                 let key = self.notifier.subs.key_from(&req.env, FaultType::NtResourceUnknown)?;
-                let guard =
-                    |st: &crate::wsrf::ResourceState| self.shared.authorize(&req.caller, Action::Manage, Some(&st.owner));
+                let guard = |st: &crate::wsrf::ResourceState| self.shared.authorize(&req.caller, Action::Manage, Some(&st.owner));
                 let out = self.notifier.set_paused(&key, paused, guard).await?;
                 Ok::<_, BaseFault>(reply(format!("{}/{}Response", ns::WSNT_ACTION, payload.name.local), out))
             }

@@ -150,7 +150,10 @@ struct SubData {
 
 /// One queued delivery.
 enum Item {
-    Value { old: Option<Values>, new: Values },
+    Value {
+        old: Option<Values>,
+        new: Values,
+    },
     /// Send the property's current value (after an overflow or a lagged change stream).
     Resync,
     /// The producer was destroyed at this time.
@@ -206,6 +209,9 @@ impl Worker {
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type ChangeStream = broadcast::Receiver<Arc<super::home::Change>>;
+/// A producer resource: (service, key).
+type Producer = (String, String);
 
 /// Subscriptions and their delivery, for every producer home of the container.
 pub struct Notifier {
@@ -213,9 +219,9 @@ pub struct Notifier {
     pub subs: Arc<Home>,
     producers: Mutex<HashMap<String, Arc<Home>>>,
     /// Change streams taken at [`Notifier::watch`], read once [`Notifier::start`]ed.
-    pending: Mutex<Vec<(Arc<Home>, broadcast::Receiver<Arc<super::home::Change>>)>>,
+    pending: Mutex<Vec<(Arc<Home>, ChangeStream)>>,
     /// Live subscriptions by producer (service, key).
-    index: Mutex<HashMap<(String, String), Vec<Arc<Worker>>>>,
+    index: Mutex<HashMap<Producer, Vec<Arc<Worker>>>>,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
     settings: Settings,
     http: HttpClient,
@@ -717,7 +723,7 @@ fn write_state(rtype: &ResourceType, st: &mut ResourceState, d: &SubData, failur
             time::format_ms(time::now_ms()),
             escape(why)
         )],
-        (SubState::Failed, None) => st.get(rtype, &QName::new(ns::VWS, "deliveryFailure")).map(|v| split_values(v)).unwrap_or_default(),
+        (SubState::Failed, None) => st.get(rtype, &QName::new(ns::VWS, "deliveryFailure")).map(split_values).unwrap_or_default(),
         _ => Vec::new(),
     };
     st.set(rtype, ns::VWS, "deliveryFailure", failure);
@@ -772,7 +778,8 @@ fn simple_topic(e: &Element) -> Result<QName, BaseFault> {
 }
 
 fn not_supported(topic: &QName, home: &Home) -> BaseFault {
-    let topics: Vec<String> = if home.rtype.publishes() { home.rtype.topics().iter().map(|t| t.clark()).collect() } else { vec![] };
+    let topics: Vec<String> =
+        if home.rtype.publishes() { home.rtype.topics().iter().map(|t| t.clark()).collect() } else { vec![] };
     let also = if topics.is_empty() {
         format!("service {} publishes no topics", home.service)
     } else {
@@ -868,11 +875,7 @@ fn value_message(_topic: &QName, old: Option<&Values>, new: &Values) -> String {
 
 /// The `Message` of a ResourceTermination notification: the time of destruction (as GT 4.0).
 fn termination_message(at: i64) -> String {
-    format!(
-        "<Message><ns3:TerminationTime xmlns:ns3=\"{}\">{}</ns3:TerminationTime></Message>",
-        ns::WSRL,
-        time::format_ms(at)
-    )
+    format!("<Message><ns3:TerminationTime xmlns:ns3=\"{}\">{}</ns3:TerminationTime></Message>", ns::WSRL, time::format_ms(at))
 }
 
 /// The whole Notify envelope, shaped as GT 4.0's.
