@@ -2,7 +2,7 @@
 //! Notify as it arrives. A small HTTP/1.1 consumer endpoint listens on this host; the
 //! subscriptions are destroyed when the watch stops (Ctrl-C / SIGTERM).
 
-use super::{get_property_payload, Client, ClientError};
+use super::{Client, ClientError};
 use crate::soap::epr::Epr;
 use crate::soap::ns;
 use crate::soap::xml::{self, escape, escape_attr, Element, Limits, QName};
@@ -13,7 +13,9 @@ use std::io::Write;
 /// The topics a resource publishes (its `wsnt:Topic` property).
 pub async fn topics(c: &Client, epr: &Epr) -> Result<Vec<QName>, ClientError> {
     let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-    let r = c.call(&epr.address, Some(epr), &action, &get_property_payload(&QName::new(ns::WSNT, "Topic"))).await?;
+    let payload =
+        format!("<GetResourceProperty xmlns=\"{}\" xmlns:wsnt=\"{}\">wsnt:Topic</GetResourceProperty>", ns::WSRP, ns::WSNT);
+    let r = c.call(&epr.address, Some(epr), &action, &payload).await?;
     Ok(r.elements().filter(|e| e.is(ns::WSNT, "Topic")).filter_map(|e| e.resolve_qname(&e.text()).ok()).collect())
 }
 

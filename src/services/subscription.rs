@@ -5,7 +5,7 @@
 
 use super::registry::PortType;
 use super::request::{DispatchFuture, SoapReply, SoapRequest};
-use super::{reply, unknown_operation, wsrf_operation, Shared};
+use super::{unknown_operation, wsrf_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::ns;
@@ -29,7 +29,10 @@ impl SubscriptionService {
                 let key = self.notifier.subs.key_from(&req.env, FaultType::NtResourceUnknown)?;
                 let guard = |st: &crate::wsrf::ResourceState| self.shared.authorize(&req.caller, Action::Manage, Some(&st.owner));
                 let out = self.notifier.set_paused(&key, paused, guard).await?;
-                Ok::<_, BaseFault>(reply(format!("{}/{}Response", ns::WSNT_ACTION, payload.name.local), out))
+                Ok::<_, BaseFault>(SoapReply {
+                    action: format!("{}/{}Response", ns::WSNT_ACTION, payload.name.local),
+                    payload: out,
+                })
             }
             .await;
             return r.map_err(SoapFault::from);

@@ -490,10 +490,11 @@ impl Notifier {
         self.spawn_worker(&sub_key, &data).await;
         tracing::info!(subscription = %sub_key, producer = %home.service, key, topic = %topic, consumer = %data.consumer_address, "subscribed");
         let mut out = format!("<SubscribeResponse xmlns=\"{}\">", ns::WSNT);
-        self.subs.epr(&subscription_url(service_url), &sub_key).write(
-            &mut out,
-            "SubscriptionReference",
-            crate::soap::epr::WSA_DECL,
+        out.push_str(
+            &self
+                .subs
+                .epr(&subscription_url(service_url), &sub_key)
+                .to_xml("SubscriptionReference", &[crate::soap::epr::WSA_DECL]),
         );
         out.push_str("</SubscribeResponse>");
         Ok(out)
