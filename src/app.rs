@@ -7,7 +7,8 @@ use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
 use crate::host::vm::{EngineConfig, VmEngine};
 use crate::host::Host;
 use crate::security::acl::AclPolicy;
-use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
+use crate::security::reload::{LiveTrust, Session, TrustFiles};
+use crate::security::{tls, wssec, Authorizer, Credential, OwnerOnly};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
 use crate::services::{counter, factory, workspace, Dispatcher, Registry, Shared};
@@ -157,24 +158,36 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
 /// Accepted signed messages are remembered in `store` for their Timestamp window, so a replay is
 /// refused across restarts (kill -9 included: a request is dispatched only after its replay record
 /// committed).
-fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
+type Gsi = ((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>, Arc<LiveTrust>);
+
+/// The trust files of `[security]`, loaded (see [`crate::security::reload`]).
+pub fn live_trust(sec: &SecurityConfig) -> Result<Arc<LiveTrust>, String> {
+    let crl_policy = crate::security::certdir::CrlPolicy::parse(&sec.crl_policy)
+        .ok_or_else(|| format!("security.crl_policy '{}': expected \"refuse\" or \"warn\"", sec.crl_policy))?;
+    let files =
+        TrustFiles { cert_dir: sec.cert_dir.clone(), gridmap: sec.gridmap.clone(), vomsdir: sec.vomsdir.clone(), crl_policy };
+    LiveTrust::load(files).map_err(|e| {
+        format!(
+            "trust ({}, grid-mapfile {:?}): {e}",
+            sec.cert_dir.display(),
+            sec.gridmap.as_deref().map(|p| p.display().to_string())
+        )
+    })
+}
+
+fn gsi(sec: &SecurityConfig, store: &Store) -> Result<Gsi, String> {
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
-    let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
-    let gridmap = match &sec.gridmap {
-        Some(p) => Some(GridMap::load(p).map_err(|e| format!("grid-mapfile {}: {e}", p.display()))?),
-        None => None,
-    };
-    let voms = sec.vomsdir.is_dir().then(|| VomsConfig::new(sec.vomsdir.clone()));
-    let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
+    let trust = live_trust(sec)?;
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
     let replay = durable_replay_cache(store, wssec::now_ms())?;
     tracing::info!(remembered = replay.len(), "replay records loaded");
     let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay, signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
-    let authenticate: Authenticate = Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string()));
-    Ok(((acceptor, authenticate), msec))
+    let live = trust.clone();
+    let authenticate: Authenticate = Box::new(move |ssl| Session::start(&live, tls::peer_chain(ssl)));
+    Ok(((acceptor, authenticate), msec, trust))
 }
 
 /// The store keeps replay keys in its own table, group-committed with every other write and
@@ -207,12 +220,17 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let app = App::open(&cfg, auth)?;
     let mut msec = None;
     let mut tls = None;
+    let mut trust = None;
     if let Some(addr) = &cfg.security.https {
-        let (t, m) = gsi(&cfg.security, &app.store)?;
+        let (t, m, live) = gsi(&cfg.security, &app.store)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         tls = Some((l, t));
         msec = Some(m);
+        trust = Some(live);
     }
+    // The trust files are watched (inotify, and a periodic check) and re-read on SIGHUP.
+    let _watch = trust.as_ref().map(|t| t.watch(Duration::from_secs(cfg.security.reload_check_secs.max(1))));
+    let hup = tokio::spawn(reload_on_sighup(trust.clone()));
     if plain.is_none() && tls.is_none() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
@@ -276,12 +294,31 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     sweeper.abort();
     reconciler.abort();
+    hup.abort();
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");
     }
     drop(app);
     tracing::info!("vwsd stopped");
     Ok(())
+}
+
+/// SIGHUP: read the trust files again (a failed reload keeps the last good trust).
+async fn reload_on_sighup(trust: Option<Arc<LiveTrust>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match &trust {
+            Some(t) => {
+                let t = t.clone();
+                let _ = tokio::task::spawn_blocking(move || t.reload("SIGHUP")).await;
+            }
+            None => tracing::info!("SIGHUP: security is off, no trust files to reload"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -223,6 +223,10 @@ pub struct SecurityConfig {
     pub gridmap: Option<PathBuf>,
     /// VOMS trust (`<vo>/*.lsc`); VOMS attributes are ignored when the directory is missing.
     pub vomsdir: PathBuf,
+    /// A CRL past its nextUpdate: "refuse" its CA's certificates, or "warn" and keep using it.
+    pub crl_policy: String,
+    /// Seconds between checks of the trust files for changes (besides inotify and SIGHUP).
+    pub reload_check_secs: u64,
     pub acl: Vec<crate::security::acl::AclEntry>,
 }
 
@@ -235,6 +239,8 @@ impl Default for SecurityConfig {
             cert_dir: PathBuf::from("/etc/grid-security/certificates"),
             gridmap: None,
             vomsdir: PathBuf::from("/etc/grid-security/vomsdir"),
+            crl_policy: "refuse".into(),
+            reload_check_secs: 60,
             acl: Vec::new(),
         }
     }

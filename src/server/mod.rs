@@ -63,7 +63,7 @@ impl Default for HttpConfig {
 /// GSI Secure Message (WS-Security X.509 signatures): verification of signed requests with the
 /// same trust as GSI transport, replay protection, and signing of the answers to signed requests.
 pub struct MessageSecurity {
-    pub trust: Arc<crate::security::TrustConfig>,
+    pub trust: Arc<crate::security::reload::LiveTrust>,
     pub replay: crate::security::wssec::ReplayCache,
     pub signer: crate::security::wssec::Signer,
 }
@@ -302,7 +302,13 @@ mod tests {
             .body(Body::from(env))
             .unwrap();
         let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        req.extensions_mut().insert(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())) });
+        req.extensions_mut().insert(Peer {
+            addr: a,
+            local: a,
+            scheme: "http",
+            caller: Arc::new(Ok(Caller::anonymous())),
+            session: None,
+        });
         req
     }
 

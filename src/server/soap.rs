@@ -117,7 +117,7 @@ fn unquote(s: &str) -> &str {
 /// wsa:To must name `service_url`, the endpoint that received the request.
 async fn verify_signed(ms: &MessageSecurity, body: &[u8], service_url: &str) -> Result<Option<Caller>, SoapFault> {
     use crate::security::wssec;
-    match wssec::verify_at(body, &ms.trust, &ms.replay, wssec::now_ms(), service_url).await {
+    match wssec::verify_at(body, &ms.trust.current().config, &ms.replay, wssec::now_ms(), service_url).await {
         Ok(None) => Ok(None),
         Ok(Some(sig)) => Ok(Some(sig.caller)),
         Err(e) => {
@@ -148,7 +148,8 @@ pub async fn service_post(
     };
     let base_url = base_url(&edge.cfg, &peer);
     let service_url = format!("{base_url}/wsrf/services/{name}");
-    let mut caller = match &*peer.caller {
+    let current = peer.current_caller();
+    let mut caller = match &*current {
         Ok(c) => c.clone(),
         Err(reason) => {
             // The connection's credentials were refused: no request on it reaches a service.
