@@ -27,6 +27,8 @@ pub struct App {
     /// This host's engine (staging, image pool).
     pub host: Arc<Host>,
     pub manager: Arc<ManagerService>,
+    /// Every resource home by name (the workspace home first), for the metrics.
+    pub homes: Vec<(&'static str, Arc<Home>)>,
 }
 
 impl App {
@@ -51,6 +53,11 @@ impl App {
         let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
         let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger)?;
         let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
+        let homes = vec![
+            (workspace::NAME, workspaces.clone()),
+            (counter::NAME, counters.clone()),
+            (counter::NAME_RW, counters_rw.clone()),
+        ];
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
@@ -66,7 +73,7 @@ impl App {
         }))?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
-        Ok(App { services: Arc::new(services), sweeper, store, host, manager })
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager, homes })
     }
 }
 
@@ -207,6 +214,37 @@ pub fn durable_replay_cache(store: &Store, now_ms: i64) -> Result<wssec::ReplayC
     Ok(wssec::ReplayCache::new().with_log(Arc::new(StoreReplayLog(store.clone())), remembered, now_ms))
 }
 
+/// `vwsd --check`: the configuration's values, then what it names — with security on the host
+/// credential and the trust files (loaded as the service would), the ACL policy, the metrics
+/// address — without opening the store or binding anything. Ok: a one-line summary.
+pub fn check(cfg: &Config) -> Result<String, String> {
+    cfg.check_values()?;
+    let mut parts = vec![format!("data {}", cfg.server.data.display())];
+    if let Some(h) = &cfg.server.http {
+        h.parse::<std::net::SocketAddr>().map_err(|e| format!("server.http '{h}': {e}"))?;
+        parts.push(format!("http {h}"));
+    }
+    if let Some(h) = &cfg.security.https {
+        h.parse::<std::net::SocketAddr>().map_err(|e| format!("security.https '{h}': {e}"))?;
+        AclPolicy::new(cfg.security.acl.clone())?;
+        let sec = &cfg.security;
+        Credential::load(&sec.host_cert, &sec.host_key)
+            .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
+        let t = live_trust(sec)?;
+        let g = t.current();
+        if !g.config.cert_dir.problems().is_empty() {
+            return Err(format!("trust directory: {}", g.config.cert_dir.problems().join("; ")));
+        }
+        parts.push(format!("https {h} with {} trusted CAs", g.config.cert_dir.cas().len()));
+    } else if cfg.server.http.is_none() {
+        return Err("no listener configured: set server.http or security.https".into());
+    }
+    if let Some(m) = &cfg.metrics.listen {
+        parts.push(format!("metrics {m}"));
+    }
+    Ok(parts.join(", "))
+}
+
 /// Run `vwsd` until SIGTERM / SIGINT.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let secure = cfg.security.https.is_some();
@@ -215,6 +253,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let http_cfg = Arc::new(cfg.http_config());
     let plain = match &cfg.server.http {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?),
+        None => None,
+    };
+    // The metrics recorder goes in before anything counts.
+    let metrics = match &cfg.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding metrics.listen {addr}: {e}"))?;
+            Some((l, server::metrics::install()?))
+        }
         None => None,
     };
     let app = App::open(&cfg, auth)?;
@@ -272,6 +318,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
         println!("vwsd listening on {scheme}://{local}");
     };
+    if let Some((l, handle)) = metrics {
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let collect = resource_gauges(&app.homes);
+        tokio::spawn(server::metrics::serve(l, server::metrics::router(handle, collect), stop()));
+        tracing::info!(%local, "metrics at http://{local}/metrics");
+    }
     if let Some(l) = plain {
         let local = l.local_addr().map_err(|e| e.to_string())?;
         let l = PlainListener::new(l, http_cfg.max_connections, http_cfg.header_timeout);
@@ -301,6 +353,28 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     drop(app);
     tracing::info!("vwsd stopped");
     Ok(())
+}
+
+/// `vws_resources{type,state}`, set before each rendering: the workspaces by state, the other
+/// homes' resources as state "live".
+fn resource_gauges(homes: &[(&'static str, Arc<Home>)]) -> server::metrics::Collect {
+    let homes: Vec<(&'static str, Arc<Home>)> = homes.to_vec();
+    Arc::new(move || {
+        let homes = homes.clone();
+        Box::pin(async move {
+            for (name, home) in &homes {
+                if *name == workspace::NAME {
+                    let counts = crate::services::manager::state_counts(home).await;
+                    for s in crate::workspace::State::ALL {
+                        let n = counts.get(s.as_str()).copied().unwrap_or(0);
+                        metrics::gauge!("vws_resources", "type" => *name, "state" => s.as_str()).set(n as f64);
+                    }
+                } else {
+                    metrics::gauge!("vws_resources", "type" => *name, "state" => "live").set(home.len() as f64);
+                }
+            }
+        })
+    })
 }
 
 /// SIGHUP: read the trust files again (a failed reload keeps the last good trust).

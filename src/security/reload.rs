@@ -339,7 +339,6 @@ impl Session {
         let fresh = authenticate_chain(&self.chain, &g.config);
         match (&*s.2, &fresh) {
             (Ok(c), Err(why)) => {
-                metrics::counter!("vws_gsi_refusals_total", "reason" => "revalidation").increment(1);
                 tracing::warn!(
                     dn = c.name(),
                     generation = g.number,
@@ -358,10 +357,12 @@ impl Session {
     }
 }
 
+/// Validates `chain`; a refusal is counted by its reason (`vws_gsi_refusals_total`).
 fn authenticate_chain(chain: &[X509], cfg: &TrustConfig) -> Result<Caller, String> {
-    if chain.is_empty() {
-        return Err(GsiError::NoPeerCertificate.to_string());
-    }
     let _clear = super::x509::ClearErrorsOnDrop;
-    super::authenticate(chain, cfg).map_err(|e| e.to_string())
+    let r = if chain.is_empty() { Err(GsiError::NoPeerCertificate) } else { super::authenticate(chain, cfg) };
+    r.map_err(|e| {
+        metrics::counter!("vws_gsi_refusals_total", "reason" => e.kind()).increment(1);
+        e.to_string()
+    })
 }

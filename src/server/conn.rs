@@ -181,10 +181,12 @@ async fn handshake(
     match tokio::time::timeout(header_timeout, Pin::new(&mut tls).accept()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
+            metrics::counter!("vws_gsi_handshakes_total", "outcome" => "failed").increment(1);
             tracing::warn!(peer = %addr, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
+            metrics::counter!("vws_gsi_handshakes_total", "outcome" => "failed").increment(1);
             tracing::warn!(peer = %addr, "TLS handshake timed out");
             return None;
         }
@@ -194,6 +196,8 @@ async fn handshake(
         authenticate(tls.ssl())
     };
     let caller = session.caller();
+    let outcome = if caller.is_ok() { "ok" } else { "refused" };
+    metrics::counter!("vws_gsi_handshakes_total", "outcome" => outcome).increment(1);
     match &*caller {
         Ok(c) => tracing::debug!(peer = %addr, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
         Err(reason) => tracing::warn!(peer = %addr, "client credentials refused: {reason}"),

@@ -7,6 +7,7 @@
 //! dispatch, signing) is [`soap`]. Services never see the transport.
 
 pub mod conn;
+pub mod metrics;
 pub mod soap;
 
 use crate::services::Dispatcher;
@@ -166,9 +167,27 @@ fn request_span(req: &Request) -> tracing::Span {
                 Ok(c) => c.name(),
                 Err(_) => "refused",
             };
-            tracing::info_span!("request", peer = %p.addr, service, action = tracing::field::Empty, dn)
+            tracing::info_span!(
+                "request",
+                peer = %p.addr,
+                service,
+                action = tracing::field::Empty,
+                dn,
+                operation = tracing::field::Empty,
+                key = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                duration_ms = tracing::field::Empty
+            )
         }
-        None => tracing::info_span!("request", service, action = tracing::field::Empty),
+        None => tracing::info_span!(
+            "request",
+            service,
+            action = tracing::field::Empty,
+            operation = tracing::field::Empty,
+            key = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty
+        ),
     }
 }
 
