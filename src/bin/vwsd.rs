@@ -118,9 +118,10 @@ fn main() {
 /// (peer, dn, service, action, operation, key, outcome, duration_ms) flattened beside the event's.
 fn init_logging(log: &vws::config::LogConfig, format: Option<&str>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VWS_LOG").unwrap_or_else(|_| {
-        EnvFilter::builder().parse(log.directives()).unwrap_or_else(|_| EnvFilter::new("info"))
-    });
+    let from_env = std::env::var("VWS_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .and_then(|v| EnvFilter::builder().parse(v).ok())
+        .unwrap_or_else(|| EnvFilter::builder().parse(log.directives()).unwrap_or_else(|_| EnvFilter::new("info")));
     let json = format.unwrap_or(&log.format) == "json";
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {

@@ -32,7 +32,12 @@ const BUCKETS: &[f64] =
 pub fn install() -> Result<PrometheusHandle, String> {
     let h = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("vws_store_commit_writes".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0]))
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("vws_store_commit_writes".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0],
+            )
+        })
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full("vws_staging_rate_bytes_per_second".into()),
