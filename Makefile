@@ -2,6 +2,7 @@
 #   make run    install what is needed, build, start vwsd (SQLite store in ./var)
 #   make test   install what is needed, build, run every test (and each fuzz target for 5 s)
 #   make fuzz   run each cargo-fuzz target (fuzz/) for FUZZ_SECS seconds (nightly + cargo-fuzz)
+#   make deb    build the Debian package (target/debian/; cargo-deb, installed when missing)
 SHELL := /bin/bash
 APT_PACKAGES := pkg-config libclang-dev libxml2-dev libxmlsec1-dev libssl-dev apache2-utils curl python3 libxenmisc4.17 \
 	busybox-static cpio e2fsprogs xz-utils
@@ -14,7 +15,7 @@ SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
 
 FUZZ_SECS ?= 60
 
-.PHONY: run test deps build bench clean fuzz fuzz-smoke guest
+.PHONY: run test deps build bench clean fuzz fuzz-smoke guest man deb deb-test bench-ops
 # The demo guest vws boots (kernel + busybox initramfs from Debian packages, guest/build.sh).
 GUEST_DIR ?= var/images/demo
 
@@ -41,6 +42,7 @@ run: build guest
 
 test: build guest
 	@rc=0; VWS_SHARED=$(SHARED) $(CARGO) test --release --locked -- --test-threads=2 || rc=$$?; \
+	$(MAKE) --no-print-directory deb-test || rc=$$?; \
 	for k in target/*kit*/; do [ -f $$k/gridftp.pid ] && $(SHARED)/peers/gsi-gridftp-down.sh $$k || true; done; \
 	$(MAKE) --no-print-directory fuzz-smoke || echo "make test: WARNING: the 5 s fuzz smoke run found a crash or failed to build (fuzz/logs/, fuzz/artifacts/); make fuzz fails on it"; \
 	exit $$rc
@@ -60,6 +62,28 @@ bench: build guest
 	VWS_SHARED=$(SHARED) ./benches/getrp.sh
 	VWS_SHARED=$(SHARED) ./benches/gridftp.sh
 	VWS_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) $(CARGO) bench --locked --bench vm
+
+# Manual pages vwsd(8) and vws(1), generated from the clap definitions (clap_mangen).
+man: build
+	mkdir -p target/deb-assets
+	VWS_MANPAGE=1 target/release/vwsd | gzip -9n > target/deb-assets/vwsd.8.gz
+	VWS_MANPAGE=1 target/release/vws | gzip -9n > target/deb-assets/vws.1.gz
+
+# The Debian package: binaries, systemd unit, /etc/vws/vwsd.toml (conf/vwsd.toml with its data
+# under /var/lib/vws), man pages; maintainer scripts in dist/debian/.
+deb: man
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	sed -e 's#^data = "var"#data = "/var/lib/vws"#' conf/vwsd.toml > target/deb-assets/vwsd.toml
+	$(CARGO) deb --no-build --locked --strip
+
+# The package unpacked into a clean root: files, unit (systemd-analyze verify), vwsd --check.
+deb-test: deb
+	./dist/deb-test.sh
+
+# Not in `make bench` (minutes, needs the GSI kit): metrics on vs off, trust reload under load.
+bench-ops: build
+	VWS_SHARED=$(SHARED) ./benches/metrics-overhead.sh
+	VWS_SHARED=$(SHARED) ./benches/trust-reload.sh
 
 clean:
 	$(CARGO) clean

@@ -57,6 +57,16 @@ struct Args {
 }
 
 fn main() {
+    // Packaging (`make man`): the manual page vwsd(8), generated from these arguments.
+    if std::env::var_os("VWS_MANPAGE").is_some() {
+        use clap::CommandFactory;
+        let man = clap_mangen::Man::new(Args::command()).section("8");
+        if let Err(e) = man.render(&mut std::io::stdout()) {
+            eprintln!("vwsd: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
     let mut cfg = match vws::config::Config::load(&args.config) {
         Ok(c) => c,
