@@ -83,7 +83,7 @@ deb-test: deb
 # Not in `make bench` (minutes, needs the GSI kit): metrics on vs off, trust reload under load.
 bench-ops: build
 	VWS_SHARED=$(SHARED) ./benches/metrics-overhead.sh
-	VWS_SHARED=$(SHARED) ./benches/trust-reload.sh
+	VWS_SHARED=$(SHARED) $(CARGO) bench --locked --bench trust_reload
 
 clean:
 	$(CARGO) clean
