@@ -9,7 +9,7 @@
 //! env: CLIENTS, BASELINE_SECS (default 15), CHURN_SECS (default 60).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod common;
 
 use common::gsi::{self, kit, Kit};
@@ -61,7 +61,8 @@ impl Conn {
 fn create(s: &Server, proxy: &Path) -> String {
     let mut c = Conn::open(&s.https_addr, proxy).unwrap();
     let action = format!("{VWS}/WorkspaceFactoryPortType/createRequest");
-    let body = envelope(&s.https_url(FACTORY), &action, "", &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()));
+    let body =
+        envelope(&s.https_url(FACTORY), &action, "", &format!("<create xmlns=\"{VWS}\">{}</create>", sample_description()));
     let r = c.post(FACTORY, &action, &body).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     between(&r.body, &format!("WorkspaceKey xmlns:k0=\"{VWS}\">"), "<").unwrap().to_string()
@@ -135,7 +136,8 @@ fn main() {
     let mut threads = Vec::new();
     for i in 0..clients {
         let victim = i == 0;
-        let (proxy, key) = if victim { (victim_proxy.clone(), victim_key.clone()) } else { (user_proxy.clone(), user_key.clone()) };
+        let (proxy, key) =
+            if victim { (victim_proxy.clone(), victim_key.clone()) } else { (user_proxy.clone(), user_key.clone()) };
         let (addr, url) = (s.https_addr.clone(), s.https_url(WS));
         let (stats, stop) = (stats.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
@@ -214,7 +216,8 @@ fn main() {
     let mut base: Vec<Duration> = st.ok.iter().filter(|(at, _)| *at < churn_start).map(|(_, l)| *l).collect();
     let mut during: Vec<Duration> = st.ok.iter().filter(|(at, _)| *at >= churn_start).map(|(_, l)| *l).collect();
     let first_refusal = st.victim.iter().filter(|(at, s)| *at >= revoked_at && *s != 200).map(|(at, _)| *at).min();
-    let after: Vec<&(Duration, u16)> = first_refusal.map(|f| st.victim.iter().filter(|(at, _)| *at >= f).collect()).unwrap_or_default();
+    let after: Vec<&(Duration, u16)> =
+        first_refusal.map(|f| st.victim.iter().filter(|(at, _)| *at >= f).collect()).unwrap_or_default();
     let refused_after = after.iter().filter(|(_, s)| *s != 200).count();
     let victim_ok_before = st.victim.iter().filter(|(at, s)| *at < revoked_at && *s == 200).count();
     let log = s.log();
@@ -228,9 +231,27 @@ fn main() {
     let bs = churn_start.as_secs_f64();
     let ds = churn.as_secs_f64();
     let (bn, dn) = (base.len(), during.len());
-    println!("{:<34} {:>10} {:>10.3} {:>10.3} {:>10.0}", "  baseline", bn, pct(&mut base, 0.5), pct(&mut base, 0.99), bn as f64 / bs);
-    println!("{:<34} {:>10} {:>10.3} {:>10.3} {:>10.0}", "  CRL replaced every second", dn, pct(&mut during, 0.5), pct(&mut during, 0.99), dn as f64 / ds);
-    println!("unrevoked users' errors: {} (goal 0){}", st.errors.len(), st.errors.first().map(|e| format!(", first: {e}")).unwrap_or_default());
+    println!(
+        "{:<34} {:>10} {:>10.3} {:>10.3} {:>10.0}",
+        "  baseline",
+        bn,
+        pct(&mut base, 0.5),
+        pct(&mut base, 0.99),
+        bn as f64 / bs
+    );
+    println!(
+        "{:<34} {:>10} {:>10.3} {:>10.3} {:>10.0}",
+        "  CRL replaced every second",
+        dn,
+        pct(&mut during, 0.5),
+        pct(&mut during, 0.99),
+        dn as f64 / ds
+    );
+    println!(
+        "unrevoked users' errors: {} (goal 0){}",
+        st.errors.len(),
+        st.errors.first().map(|e| format!(", first: {e}")).unwrap_or_default()
+    );
     println!("revoked user: {victim_ok_before} requests accepted before the revoking CRL landed");
     match first_refusal {
         Some(f) => println!(

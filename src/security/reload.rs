@@ -299,13 +299,15 @@ fn fingerprint(files: &TrustFiles) -> Fingerprint {
     out
 }
 
+/// (generation, checked at (Unix s), caller or why refused)
+type Checked = (u64, i64, Arc<Result<Caller, String>>);
+
 /// One connection's authentication: the chain it presented at its handshake, and its caller as
 /// of the last trust generation it was checked against.
 pub struct Session {
     chain: Vec<X509>,
     trust: Arc<LiveTrust>,
-    /// (generation, checked at (Unix s), caller or why refused)
-    state: Mutex<(u64, i64, Arc<Result<Caller, String>>)>,
+    state: Mutex<Checked>,
 }
 
 impl std::fmt::Debug for Session {
