@@ -456,7 +456,7 @@ struct WsdlSpec {
     inline: &'static [&'static str],
 }
 
-const WSDLS: [WsdlSpec; 3] = [
+const WSDLS: [WsdlSpec; 4] = [
     WsdlSpec {
         file: "factory.wsdl",
         served_as: &["WorkspaceFactoryService"],
@@ -486,6 +486,38 @@ const WSDLS: [WsdlSpec; 3] = [
             ("console", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/consoleRequest"),
         ],
         wsrf: true,
+        inline: &[
+            "wsa-2004-03.xsd",
+            "wsbf-2004-06.xsd",
+            "wsrp-2004-06.xsd",
+            "wsrl-2004-06.xsd",
+            "nimbus-properties.xsd",
+            "workspace.xsd",
+        ],
+    },
+    WsdlSpec {
+        file: "repository.wsdl",
+        served_as: &["RepositoryService"],
+        service: "RepositoryService",
+        port_type: "RepositoryPortType",
+        rp_root: Some((VWS, "RepositoryResourceProperties")),
+        app_ops: &[
+            ("GetResourceProperty", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetResourceProperty"),
+            ("GetMultipleResourceProperties", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetMultipleResourceProperties"),
+            ("QueryResourceProperties", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/QueryResourceProperties"),
+            ("list", "http://vws.dev/2026/11/workspace/RepositoryPortType/listRequest"),
+            ("select", "http://vws.dev/2026/11/workspace/RepositoryPortType/selectRequest"),
+            ("clone", "http://vws.dev/2026/11/workspace/RepositoryPortType/cloneRequest"),
+            ("refine", "http://vws.dev/2026/11/workspace/RepositoryPortType/refineRequest"),
+            ("checkout", "http://vws.dev/2026/11/workspace/RepositoryPortType/checkoutRequest"),
+            ("renew", "http://vws.dev/2026/11/workspace/RepositoryPortType/renewRequest"),
+            ("release", "http://vws.dev/2026/11/workspace/RepositoryPortType/releaseRequest"),
+            ("breakLock", "http://vws.dev/2026/11/workspace/RepositoryPortType/breakLockRequest"),
+            ("register", "http://vws.dev/2026/11/workspace/RepositoryPortType/registerRequest"),
+            ("images", "http://vws.dev/2026/11/workspace/RepositoryPortType/imagesRequest"),
+            ("gc", "http://vws.dev/2026/11/workspace/RepositoryPortType/gcRequest"),
+        ],
+        wsrf: false,
         inline: &[
             "wsa-2004-03.xsd",
             "wsbf-2004-06.xsd",

@@ -11,6 +11,7 @@ pub mod counter;
 pub mod factory;
 pub mod manager;
 pub mod registry;
+pub mod repository;
 pub mod request;
 pub mod workspace;
 
