@@ -94,7 +94,7 @@ async fn open_repository(
     let images = Arc::new(crate::host::images::ImageStore::open(&cfg.server.data.join("repository"), tables.clone(), quotas)?);
     host.set_images(images.clone());
     let lease_ms = (r.lease_secs.max(1) as i64).saturating_mul(1000);
-    let checkouts = Arc::new(Checkouts { tables, lease_ms });
+    let checkouts = Arc::new(Checkouts::new(tables, lease_ms));
     let settings = RepositorySettings { lease_ms, gc_grace_ms: (r.gc_grace_secs as i64).saturating_mul(1000) };
     RepositoryService::new(
         shared.clone(),

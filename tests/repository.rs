@@ -207,7 +207,7 @@ fn select_clone_refine_and_xpath_semantics() {
 
 #[test]
 fn fifty_concurrent_checkouts_one_winner_and_locks_survive_kill9() {
-    let mut s = Server::start();
+    let s = Server::start();
     let w = s.create_workspace();
     let s = Arc::new(std::sync::Mutex::new(s));
     let addr = s.lock().unwrap().addr.clone();
@@ -359,7 +359,8 @@ fn image_store_dedupes_links_refuses_tampering_and_transfers_once() {
     assert_eq!(f.fault_kind().as_deref(), Some("UnsupportedSchemeFault"), "{}", f.body);
     assert_eq!(error_code(&f.body), "nfs");
     std::fs::write(roots.path().join("other.img"), b"other bytes").unwrap();
-    let f = repo(&s, "register", &format!("<source>{}</source><digest>sha256:{sha}</digest>", roots.path().join("other.img").display()));
+    let absent = sha256_hex(b"bytes nobody registered");
+    let f = repo(&s, "register", &format!("<source>{}</source><digest>sha256:{absent}</digest>", roots.path().join("other.img").display()));
     assert_eq!(f.fault_kind().as_deref(), Some("DigestMismatchFault"), "{}", f.body);
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(s.data_dir().join("repository/tmp")).unwrap().count(), 0, "no temp file left");

@@ -50,6 +50,18 @@ pub struct ImageStore {
     root: PathBuf,
     pub tables: Arc<RepoTables>,
     pub quotas: Quotas,
+    /// Files whose digest was checked, by (inode, size, mtime, ctime) then: a file whose
+    /// metadata still match is not hashed again (any write changes mtime and ctime, and ctime
+    /// cannot be set back); after a restart, every image is hashed on its first hand-off.
+    verified: std::sync::Mutex<std::collections::HashMap<String, Fingerprint>>,
+}
+
+type Fingerprint = (u64, u64, i64, i64, i64, i64);
+
+fn fingerprint(p: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Is `s` 64 lowercase hex digits?
@@ -139,7 +151,7 @@ impl ImageStore {
         for d in ["images", "tmp"] {
             std::fs::create_dir_all(root.join(d)).map_err(|e| format!("image store {}: {e}", root.join(d).display()))?;
         }
-        let s = ImageStore { root: root.to_path_buf(), tables, quotas };
+        let s = ImageStore { root: root.to_path_buf(), tables, quotas, verified: Default::default() };
         s.recover().map_err(|e| format!("image store {}: {e}", root.display()))?;
         Ok(s)
     }
@@ -303,10 +315,14 @@ impl ImageStore {
         if !self.has(sha) {
             return Err(ImageError::Unknown(sha.into()));
         }
-        let found = hash_file(&src).map_err(|e| ImageError::io(src.display(), e))?;
-        if found != sha {
-            tracing::error!(sha, found, file = %src.display(), "image store file changed on disk: refused");
-            return Err(ImageError::DigestMismatch { what: format!("store file {}", src.display()), expected: sha.into(), found });
+        let known = self.verified.lock().unwrap().get(sha).copied();
+        if known.is_none() || known != fingerprint(&src) {
+            let found = hash_file(&src).map_err(|e| ImageError::io(src.display(), e))?;
+            if found != sha {
+                self.verified.lock().unwrap().remove(sha);
+                tracing::error!(sha, found, file = %src.display(), "image store file changed on disk: refused");
+                return Err(ImageError::DigestMismatch { what: format!("store file {}", src.display()), expected: sha.into(), found });
+            }
         }
         if let Some(d) = dst.parent() {
             std::fs::create_dir_all(d).map_err(|e| ImageError::io(d.display(), e))?;
@@ -314,6 +330,10 @@ impl ImageStore {
         let _ = std::fs::remove_file(dst);
         if std::fs::hard_link(&src, dst).is_err() {
             std::fs::copy(&src, dst).map_err(|e| ImageError::io(dst.display(), e))?;
+        }
+        // Linking changed the ctime: remember the file as it is now.
+        if let Some(f) = fingerprint(&src) {
+            self.verified.lock().unwrap().insert(sha.to_string(), f);
         }
         Ok(std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0))
     }

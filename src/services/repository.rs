@@ -349,6 +349,14 @@ impl Catalogue {
 pub struct Checkouts {
     pub tables: Arc<RepoTables>,
     pub lease_ms: i64,
+    /// Manager addresses this process's Manager checked out as (since it started).
+    pub local: Mutex<HashSet<String>>,
+}
+
+impl Checkouts {
+    pub fn new(tables: Arc<RepoTables>, lease_ms: i64) -> Checkouts {
+        Checkouts { tables, lease_ms, local: Mutex::new(HashSet::new()) }
+    }
 }
 
 /// The fault for a held lock.
@@ -395,6 +403,9 @@ impl Checkouts {
     /// Checks `key` out to `manager` for `holder`. The Manager that already holds it (a deploy
     /// after a failed staging) takes it again.
     pub async fn checkout(&self, key: &str, holder: &str, manager: &str, reentrant: bool) -> Result<(), BaseFault> {
+        if reentrant {
+            self.local.lock().unwrap().insert(manager.to_string());
+        }
         let (t, k, h, m, lease) = (self.tables.clone(), key.to_string(), holder.to_string(), manager.to_string(), self.lease_ms);
         let r = tokio::task::spawn_blocking(move || {
             let now = time::now_ms();
@@ -421,8 +432,9 @@ impl Checkouts {
         let _ = tokio::task::spawn_blocking(move || t.release(&k, None)).await;
     }
 
-    /// Renews the leases of deployed workspaces, releases those of workspaces that are back to
-    /// Unstaged, forgets those of workspaces that are gone. (The in-process holder's renewal.)
+    /// The in-process holder's renewal: renews the leases of workspaces deployed here, releases
+    /// this Manager's locks of workspaces back to Unstaged (a failed staging), forgets those of
+    /// workspaces that are gone; other holders' locks of undeployed workspaces are left to lapse.
     pub async fn renew_local(&self, workspaces: &Home, staging: impl Fn(&str) -> bool) {
         let t = self.tables.clone();
         let Ok(Ok(locks)) = tokio::task::spawn_blocking(move || t.locks()).await else { return };
@@ -430,7 +442,12 @@ impl Checkouts {
             let st = workspaces.read(&l.key, FaultType::RpResourceUnknown, |st| Ok(WorkspaceData::of(st)?.state)).await;
             let t = self.tables.clone();
             let lease = self.lease_ms;
-            let (gone, unstaged) = (st.is_err(), matches!(st, Ok(State::Unstaged)) && !staging(&l.key));
+            let mine = self.local.lock().unwrap().contains(&l.manager);
+            let unstaged = matches!(st, Ok(State::Unstaged)) && !staging(&l.key);
+            let gone = st.is_err();
+            if unstaged && !mine {
+                continue;
+            }
             let _ = tokio::task::spawn_blocking(move || {
                 if gone {
                     t.forget(&l.key).map(drop)
@@ -756,7 +773,7 @@ impl RepositoryService {
         self.source(req, &key, Action::Deploy).await?;
         let lease = self.lease_of(req.env.payload())?;
         let manager = Self::manager_of(req);
-        let c = Checkouts { tables: self.checkouts.tables.clone(), lease_ms: lease };
+        let c = Checkouts::new(self.checkouts.tables.clone(), lease);
         c.checkout(&key, req.caller.name(), &manager, false).await.inspect_err(|e| {
             tracing::info!(caller = req.caller.name(), key, "checkout refused: {}", e.description);
         })?;
