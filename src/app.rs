@@ -87,9 +87,7 @@ async fn open_repository(
     let r = &cfg.repository;
     let home = Home::open(repository::NAME, repository::key_name(), repository::resource_type(), store.clone(), sweeper.clone())
         .map_err(|e| format!("loading {}: {e}", repository::NAME))?;
-    let tables = Arc::new(
-        crate::store::repo::RepoTables::open(&cfg.server.data).map_err(|e| format!("repository tables: {e}"))?,
-    );
+    let tables = Arc::new(crate::store::repo::RepoTables::open(&cfg.server.data).map_err(|e| format!("repository tables: {e}"))?);
     let quotas = crate::store::repo::Quotas { site_bytes: r.quota_bytes, owner_bytes: r.owner_quota_bytes };
     let images = Arc::new(crate::host::images::ImageStore::open(&cfg.server.data.join("repository"), tables.clone(), quotas)?);
     host.set_images(images.clone());

@@ -39,7 +39,13 @@ pub struct RepositoryConfig {
 
 impl Default for RepositoryConfig {
     fn default() -> Self {
-        RepositoryConfig { lease_secs: 600, gc_interval_secs: 3600, gc_grace_secs: 3600, quota_bytes: None, owner_quota_bytes: None }
+        RepositoryConfig {
+            lease_secs: 600,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 3600,
+            quota_bytes: None,
+            owner_quota_bytes: None,
+        }
     }
 }
 

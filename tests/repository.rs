@@ -65,7 +65,9 @@ fn state_of(s: &Server, key: &str) -> String {
         "WorkspaceService",
         &Server::ws_key_header(key),
         &action,
-        &format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>"),
+        &format!(
+            "<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:n=\"{NIMBUS}\">n:CurrentState</wsrp:GetResourceProperty>"
+        ),
     );
     between(&r.body, "CurrentState xmlns:n=\"http://www.globus.org/2008/06/workspace\">", "<").unwrap_or("").to_string()
 }
@@ -360,7 +362,11 @@ fn image_store_dedupes_links_refuses_tampering_and_transfers_once() {
     assert_eq!(error_code(&f.body), "nfs");
     std::fs::write(roots.path().join("other.img"), b"other bytes").unwrap();
     let absent = sha256_hex(b"bytes nobody registered");
-    let f = repo(&s, "register", &format!("<source>{}</source><digest>sha256:{absent}</digest>", roots.path().join("other.img").display()));
+    let f = repo(
+        &s,
+        "register",
+        &format!("<source>{}</source><digest>sha256:{absent}</digest>", roots.path().join("other.img").display()),
+    );
     assert_eq!(f.fault_kind().as_deref(), Some("DigestMismatchFault"), "{}", f.body);
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(s.data_dir().join("repository/tmp")).unwrap().count(), 0, "no temp file left");
@@ -373,7 +379,12 @@ fn image_store_dedupes_links_refuses_tampering_and_transfers_once() {
     wait_state(&s, &w1, "Staged");
     assert_eq!(gets.load(Ordering::SeqCst), 0, "served from the store");
     use std::os::unix::fs::MetadataExt;
-    let pool_file = std::fs::read_dir(s.data_dir().join("pool").join(&w1)).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("disk")).unwrap().path();
+    let pool_file = std::fs::read_dir(s.data_dir().join("pool").join(&w1))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("disk"))
+        .unwrap()
+        .path();
     assert_eq!(std::fs::metadata(&pool_file).unwrap().ino(), std::fs::metadata(store.join(&sha)).unwrap().ino(), "hard link");
     let imgs = ok(repo(&s, "images", ""));
     assert!(imgs.contains("refs=\"1\""), "{imgs}");
@@ -520,7 +531,8 @@ fn kill9_during_registration_and_clone_leaves_no_orphan_and_no_dangling_row() {
             })
         };
         let reg = sender(format!("<register xmlns=\"{VWS}\"><source>{src}</source></register>"), "register");
-        let clones: Vec<_> = (0..8).map(|_| sender(format!("<clone xmlns=\"{VWS}\"><workspace>{w}</workspace></clone>"), "clone")).collect();
+        let clones: Vec<_> =
+            (0..8).map(|_| sender(format!("<clone xmlns=\"{VWS}\"><workspace>{w}</workspace></clone>"), "clone")).collect();
         std::thread::sleep(Duration::from_millis(delay_ms));
         s.restart();
         let _ = reg.join();
@@ -531,8 +543,11 @@ fn kill9_during_registration_and_clone_leaves_no_orphan_and_no_dangling_row() {
         // and every workspace row is a whole, readable workspace.
         let dir = s.data_dir().join("repository");
         assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-        let files: std::collections::BTreeSet<String> =
-            std::fs::read_dir(dir.join("images")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let files: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         let conn = rusqlite::Connection::open(s.data_dir().join("vws.db")).unwrap();
         let rows: std::collections::BTreeSet<String> = conn
             .prepare("SELECT sha256 FROM repo_images")

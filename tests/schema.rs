@@ -503,8 +503,14 @@ const WSDLS: [WsdlSpec; 4] = [
         rp_root: Some((VWS, "RepositoryResourceProperties")),
         app_ops: &[
             ("GetResourceProperty", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetResourceProperty"),
-            ("GetMultipleResourceProperties", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetMultipleResourceProperties"),
-            ("QueryResourceProperties", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/QueryResourceProperties"),
+            (
+                "GetMultipleResourceProperties",
+                "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetMultipleResourceProperties",
+            ),
+            (
+                "QueryResourceProperties",
+                "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/QueryResourceProperties",
+            ),
             ("list", "http://vws.dev/2026/11/workspace/RepositoryPortType/listRequest"),
             ("select", "http://vws.dev/2026/11/workspace/RepositoryPortType/selectRequest"),
             ("clone", "http://vws.dev/2026/11/workspace/RepositoryPortType/cloneRequest"),

@@ -332,7 +332,8 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
                 b.push_str(&format!("<cpu{}/>", range_attrs(r)?));
             }
             for d in disk {
-                let (n, r) = d.split_once('=').ok_or_else(|| ClientError::Usage(format!("--disk '{d}': expected NAME=MIN-MAX")))?;
+                let (n, r) =
+                    d.split_once('=').ok_or_else(|| ClientError::Usage(format!("--disk '{d}': expected NAME=MIN-MAX")))?;
                 b.push_str(&format!("<disk name=\"{}\"{}/>", xml::escape_attr(n), range_attrs(r)?));
             }
             if let Some(p) = software {
@@ -413,7 +414,13 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
         RepoCmd::Checkout { .. } | RepoCmd::Release { .. } | RepoCmd::BreakLock { .. } => {
             println!("{:<38} {:<40} {:<24} UNTIL", "WORKSPACE", "HOLDER", "SINCE");
             for l in r.elements() {
-                println!("{:<38} {:<40} {:<24} {}", attr_of(l, "workspace"), attr_of(l, "holder"), attr_of(l, "since"), attr_of(l, "until"));
+                println!(
+                    "{:<38} {:<40} {:<24} {}",
+                    attr_of(l, "workspace"),
+                    attr_of(l, "holder"),
+                    attr_of(l, "since"),
+                    attr_of(l, "until")
+                );
                 println!("  manager {}", attr_of(l, "manager"));
             }
         }

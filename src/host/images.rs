@@ -19,7 +19,9 @@ pub enum ImageError {
     Unknown(String),
     #[error("digest mismatch for {what}: expected sha256 {expected}, found {found}")]
     DigestMismatch { what: String, expected: String, found: String },
-    #[error("unsupported URL scheme '{0}': register from a local path, file:// (within staging.file_roots), http(s):// or gsiftp://")]
+    #[error(
+        "unsupported URL scheme '{0}': register from a local path, file:// (within staging.file_roots), http(s):// or gsiftp://"
+    )]
     UnsupportedScheme(String),
     #[error("{0}")]
     Refused(String),
@@ -218,7 +220,11 @@ impl ImageStore {
         self.tables.check_quota(owner, meta.len(), self.quotas)?;
         let tmp = self.temp();
         let r = (|| {
-            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| ImageError::io(tmp.display(), e))?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| ImageError::io(tmp.display(), e))?;
             let (sha, size) = copy_hashing(&mut f, &mut out).map_err(|e| ImageError::io(src.display(), e))?;
             self.adopt_temp(&tmp, &sha, size, owner, source, expect)
         })();
@@ -247,7 +253,11 @@ impl ImageStore {
         let r = (|| {
             let dst = format!("file://{}", tmp.display());
             let o = stager.stage(url, &dst).map_err(|e| ImageError::Transfer(e.to_string()))?;
-            let sha = if is_sha256(&o.sha256) { o.sha256.clone() } else { hash_file(&tmp).map_err(|e| ImageError::io(tmp.display(), e))? };
+            let sha = if is_sha256(&o.sha256) {
+                o.sha256.clone()
+            } else {
+                hash_file(&tmp).map_err(|e| ImageError::io(tmp.display(), e))?
+            };
             self.adopt_temp(&tmp, &sha, o.bytes, owner, url, expect)
         })();
         let _ = std::fs::remove_file(&tmp);
@@ -255,7 +265,15 @@ impl ImageStore {
     }
 
     /// A complete, fsynced temp file with digest `sha` becomes the image `sha` (unless present).
-    fn adopt_temp(&self, tmp: &Path, sha: &str, size: u64, owner: &str, source: &str, expect: Option<&str>) -> Result<Registered, ImageError> {
+    fn adopt_temp(
+        &self,
+        tmp: &Path,
+        sha: &str,
+        size: u64,
+        owner: &str,
+        source: &str,
+        expect: Option<&str>,
+    ) -> Result<Registered, ImageError> {
         if let Some(e) = expect {
             if e != sha {
                 return Err(ImageError::DigestMismatch { what: source.into(), expected: e.into(), found: sha.into() });
@@ -266,13 +284,8 @@ impl ImageStore {
                 return Ok(Registered { image, new: false });
             }
         }
-        let row = ImageRow {
-            sha256: sha.into(),
-            size,
-            owner: owner.into(),
-            source: source.into(),
-            created_ms: crate::host::now_ms(),
-        };
+        let row =
+            ImageRow { sha256: sha.into(), size, owner: owner.into(), source: source.into(), created_ms: crate::host::now_ms() };
         self.tables.check_quota(owner, size, self.quotas)?;
         let dst = self.path(sha);
         std::fs::rename(tmp, &dst).map_err(|e| ImageError::io(dst.display(), e))?;
@@ -321,7 +334,11 @@ impl ImageStore {
             if found != sha {
                 self.verified.lock().unwrap().remove(sha);
                 tracing::error!(sha, found, file = %src.display(), "image store file changed on disk: refused");
-                return Err(ImageError::DigestMismatch { what: format!("store file {}", src.display()), expected: sha.into(), found });
+                return Err(ImageError::DigestMismatch {
+                    what: format!("store file {}", src.display()),
+                    expected: sha.into(),
+                    found,
+                });
             }
         }
         if let Some(d) = dst.parent() {

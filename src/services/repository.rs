@@ -24,8 +24,8 @@ use crate::soap::epr::WSA_DECL;
 use crate::soap::ns::{self, VWS};
 use crate::soap::xml::{escape_attr, Element, QName};
 use crate::store::repo::{Lock, RepoError, RepoTables};
-use crate::workspace::description::{Range, Vmm};
 use crate::workspace::description::{Category, ImageState};
+use crate::workspace::description::{Range, Vmm};
 use crate::workspace::{Description, Policy, State};
 use crate::wsrf::{properties, time, BaseFault, FaultType, Home, PropertyDecl, ResourceState, ResourceType};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,7 +85,8 @@ impl Summary {
         let desc = &d.description;
         let hw = desc.hardware.as_ref();
         let sized: Vec<Range> = hw.map(|h| h.disks.iter().filter_map(|d| d.size).collect()).unwrap_or_default();
-        let disk = (!sized.is_empty()).then(|| Range { min: sized.iter().map(|r| r.min).sum(), max: sized.iter().map(|r| r.max).sum() });
+        let disk =
+            (!sized.is_empty()).then(|| Range { min: sized.iter().map(|r| r.min).sum(), max: sized.iter().map(|r| r.max).sum() });
         let sw = desc.software.as_ref();
         let mut software = Vec::new();
         if let Some(s) = sw {
@@ -231,9 +232,9 @@ impl Constraints {
             && intersects(s.disk, self.disk)
             && self.kernel.as_ref().is_none_or(|k| s.kernel.as_deref().is_some_and(|h| version_matches(h, k)))
             && self.software.iter().all(|(n, v)| {
-                s.software.iter().any(|(hn, hv)| {
-                    hn == n && v.as_ref().is_none_or(|v| hv.as_deref().is_some_and(|h| version_matches(h, v)))
-                })
+                s.software
+                    .iter()
+                    .any(|(hn, hv)| hn == n && v.as_ref().is_none_or(|v| hv.as_deref().is_some_and(|h| version_matches(h, v))))
             })
     }
 
@@ -298,48 +299,40 @@ impl Catalogue {
         Catalogue { workspaces, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// Every workspace's summary (sorted by key).
+    /// Every workspace's summary (in no particular order). One synchronous pass over the
+    /// home; only resources whose data changed since they were last summarised are parsed.
     pub async fn summaries(&self) -> Vec<Arc<Summary>> {
-        let mut keys = self.workspaces.keys();
-        keys.sort_unstable();
-        let mut out = Vec::with_capacity(keys.len());
-        let mut fresh = HashMap::with_capacity(keys.len());
-        {
+        let mut out = Vec::with_capacity(self.workspaces.len());
+        let mut todo: Vec<(String, Arc<str>, Owner)> = Vec::new();
+        let busy = {
             let cache = self.cache.lock().unwrap();
-            for k in &keys {
-                if let Some(v) = cache.get(k) {
-                    fresh.insert(k.clone(), v.clone());
-                }
+            self.workspaces.visit(|k, st| match cache.get(k) {
+                // Data is replaced, never edited in place: the same text is the same summary.
+                Some((data, s)) if Arc::ptr_eq(data, &st.data) => out.push(s.clone()),
+                _ => todo.push((k.to_string(), st.data.clone(), st.owner.clone())),
+            })
+        };
+        for k in busy {
+            if let Ok((data, owner)) =
+                self.workspaces.read(&k, FaultType::RpResourceUnknown, |st| Ok((st.data.clone(), st.owner.clone()))).await
+            {
+                todo.push((k, data, owner));
             }
         }
-        for k in keys {
-            let cached = fresh.get(&k).cloned();
-            let r = self
-                .workspaces
-                .read(&k, FaultType::RpResourceUnknown, |st| {
-                    if let Some((data, s)) = &cached {
-                        // Data is replaced, never edited in place: the same text is the same summary.
-                        if Arc::ptr_eq(data, &st.data) {
-                            return Ok((None, s.clone()));
-                        }
-                    }
-                    let d = WorkspaceData::of(st)?;
-                    Ok((Some(st.data.clone()), Arc::new(Summary::of(&k, &st.owner, &d))))
-                })
-                .await;
-            match r {
-                Ok((new_data, s)) => {
-                    if let Some(data) = new_data {
-                        fresh.insert(k.clone(), (data, s.clone()));
-                    }
-                    out.push(s);
-                }
-                Err(_) => {
-                    fresh.remove(&k);
-                }
-            }
+        let mut cache = self.cache.lock().unwrap();
+        for (k, data, owner) in todo {
+            let Ok(d) = serde_json::from_str::<WorkspaceData>(&data) else {
+                tracing::error!(key = k, "workspace with unreadable data left out of the catalogue");
+                continue;
+            };
+            let s = Arc::new(Summary::of(&k, &owner, &d));
+            out.push(s.clone());
+            cache.insert(k, (data, s));
         }
-        *self.cache.lock().unwrap() = fresh;
+        if cache.len() > out.len() {
+            let live: HashSet<&str> = out.iter().map(|s| s.key.as_str()).collect();
+            cache.retain(|k, _| live.contains(k.as_str()));
+        }
         out
     }
 }
@@ -391,7 +384,9 @@ fn repo_fault(e: RepoError) -> BaseFault {
 fn image_fault(e: ImageError) -> BaseFault {
     match e {
         ImageError::Repo(r) => repo_fault(r),
-        ImageError::DigestMismatch { .. } => BaseFault::new(FaultType::DigestMismatch, format!("{e}; check the source or the digest given")),
+        ImageError::DigestMismatch { .. } => {
+            BaseFault::new(FaultType::DigestMismatch, format!("{e}; check the source or the digest given"))
+        }
         ImageError::UnsupportedScheme(ref s) => BaseFault::new(FaultType::UnsupportedScheme, e.to_string()).code(s.clone()),
         ImageError::Unknown(_) => BaseFault::new(FaultType::InvalidRequest, e.to_string()),
         ImageError::Refused(_) | ImageError::Transfer(_) => BaseFault::new(FaultType::InvalidRequest, e.to_string()),
@@ -592,7 +587,8 @@ impl RepositoryService {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let all = self.catalogue.summaries().await;
+        let mut all = self.catalogue.summaries().await;
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &all {
             *by_state.entry(s.state.as_str()).or_default() += 1;
@@ -677,6 +673,7 @@ impl RepositoryService {
     pub async fn find(&self, caller: &crate::security::Caller, c: &Constraints) -> Vec<Arc<Summary>> {
         let mut out = self.catalogue.summaries().await;
         out.retain(|s| c.matches(s) && self.shared.auth.authorize(caller, Action::Read, Some(&s.owner)).is_ok());
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out
     }
 
@@ -694,7 +691,8 @@ impl RepositoryService {
     /// Creates a workspace with `description` for the caller (the Factory's way); its EPR.
     async fn create_from(&self, req: &SoapRequest, description: Description, what: &str) -> Result<String, BaseFault> {
         let lifetime = self.policy.admit(&description).map_err(|r| {
-            BaseFault::new(FaultType::PolicyRejected, format!("rejected by site policy rule '{}': {}", r.rule, r.message)).code(r.rule)
+            BaseFault::new(FaultType::PolicyRejected, format!("rejected by site policy rule '{}': {}", r.rule, r.message))
+                .code(r.rule)
         })?;
         let home = &self.catalogue.workspaces;
         let key = Home::new_key();
@@ -726,7 +724,10 @@ impl RepositoryService {
             .code(key));
         }
         let epr = self.create_from(req, data.description, "clone").await?;
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/cloneResponse"), format!("<cloneResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</cloneResponse>", escape_attr(&key))))
+        Ok(reply(
+            format!("{VWS}/{PORT_TYPE}/cloneResponse"),
+            format!("<cloneResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</cloneResponse>", escape_attr(&key)),
+        ))
     }
 
     /// refine: a new workspace whose ranges lie within the original's (`<ram>`, `<cpu>`,
@@ -737,24 +738,28 @@ impl RepositoryService {
         let _shared = self.gc_lock.read().await;
         let (data, owner) = self.source(req, &key, Action::Read).await?;
         if Summary::of(&key, &owner, &data).corrupted() {
-            return Err(BaseFault::new(FaultType::WorkspaceCorrupted, format!("workspace '{key}' is corrupted: it is not refined")).code(key));
+            return Err(BaseFault::new(
+                FaultType::WorkspaceCorrupted,
+                format!("workspace '{key}' is corrupted: it is not refined"),
+            )
+            .code(key));
         }
         let d = refine_description(&data.description, req.env.payload())?;
         let epr = self.create_from(req, d, "refine").await?;
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/refineResponse"), format!("<refineResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</refineResponse>", escape_attr(&key))))
+        Ok(reply(
+            format!("{VWS}/{PORT_TYPE}/refineResponse"),
+            format!("<refineResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</refineResponse>", escape_attr(&key)),
+        ))
     }
 
     fn lease_of(&self, p: &Element) -> Result<i64, BaseFault> {
         match p.child(VWS, "leaseSeconds") {
             None => Ok(self.checkouts.lease_ms),
-            Some(e) => e
-                .text()
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|s| *s > 0 && *s <= 86400 * 365)
-                .map(|s| s * 1000)
-                .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, format!("leaseSeconds '{}' is not 1..31536000", e.text().trim()))),
+            Some(e) => {
+                e.text().trim().parse::<i64>().ok().filter(|s| *s > 0 && *s <= 86400 * 365).map(|s| s * 1000).ok_or_else(|| {
+                    BaseFault::new(FaultType::InvalidRequest, format!("leaseSeconds '{}' is not 1..31536000", e.text().trim()))
+                })
+            }
         }
     }
 
@@ -814,7 +819,10 @@ impl RepositoryService {
             .map_err(repo_fault)?;
         self.dirty.store(true, Ordering::Relaxed);
         tracing::info!(caller = req.caller.name(), key, holder = l.holder, "checkout released");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/releaseResponse"), format!("<releaseResponse xmlns=\"{VWS}\">{}</releaseResponse>", lock_xml(&l))))
+        Ok(reply(
+            format!("{VWS}/{PORT_TYPE}/releaseResponse"),
+            format!("<releaseResponse xmlns=\"{VWS}\">{}</releaseResponse>", lock_xml(&l)),
+        ))
     }
 
     /// breakLock: a site administrator (ACL action `break_lock`) removes anyone's lock; logged.
@@ -822,12 +830,16 @@ impl RepositoryService {
         let key = self.target(req)?;
         self.shared.authorize(&req.caller, Action::BreakLock, None)?;
         let (t, k) = (self.checkouts.tables.clone(), key.clone());
-        let l = tokio::task::spawn_blocking(move || t.release(&k, None))
-            .await
-            .map_err(BaseFault::internal)?
-            .map_err(repo_fault)?;
+        let l =
+            tokio::task::spawn_blocking(move || t.release(&k, None)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
         self.dirty.store(true, Ordering::Relaxed);
-        tracing::warn!(caller = req.caller.name(), key, holder = l.holder, manager = l.manager, "checkout lock broken by an administrator");
+        tracing::warn!(
+            caller = req.caller.name(),
+            key,
+            holder = l.holder,
+            manager = l.manager,
+            "checkout lock broken by an administrator"
+        );
         Ok(reply(
             format!("{VWS}/{PORT_TYPE}/breakLockResponse"),
             format!("<breakLockResponse xmlns=\"{VWS}\">{}</breakLockResponse>", lock_xml(&l)),
@@ -942,13 +954,9 @@ impl RepositoryService {
         self.shared.authorize(&req.caller, Action::Admin, None)?;
         let grace = match req.env.payload().child(VWS, "graceSeconds") {
             None => 0,
-            Some(e) => e
-                .text()
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|s| *s >= 0)
-                .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, format!("graceSeconds '{}' is not a number", e.text().trim())))?,
+            Some(e) => e.text().trim().parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
+                BaseFault::new(FaultType::InvalidRequest, format!("graceSeconds '{}' is not a number", e.text().trim()))
+            })?,
         };
         let removed = self.gc(grace.saturating_mul(1000)).await?;
         tracing::info!(caller = req.caller.name(), removed = removed.len(), "image store gc");
@@ -1015,7 +1023,8 @@ pub fn refine_description(orig: &Description, p: &Element) -> Result<Description
                 let want = range_of(e, &field)?;
                 let hw = d.hardware.get_or_insert_with(Default::default);
                 let disk = hw.disks.iter_mut().find(|x| x.name == name).ok_or_else(|| {
-                    BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'")).code(field.clone())
+                    BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'"))
+                        .code(field.clone())
                 })?;
                 disk.size = Some(narrow(&field, disk.size, want)?);
             }
@@ -1059,8 +1068,11 @@ pub fn refine_description(orig: &Description, p: &Element) -> Result<Description
     }
     Description::from_element(&el).map_err(|e| {
         let field = e.path.trim_start_matches("/virtualWorkspace/").to_string();
-        BaseFault::new(FaultType::InvalidDescription, format!("refine: the refined description is invalid: {}: {}", e.path, e.message))
-            .code(field)
+        BaseFault::new(
+            FaultType::InvalidDescription,
+            format!("refine: the refined description is invalid: {}: {}", e.path, e.message),
+        )
+        .code(field)
     })
 }
 

@@ -105,7 +105,14 @@ impl RepoTables {
     /// Checks `key` out to `holder` at `manager` until `now_ms + lease_ms`. Refused with
     /// [`RepoError::Locked`] while another lock's lease runs; a lapsed lease is broken (the
     /// broken lock is returned so the caller can log it).
-    pub fn checkout(&self, key: &str, holder: &str, manager: &str, now_ms: i64, lease_ms: i64) -> Result<Option<Lock>, RepoError> {
+    pub fn checkout(
+        &self,
+        key: &str,
+        holder: &str,
+        manager: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lock>, RepoError> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let held = tx
@@ -244,11 +251,8 @@ impl RepoTables {
             return Ok(false);
         }
         let site: i64 = tx.query_row("SELECT COALESCE(SUM(size), 0) FROM repo_images", [], |r| r.get(0))?;
-        let mine: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM repo_images WHERE owner = ?1",
-            params![img.owner],
-            |r| r.get(0),
-        )?;
+        let mine: i64 =
+            tx.query_row("SELECT COALESCE(SUM(size), 0) FROM repo_images WHERE owner = ?1", params![img.owner], |r| r.get(0))?;
         if let Some(quota) = q.site_bytes {
             if site as u64 + img.size > quota {
                 return Err(RepoError::Quota { scope: "site".into(), used: site as u64, size: img.size, quota });
