@@ -14,6 +14,8 @@ use vws::client::{self, Client, ClientError};
 use vws::soap::epr::Epr;
 use vws::soap::ns;
 use vws::soap::xml::{self, Element, Node};
+use vws::workspace::messages::{self as wm, ManagerOp, ManagerRequest};
+use vws::wsrf::messages as rp;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Output {
@@ -470,8 +472,12 @@ fn stage_cmd(
         }
     }
     if !quiet {
-        opts.progress = Some(std::sync::Arc::new(|p: &ProgressInfo| {
-            draw(&bar_line("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64())), p.done);
+        let bar = Bar::new();
+        opts.progress = Some(std::sync::Arc::new(move |p: &ProgressInfo| {
+            bar.show("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64()));
+            if p.done {
+                bar.finish();
+            }
         }));
     }
     match transfer::stage(src, dst, &opts) {
@@ -498,40 +504,115 @@ fn stage_cmd(
     }
 }
 
-/// One progress line: `[####    ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`.
-fn bar_line(label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) -> String {
-    let mb = bytes as f64 / 1048576.0;
-    let rate = rate / 1048576.0;
-    match total {
-        Some(t) if t > 0 => {
-            let frac = (bytes as f64 / t as f64).min(1.0);
-            let w = 30;
-            let filled = (frac * w as f64) as usize;
-            let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
-            format!(
-                "{label}[{}{}] {:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {}",
-                "#".repeat(filled),
-                " ".repeat(w - filled),
-                frac * 100.0,
-                mb,
-                t as f64 / 1048576.0,
-                rate,
-                eta
-            )
-        }
-        _ => format!("{label}{mb:.1} MiB {rate:.1} MiB/s"),
+/// stderr as indicatif's terminal, drawn whether or not it is a TTY (scripts and logs of
+/// `vws deploy` / `vws stage` keep the progress; indicatif's own stderr target hides itself).
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().lock().write_all(s.as_bytes())
     }
 }
 
-/// Redraws the progress line on stderr (a newline when `done`).
-fn draw(line: &str, done: bool) {
-    use std::io::Write;
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\r{line}\x1b[K");
-    if done {
-        let _ = writeln!(e);
+impl indicatif::TermLike for Stderr {
+    fn width(&self) -> u16 {
+        200
     }
-    let _ = e.flush();
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)?;
+        self.put("\n")
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
+/// A transfer progress bar on stderr (indicatif draws it, at most 10 times a second):
+/// `image 1/2 root [####      ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`, or without a known
+/// size `12.0 MiB 300.1 MiB/s`. Rate and ETA are the transfer's own.
+struct Bar {
+    pb: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        let target = indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 10);
+        let pb = indicatif::ProgressBar::with_draw_target(None, target);
+        pb.set_style(Self::style(false));
+        Bar { pb }
+    }
+
+    fn style(sized: bool) -> indicatif::ProgressStyle {
+        let t = if sized { "{prefix}[{bar:30}] {msg}" } else { "{prefix}{msg}" };
+        indicatif::ProgressStyle::with_template(t).expect("valid template").progress_chars("# ")
+    }
+
+    fn show(&self, label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) {
+        let (mb, rate) = (bytes as f64 / 1048576.0, rate / 1048576.0);
+        if self.pb.prefix() != label {
+            self.pb.set_prefix(label.to_string());
+        }
+        match total {
+            Some(t) if t > 0 => {
+                if self.pb.length() != Some(t) {
+                    self.pb.set_style(Self::style(true));
+                    self.pb.set_length(t);
+                }
+                self.pb.set_position(bytes.min(t));
+                let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
+                let frac = (bytes as f64 / t as f64).min(1.0);
+                self.pb.set_message(format!(
+                    "{:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {eta}",
+                    frac * 100.0,
+                    mb,
+                    t as f64 / 1048576.0,
+                    rate
+                ));
+            }
+            _ => self.pb.set_message(format!("{mb:.1} MiB {rate:.1} MiB/s")),
+        }
+    }
+
+    /// Leaves the last state drawn, on its own line.
+    fn finish(&self) {
+        if !self.pb.is_finished() {
+            self.pb.finish();
+            eprintln!();
+        }
+    }
 }
 
 /// What `deploy` follows: the workspace's state and its `staging` property.
@@ -554,8 +635,8 @@ struct ImageProgress {
 
 async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
     let qs = [client::parse_qname_arg("nimbus:CurrentState")?, client::parse_qname_arg("staging")?];
-    let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-    let r = c.call(&epr.address, Some(epr), &action, &client::get_properties_payload(&qs)).await?;
+    let r = c.invoke(epr, &rp::GetMultipleResourceProperties { names: qs.to_vec() }).await?;
+    let r = client::values_element(&r.content)?;
     let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
     let mut out = Staging { state, status: String::new(), error: None, images: Vec::new() };
     if let Some(s) = r.child(ns::VWS, "staging") {
@@ -579,28 +660,26 @@ async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
 /// `vws deploy`: asks for the deploy, then follows the staging with a progress bar until the
 /// workspace is Staged (exit 0) or the staging failed (exit 3 for a checksum mismatch, else 2).
 async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -> Result<i32, ClientError> {
-    let action = format!("{}/{}/deployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
-    let body = if hot { "<hot>true</hot>" } else { "" };
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<deploy xmlns=\"{}\">{body}</deploy>", ns::VWS)).await?;
-    let state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default();
+    let state = c.invoke(epr, &ManagerRequest { op: ManagerOp::Deploy, hot }).await?.state;
     if !wait {
         println!("{state}");
         return Ok(0);
     }
     let start = std::time::Instant::now();
+    let bar = (!quiet).then(Bar::new);
     loop {
         let s = poll_staging(c, epr).await?;
         let n = s.images.len();
-        if !quiet {
+        if let Some(bar) = &bar {
             let at = |st: &str| s.images.iter().position(|i| i.status == st);
             if let Some(k) = at("staging").or_else(|| at("pending")).or(n.checked_sub(1)) {
                 let i = &s.images[k];
-                draw(&bar_line(&format!("image {}/{n} {} ", k + 1, i.name), i.bytes, i.total, i.rate, i.eta), false);
+                bar.show(&format!("image {}/{n} {} ", k + 1, i.name), i.bytes, i.total, i.rate, i.eta);
             }
         }
         if s.state != "Staging" {
-            if !quiet {
-                draw("", true);
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             let bytes: u64 = s.images.iter().map(|i| i.bytes).sum();
             return Ok(match (s.state.as_str(), s.error) {
@@ -631,28 +710,23 @@ async fn deploy_cmd(c: &Client, epr: &Epr, wait: bool, quiet: bool, hot: bool) -
 /// A VM operation; with `wait`, follows a transitional state (Stopping, Saving, Restoring)
 /// with a spinner until the final one. Exit 0, or 2 when the workspace ended Corrupted or the
 /// operation failed (its cause printed).
-async fn vm_op_cmd(c: &Client, epr: &Epr, op: &str, wait: bool) -> Result<i32, ClientError> {
-    let action = format!("{}/{}/{op}Request", ns::VWS, vws::services::manager::PORT_TYPE);
-    let r = c.call(&epr.address, Some(epr), &action, &format!("<{op} xmlns=\"{}\"/>", ns::VWS)).await?;
-    let mut state = r.child(ns::NIMBUS, "CurrentState").map(|e| e.text().trim().to_string()).unwrap_or_default();
+async fn vm_op_cmd(c: &Client, epr: &Epr, op: ManagerOp, wait: bool) -> Result<i32, ClientError> {
+    let mut state = c.invoke(epr, &ManagerRequest::new(op)).await?.state;
+    let op = op.name();
     let transitional = |s: &str| matches!(s, "Stopping" | "Saving" | "Restoring" | "Staging");
     if wait && transitional(&state) {
-        use std::io::IsTerminal;
-        let tty = std::io::stderr().is_terminal();
-        let start = std::time::Instant::now();
-        let frames = ['|', '/', '-', '\\'];
-        let mut i = 0;
+        // A spinner on a terminal only (indicatif's stderr target hides itself otherwise).
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template").tick_chars("|/-\\ "),
+        );
+        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
         while transitional(&state) {
-            if tty {
-                draw(&format!("{} {state} {:.1}s", frames[i % 4], start.elapsed().as_secs_f64()), false);
-            }
-            i += 1;
+            spinner.set_message(state.clone());
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             state = poll_staging(c, epr).await?.state;
         }
-        if tty {
-            draw("", true);
-        }
+        spinner.finish_and_clear();
         let cause = client_cause(c, epr).await?;
         let failed = state == "Corrupted" || (op == "save" && state != "Saved") || (op == "restore" && state != "Running");
         if let Some(cause) = cause.filter(|c| !c.is_empty()) {
@@ -666,8 +740,8 @@ async fn vm_op_cmd(c: &Client, epr: &Epr, op: &str, wait: bool) -> Result<i32, C
 }
 
 async fn client_cause(c: &Client, epr: &Epr) -> Result<Option<String>, ClientError> {
-    let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-    let r = c.call(&epr.address, Some(epr), &action, &client::get_property_payload(&client::parse_qname_arg("cause")?)).await?;
+    let r = c.invoke(epr, &rp::GetResourceProperty { name: client::parse_qname_arg("cause")? }).await?;
+    let r = client::values_element(&r.content)?;
     Ok(r.child(ns::VWS, "cause").map(|e| e.text().trim().to_string()))
 }
 
@@ -721,13 +795,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             // Check it is XML at all, then send the root element as it is (minus any declaration).
             let root = xml::parse(&text, &Default::default())
                 .map_err(|e| ClientError::Usage(format!("{}: {e}", description.display())))?;
-            let payload = format!("<vws:create xmlns:vws=\"{}\">{}</vws:create>", ns::VWS, root.to_fragment());
-            let action = format!("{}/WorkspaceFactoryPortType/createRequest", ns::VWS);
-            let resp = c.call(service, None, &action, &payload).await?;
-            let epr_el = resp
-                .child(ns::WSA, "EndpointReference")
-                .ok_or_else(|| ClientError::BadAnswer { status: 200, msg: "createResponse without EPR".into() })?;
-            let epr = Epr::from_element(epr_el).map_err(|m| ClientError::BadAnswer { status: 200, msg: m })?;
+            let epr = c.invoke_at(service, None, &wm::Create { description: root }).await?.epr;
             if let Some(p) = epr_out {
                 std::fs::write(p, epr.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
             }
@@ -744,36 +812,32 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         Cmd::GetProperty { qname } => {
             let epr = resource(&args)?;
             let q = client::parse_qname_arg(qname)?;
-            let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_property_payload(&q)).await?;
-            print_elements(args.output, &r);
+            let r = c.invoke(&epr, &rp::GetResourceProperty { name: q }).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::GetProperties { qnames } => {
             let epr = resource(&args)?;
             let qs = qnames.iter().map(|q| client::parse_qname_arg(q)).collect::<Result<Vec<_>, _>>()?;
-            let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_properties_payload(&qs)).await?;
-            print_elements(args.output, &r);
+            let r = c.invoke(&epr, &rp::GetMultipleResourceProperties { names: qs }).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::Query { xpath } => {
             let epr = resource(&args)?;
-            let action = format!("{}/QueryResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::query_payload(xpath)).await?;
-            print_elements(args.output, &r);
+            let q = rp::QueryResourceProperties { expression: xpath.clone(), namespaces: Vec::new() };
+            let r = c.invoke(&epr, &q).await?;
+            print_elements(args.output, &client::values_element(&r.content)?);
         }
         Cmd::SetTerminationTime { when } => {
             let epr = resource(&args)?;
             let t = client::parse_when(when, vws::wsrf::time::now_ms())?;
-            let action = format!("{}/SetTerminationTime", ns::WSRL_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::set_termination_payload(t)).await?;
-            let get = |l: &str| r.child(ns::WSRL, l).map(|e| if e.is_nil() { "never".to_string() } else { e.text() });
-            println!("termination time: {}", get("NewTerminationTime").unwrap_or_default());
-            println!("current time:     {}", get("CurrentTime").unwrap_or_default());
+            let r = c.invoke(&epr, &rp::SetTerminationTime { requested: t }).await?;
+            let fmt = vws::wsrf::time::format_ms;
+            println!("termination time: {}", r.new_termination_time.map(fmt).unwrap_or_else(|| "never".into()));
+            println!("current time:     {}", fmt(r.current_time));
         }
         Cmd::Destroy => {
             let epr = resource(&args)?;
-            let action = format!("{}/Destroy", ns::WSRL_ACTION);
-            c.call(&epr.address, Some(&epr), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await?;
+            c.invoke(&epr, &rp::Destroy).await?;
             println!("destroyed");
         }
         Cmd::Deploy { no_wait, quiet, hot } => {
@@ -788,13 +852,13 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         | Cmd::Save { no_wait }
         | Cmd::Restore { no_wait } => {
             let op = match &args.cmd {
-                Cmd::Start { .. } => "start",
-                Cmd::Stop { .. } => "stop",
-                Cmd::Pause { .. } => "pause",
-                Cmd::Unpause { .. } => "unpause",
-                Cmd::Reboot { .. } => "reboot",
-                Cmd::Save { .. } => "save",
-                _ => "restore",
+                Cmd::Start { .. } => ManagerOp::Start,
+                Cmd::Stop { .. } => ManagerOp::Stop,
+                Cmd::Pause { .. } => ManagerOp::Pause,
+                Cmd::Unpause { .. } => ManagerOp::Unpause,
+                Cmd::Reboot { .. } => ManagerOp::Reboot,
+                Cmd::Save { .. } => ManagerOp::Save,
+                _ => ManagerOp::Restore,
             };
             let epr = resource(&args)?;
             return vm_op_cmd(&c, &epr, op, !no_wait).await;
@@ -803,7 +867,8 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let epr = resource(&args)?;
             let mut offset = 0u64;
             loop {
-                let (text, next) = client::console(&c, &epr, offset).await?;
+                let r = c.invoke(&epr, &wm::Console { offset }).await?;
+                let (text, next) = (r.text, r.offset);
                 use std::io::Write;
                 print!("{text}");
                 let _ = std::io::stdout().flush();
@@ -820,8 +885,8 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let epr = resource(&args)?;
             let names = ["nimbus:CurrentState", "ip", "mac", "host", "startTime", "cause"];
             let qs = names.iter().map(|q| client::parse_qname_arg(q)).collect::<Result<Vec<_>, _>>()?;
-            let action = format!("{}/GetMultipleResourceProperties", ns::WSRP_ACTION);
-            let r = c.call(&epr.address, Some(&epr), &action, &client::get_properties_payload(&qs)).await?;
+            let r = c.invoke(&epr, &rp::GetMultipleResourceProperties { names: qs }).await?;
+            let r = client::values_element(&r.content)?;
             let get = |n: &str, l: &str| r.child(n, l).map(|e| e.text().trim().to_string()).unwrap_or_else(|| "-".into());
             let state = get(ns::NIMBUS, "CurrentState");
             let uptime = match (state.as_str(), r.child(ns::VWS, "startTime")) {
@@ -845,9 +910,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         }
         Cmd::Undeploy => {
             let epr = resource(&args)?;
-            let action = format!("{}/{}/undeployRequest", ns::VWS, vws::services::manager::PORT_TYPE);
-            let r = c.call(&epr.address, Some(&epr), &action, &format!("<undeploy xmlns=\"{}\"/>", ns::VWS)).await?;
-            println!("{}", r.child(ns::NIMBUS, "CurrentState").map(|e| e.text()).unwrap_or_default());
+            println!("{}", c.invoke(&epr, &ManagerRequest::new(ManagerOp::Undeploy)).await?.state);
         }
         Cmd::Repo { cmd } => return repo_cmd(&c, &args, cmd).await,
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),

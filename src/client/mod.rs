@@ -3,8 +3,10 @@
 //! and SOAP faults into values and readable errors.
 
 use crate::soap::epr::Epr;
+use crate::soap::message::{Message, Request};
 use crate::soap::ns;
-use crate::soap::xml::{self, escape, escape_attr, Element, Limits, QName};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::{self, Element, Limits, QName};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -118,32 +120,21 @@ impl Client {
     /// Send `payload` (the Body's child) to `to` with `action`, reference properties of `epr` as
     /// headers; returns the Body's first child of the answer.
     pub async fn call(&self, to: &str, epr: Option<&Epr>, action: &str, payload: &str) -> Result<Element, ClientError> {
-        let mut env = String::with_capacity(1024 + payload.len());
-        env.push_str(&format!(
-            "<soapenv:Envelope xmlns:soapenv=\"{}\" xmlns:xsi=\"{}\" xmlns:wsa=\"{}\"><soapenv:Header>",
-            ns::SOAPENV,
-            ns::XSI,
-            ns::WSA
-        ));
-        env.push_str(&format!(
-            "<wsa:MessageID soapenv:mustUnderstand=\"0\">{}</wsa:MessageID><wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To>\
-             <wsa:Action soapenv:mustUnderstand=\"0\">{}</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>{}</wsa:Address></wsa:From>",
-            crate::soap::envelope::new_message_id(),
-            escape(to),
-            escape(action),
-            ns::WSA_ANONYMOUS
-        ));
+        let mu = ("soapenv:mustUnderstand", "0");
+        let mut w = XmlWriter::with_capacity(1024 + payload.len());
+        w.start("soapenv:Envelope", &[("xmlns:soapenv", ns::SOAPENV), ("xmlns:xsi", ns::XSI), ("xmlns:wsa", ns::WSA)])
+            .start("soapenv:Header", &[])
+            .leaf("wsa:MessageID", &[mu], &crate::soap::envelope::new_message_id())
+            .leaf("wsa:To", &[mu], to)
+            .leaf("wsa:Action", &[mu], action)
+            .start("wsa:From", &[mu])
+            .leaf("wsa:Address", &[], ns::WSA_ANONYMOUS)
+            .end("wsa:From");
         for (q, v) in epr.map(|e| e.properties.as_slice()).unwrap_or(&[]) {
-            env.push_str(&format!(
-                "<k:{0} xmlns:k=\"{1}\" soapenv:mustUnderstand=\"0\">{2}</k:{0}>",
-                q.local,
-                escape_attr(&q.ns),
-                escape(v)
-            ));
+            w.leaf(&format!("k:{}", q.local), &[("xmlns:k", &q.ns), mu], v);
         }
-        env.push_str("</soapenv:Header><soapenv:Body>");
-        env.push_str(payload);
-        env.push_str("</soapenv:Body></soapenv:Envelope>");
+        w.end("soapenv:Header").start("soapenv:Body", &[]).raw(payload).end("soapenv:Body").end("soapenv:Envelope");
+        let mut env = w.into_string();
         if let Some(sg) = &self.signing {
             env = sg.signer.sign(&env).map_err(|e| ClientError::Usage(format!("signing: {e}")))?;
         }
@@ -188,21 +179,27 @@ impl Client {
         }
         Ok(first)
     }
+
+    /// Send request `msg` to the resource `epr` names; its typed response, decoded by the same
+    /// codec the service encodes it with.
+    pub async fn invoke<R: Request>(&self, epr: &Epr, msg: &R) -> Result<R::Response, ClientError> {
+        self.invoke_at(&epr.address, Some(epr), msg).await
+    }
+
+    /// [`Client::invoke`] to a service URL, with the reference properties of `epr` if any.
+    pub async fn invoke_at<R: Request>(&self, to: &str, epr: Option<&Epr>, msg: &R) -> Result<R::Response, ClientError> {
+        let answer = self.call(to, epr, &msg.action(), &msg.to_xml()).await?;
+        R::Response::decode(&answer).map_err(|e| ClientError::BadAnswer { status: 200, msg: e.to_string() })
+    }
+}
+
+/// Property values as a response carries them (serialized XML), as an element whose children
+/// are the values.
+pub fn values_element(content: &str) -> Result<Element, ClientError> {
+    crate::wsrf::messages::parse_content(content).map_err(|msg| ClientError::BadAnswer { status: 200, msg })
 }
 
 /// Read an EPR file (any root element of type wsa:EndpointReferenceType).
-/// The Manager's `console` operation: the guest's serial output from `offset` on, and the
-/// offset after it.
-pub async fn console(c: &Client, epr: &Epr, offset: u64) -> Result<(String, u64), ClientError> {
-    let action = format!("{}/{}/consoleRequest", ns::VWS, ns::MANAGER_PORT_TYPE);
-    let r = c
-        .call(&epr.address, Some(epr), &action, &format!("<console xmlns=\"{}\"><offset>{offset}</offset></console>", ns::VWS))
-        .await?;
-    let next = r.child(ns::VWS, "offset").and_then(|e| e.text().trim().parse().ok()).unwrap_or(offset);
-    let text = r.child(ns::VWS, "text").map(|e| e.text()).unwrap_or_default();
-    Ok((text, next))
-}
-
 pub fn read_epr(path: &std::path::Path) -> Result<Epr, ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     let root = xml::parse(&text, &Limits::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
@@ -227,39 +224,6 @@ pub fn parse_qname_arg(s: &str) -> Result<QName, ClientError> {
         return Err(ClientError::Usage(format!("'{s}' is not a QName")));
     }
     Ok(QName::new(ns_uri, local))
-}
-
-/// Payload of GetResourceProperty.
-pub fn get_property_payload(q: &QName) -> String {
-    format!("<GetResourceProperty xmlns=\"{}\" xmlns:p=\"{}\">p:{}</GetResourceProperty>", ns::WSRP, escape_attr(&q.ns), q.local)
-}
-
-/// Payload of GetMultipleResourceProperties.
-pub fn get_properties_payload(qs: &[QName]) -> String {
-    let mut s = format!("<GetMultipleResourceProperties xmlns=\"{}\">", ns::WSRP);
-    for (i, q) in qs.iter().enumerate() {
-        s.push_str(&format!("<ResourceProperty xmlns:p{i}=\"{}\">p{i}:{}</ResourceProperty>", escape_attr(&q.ns), q.local));
-    }
-    s.push_str("</GetMultipleResourceProperties>");
-    s
-}
-
-pub fn query_payload(xpath: &str) -> String {
-    format!(
-        "<QueryResourceProperties xmlns=\"{}\"><QueryExpression Dialect=\"{}\">{}</QueryExpression></QueryResourceProperties>",
-        ns::WSRP,
-        ns::XPATH_DIALECT,
-        escape(xpath)
-    )
-}
-
-/// Payload of SetTerminationTime; None = never.
-pub fn set_termination_payload(t: Option<i64>) -> String {
-    let inner = match t {
-        Some(ms) => format!("<RequestedTerminationTime>{}</RequestedTerminationTime>", crate::soap::time::format_ms(ms)),
-        None => "<RequestedTerminationTime xsi:nil=\"true\"/>".to_string(),
-    };
-    format!("<SetTerminationTime xmlns=\"{}\">{inner}</SetTerminationTime>", ns::WSRL)
 }
 
 /// `RFC3339`, `+SECONDS` or `never`, to ms since the epoch (None = never).

@@ -93,19 +93,19 @@ impl Qmp {
         // QEMU's monitor serves one client at a time and keeps a tiny backlog: while it still
         // holds a previous session (e.g. of a vwsd that was killed), a connect can fail with
         // EAGAIN. Retry that (and a socket not yet listening) until `timeout`.
-        let until = std::time::Instant::now() + timeout;
-        let w = loop {
-            match UnixStream::connect(sock) {
-                Ok(w) => break w,
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused)
-                        && std::time::Instant::now() < until =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        // Exponential backoff with jitter (5 ms .. 50 ms), waits adding up to `timeout`.
+        use backon::{BlockingRetryable, ExponentialBuilder};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(50))
+            .with_jitter()
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(timeout));
+        let w = (|| UnixStream::connect(sock))
+            .retry(backoff)
+            .sleep(std::thread::sleep)
+            .when(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused))
+            .call()?;
         w.set_read_timeout(Some(timeout))?;
         w.set_write_timeout(Some(timeout))?;
         let mut q = Qmp { r: BufReader::new(w.try_clone()?), w };

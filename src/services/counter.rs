@@ -6,10 +6,11 @@
 use super::registry::PortType;
 use super::request::DispatchFuture;
 use super::request::{SoapReply, SoapRequest};
-use super::{reply, unknown_operation, wsrf_operation, Shared};
+use super::{unknown_operation, wsrf_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::ns::COUNTER;
+use crate::soap::writer::XmlWriter;
 use crate::soap::xml::QName;
 use crate::wsrf::{BaseFault, FaultType, Home, LifetimePolicy, PropertyDecl, ResourceState, ResourceType};
 use std::sync::Arc;
@@ -35,7 +36,9 @@ pub fn key_name() -> QName {
 }
 
 fn value_xml(v: i64) -> String {
-    format!("<ns1:Value xmlns:ns1=\"{COUNTER}\">{v}</ns1:Value>")
+    let mut w = XmlWriter::with_capacity(64);
+    w.leaf("ns1:Value", &[("xmlns:ns1", COUNTER)], &v.to_string());
+    w.into_string()
 }
 
 fn read_value(st: &ResourceState, home: &Home) -> i64 {
@@ -73,10 +76,11 @@ impl CounterService {
         let mut st = ResourceState::new(&self.home.rtype, req.caller.as_owner(), None);
         st.set(&self.home.rtype, COUNTER, "Value", vec![value_xml(0)]);
         let key = self.home.create(st).await?;
-        let mut out = format!("<createCounterResponse xmlns=\"{COUNTER}\">");
-        self.home.epr(&req.service_url, &key).write(&mut out, "wsa:EndpointReference", crate::soap::epr::WSA_DECL);
-        out.push_str("</createCounterResponse>");
-        Ok(reply(format!("{COUNTER}/CounterPortType/createCounterResponse"), out))
+        let mut w = XmlWriter::with_capacity(512);
+        w.start("createCounterResponse", &[("xmlns", COUNTER)]);
+        self.home.epr(&req.service_url, &key).encode(&mut w, "wsa:EndpointReference", &[crate::soap::epr::WSA_DECL]);
+        w.end("createCounterResponse");
+        Ok(SoapReply { action: format!("{COUNTER}/CounterPortType/createCounterResponse"), payload: w.into_string() })
     }
 
     /// add: Value += n; answers the new value.
@@ -99,7 +103,9 @@ impl CounterService {
                 Ok(v)
             })
             .await?;
-        Ok(reply(format!("{COUNTER}/CounterPortType/addResponse"), format!("<addResponse xmlns=\"{COUNTER}\">{v}</addResponse>")))
+        let mut w = XmlWriter::with_capacity(64);
+        w.leaf("addResponse", &[("xmlns", COUNTER)], &v.to_string());
+        Ok(SoapReply { action: format!("{COUNTER}/CounterPortType/addResponse"), payload: w.into_string() })
     }
 }
 

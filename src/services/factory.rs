@@ -6,17 +6,19 @@ use super::registry::PortType;
 use super::request::DispatchFuture;
 use super::request::{SoapReply, SoapRequest};
 use super::workspace;
-use super::{reply, unknown_operation, Shared};
+use super::{answer, unknown_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::epr::WSA_DECL;
+use crate::soap::message::Message;
 use crate::soap::ns::{NIMBUS, VWS};
+use crate::workspace::messages::{Create, CreateResponse};
 use crate::workspace::{Description, Policy};
 use crate::wsrf::{BaseFault, FaultType, Home};
 use std::sync::Arc;
 
 pub const NAME: &str = "WorkspaceFactoryService";
-pub const PORT_TYPE: &str = "WorkspaceFactoryPortType";
+pub const PORT_TYPE: &str = crate::workspace::messages::FACTORY_PORT_TYPE;
 
 pub struct FactoryService {
     pub shared: Arc<Shared>,
@@ -45,10 +47,8 @@ impl FactoryService {
     /// create: description in, EPR of the new workspace out.
     pub async fn create(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
-        let p = req.env.payload();
-        let vw = p.child(VWS, "virtualWorkspace").ok_or_else(|| {
-            BaseFault::new(FaultType::InvalidDescription, format!("create needs a {{{VWS}}}virtualWorkspace element"))
-        })?;
+        let msg = Create::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidDescription, e.0))?;
+        let vw = &msg.description;
         // Line numbers are reported relative to the description's first line.
         let description = Description::from_element(vw).map_err(|e| {
             let line = e.line.saturating_sub(vw.line) + 1;
@@ -66,15 +66,11 @@ impl FactoryService {
         let key = Home::new_key();
         let service_url = format!("{}/wsrf/services/{}", req.base_url, workspace::NAME);
         let epr = self.workspaces.epr(&service_url, &key);
-        let mut epr_xml = String::new();
-        epr.write(&mut epr_xml, "w:EPR", &format!(" xmlns:w=\"{VWS}\"{WSA_DECL}"));
+        let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
         let st = workspace::new_resource(&self.workspaces.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
         let key = self.workspaces.create(st).await?;
         tracing::info!(caller = req.caller.name(), key, lifetime_s = lifetime, "workspace created");
-        let mut out = format!("<createResponse xmlns=\"{VWS}\">");
-        epr.write(&mut out, "wsa:EndpointReference", WSA_DECL);
-        out.push_str("</createResponse>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/createResponse"), out))
+        Ok(answer(&msg, &CreateResponse { epr }))
     }
 }
 

@@ -13,20 +13,21 @@
 //! encodes its staging report as the `staging` property.
 
 use super::request::{SoapReply, SoapRequest};
-use super::workspace::{current_state_xml, touch, WorkspaceData};
-use super::{reply, Shared};
+use super::workspace::{touch, WorkspaceData};
+use super::{answer, Shared};
 use crate::host::staging::{ImageStatus, Report};
 use crate::host::vm::{DiskPlan, EngineError, Placement, VmEngine};
 use crate::host::vmm::{VmState, VmmError};
 use crate::host::{BoxFuture, Host, Ledger, PlanError};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
+use crate::soap::message::Message;
 use crate::soap::ns::VWS;
-use crate::soap::xml::escape_attr;
+use crate::soap::writer::XmlWriter;
+use crate::workspace::messages::{Console, ConsoleResponse, ManagerOp, ManagerRequest, ManagerResponse};
 use crate::workspace::{Description, Event, State};
 use crate::wsrf::{time, BaseFault, FaultType, Home, ResourceState};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -57,43 +58,32 @@ pub struct Vms {
 
 /// The `{vws}staging` property for a staging report.
 pub fn staging_xml(r: &Report) -> String {
-    let mut s = format!("<w:staging xmlns:w=\"{VWS}\" status=\"{}\" bytes=\"{}\"", r.status.as_str(), r.bytes());
-    if let Some(t) = r.total() {
-        let _ = write!(s, " total=\"{t}\"");
-    }
-    let _ = write!(s, " started=\"{}\"", time::format_ms(r.started_ms));
-    if let Some(f) = r.finished_ms {
-        let _ = write!(s, " finished=\"{}\"", time::format_ms(f));
-    }
-    s.push('>');
+    let (bytes, total, started) = (r.bytes().to_string(), r.total().map(|t| t.to_string()), time::format_ms(r.started_ms));
+    let finished = r.finished_ms.map(time::format_ms);
+    let mut attrs = vec![("xmlns:w", VWS), ("status", r.status.as_str()), ("bytes", bytes.as_str())];
+    attrs.extend(total.as_deref().map(|t| ("total", t)));
+    attrs.push(("started", &started));
+    attrs.extend(finished.as_deref().map(|f| ("finished", f)));
+    let mut w = XmlWriter::with_capacity(256 + 256 * r.images.len());
+    w.start("w:staging", &attrs);
     for i in &r.images {
-        let _ = write!(
-            s,
-            "<w:image name=\"{}\" url=\"{}\" status=\"{}\" bytes=\"{}\"",
-            escape_attr(&i.name),
-            escape_attr(&i.url),
-            i.status.as_str(),
-            i.bytes
-        );
-        if let Some(t) = i.total {
-            let _ = write!(s, " total=\"{t}\"");
-        }
-        if i.status == ImageStatus::Staging {
-            let _ = write!(s, " rate=\"{}\"", i.rate.max(0.0).round() as u64);
-            if let Some(e) = i.eta {
-                let _ = write!(s, " eta=\"{}\"", e.as_secs_f64().ceil() as u64);
-            }
-        }
-        if let Some(h) = &i.sha256 {
-            let _ = write!(s, " sha256=\"{h}\"");
-        }
-        s.push_str("/>");
+        let bytes = i.bytes.to_string();
+        let total = i.total.map(|t| t.to_string());
+        let staging = i.status == ImageStatus::Staging;
+        let rate = staging.then(|| (i.rate.max(0.0).round() as u64).to_string());
+        let eta = i.eta.filter(|_| staging).map(|e| (e.as_secs_f64().ceil() as u64).to_string());
+        let mut a = vec![("name", i.name.as_str()), ("url", i.url.as_str()), ("status", i.status.as_str()), ("bytes", &bytes)];
+        a.extend(total.as_deref().map(|t| ("total", t)));
+        a.extend(rate.as_deref().map(|r| ("rate", r)));
+        a.extend(eta.as_deref().map(|e| ("eta", e)));
+        a.extend(i.sha256.as_deref().map(|h| ("sha256", h)));
+        w.empty("w:image", &a);
     }
     if let Some((kind, msg)) = &r.error {
-        let _ = write!(s, "<w:error kind=\"{}\">{}</w:error>", escape_attr(kind), crate::soap::xml::escape(msg));
+        w.leaf("w:error", &[("kind", kind)], msg);
     }
-    s.push_str("</w:staging>");
-    s
+    w.end("w:staging");
+    w.into_string()
 }
 
 fn invalid_state(key: &str, op: &str, s: State) -> BaseFault {
@@ -189,12 +179,9 @@ fn set_placement(rtype: &crate::wsrf::ResourceType, st: &mut ResourceState, p: O
         VWS,
         "certificate",
         p.map(|p| {
-            vec![format!(
-                "<w:certificate xmlns:w=\"{VWS}\" subject=\"{}\" sha256=\"{}\">{}</w:certificate>",
-                escape_attr(&p.cert_subject),
-                p.cert_sha256,
-                crate::soap::xml::escape(&p.cert_pem)
-            )]
+            let mut w = XmlWriter::with_capacity(p.cert_pem.len() + 256);
+            w.leaf("w:certificate", &[("xmlns:w", VWS), ("subject", &p.cert_subject), ("sha256", &p.cert_sha256)], &p.cert_pem);
+            vec![w.into_string()]
         })
         .unwrap_or_default(),
     );
@@ -369,16 +356,15 @@ impl ManagerService {
     /// Handles a Manager operation; None when the payload is not one.
     pub async fn dispatch(&self, req: &SoapRequest) -> Option<Result<SoapReply, SoapFault>> {
         let p = req.env.payload();
-        let r = if p.is(VWS, "deploy") {
-            self.deploy(req).await
-        } else if p.is(VWS, "undeploy") {
-            self.undeploy(req).await
-        } else if p.is(VWS, "console") {
-            self.console(req).await
-        } else if let Some(op) = VmOp::ALL.into_iter().find(|o| p.is(VWS, o.name())) {
-            self.vm_op(req, op).await
-        } else {
-            return None;
+        let r = match ManagerOp::of(p) {
+            Some(ManagerOp::Deploy) => self.deploy(req).await,
+            Some(ManagerOp::Undeploy) => self.undeploy(req).await,
+            Some(op) => match VmOp::ALL.into_iter().find(|o| o.name() == op.name()) {
+                Some(op) => self.vm_op(req, op).await,
+                None => return None,
+            },
+            None if p.is(VWS, "console") => self.console(req).await,
+            None => return None,
         };
         Some(r.map_err(SoapFault::from))
     }
@@ -389,7 +375,7 @@ impl ManagerService {
     pub async fn deploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        let hot = deploy_arguments(req)?;
+        let hot = arguments(req)?.hot;
         let lock = self.vms.lock_of(&key);
         let _guard = lock.lock().await;
         let description = home
@@ -447,7 +433,7 @@ impl ManagerService {
     pub async fn undeploy(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        no_arguments(req)?;
+        arguments(req)?;
         let lock = self.vms.lock_of(&key);
         let _guard = lock.lock().await;
         home.read(&key, FaultType::RpResourceUnknown, |st| {
@@ -489,17 +475,8 @@ impl ManagerService {
     pub async fn console(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         let inner = &self.vms;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        let p = req.env.payload();
-        let mut offset = 0u64;
-        for c in p.elements() {
-            if c.name.ns == VWS && c.name.local == "offset" {
-                offset = c.text().trim().parse().map_err(|_| {
-                    BaseFault::new(FaultType::InvalidRequest, format!("console: offset '{}' is not a number", c.text().trim()))
-                })?;
-            } else {
-                return Err(BaseFault::new(FaultType::InvalidRequest, format!("console takes <offset>; got element {}", c.name)));
-            }
-        }
+        let msg = Console::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let offset = msg.offset;
         inner
             .home
             .read(&key, FaultType::RpResourceUnknown, |st| self.shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
@@ -507,13 +484,7 @@ impl ManagerService {
         let path = self.host.pool().dir(&key).join("console.log");
         let (text, next) =
             tokio::task::spawn_blocking(move || read_chunk(&path, offset, 64 * 1024)).await.map_err(BaseFault::internal)?;
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/consoleResponse"),
-            format!(
-                "<consoleResponse xmlns=\"{VWS}\"><offset>{next}</offset><text>{}</text></consoleResponse>",
-                crate::soap::xml::escape(&text)
-            ),
-        ))
+        Ok(answer(&msg, &ConsoleResponse { offset: next, text }))
     }
 
     /// The VM operations: checked against the state table, done by the engine, durable before
@@ -521,7 +492,7 @@ impl ManagerService {
     pub async fn vm_op(&self, req: &SoapRequest, op: VmOp) -> Result<SoapReply, BaseFault> {
         let inner = &self.vms;
         let key = inner.home.key_from(&req.env, FaultType::RpResourceUnknown)?;
-        no_arguments(req)?;
+        arguments(req)?;
         let Some(engine) = inner.engine.clone() else {
             return Err(BaseFault::new(
                 FaultType::HypervisorFailed,
@@ -675,29 +646,6 @@ impl ManagerService {
         *inner.orphans.lock().unwrap() = orphans.clone();
         orphans
     }
-}
-
-/// deploy's optional `<hot>true|false</hot>`.
-fn deploy_arguments(req: &SoapRequest) -> Result<bool, BaseFault> {
-    let p = req.env.payload();
-    let mut hot = false;
-    for c in p.elements() {
-        if c.name.ns == VWS && c.name.local == "hot" {
-            hot = match c.text().trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => {
-                    return Err(BaseFault::new(
-                        FaultType::InvalidRequest,
-                        format!("deploy: <hot> must be true or false, not '{other}'"),
-                    ))
-                }
-            };
-        } else {
-            return Err(BaseFault::new(FaultType::InvalidRequest, format!("deploy takes only <hot>; got element {}", c.name)));
-        }
-    }
-    Ok(hot)
 }
 
 /// RAM (MiB) and CPUs a description asks for (their minimum).
@@ -938,21 +886,15 @@ fn resolve_relative(mut d: Description, data: &Path) -> Description {
     d
 }
 
-fn no_arguments(req: &SoapRequest) -> Result<(), BaseFault> {
-    let p = req.env.payload();
-    match p.elements().next() {
-        None => Ok(()),
-        Some(c) => {
-            Err(BaseFault::new(FaultType::InvalidRequest, format!("{} takes no arguments; got element {}", p.name, c.name)))
-        }
-    }
+/// The decoded Manager request (deploy's optional `<hot>`; the others take no arguments).
+fn arguments(req: &SoapRequest) -> Result<ManagerRequest, BaseFault> {
+    ManagerRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))
 }
 
+/// The answer to a Manager operation: the workspace's state.
 fn state_reply(op: &str, s: State) -> SoapReply {
-    reply(
-        format!("{VWS}/{PORT_TYPE}/{op}Response"),
-        format!("<{op}Response xmlns=\"{VWS}\">{}</{op}Response>", current_state_xml(s)),
-    )
+    let op = ManagerOp::from_name(op).expect("a Manager operation");
+    answer(&ManagerRequest::new(op), &ManagerResponse { op, state: s.as_str().to_string() })
 }
 
 impl super::registry::Operations for ManagerService {

@@ -20,7 +20,9 @@ pub use request::{DispatchFuture, Dispatcher, SoapReply, SoapRequest};
 
 use crate::security::{Action, Authorizer, Caller, Owner};
 use crate::soap::envelope::SoapFault;
+use crate::soap::message::{Message, Request};
 use crate::soap::ns;
+use crate::wsrf::messages as m;
 use crate::wsrf::{lifetime, notification, properties, Access, BaseFault, FaultType, Home, LifetimePolicy};
 use std::sync::Arc;
 
@@ -39,8 +41,9 @@ impl Shared {
     }
 }
 
-fn reply(action: String, payload: String) -> SoapReply {
-    SoapReply { action, payload }
+/// The answer to request `req`: its response action and the encoded response.
+pub(crate) fn answer<R: Request>(req: &R, resp: &R::Response) -> SoapReply {
+    SoapReply { action: req.response_action(), payload: resp.to_xml() }
 }
 
 /// The generic WSRF operations of a resource port type (properties, lifetime, notification).
@@ -69,29 +72,31 @@ pub(crate) async fn wsrf_operation(
     let result = async {
         let key = home.key_from(&req.env, unknown_kind)?;
         let out = match op {
-            (ns::WSRP, "GetResourceProperty") => reply(
-                format!("{}/GetResourcePropertyResponse", ns::WSRP_ACTION),
-                properties::get(home, &key, payload, read_guard).await?,
-            ),
-            (ns::WSRP, "GetMultipleResourceProperties") => reply(
-                format!("{}/GetMultipleResourcePropertiesResponse", ns::WSRP_ACTION),
-                properties::get_multiple(home, &key, payload, read_guard).await?,
-            ),
-            (ns::WSRP, "QueryResourceProperties") => reply(
-                format!("{}/QueryResourcePropertiesResponse", ns::WSRP_ACTION),
-                properties::query(home, &key, req.caller.name(), payload, read_guard).await?,
-            ),
-            (ns::WSRP, "SetResourceProperties") if settable => reply(
-                format!("{}/SetResourcePropertiesResponse", ns::WSRP_ACTION),
-                properties::set(home, &key, payload, read_guard, touch).await?,
-            ),
-            (ns::WSRL, "Destroy") => {
-                reply(format!("{}/DestroyResponse", ns::WSRL_ACTION), lifetime::destroy(home, &key, manage_guard).await?)
+            (ns::WSRP, "GetResourceProperty") => {
+                let r = m::GetResourceProperty::decode(payload)?;
+                answer(&r, &properties::get_property(home, &key, &r, read_guard).await?)
             }
-            (ns::WSRL, "SetTerminationTime") => reply(
-                format!("{}/SetTerminationTimeResponse", ns::WSRL_ACTION),
-                lifetime::set_termination_time(home, &key, payload, lifetime_policy, manage_guard).await?,
-            ),
+            (ns::WSRP, "GetMultipleResourceProperties") => {
+                let r = m::GetMultipleResourceProperties::decode(payload)?;
+                answer(&r, &properties::get_multiple_properties(home, &key, &r, read_guard).await?)
+            }
+            (ns::WSRP, "QueryResourceProperties") => {
+                let r = m::QueryResourceProperties::decode(payload)?;
+                answer(&r, &properties::query_properties(home, &key, req.caller.name(), &r, read_guard).await?)
+            }
+            (ns::WSRP, "SetResourceProperties") if settable => {
+                let r = m::SetResourceProperties::decode(payload)?;
+                let action = r.response_action();
+                SoapReply { action, payload: properties::set_properties(home, &key, r, read_guard, touch).await?.to_xml() }
+            }
+            (ns::WSRL, "Destroy") => {
+                let r = m::Destroy::decode(payload)?;
+                answer(&r, &lifetime::destroy(home, &key, manage_guard).await?)
+            }
+            (ns::WSRL, "SetTerminationTime") => {
+                let r = m::SetTerminationTime::decode(payload)?;
+                answer(&r, &lifetime::set_termination(home, &key, &r, lifetime_policy, manage_guard).await?)
+            }
             (ns::WSNT, "GetCurrentMessage") | (ns::WSNT, "Subscribe") => {
                 // Check the resource exists and may be read, then say what is missing.
                 home.read(&key, FaultType::NtResourceUnknown, |st| shared.authorize(&req.caller, Action::Read, Some(&st.owner)))

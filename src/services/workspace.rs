@@ -117,7 +117,7 @@ impl WorkspaceData {
 
 /// `<n:CurrentState>` of a state.
 pub fn current_state_xml(state: State) -> String {
-    format!("<n:CurrentState xmlns:n=\"{NIMBUS}\">{}</n:CurrentState>", state.as_str())
+    crate::workspace::messages::current_state_xml(state.as_str())
 }
 
 /// Stamps `lastModified` with the current time.

@@ -2,10 +2,11 @@
 //! returns from factories and reads from EPR files.
 
 use super::ns;
-use super::xml::{escape, escape_attr, Element, QName};
+use super::writer::XmlWriter;
+use super::xml::{Element, QName};
 
-/// Declaration of the `wsa` prefix, for [`Epr::write`].
-pub const WSA_DECL: &str = " xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/03/addressing\"";
+/// Declaration of the `wsa` prefix, for [`Epr::encode`].
+pub const WSA_DECL: (&str, &str) = ("xmlns:wsa", ns::WSA);
 
 /// An endpoint reference whose reference properties are simple text elements (resource keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,28 +23,27 @@ impl Epr {
         Epr { address: address.into(), properties: vec![(key, value.into())] }
     }
 
-    /// Write the EPR as an element named `tag` with `wsa:`-prefixed children. `decls` is written
-    /// into the start tag as is (namespace declarations, e.g. [`WSA_DECL`]).
-    pub fn write(&self, out: &mut String, tag: &str, decls: &str) {
-        out.push('<');
-        out.push_str(tag);
-        out.push_str(decls);
-        out.push_str("><wsa:Address>");
-        out.push_str(&escape(&self.address));
-        out.push_str("</wsa:Address><wsa:ReferenceProperties>");
+    /// Write the EPR as an element named `tag` with `wsa:`-prefixed children; `decls` are
+    /// written into its start tag (namespace declarations, e.g. [`WSA_DECL`]).
+    pub fn encode(&self, w: &mut XmlWriter, tag: &str, decls: &[(&str, &str)]) {
+        w.start(tag, decls).leaf("wsa:Address", &[], &self.address).start("wsa:ReferenceProperties", &[]);
         for (i, (q, v)) in self.properties.iter().enumerate() {
-            let p = format!("k{i}");
-            out.push_str(&format!("<{p}:{} xmlns:{p}=\"{}\">{}</{p}:{}>", q.local, escape_attr(&q.ns), escape(v), q.local));
+            let (t, d) = (format!("k{i}:{}", q.local), format!("xmlns:k{i}"));
+            w.leaf(&t, &[(&d, &q.ns)], v);
         }
-        out.push_str("</wsa:ReferenceProperties><wsa:ReferenceParameters/></");
-        out.push_str(tag);
-        out.push('>');
+        w.end("wsa:ReferenceProperties").empty("wsa:ReferenceParameters", &[]).end(tag);
+    }
+
+    /// [`Epr::encode`] into a string.
+    pub fn to_xml(&self, tag: &str, decls: &[(&str, &str)]) -> String {
+        let mut w = XmlWriter::with_capacity(512);
+        self.encode(&mut w, tag, decls);
+        w.into_string()
     }
 
     /// An EPR file as GT 4.0's ObjectSerializer writes it (readable by `wsrf-*` clients' `-e`).
     pub fn to_file_xml(&self) -> String {
-        let mut body = String::new();
-        self.write(&mut body, "wsa:EndpointReference", WSA_DECL);
+        let mut body = self.to_xml("wsa:EndpointReference", &[WSA_DECL]);
         body.push('\n');
         body
     }

@@ -236,19 +236,25 @@ impl Endpoint for HttpEndpoint {
         Ok(r.header("Content-Length").and_then(|v| v.parse().ok()))
     }
     fn download(&self, dest: &File, progress: &Progress) -> Result<u64> {
-        let mut tries = 0;
-        loop {
-            match self.fetch_from(dest, progress.prefix(), progress) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.is_transient() && tries < self.opts.retries => {
-                    progress.check()?;
-                    tries += 1;
-                    tracing::warn!(url = %self.url, at = progress.prefix(), "resuming after: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
+        // Up to `retries` resumptions from the verified prefix, 500 ms apart plus jitter; a
+        // cancelled staging stops before the next one.
+        use backon::{BlockingRetryable, ConstantBuilder};
+        let backoff = ConstantBuilder::default()
+            .with_delay(std::time::Duration::from_millis(500))
+            .with_max_times(self.opts.retries as usize)
+            .with_jitter();
+        let mut first = true;
+        (|| {
+            if !std::mem::take(&mut first) {
+                progress.check()?;
             }
-        }
+            self.fetch_from(dest, progress.prefix(), progress)
+        })
+        .retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(|e: &TransferError| e.is_transient())
+        .notify(|e, _| tracing::warn!(url = %self.url, at = progress.prefix(), "resuming after: {e}"))
+        .call()
     }
     fn upload(&self, src: &File, len: u64, progress: &Progress) -> Result<u64> {
         let r = self.request("PUT", &[], Some((src, len)))?;

@@ -1,5 +1,9 @@
-//! Parsing the URLs transfers are addressed with: `scheme://[user[:pass]@]host[:port]/path`
-//! (`file:///path` and bare absolute paths too), percent-decoding the path.
+//! The URLs transfers are addressed with: `scheme://[user[:pass]@]host[:port]/path`
+//! (`file:///path` and bare absolute paths too). Parsing is the `url` crate's (WHATWG URL
+//! rules: IPv6 literals, ports, percent-encoding, dot segments of special schemes); this module
+//! keeps what transfers need of it as plain fields with the path percent-decoded, and the
+//! checks of its own: no control characters (the `url` crate silently drops tabs and newlines),
+//! a host for every scheme but `file`, `file` URLs local only, well-formed %-escapes, UTF-8 paths.
 
 use super::TransferError;
 
@@ -20,20 +24,14 @@ fn bad(url: &str, reason: &str) -> TransferError {
 }
 
 fn pct_decode(s: &str, url: &str) -> Result<String, TransferError> {
+    // `url` leaves a malformed escape as is; a transfer refuses it rather than guess.
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s.get(i + 1..i + 3).ok_or_else(|| bad(url, "truncated %-escape"))?;
-            out.push(u8::from_str_radix(h, 16).map_err(|_| bad(url, "bad %-escape"))?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    for (i, _) in s.match_indices('%') {
+        if !(b.len() >= i + 3 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+            return Err(bad(url, if b.len() < i + 3 { "truncated %-escape" } else { "bad %-escape" }));
         }
     }
-    String::from_utf8(out).map_err(|_| bad(url, "path is not UTF-8"))
+    percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| bad(url, "path is not UTF-8"))
 }
 
 impl Url {
@@ -41,44 +39,29 @@ impl Url {
         if s.starts_with('/') {
             return Ok(Url::file(s));
         }
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad(s, "expected scheme://"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme.is_empty() || !scheme.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'-') {
-            return Err(bad(s, "bad scheme"));
+        if !s.contains("://") {
+            return Err(bad(s, "expected scheme://"));
         }
         if s.bytes().any(|c| c.is_ascii_control()) {
             return Err(bad(s, "control characters"));
         }
-        let (auth, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+        let u = url::Url::parse(s).map_err(|e| match e {
+            url::ParseError::InvalidPort => bad(s, "bad port"),
+            url::ParseError::RelativeUrlWithoutBase => bad(s, "bad scheme"),
+            e => bad(s, &e.to_string()),
+        })?;
+        let scheme = u.scheme().to_string();
+        let host = match u.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Domain(d)) => d.to_string(),
+            None => String::new(),
         };
-        let path = path.split(['?', '#']).next().unwrap_or("/");
-        let path = pct_decode(path, s)?;
-        let (userinfo, hostport) = match auth.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, auth),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((a, b)) => (Some(pct_decode(a, s)?), Some(pct_decode(b, s)?)),
-                None => (Some(pct_decode(u, s)?), None),
-            },
-            None => (None, None),
-        };
-        let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
-            let (h, after) = r.split_once(']').ok_or_else(|| bad(s, "unterminated [IPv6]"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p.parse::<u16>().map_err(|_| bad(s, "bad port"))?),
-                None if after.is_empty() => None,
-                None => return Err(bad(s, "junk after [IPv6]")),
-            };
-            (h.to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().map_err(|_| bad(s, "bad port"))?)),
-                None => (hostport.to_string(), None),
-            }
+        let user = (!u.username().is_empty()).then(|| pct_decode(u.username(), s)).transpose()?;
+        let password = u.password().map(|p| pct_decode(p, s)).transpose()?;
+        let path = match pct_decode(u.path(), s)? {
+            p if p.is_empty() => "/".to_string(),
+            p => p,
         };
         if scheme != "file" && host.is_empty() {
             return Err(bad(s, "missing host"));
@@ -86,7 +69,7 @@ impl Url {
         if scheme == "file" && !(host.is_empty() || host == "localhost") {
             return Err(bad(s, "file URLs must be local (file:///path)"));
         }
-        Ok(Url { scheme, user, password, host, port, path })
+        Ok(Url { scheme, user, password, host, port: u.port(), path })
     }
 
     pub fn file(path: &str) -> Url {
@@ -156,5 +139,14 @@ mod tests {
         assert!(Url::parse("file://remote/x").is_err());
         assert!(Url::parse("http://h/%zz").is_err());
         assert_eq!(Url::parse("http://h").unwrap().path, "/");
+        assert_eq!(Url::parse("gsiftp://h").unwrap().path, "/");
+        assert!(Url::parse("http://h/a\tb").is_err(), "control characters are refused, not dropped");
+        assert!(Url::parse("http://h/a%2").is_err());
+        assert!(Url::parse("http://h/%ff").is_err(), "path is not UTF-8");
+        let e = Url::parse("gsiftp://h:99999/x").unwrap_err().to_string();
+        assert!(e.contains("bad port") && e.contains("gsiftp://h:99999/x"), "{e}");
+        let u = Url::parse("gsiftp://User%40x:p%3Aw@Host.Example/%C3%BC?q#f").unwrap();
+        assert_eq!((u.user.as_deref(), u.password.as_deref(), u.path.as_str()), (Some("User@x"), Some("p:w"), "/ü"));
+        assert_eq!(Url::parse("HTTP://H/x").unwrap().scheme, "http");
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::soap::ns::{VWS, XSI};
 use crate::soap::time;
-use crate::soap::xml::{escape, escape_attr, Element};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::Element;
 use serde::{Deserialize, Serialize};
 
 /// An invalid description: where and why.
@@ -626,100 +627,112 @@ impl Description {
     // Writing: each section as a self-contained element in the vws namespace.
 
     pub fn category_xml(&self) -> String {
-        let mut s = format!("<w:category xmlns:w=\"{VWS}\"><w:name>{}</w:name>", self.category.name());
+        let mut w = XmlWriter::with_capacity(128);
+        w.start("w:category", &[("xmlns:w", VWS)]).leaf("w:name", &[], self.category.name());
         if let Category::Vm { vmm, vmm_version } = &self.category {
-            s.push_str(&format!("<w:vmm>{}</w:vmm>", vmm.as_str()));
+            w.leaf("w:vmm", &[], vmm.as_str());
             if let Some(v) = vmm_version {
-                s.push_str(&format!("<w:vmmVersion>{}</w:vmmVersion>", escape(v)));
+                w.leaf("w:vmmVersion", &[], v);
             }
         }
-        s.push_str("</w:category>");
-        s
+        w.end("w:category");
+        w.into_string()
     }
 
     pub fn hardware_xml(&self) -> Option<String> {
         let hw = self.hardware.as_ref()?;
-        let mut s = format!("<w:hardware xmlns:w=\"{VWS}\">");
+        let mut w = XmlWriter::with_capacity(256);
+        w.start("w:hardware", &[("xmlns:w", VWS)]);
         if let Some(r) = hw.ram {
-            s.push_str(&format!("<w:ram min=\"{}\" max=\"{}\"/>", r.min, r.max));
+            w.empty("w:ram", &[("min", &r.min.to_string()), ("max", &r.max.to_string())]);
         }
         if let Some(r) = hw.cpus {
-            s.push_str(&format!("<w:cpu min=\"{}\" max=\"{}\"{}/>", r.min, r.max, opt_attr("arch", &hw.arch)));
+            let (min, max) = (r.min.to_string(), r.max.to_string());
+            let mut a = vec![("min", min.as_str()), ("max", max.as_str())];
+            a.extend(hw.arch.as_deref().map(|v| ("arch", v)));
+            w.empty("w:cpu", &a);
         }
         for d in &hw.disks {
             let kind = if d.kind == DiskType::Image { "image" } else { "blank" };
             let access = if d.access == Access::Rw { "rw" } else { "ro" };
-            let size = d.size.map(|r| format!(" min=\"{}\" max=\"{}\"", r.min, r.max)).unwrap_or_default();
-            s.push_str(&format!("<w:disk name=\"{}\" type=\"{kind}\" access=\"{access}\"{size}", escape_attr(&d.name)));
+            let size = d.size.map(|r| (r.min.to_string(), r.max.to_string()));
+            let mut a = vec![("name", d.name.as_str()), ("type", kind), ("access", access)];
+            if let Some((min, max)) = &size {
+                a.extend([("min", min.as_str()), ("max", max.as_str())]);
+            }
             match &d.image {
-                Some(i) => s.push_str(&format!("><w:image{}>{}</w:image></w:disk>", opt_attr("digest", &d.digest), escape(i))),
-                None => s.push_str("/>"),
+                Some(i) => {
+                    let digest: Vec<(&str, &str)> = d.digest.as_deref().map(|v| ("digest", v)).into_iter().collect();
+                    w.start("w:disk", &a).leaf("w:image", &digest, i).end("w:disk");
+                }
+                None => {
+                    w.empty("w:disk", &a);
+                }
             }
         }
         for c in &hw.cdroms {
-            s.push_str(&format!("<w:cdrom name=\"{}\" image=\"{}\"/>", escape_attr(&c.name), escape_attr(&c.image)));
+            w.empty("w:cdrom", &[("name", &c.name), ("image", &c.image)]);
         }
-        s.push_str("</w:hardware>");
-        Some(s)
+        w.end("w:hardware");
+        Some(w.into_string())
     }
 
     pub fn network_xml(&self) -> Option<String> {
         let net = self.network.as_ref()?;
-        let mut s = format!("<w:network xmlns:w=\"{VWS}\">");
+        let mut w = XmlWriter::with_capacity(128);
+        w.start("w:network", &[("xmlns:w", VWS)]);
         for n in &net.nics {
             let m = match n.method {
                 IpMethod::Dhcp => "dhcp",
                 IpMethod::Static => "static",
                 IpMethod::Allocate => "allocate",
             };
-            s.push_str(&format!(
-                "<w:nic name=\"{}\" ipMethod=\"{m}\"{}{}/>",
-                escape_attr(&n.name),
-                opt_attr("address", &n.address),
-                opt_attr("network", &n.network)
-            ));
+            let mut a = vec![("name", n.name.as_str()), ("ipMethod", m)];
+            a.extend(n.address.as_deref().map(|v| ("address", v)));
+            a.extend(n.network.as_deref().map(|v| ("network", v)));
+            w.empty("w:nic", &a);
         }
-        s.push_str("</w:network>");
-        Some(s)
+        w.end("w:network");
+        Some(w.into_string())
     }
 
     pub fn software_xml(&self) -> Option<String> {
         let sw = self.software.as_ref()?;
-        let mut s = format!("<w:software xmlns:w=\"{VWS}\">");
+        let mut w = XmlWriter::with_capacity(128);
+        w.start("w:software", &[("xmlns:w", VWS)]);
         if sw.kernel.is_some() || sw.distribution.is_some() || sw.os_version.is_some() {
-            s.push_str(&format!(
-                "<w:os{}{}{}/>",
-                opt_attr("kernel", &sw.kernel),
-                opt_attr("distribution", &sw.distribution),
-                opt_attr("version", &sw.os_version)
-            ));
+            let mut a = Vec::new();
+            a.extend(sw.kernel.as_deref().map(|v| ("kernel", v)));
+            a.extend(sw.distribution.as_deref().map(|v| ("distribution", v)));
+            a.extend(sw.os_version.as_deref().map(|v| ("version", v)));
+            w.empty("w:os", &a);
         }
         for (n, sig) in &sw.libraries {
-            s.push_str(&format!("<w:library name=\"{}\"{}/>", escape_attr(n), opt_attr("signature", sig)));
+            let mut a = vec![("name", n.as_str())];
+            a.extend(sig.as_deref().map(|v| ("signature", v)));
+            w.empty("w:library", &a);
         }
         for (n, v) in &sw.programs {
-            s.push_str(&format!("<w:program name=\"{}\"{}/>", escape_attr(n), opt_attr("version", v)));
+            let mut a = vec![("name", n.as_str())];
+            a.extend(v.as_deref().map(|v| ("version", v)));
+            w.empty("w:program", &a);
         }
-        s.push_str("</w:software>");
-        Some(s)
+        w.end("w:software");
+        Some(w.into_string())
     }
 
     pub fn capability_xml(&self) -> Option<String> {
         let cap = self.capability.as_ref()?;
-        let mut s = format!("<w:capability xmlns:w=\"{VWS}\">");
+        let mut w = XmlWriter::with_capacity(128);
+        w.start("w:capability", &[("xmlns:w", VWS)]);
         for p in &cap.startup {
-            s.push_str(&format!("<w:startup program=\"{}\"/>", escape_attr(p)));
+            w.empty("w:startup", &[("program", p)]);
         }
         for p in &cap.services {
-            s.push_str(&format!(
-                "<w:service name=\"{}\" port=\"{}\" protocol=\"{}\"/>",
-                escape_attr(&p.name),
-                p.port,
-                p.protocol
-            ));
+            w.empty("w:service", &[("name", &p.name), ("port", &p.port.to_string()), ("protocol", &p.protocol)]);
         }
-        s.push_str("</w:capability>");
-        Some(s)
+        w.end("w:capability");
+        Some(w.into_string())
     }
 
     /// Largest RAM the workspace may be given (MiB).
@@ -733,13 +746,12 @@ impl Description {
     }
 }
 
-fn opt_attr(name: &str, v: &Option<String>) -> String {
-    v.as_ref().map(|v| format!(" {name}=\"{}\"", escape_attr(v))).unwrap_or_default()
-}
-
 /// Simple text-valued property element in the vws namespace.
 pub fn text_property(local: &str, text: &str) -> String {
-    format!("<w:{local} xmlns:w=\"{VWS}\">{}</w:{local}>", escape(text))
+    let tag = format!("w:{local}");
+    let mut w = XmlWriter::with_capacity(64 + text.len());
+    w.leaf(&tag, &[("xmlns:w", VWS)], text);
+    w.into_string()
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Workspaces as the seed defines them: the description model, the life-cycle state machine and
-//! the site's admission policy. Knows nothing of SOAP or storage.
+//! the site's admission policy, and the messages of the workspace port types (`messages.rs`:
+//! the factory's create and the Manager's operations as Body payloads). Knows nothing of SOAP
+//! envelopes, transports or storage.
 
 pub mod description;
+pub mod messages;
 pub mod policy;
 pub mod state;
 

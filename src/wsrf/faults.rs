@@ -7,7 +7,7 @@ use crate::soap::envelope::{FaultCode, SoapFault};
 use crate::soap::epr::Epr;
 use crate::soap::ns;
 use crate::soap::time;
-use crate::soap::xml::{escape, escape_attr};
+use crate::soap::writer::XmlWriter;
 
 /// The fault element types vws raises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,23 +153,19 @@ impl BaseFault {
         s
     }
 
-    fn write_content(&self, out: &mut String, now: &str) {
-        out.push_str("<wsbf:Timestamp>");
-        out.push_str(now);
-        out.push_str("</wsbf:Timestamp>");
+    fn write_content(&self, w: &mut XmlWriter, now: &str) {
+        w.leaf("wsbf:Timestamp", &[], now);
         if let Some(o) = &self.originator {
-            o.write(out, "wsbf:Originator", crate::soap::epr::WSA_DECL);
+            o.encode(w, "wsbf:Originator", &[crate::soap::epr::WSA_DECL]);
         }
         if let Some((dialect, code)) = &self.error_code {
-            out.push_str(&format!("<wsbf:ErrorCode dialect=\"{}\">{}</wsbf:ErrorCode>", escape_attr(dialect), escape(code)));
+            w.leaf("wsbf:ErrorCode", &[("dialect", dialect)], code);
         }
-        out.push_str("<wsbf:Description>");
-        out.push_str(&escape(&self.description));
-        out.push_str("</wsbf:Description>");
+        w.leaf("wsbf:Description", &[], &self.description);
         if let Some(c) = &self.cause {
-            out.push_str("<wsbf:FaultCause>");
-            c.write_content(out, now);
-            out.push_str("</wsbf:FaultCause>");
+            w.start("wsbf:FaultCause", &[]);
+            c.write_content(w, now);
+            w.end("wsbf:FaultCause");
         }
     }
 
@@ -177,11 +173,12 @@ impl BaseFault {
     pub fn detail_xml(&self) -> String {
         let (fns, local) = self.kind.qname();
         let now = time::format_ms(time::now_ms());
-        let mut out = String::with_capacity(512);
-        out.push_str(&format!("<f:{local} xmlns:f=\"{fns}\" xmlns:wsbf=\"{}\">", ns::WSBF));
-        self.write_content(&mut out, &now);
-        out.push_str(&format!("</f:{local}>"));
-        out
+        let tag = format!("f:{local}");
+        let mut w = XmlWriter::with_capacity(512);
+        w.start(&tag, &[("xmlns:f", fns), ("xmlns:wsbf", ns::WSBF)]);
+        self.write_content(&mut w, &now);
+        w.end(&tag);
+        w.into_string()
     }
 }
 

@@ -215,15 +215,20 @@ impl Change {
     }
 }
 
+/// A dateTime-valued property element (`xsi:nil` when None).
+pub fn time_property_xml(name: &QName, t: Option<i64>) -> String {
+    let tag = format!("p:{}", name.local);
+    let mut w = crate::soap::writer::XmlWriter::with_capacity(128);
+    match t {
+        Some(t) => w.leaf(&tag, &[("xmlns:p", &name.ns)], &super::time::format_ms(t)),
+        None => w.empty(&tag, &[("xmlns:p", &name.ns), ("xmlns:xsi", crate::soap::ns::XSI), ("xsi:nil", "true")]),
+    };
+    w.into_string()
+}
+
 /// `wsrl:TerminationTime`'s element for a termination time (nil when None).
 fn termination_values(name: &QName, t: Option<i64>) -> Values {
-    let xml = match t {
-        Some(t) => format!("<p:{0} xmlns:p=\"{1}\">{2}</p:{0}>", name.local, name.ns, super::time::format_ms(t)),
-        None => {
-            format!("<p:{} xmlns:p=\"{}\" xmlns:xsi=\"{}\" xsi:nil=\"true\"/>", name.local, name.ns, crate::soap::ns::XSI)
-        }
-    };
-    Values::new(&[xml])
+    Values::new(&[time_property_xml(name, t)])
 }
 
 fn same(a: &Values, b: &Values) -> bool {

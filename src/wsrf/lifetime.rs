@@ -3,8 +3,8 @@
 
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, ResourceState};
-use crate::soap::element_text_or_nil;
-use crate::soap::ns;
+use super::messages::{DestroyResponse, SetTerminationTime, SetTerminationTimeResponse};
+use crate::soap::message::Message;
 use crate::soap::time;
 use crate::soap::xml::Element;
 
@@ -15,18 +15,14 @@ pub struct LifetimePolicy {
     pub max_lifetime_ms: Option<i64>,
 }
 
-pub fn destroy_response() -> String {
-    format!("<DestroyResponse xmlns=\"{}\"/>", ns::WSRL)
-}
-
 /// Destroy the resource named by the request.
 pub async fn destroy(
     home: &Home,
     key: &str,
     guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
-) -> Result<String, BaseFault> {
+) -> Result<DestroyResponse, BaseFault> {
     home.destroy(key, FaultType::RlResourceUnknown, guard).await?;
-    Ok(destroy_response())
+    Ok(DestroyResponse)
 }
 
 /// Check a requested termination time against the policy.
@@ -53,26 +49,15 @@ pub fn check_termination(requested: Option<i64>, now: i64, policy: &LifetimePoli
     Ok(())
 }
 
-/// SetTerminationTime: nil means never.
-pub async fn set_termination_time(
+/// SetTerminationTime: None means never.
+pub async fn set_termination(
     home: &Home,
     key: &str,
-    req: &Element,
+    req: &SetTerminationTime,
     policy: &LifetimePolicy,
     guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
-) -> Result<String, BaseFault> {
-    let rtt = req.child(ns::WSRL, "RequestedTerminationTime").ok_or_else(|| {
-        BaseFault::new(FaultType::UnableToSetTerminationTime, "SetTerminationTime has no RequestedTerminationTime")
-    })?;
-    let requested = match element_text_or_nil(rtt) {
-        None => None,
-        Some(text) => Some(time::parse_ms(&text).ok_or_else(|| {
-            BaseFault::new(
-                FaultType::UnableToSetTerminationTime,
-                format!("RequestedTerminationTime '{}' is not an xsd:dateTime", text.trim()),
-            )
-        })?),
-    };
+) -> Result<SetTerminationTimeResponse, BaseFault> {
+    let requested = req.requested;
     home.update(key, FaultType::RlResourceUnknown, |st| {
         // Who asks is checked before what is asked: a refused caller learns nothing of the policy.
         guard(st)?;
@@ -81,15 +66,19 @@ pub async fn set_termination_time(
         Ok(())
     })
     .await?;
-    let new_tt = match requested {
-        Some(t) => format!("<NewTerminationTime>{}</NewTerminationTime>", time::format_ms(t)),
-        None => format!("<NewTerminationTime xmlns:xsi=\"{}\" xsi:nil=\"true\"/>", ns::XSI),
-    };
-    Ok(format!(
-        "<SetTerminationTimeResponse xmlns=\"{}\">{new_tt}<CurrentTime>{}</CurrentTime></SetTerminationTimeResponse>",
-        ns::WSRL,
-        time::format_ms(time::now_ms())
-    ))
+    Ok(SetTerminationTimeResponse { new_termination_time: requested, current_time: time::now_ms() })
+}
+
+/// [`set_termination`] from the request element, answering the encoded response.
+pub async fn set_termination_time(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    policy: &LifetimePolicy,
+    guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
+) -> Result<String, BaseFault> {
+    let req = SetTerminationTime::decode(req)?;
+    Ok(set_termination(home, key, &req, policy, guard).await?.to_xml())
 }
 
 #[cfg(test)]

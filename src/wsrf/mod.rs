@@ -5,6 +5,7 @@ pub mod faults;
 pub mod home;
 pub mod intern;
 pub mod lifetime;
+pub mod messages;
 pub mod notification;
 pub mod properties;
 pub mod sweeper;

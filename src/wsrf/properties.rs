@@ -3,9 +3,14 @@
 //! Delete; all-or-nothing) over a home's resource property documents.
 
 use super::faults::{BaseFault, FaultType};
-use super::home::{Home, ResourceState, ResourceType, Source};
-use crate::soap::ns;
+use super::home::{time_property_xml, Home, ResourceState, ResourceType, Source};
+use super::messages::{
+    GetMultipleResourceProperties, GetMultipleResourcePropertiesResponse, GetResourceProperty, GetResourcePropertyResponse,
+    QueryResourceProperties, QueryResourcePropertiesResponse, SetComponent, SetResourceProperties, SetResourcePropertiesResponse,
+};
+use crate::soap::message::Message;
 use crate::soap::time;
+use crate::soap::writer::XmlWriter;
 use crate::soap::xml::{Element, QName};
 
 /// Which WSRF operation a guard is asked about.
@@ -13,14 +18,6 @@ use crate::soap::xml::{Element, QName};
 pub enum Access {
     Read,
     Write,
-}
-
-/// A dateTime-valued property element (nil when None).
-fn time_xml(name: &QName, t: Option<i64>) -> String {
-    match t {
-        Some(t) => format!("<p:{0} xmlns:p=\"{1}\">{2}</p:{0}>", name.local, name.ns, time::format_ms(t)),
-        None => format!("<p:{} xmlns:p=\"{}\" xmlns:xsi=\"{}\" xsi:nil=\"true\"/>", name.local, name.ns, ns::XSI),
-    }
 }
 
 /// Append the values of property `q` to `out`.
@@ -34,100 +31,67 @@ fn write_decl(rtype: &ResourceType, st: &ResourceState, i: usize, out: &mut Stri
     let d = &rtype.props[i];
     match d.source {
         Source::Stored => out.push_str(&st.values[i].xml),
-        Source::CurrentTime => out.push_str(&time_xml(&d.name, Some(time::now_ms()))),
-        Source::TerminationTime => out.push_str(&time_xml(&d.name, st.termination_ms)),
+        Source::CurrentTime => out.push_str(&time_property_xml(&d.name, Some(time::now_ms()))),
+        Source::TerminationTime => out.push_str(&time_property_xml(&d.name, st.termination_ms)),
     }
 }
 
-fn qname_of(el: &Element, text: &str) -> Result<QName, BaseFault> {
-    el.resolve_qname(text)
-        .map_err(|e| BaseFault::new(FaultType::InvalidResourcePropertyQName, format!("invalid resource property QName: {e}")))
-}
-
-/// GetResourceProperty: the body's text is a QName.
-pub async fn get(
+/// GetResourceProperty: the values of one property.
+pub async fn get_property(
     home: &Home,
     key: &str,
-    req: &Element,
+    req: &GetResourceProperty,
     guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
-) -> Result<String, BaseFault> {
-    let q = qname_of(req, &req.text())?;
+) -> Result<GetResourcePropertyResponse, BaseFault> {
     home.read(key, FaultType::RpResourceUnknown, |st| {
         guard(st, Access::Read)?;
-        let mut out = String::with_capacity(256);
-        out.push_str("<GetResourcePropertyResponse xmlns=\"");
-        out.push_str(ns::WSRP);
-        out.push_str("\">");
-        write_values(&home.rtype, st, &q, &mut out)?;
-        out.push_str("</GetResourcePropertyResponse>");
-        Ok(out)
+        let mut content = String::with_capacity(128);
+        write_values(&home.rtype, st, &req.name, &mut content)?;
+        Ok(GetResourcePropertyResponse { content })
     })
     .await
 }
 
 /// GetMultipleResourceProperties: values of every requested property, in request order.
-pub async fn get_multiple(
+pub async fn get_multiple_properties(
     home: &Home,
     key: &str,
-    req: &Element,
+    req: &GetMultipleResourceProperties,
     guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
-) -> Result<String, BaseFault> {
-    let mut names = Vec::new();
-    for rp in req.elements() {
-        if !rp.is(ns::WSRP, "ResourceProperty") {
-            return Err(BaseFault::new(
-                FaultType::InvalidResourcePropertyQName,
-                format!("unexpected element {} in GetMultipleResourceProperties", rp.name),
-            ));
-        }
-        names.push(qname_of(rp, &rp.text())?);
-    }
-    if names.is_empty() {
-        return Err(BaseFault::new(FaultType::InvalidResourcePropertyQName, "no ResourceProperty requested"));
-    }
+) -> Result<GetMultipleResourcePropertiesResponse, BaseFault> {
     home.read(key, FaultType::RpResourceUnknown, |st| {
         guard(st, Access::Read)?;
-        let mut out = format!("<GetMultipleResourcePropertiesResponse xmlns=\"{}\">", ns::WSRP);
-        for q in &names {
-            write_values(&home.rtype, st, q, &mut out)?;
+        let mut content = String::with_capacity(256);
+        for q in &req.names {
+            write_values(&home.rtype, st, q, &mut content)?;
         }
-        out.push_str("</GetMultipleResourcePropertiesResponse>");
-        Ok(out)
+        Ok(GetMultipleResourcePropertiesResponse { content })
     })
     .await
 }
 
 /// The whole resource property document of a resource.
 pub fn document(rtype: &ResourceType, st: &ResourceState) -> String {
-    let mut out = format!("<rp:{} xmlns:rp=\"{}\">", rtype.rp_root.local, rtype.rp_root.ns);
+    let tag = format!("rp:{}", rtype.rp_root.local);
+    let mut values = String::with_capacity(1024);
     for i in 0..rtype.props.len() {
-        write_decl(rtype, st, i, &mut out);
+        write_decl(rtype, st, i, &mut values);
     }
-    out.push_str(&format!("</rp:{}>", rtype.rp_root.local));
-    out
+    let mut w = XmlWriter::with_capacity(values.len() + 128);
+    w.start(&tag, &[("xmlns:rp", &rtype.rp_root.ns)]).raw(&values).end(&tag);
+    w.into_string()
 }
 
 /// QueryResourceProperties with the XPath 1.0 dialect, evaluated by libxml2 against the
 /// resource property document. Prefixes in the expression resolve against the namespace
 /// declarations in scope on the QueryExpression element.
-pub async fn query(
+pub async fn query_properties(
     home: &Home,
     key: &str,
     caller: &str,
-    req: &Element,
+    req: &QueryResourceProperties,
     guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
-) -> Result<String, BaseFault> {
-    let qe = req
-        .child(ns::WSRP, "QueryExpression")
-        .ok_or_else(|| BaseFault::new(FaultType::InvalidQueryExpression, "QueryResourceProperties has no QueryExpression"))?;
-    let dialect = qe.attr("", "Dialect").unwrap_or("").trim();
-    if dialect != ns::XPATH_DIALECT {
-        return Err(BaseFault::new(
-            FaultType::UnknownQueryExpressionDialect,
-            format!("query dialect '{dialect}' is not supported; use {}", ns::XPATH_DIALECT),
-        ));
-    }
-    let expr = qe.text();
+) -> Result<QueryResourcePropertiesResponse, BaseFault> {
     let doc = home
         .read(key, FaultType::RpResourceUnknown, |st| {
             guard(st, Access::Read)?;
@@ -136,9 +100,9 @@ pub async fn query(
         .await?;
     // libxml2 evaluation can take a while on a hostile expression: on the query pool, within
     // its operation budget and time limit, cancelled if this future is dropped.
-    let (expr, scope) = (expr.trim().to_string(), qe.scope.bindings());
-    let results = super::query::evaluate(caller, doc, expr, scope).await?;
-    Ok(format!("<QueryResourcePropertiesResponse xmlns=\"{}\">{results}</QueryResourcePropertiesResponse>", ns::WSRP))
+    let (expr, scope) = (req.expression.trim().to_string(), req.namespaces.clone());
+    let content = super::query::evaluate(caller, doc, expr, scope).await?;
+    Ok(QueryResourcePropertiesResponse { content })
 }
 
 /// The XPath evaluator, for the fuzz targets in `fuzz/`.
@@ -158,61 +122,8 @@ fn max_property_bytes() -> usize {
     MAX_PROPERTY_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// One component of a SetResourceProperties request.
-enum Change {
-    Insert(QName, Vec<String>),
-    Update(QName, Vec<String>),
-    Delete(QName),
-}
-
-fn same_qname(kind: &str, children: &[&Element]) -> Result<QName, BaseFault> {
-    let first = children.first().ok_or_else(|| {
-        BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, format!("{kind} holds no property element"))
-    })?;
-    if children.iter().any(|c| c.name != first.name) {
-        return Err(BaseFault::new(
-            FaultType::InvalidSetResourcePropertiesRequestContent,
-            format!("{kind} mixes different properties; one {kind} may hold values of one property only"),
-        ));
-    }
-    Ok(first.name.clone())
-}
-
-fn parse_changes(req: &Element) -> Result<Vec<Change>, BaseFault> {
-    let mut changes = Vec::new();
-    for c in req.elements() {
-        let kids: Vec<&Element> = c.elements().collect();
-        let values = || kids.iter().map(|k| k.to_fragment()).collect::<Vec<_>>();
-        match (c.name.ns.as_str(), c.name.local.as_str()) {
-            (ns::WSRP, "Insert") => changes.push(Change::Insert(same_qname("Insert", &kids)?, values())),
-            (ns::WSRP, "Update") => changes.push(Change::Update(same_qname("Update", &kids)?, values())),
-            (ns::WSRP, "Delete") => {
-                let text = c.attr("", "ResourceProperty").ok_or_else(|| {
-                    BaseFault::new(
-                        FaultType::InvalidSetResourcePropertiesRequestContent,
-                        "Delete without ResourceProperty attribute",
-                    )
-                })?;
-                changes.push(Change::Delete(qname_of(c, text)?));
-            }
-            _ => {
-                return Err(BaseFault::new(
-                    FaultType::InvalidSetResourcePropertiesRequestContent,
-                    format!("unexpected element {} in SetResourceProperties (expected Insert, Update or Delete)", c.name),
-                ))
-            }
-        }
-    }
-    if changes.is_empty() {
-        return Err(BaseFault::new(FaultType::InvalidSetResourcePropertiesRequestContent, "SetResourceProperties is empty"));
-    }
-    Ok(changes)
-}
-
-fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result<(), BaseFault> {
-    let q = match &change {
-        Change::Insert(q, _) | Change::Update(q, _) | Change::Delete(q) => q.clone(),
-    };
+fn apply(rtype: &ResourceType, st: &mut ResourceState, change: SetComponent) -> Result<(), BaseFault> {
+    let q = change.name().clone();
     let i = rtype.index_of(&q).ok_or_else(|| BaseFault::new(FaultType::InvalidResourcePropertyQName, q.clark()))?;
     let decl = &rtype.props[i];
     if !decl.modifiable {
@@ -220,9 +131,9 @@ fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result
     }
     let cur = &st.values[i];
     let (count, xml) = match change {
-        Change::Insert(_, v) => (cur.count as usize + v.len(), format!("{}{}", cur.xml, v.concat())),
-        Change::Update(_, v) => (v.len(), v.concat()),
-        Change::Delete(_) => (0, String::new()),
+        SetComponent::Insert(_, v) => (cur.count as usize + v.len(), [&*cur.xml, &v.concat()].concat()),
+        SetComponent::Update(_, v) => (v.len(), v.concat()),
+        SetComponent::Delete(_) => (0, String::new()),
     };
     let max_bytes = max_property_bytes();
     if xml.len() > max_bytes {
@@ -249,17 +160,16 @@ fn apply(rtype: &ResourceType, st: &mut ResourceState, change: Change) -> Result
 
 /// SetResourceProperties: every component applies, or none does; `touch` then lets the service
 /// record the change (e.g. a lastModified property).
-pub async fn set(
+pub async fn set_properties(
     home: &Home,
     key: &str,
-    req: &Element,
+    req: SetResourceProperties,
     guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
     touch: impl FnOnce(&mut ResourceState),
-) -> Result<String, BaseFault> {
-    let changes = parse_changes(req)?;
+) -> Result<SetResourcePropertiesResponse, BaseFault> {
     home.update(key, FaultType::RpResourceUnknown, |st| {
         guard(st, Access::Write)?;
-        for c in changes {
+        for c in req.components {
             apply(&home.rtype, st, c)?;
         }
         touch(st);
@@ -273,5 +183,17 @@ pub async fn set(
         }
         _ => e,
     })?;
-    Ok(format!("<SetResourcePropertiesResponse xmlns=\"{}\"/>", ns::WSRP))
+    Ok(SetResourcePropertiesResponse)
+}
+
+/// [`set_properties`] from the request element, answering the encoded response.
+pub async fn set(
+    home: &Home,
+    key: &str,
+    req: &Element,
+    guard: impl FnOnce(&ResourceState, Access) -> Result<(), BaseFault>,
+    touch: impl FnOnce(&mut ResourceState),
+) -> Result<String, BaseFault> {
+    let req = SetResourceProperties::decode(req)?;
+    Ok(set_properties(home, key, req, guard, touch).await?.to_xml())
 }

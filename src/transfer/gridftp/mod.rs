@@ -11,7 +11,7 @@ pub mod data;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::security::certdir::CertDir;
 use crate::security::credential::Credential;
@@ -463,20 +463,23 @@ impl GridFtp {
 
     /// Reconnects until it works or `opts.reconnect_for` passes.
     fn reconnect(&self) -> Result<()> {
-        let deadline = Instant::now() + self.opts.reconnect_for;
-        let mut wait = Duration::from_millis(200);
-        loop {
+        // Exponential backoff with jitter (200 ms .. 2 s), waits adding up to `reconnect_for`.
+        use backon::{BlockingRetryable, ExponentialBuilder};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(self.opts.reconnect_for));
+        (|| {
             *self.session.lock().unwrap() = None;
-            match self.with_session(|_| Ok(())) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    tracing::info!(url = %self.url, "server unreachable, retrying: {e}");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            self.with_session(|_| Ok(()))
+        })
+        .retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(|e: &TransferError| e.is_transient())
+        .notify(|e, wait| tracing::info!(url = %self.url, ?wait, "server unreachable, retrying: {e}"))
+        .call()
     }
 }
 
