@@ -15,18 +15,20 @@
 use super::registry::PortType;
 use super::request::{DispatchFuture, SoapReply, SoapRequest};
 use super::workspace::{self, WorkspaceData};
-use super::{reply, unknown_operation, Shared};
+use super::{answer, unknown_operation, Shared};
 use crate::host::images::{ImageError, ImageStore};
 use crate::host::Host;
 use crate::security::{Action, Owner};
 use crate::soap::envelope::SoapFault;
 use crate::soap::epr::WSA_DECL;
+use crate::soap::message::Message;
 use crate::soap::ns::{self, VWS};
 use crate::soap::xml::{escape_attr, Element, QName};
 use crate::store::repo::{Lock, RepoError, RepoTables};
 use crate::workspace::description::{Category, ImageState};
 use crate::workspace::description::{Range, Vmm};
 use crate::workspace::{Description, Policy, State};
+use crate::wsrf::messages as m;
 use crate::wsrf::{properties, time, BaseFault, FaultType, Home, PropertyDecl, ResourceState, ResourceType};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -40,6 +42,10 @@ pub const SITE_KEY: &str = "site";
 
 pub fn key_name() -> QName {
     QName::new(VWS, "RepositoryKey")
+}
+
+fn reply(action: String, payload: String) -> SoapReply {
+    SoapReply { action, payload }
 }
 
 /// `{vws}RepositoryResourceProperties`.
@@ -569,17 +575,21 @@ impl RepositoryService {
                 Err(BaseFault::new(FaultType::UnableToModifyResourceProperty, "the Repository's properties are read-only"))
             }
         };
-        let (action, out) = match p.name.local.as_str() {
-            "GetResourceProperty" => ("GetResourcePropertyResponse", properties::get(&self.home, &key, p, guard).await?),
+        match p.name.local.as_str() {
+            "GetResourceProperty" => {
+                let r = m::GetResourceProperty::decode(p)?;
+                Ok(answer(&r, &properties::get_property(&self.home, &key, &r, guard).await?))
+            }
             "GetMultipleResourceProperties" => {
-                ("GetMultipleResourcePropertiesResponse", properties::get_multiple(&self.home, &key, p, guard).await?)
+                let r = m::GetMultipleResourceProperties::decode(p)?;
+                Ok(answer(&r, &properties::get_multiple_properties(&self.home, &key, &r, guard).await?))
             }
             "QueryResourceProperties" => {
-                ("QueryResourcePropertiesResponse", properties::query(&self.home, &key, req.caller.name(), p, guard).await?)
+                let r = m::QueryResourceProperties::decode(p)?;
+                Ok(answer(&r, &properties::query_properties(&self.home, &key, req.caller.name(), &r, guard).await?))
             }
-            _ => return Err(unknown_operation(req)),
-        };
-        Ok(reply(format!("{}/{action}", ns::WSRP_ACTION), out))
+            _ => Err(unknown_operation(req)),
+        }
     }
 
     /// Re-makes the property document when something changed.
@@ -649,9 +659,7 @@ impl RepositoryService {
     }
 
     fn epr_xml(&self, req: &SoapRequest, key: &str) -> String {
-        let mut s = String::new();
-        self.catalogue.workspaces.epr(&Self::workspace_url(req), key).write(&mut s, "wsa:EndpointReference", WSA_DECL);
-        s
+        self.catalogue.workspaces.epr(&Self::workspace_url(req), key).to_xml("wsa:EndpointReference", &[WSA_DECL])
     }
 
     /// list / select: EPRs and one-line summaries of the workspaces the caller may read.
@@ -697,14 +705,11 @@ impl RepositoryService {
         let home = &self.catalogue.workspaces;
         let key = Home::new_key();
         let epr = home.epr(&Self::workspace_url(req), &key);
-        let mut epr_xml = String::new();
-        epr.write(&mut epr_xml, "w:EPR", &format!(" xmlns:w=\"{VWS}\"{WSA_DECL}"));
+        let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
         let st = workspace::new_resource(&home.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
         let key = home.create(st).await?;
         tracing::info!(caller = req.caller.name(), key, what, "workspace created by the Repository");
-        let mut out = String::new();
-        epr.write(&mut out, "wsa:EndpointReference", WSA_DECL);
-        Ok(out)
+        Ok(epr.to_xml("wsa:EndpointReference", &[WSA_DECL]))
     }
 
     /// clone: a new workspace (new key, the caller's) with the description copied; its images
