@@ -373,7 +373,9 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
     };
     let action = format!("{}/RepositoryPortType/{op}Request", ns::VWS);
     let r = c.call(&url, Some(&epr), &action, &format!("<{op} xmlns=\"{}\">{body}</{op}>", ns::VWS)).await?;
-    if args.output == Output::Xml && !matches!(cmd, RepoCmd::Clone { .. } | RepoCmd::Refine { .. }) {
+    // Tables unless `--output xml` is asked for explicitly.
+    let xml_out = args.output == Output::Xml && std::env::args().any(|a| a.starts_with("--output"));
+    if xml_out && !matches!(cmd, RepoCmd::Clone { .. } | RepoCmd::Refine { .. }) {
         println!("{}", r.to_fragment());
         return Ok(0);
     }
@@ -392,12 +394,11 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
             if let Some(p) = epr_out {
                 std::fs::write(p, new.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
             }
-            match args.output {
-                Output::Xml => print!("{}", new.to_file_xml()),
-                Output::Table => {
-                    println!("{:<38} {}", "SOURCE", "NEW");
-                    println!("{:<38} {}", attr_of(&r, "source"), new.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
-                }
+            if xml_out {
+                print!("{}", new.to_file_xml());
+            } else {
+                println!("{:<38} {}", "SOURCE", "NEW");
+                println!("{:<38} {}", attr_of(&r, "source"), new.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
             }
         }
         RepoCmd::Register { .. } | RepoCmd::Images | RepoCmd::Gc { .. } => {
