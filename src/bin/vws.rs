@@ -397,7 +397,7 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
             if xml_out {
                 print!("{}", new.to_file_xml());
             } else {
-                println!("{:<38} {}", "SOURCE", "NEW");
+                println!("{:<38} NEW", "SOURCE");
                 println!("{:<38} {}", attr_of(&r, "source"), new.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
             }
         }

@@ -385,7 +385,7 @@ mod tests {
         let tables = Arc::new(RepoTables::open(dir.path()).unwrap());
         let s = ImageStore::open(&dir.path().join("repository"), tables.clone(), Quotas::default()).unwrap();
         let src = dir.path().join("a.img");
-        let data: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i * 7 >> 3) as u8).collect();
+        let data: Vec<u8> = (0..(9 << 20)).map(|i: u32| ((i * 7) >> 3) as u8).collect();
         std::fs::write(&src, &data).unwrap();
         let r = s.register_file(&src, "o", "file:///a.img", None).unwrap();
         assert!(r.new);

@@ -293,11 +293,14 @@ fn range_of(e: &Element, field: &str) -> Result<Range, BaseFault> {
     Ok(r)
 }
 
+/// A summary and the data text it was made from.
+type Cached = (Arc<str>, Arc<Summary>);
+
 /// The in-memory catalogue: summaries of the workspace home, re-made only for resources whose
 /// data changed since they were last summarised.
 pub struct Catalogue {
     pub workspaces: Arc<Home>,
-    cache: Mutex<HashMap<String, (Arc<str>, Arc<Summary>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Catalogue {
