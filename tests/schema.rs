@@ -314,6 +314,8 @@ fn embedded_rules_are_well_formed() {
         "blank-disk-has-no-image",
         "blank-disk-needs-size",
         "static-nic-needs-address",
+        "attributes-only",
+        "image-url",
     ] {
         assert!(ids.contains(id), "rule {id} is missing");
     }
@@ -851,6 +853,46 @@ fn vwsd_serves_each_wsdl_with_the_address_used() {
                 let loc = ctx.findvalue("string(/wsdl:definitions/wsdl:service/wsdl:port/soap:address/@location)", None).unwrap();
                 assert_eq!(loc, url, "{service} via Host {host}");
             }
+        }
+    }
+}
+
+/// What generated clients need of the served WSDLs (issue 13, findings 4 and 5): no global
+/// element declares a resource key (as in GT 4.0 and Nimbus, so zeep keeps the EPR's
+/// ReferenceProperties as elements it can echo as headers), and WS-BaseFaults' ErrorCode is text
+/// with its required dialect attribute, not the draft's complexContent extension of xs:anyType
+/// (which made `python -m zeep URL` crash; a mixed complexType made zeep drop the code's text).
+#[test]
+fn served_wsdls_declare_no_key_element_and_a_readable_error_code() {
+    let s = Server::start();
+    for spec in &WSDLS {
+        for &service in spec.served_as {
+            let r = get_wsdl(&s, service, &s.addr);
+            assert_eq!(r.status, 200, "{service}: {}", r.body);
+            let _g = libxml();
+            let doc = parse_doc(&r.body).unwrap();
+            let mut ctx = wsdl_context(&doc);
+            let globals = global_elements(&mut ctx);
+            for key in ["WorkspaceKey", "CounterKey"] {
+                assert!(
+                    !globals.iter().any(|(_, l)| l == key),
+                    "{service}: the WSDL declares a global {key} element; zeep then hands back the key as a bare string"
+                );
+            }
+            let codes = ctx.findnodes("//xs:complexType[@name='BaseFaultType']//xs:element[@name='ErrorCode']", None).unwrap();
+            assert_eq!(codes.len(), 1, "{service}: one ErrorCode in BaseFaultType");
+            let ct = ctx.findnodes("xs:complexType", Some(&codes[0])).unwrap();
+            assert_eq!(ct.len(), 1, "{service}: ErrorCode has an anonymous complexType");
+            assert!(
+                ctx.findnodes("xs:complexContent", Some(&ct[0])).unwrap().is_empty(),
+                "{service}: no complexContent in ErrorCode"
+            );
+            let ext = ctx.findnodes("xs:simpleContent/xs:extension", Some(&ct[0])).unwrap();
+            assert_eq!(ext.len(), 1, "{service}: ErrorCode is text with attributes");
+            assert_eq!(ext[0].get_attribute("base").as_deref(), Some("xs:string"), "{service}: ErrorCode's text is a string");
+            let dialect = ctx.findnodes("xs:attribute[@name='dialect']", Some(&ext[0])).unwrap();
+            assert_eq!(dialect.len(), 1, "{service}: ErrorCode has its dialect attribute");
+            assert_eq!(dialect[0].get_attribute("use").as_deref(), Some("required"));
         }
     }
 }

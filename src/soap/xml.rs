@@ -424,6 +424,11 @@ fn is_xml_char(c: char) -> bool {
 /// Refuses a character XML 1.0 does not allow (NUL and the other C0 controls, U+FFFE, U+FFFF):
 /// such characters must never reach libxml2 or C strings (a NUL ends them early).
 fn check_chars(s: &str, line: impl FnOnce(usize) -> u32) -> Result<(), XmlError> {
+    // Fast path over bytes (vectorised): in UTF-8 only C0 controls (one byte below 0x20) and
+    // U+FFFE / U+FFFF (lead byte 0xEF) can fall outside `Char`; a &str holds no surrogates.
+    if s.bytes().all(|b| (b >= 0x20 && b != 0xEF) || b == b'\t' || b == b'\n' || b == b'\r') {
+        return Ok(());
+    }
     match s.char_indices().find(|(_, c)| !is_xml_char(*c)) {
         None => Ok(()),
         Some((i, c)) => {

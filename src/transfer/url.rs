@@ -3,7 +3,8 @@
 //! rules: IPv6 literals, ports, percent-encoding, dot segments of special schemes); this module
 //! keeps what transfers need of it as plain fields with the path percent-decoded, and the
 //! checks of its own: no control characters (the `url` crate silently drops tabs and newlines),
-//! a host for every scheme but `file`, `file` URLs local only, well-formed %-escapes, UTF-8 paths.
+//! a host for every scheme but `file`, `file` URLs local only, well-formed %-escapes, UTF-8 paths,
+//! and the path as written (not dot-segment-resolved, so `..` reaches the `file://` roots check).
 
 use super::TransferError;
 
@@ -59,7 +60,13 @@ impl Url {
         };
         let user = (!u.username().is_empty()).then(|| pct_decode(u.username(), s)).transpose()?;
         let password = u.password().map(|p| pct_decode(p, s)).transpose()?;
-        let path = match pct_decode(u.path(), s)? {
+        // The path as written: the `url` crate resolves `.` and `..` segments (and their
+        // %2e forms), which would hide a `..` from the `file://` roots check (host/roots.rs
+        // refuses any) and change what a server is asked for.
+        let after_scheme = &s[s.find("://").map_or(0, |i| i + 3)..];
+        let raw_path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+        let raw_path = raw_path.split(['?', '#']).next().unwrap_or("/");
+        let path = match pct_decode(raw_path, s)? {
             p if p.is_empty() => "/".to_string(),
             p => p,
         };
@@ -148,5 +155,7 @@ mod tests {
         let u = Url::parse("gsiftp://User%40x:p%3Aw@Host.Example/%C3%BC?q#f").unwrap();
         assert_eq!((u.user.as_deref(), u.password.as_deref(), u.path.as_str()), (Some("User@x"), Some("p:w"), "/ü"));
         assert_eq!(Url::parse("HTTP://H/x").unwrap().scheme, "http");
+        assert_eq!(Url::parse("file:///a/../b").unwrap().path, "/a/../b", "dot segments stay for the roots check");
+        assert_eq!(Url::parse("http://h/a/%2e%2e/b").unwrap().path, "/a/../b");
     }
 }
