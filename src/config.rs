@@ -94,7 +94,6 @@ impl LogConfig {
         }
         d
     }
-    }
 }
 
 /// The site's Repository (`[repository]`): checkout leases, the image store's gc and quotas.

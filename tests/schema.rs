@@ -466,7 +466,7 @@ const ALL_WSRF: &[&str] = &[
     "SetTerminationTime",
 ];
 
-const WSDLS: [WsdlSpec; 4] = [
+const WSDLS: [WsdlSpec; 5] = [
     WsdlSpec {
         file: "factory.wsdl",
         served_as: &["WorkspaceFactoryService"],
@@ -512,15 +512,6 @@ const WSDLS: [WsdlSpec; 4] = [
         port_type: "RepositoryPortType",
         rp_root: Some((VWS, "RepositoryResourceProperties")),
         app_ops: &[
-            ("GetResourceProperty", "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetResourceProperty"),
-            (
-                "GetMultipleResourceProperties",
-                "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetMultipleResourceProperties",
-            ),
-            (
-                "QueryResourceProperties",
-                "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/QueryResourceProperties",
-            ),
             ("list", "http://vws.dev/2026/11/workspace/RepositoryPortType/listRequest"),
             ("select", "http://vws.dev/2026/11/workspace/RepositoryPortType/selectRequest"),
             ("clone", "http://vws.dev/2026/11/workspace/RepositoryPortType/cloneRequest"),
@@ -533,7 +524,7 @@ const WSDLS: [WsdlSpec; 4] = [
             ("images", "http://vws.dev/2026/11/workspace/RepositoryPortType/imagesRequest"),
             ("gc", "http://vws.dev/2026/11/workspace/RepositoryPortType/gcRequest"),
         ],
-        wsrf: false,
+        wsrf: &["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties"],
         inline: &[
             "wsa-2004-03.xsd",
             "wsbf-2004-06.xsd",
