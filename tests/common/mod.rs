@@ -217,10 +217,17 @@ impl Server {
         read_response(&mut BufReader::new(s)).expect("read response")
     }
 
-    /// Every stored row: (service, key, termination_ms, record).
+    /// Every stored row of the resources requests make: (service, key, termination_ms, record).
+    /// The site's Repository resource (`RepositoryService`, made at start-up, never by a
+    /// request) is left out, so "the store is unchanged / empty" means what a caller did.
     pub fn db_dump(&self) -> Vec<(String, String, Option<i64>, String)> {
         let conn = rusqlite::Connection::open(self.data_dir().join("vws.db")).unwrap();
-        let mut st = conn.prepare("SELECT service, key, termination_ms, record FROM resources ORDER BY service, key").unwrap();
+        let mut st = conn
+            .prepare(
+                "SELECT service, key, termination_ms, record FROM resources \
+                 WHERE service <> 'RepositoryService' ORDER BY service, key",
+            )
+            .unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
     }
 
