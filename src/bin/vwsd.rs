@@ -43,13 +43,20 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VWS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A plain level (the usual case, and the default `info`) needs no EnvFilter: a static level
+    // filter costs nothing per request span, where EnvFilter looks each span up on every
+    // enter/exit. Anything else (`vws::server=debug,info`) gets the EnvFilter.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let spec = std::env::var("VWS_LOG").unwrap_or_default();
+    let spec = if spec.trim().is_empty() { "info" } else { spec.trim() };
+    match spec.parse::<tracing_subscriber::filter::LevelFilter>() {
+        Ok(level) => tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(ansi).init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(spec))
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .init(),
+    }
     let mut cfg = match vws::config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
