@@ -4,7 +4,8 @@
 //! WS-Security signed-message round trip (client signs, vwsd verifies and signs the answer,
 //! the client verifies it). The bench brings up its own throwaway credential kit
 //! (`target/gsikit-bench`, the helpers of `tests/common/gsi.rs`) and its own vwsd.
-//! Run: `cargo bench --bench security` (`VWS_SHARED` names the shared peers directory).
+//! Run: `cargo bench --bench security` (`VWS_SHARED` names the shared peers directory);
+//! `VWS_BENCH_CHAIN_CACHE_SECS=0` turns the validated-chain cache off on both sides (default 30).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -106,8 +107,11 @@ fn main() {
     let kit: Kit = gsi::bring_up(&gsi::repo().join("target/gsikit-bench"), &gsi::port());
     // A proxy of a proxy (2-level chain): grid-proxy-init from the kit's RFC proxy.
     let chain2 = gsi::gpi_from(&kit, &kit.path("GSI_PROXY_RFC"), "bench-rfc2.pem", &["-rfc"]);
+    // `VWS_BENCH_CHAIN_CACHE_SECS=0` measures without the validated-chain cache (client and vwsd).
+    let cache_secs: u64 = std::env::var("VWS_BENCH_CHAIN_CACHE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    vws::security::proxy::set_chain_cache_ttl(Duration::from_secs(cache_secs));
     let security = format!(
-        "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\ngridmap = \"{}\"\nvomsdir = \"{}\"\n",
+        "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\ngridmap = \"{}\"\nvomsdir = \"{}\"\nchain_cache_secs = {cache_secs}\n",
         kit.var("GSI_HOST_CERT"),
         kit.var("GSI_HOST_KEY"),
         kit.var("X509_CERT_DIR"),
@@ -229,7 +233,7 @@ fn main() {
     };
 
     println!();
-    println!("vws GSI security benchmarks (vwsd --https on loopback; times in ms)");
+    println!("vws GSI security benchmarks (vwsd --https on loopback; times in ms; chain cache {cache_secs} s)");
     println!(
         "| {:<52} | {:>5} | {:>9} | {:>9} | {:>9} | {:<8} | {:<4} | {:<12} |",
         "measurement", "n", "median", "p90", "min", "goal", "", "GT4"

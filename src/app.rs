@@ -10,9 +10,11 @@ use crate::security::acl::AclPolicy;
 use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
-use crate::services::{counter, factory, workspace, Dispatcher, Registry, Shared};
+use crate::services::subscription::SubscriptionService;
+use crate::services::{counter, factory, host_manager, workspace, Dispatcher, Registry, Shared};
 use crate::store::leases::Leases;
 use crate::store::Store;
+use crate::wsrf::notification::{self, Notifier};
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ pub struct App {
     /// This host's engine (staging, image pool).
     pub host: Arc<Host>,
     pub manager: Arc<ManagerService>,
+    /// WS-BaseNotification subscriptions and delivery (started by [`App::start`]).
+    pub notifier: Arc<Notifier>,
 }
 
 impl App {
@@ -38,17 +42,24 @@ impl App {
         }
         let store = Store::open(&cfg.server.data).map_err(|e| format!("opening store in {}: {e}", cfg.server.data.display()))?;
         let sweeper = Sweeper::new();
-        let shared = Arc::new(Shared { auth });
         let home = |name: &str, key, rtype| {
             Home::open(name, key, rtype, store.clone(), sweeper.clone()).map_err(|e| format!("loading {name}: {e}"))
         };
+        let subscriptions = home(notification::SERVICE, notification::key_name(), notification::resource_type())?;
+        let notifier = Notifier::new(subscriptions, cfg.notification.settings());
+        let shared = Arc::new(Shared { auth, notifier: Some(notifier.clone()) });
         let workspaces = home(workspace::NAME, workspace::key_name(), workspace::resource_type())?;
         let counters = home(counter::NAME, counter::key_name(), counter::resource_type(false))?;
         let counters_rw = home(counter::NAME_RW, counter::key_name(), counter::resource_type(true))?;
         let lifetime = LifetimePolicy { max_lifetime_ms: cfg.policy.max_lifetime_secs.map(|s| s as i64 * 1000) };
-        let vms = Vms::new(workspaces.clone(), engine(cfg)?, &cfg.server.data)?;
+        // Producers: every resource home whose properties can be subscribed to.
+        for h in [&workspaces, &counters, &counters_rw] {
+            notifier.watch(h.clone());
+        }
+        let engine = engine(cfg)?;
+        let vms = Vms::new(workspaces.clone(), engine.clone(), &cfg.server.data)?;
         let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
-        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger)?;
+        let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger, engine)?;
         let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
         // The port types: one line each.
         let mut services = Registry::new();
@@ -63,9 +74,11 @@ impl App {
             lifetime,
             operations: vec![manager.clone()],
         }))?;
+        services.register(Arc::new(host_manager::HostManagerService { manager: manager.clone(), shared: shared.clone() }))?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
-        services.register(Arc::new(counter::CounterService::new(counters_rw, shared, true)))?;
-        Ok(App { services: Arc::new(services), sweeper, store, host, manager })
+        services.register(Arc::new(counter::CounterService::new(counters_rw, shared.clone(), true)))?;
+        services.register(Arc::new(SubscriptionService { notifier: notifier.clone(), shared, lifetime }))?;
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager, notifier })
     }
 }
 
@@ -158,6 +171,7 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
 /// refused across restarts (kill -9 included: a request is dispatched only after its replay record
 /// committed).
 fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
+    security::proxy::set_chain_cache_ttl(Duration::from_secs(sec.chain_cache_secs));
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
     let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
@@ -217,6 +231,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
     let sweeper = tokio::spawn(app.sweeper.clone().run());
+    app.notifier.start().await;
     app.manager.recover().await;
     let reconciler = {
         let m = app.manager.clone();

@@ -18,6 +18,41 @@ pub struct Config {
     pub network: NetworkConfig,
     pub credentials: CredentialsConfig,
     pub host: HostConfig,
+    pub notification: NotificationConfig,
+}
+
+/// WS-BaseNotification delivery (`[notification]`): per-subscription queue and retries.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationConfig {
+    /// Messages one subscription may have waiting; beyond, changes coalesce into one resync.
+    pub queue_len: usize,
+    /// First retry delay after a failed Notify; doubles (±50 % jitter) up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// A message still undelivered after this long marks its subscription Failed.
+    pub give_up_secs: u64,
+    /// Limit for one Notify POST (connect and answer).
+    pub timeout_ms: u64,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        NotificationConfig { queue_len: 1024, retry_initial_ms: 500, retry_max_ms: 30_000, give_up_secs: 300, timeout_ms: 10_000 }
+    }
+}
+
+impl NotificationConfig {
+    pub fn settings(&self) -> crate::wsrf::notification::Settings {
+        use std::time::Duration;
+        crate::wsrf::notification::Settings {
+            queue_len: self.queue_len.max(1),
+            retry_initial: Duration::from_millis(self.retry_initial_ms.max(1)),
+            retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_initial_ms.max(1))),
+            give_up: Duration::from_secs(self.give_up_secs),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+        }
+    }
 }
 
 /// The hypervisor driver and the guest it boots (`[vmm]`). Relative paths are under `server.data`.
@@ -223,6 +258,9 @@ pub struct SecurityConfig {
     pub gridmap: Option<PathBuf>,
     /// VOMS trust (`<vo>/*.lsc`); VOMS attributes are ignored when the directory is missing.
     pub vomsdir: PathBuf,
+    /// Seconds a validated certificate chain (transport or WS-Security) is remembered; 0: off.
+    /// Revocation (a CRL in a reloaded trust directory) takes effect within this time.
+    pub chain_cache_secs: u64,
     pub acl: Vec<crate::security::acl::AclEntry>,
 }
 
@@ -235,6 +273,7 @@ impl Default for SecurityConfig {
             cert_dir: PathBuf::from("/etc/grid-security/certificates"),
             gridmap: None,
             vomsdir: PathBuf::from("/etc/grid-security/vomsdir"),
+            chain_cache_secs: 30,
             acl: Vec::new(),
         }
     }

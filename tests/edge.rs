@@ -289,3 +289,34 @@ mod gsi_edge {
         assert_eq!(n, 0, "connection still open");
     }
 }
+
+/// Axis 1.4 WSDL2Java's default (wrapped) mode sends GT 4.0's operation elements twice; the
+/// answer is a Client fault that says to generate the stubs with -W, and nothing changes.
+#[test]
+fn doubly_wrapped_requests_of_axis_wrapped_stubs_get_a_fault_naming_wsdl2java_w() {
+    let s = Server::start();
+    let key = s.create_workspace();
+    let counter = s.create_counter("CounterService");
+    let before = s.db_dump();
+    let gp = format!("{WSRP_ACTION}/GetResourceProperty");
+    let body = format!(
+        "<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\"><wsrp:GetResourceProperty xmlns:w=\"{VWS}\">w:state</wsrp:GetResourceProperty></wsrp:GetResourceProperty>"
+    );
+    let r = s.call(WS, &Server::ws_key_header(&key), &gp, &body);
+    assert_refused(&s, &r, &before, "WSDL2Java -W");
+    assert!(r.faultstring().unwrap().contains("doubly wrapped"), "{}", r.body);
+    let add = format!("<add xmlns=\"{COUNTER}\"><add>5</add></add>");
+    let r =
+        s.call("CounterService", &Server::counter_key_header(&counter), "http://counter.com/CounterPortType/addRequest", &add);
+    assert_refused(&s, &r, &before, "WSDL2Java -W");
+    // The singly wrapped forms still work.
+    let r = s.call(WS, &Server::ws_key_header(&key), &gp, &gp_payload());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.call(
+        "CounterService",
+        &Server::counter_key_header(&counter),
+        "http://counter.com/CounterPortType/addRequest",
+        &format!("<add xmlns=\"{COUNTER}\">5</add>"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -314,6 +314,8 @@ fn embedded_rules_are_well_formed() {
         "blank-disk-has-no-image",
         "blank-disk-needs-size",
         "static-nic-needs-address",
+        "attributes-only",
+        "image-url",
     ] {
         assert!(ids.contains(id), "rule {id} is missing");
     }
@@ -438,8 +440,6 @@ fn sections_written_by_description_rs_validate() {
 // -------------------------------------------------------------------------------------------
 // (c) the WSDL files
 
-const WSRP_OPS: [&str; 4] =
-    ["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties", "SetResourceProperties"];
 const WSRL_OPS: [&str; 2] = ["Destroy", "SetTerminationTime"];
 
 struct WsdlSpec {
@@ -452,11 +452,21 @@ struct WsdlSpec {
     rp_root: Option<(&'static str, &'static str)>,
     /// Application operations and their soapAction.
     app_ops: &'static [(&'static str, &'static str)],
-    wsrf: bool,
+    /// The WSRF operations it declares (WSRP first, then WSRL), with their WSRF actions.
+    wsrf: &'static [&'static str],
     inline: &'static [&'static str],
 }
 
-const WSDLS: [WsdlSpec; 3] = [
+const ALL_WSRF: &[&str] = &[
+    "GetResourceProperty",
+    "GetMultipleResourceProperties",
+    "QueryResourceProperties",
+    "SetResourceProperties",
+    "Destroy",
+    "SetTerminationTime",
+];
+
+const WSDLS: [WsdlSpec; 4] = [
     WsdlSpec {
         file: "factory.wsdl",
         served_as: &["WorkspaceFactoryService"],
@@ -464,7 +474,7 @@ const WSDLS: [WsdlSpec; 3] = [
         port_type: "WorkspaceFactoryPortType",
         rp_root: None,
         app_ops: &[("create", "http://vws.dev/2026/11/workspace/WorkspaceFactoryPortType/createRequest")],
-        wsrf: false,
+        wsrf: &[],
         inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrl-2004-06.xsd", "nimbus-properties.xsd", "workspace.xsd"],
     },
     WsdlSpec {
@@ -485,7 +495,7 @@ const WSDLS: [WsdlSpec; 3] = [
             ("restore", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/restoreRequest"),
             ("console", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/consoleRequest"),
         ],
-        wsrf: true,
+        wsrf: ALL_WSRF,
         inline: &[
             "wsa-2004-03.xsd",
             "wsbf-2004-06.xsd",
@@ -505,8 +515,25 @@ const WSDLS: [WsdlSpec; 3] = [
             ("createCounter", "http://counter.com/CounterPortType/createCounterRequest"),
             ("add", "http://counter.com/CounterPortType/addRequest"),
         ],
-        wsrf: true,
+        wsrf: ALL_WSRF,
         inline: &["wsa-2004-03.xsd", "wsbf-2004-06.xsd", "wsrp-2004-06.xsd", "wsrl-2004-06.xsd", "counter.xsd"],
+    },
+    WsdlSpec {
+        file: "manager.wsdl",
+        served_as: &["WorkspaceManagerService"],
+        service: "WorkspaceManagerService",
+        port_type: "WorkspaceManagerPortType",
+        rp_root: Some((VWS, "ManagerResourceProperties")),
+        app_ops: &[],
+        wsrf: &["GetResourceProperty", "GetMultipleResourceProperties"],
+        inline: &[
+            "wsa-2004-03.xsd",
+            "wsbf-2004-06.xsd",
+            "wsrp-2004-06.xsd",
+            "wsrl-2004-06.xsd",
+            "nimbus-properties.xsd",
+            "workspace.xsd",
+        ],
     },
 ];
 
@@ -517,13 +544,9 @@ impl WsdlSpec {
     /// operation name -> soapAction
     fn expected_actions(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = self.app_ops.iter().map(|(o, a)| (o.to_string(), a.to_string())).collect();
-        if self.wsrf {
-            for op in WSRP_OPS {
-                m.insert(op.into(), format!("{WSRP_ACTION}/{op}"));
-            }
-            for op in WSRL_OPS {
-                m.insert(op.into(), format!("{WSRL_ACTION}/{op}"));
-            }
+        for op in self.wsrf {
+            let base = if WSRL_OPS.contains(op) { WSRL_ACTION } else { WSRP_ACTION };
+            m.insert(op.to_string(), format!("{base}/{op}"));
         }
         m
     }
@@ -813,6 +836,46 @@ fn vwsd_serves_each_wsdl_with_the_address_used() {
                 let loc = ctx.findvalue("string(/wsdl:definitions/wsdl:service/wsdl:port/soap:address/@location)", None).unwrap();
                 assert_eq!(loc, url, "{service} via Host {host}");
             }
+        }
+    }
+}
+
+/// What generated clients need of the served WSDLs (issue 13, findings 4 and 5): no global
+/// element declares a resource key (as in GT 4.0 and Nimbus, so zeep keeps the EPR's
+/// ReferenceProperties as elements it can echo as headers), and WS-BaseFaults' ErrorCode is text
+/// with its required dialect attribute, not the draft's complexContent extension of xs:anyType
+/// (which made `python -m zeep URL` crash; a mixed complexType made zeep drop the code's text).
+#[test]
+fn served_wsdls_declare_no_key_element_and_a_readable_error_code() {
+    let s = Server::start();
+    for spec in &WSDLS {
+        for &service in spec.served_as {
+            let r = get_wsdl(&s, service, &s.addr);
+            assert_eq!(r.status, 200, "{service}: {}", r.body);
+            let _g = libxml();
+            let doc = parse_doc(&r.body).unwrap();
+            let mut ctx = wsdl_context(&doc);
+            let globals = global_elements(&mut ctx);
+            for key in ["WorkspaceKey", "CounterKey"] {
+                assert!(
+                    !globals.iter().any(|(_, l)| l == key),
+                    "{service}: the WSDL declares a global {key} element; zeep then hands back the key as a bare string"
+                );
+            }
+            let codes = ctx.findnodes("//xs:complexType[@name='BaseFaultType']//xs:element[@name='ErrorCode']", None).unwrap();
+            assert_eq!(codes.len(), 1, "{service}: one ErrorCode in BaseFaultType");
+            let ct = ctx.findnodes("xs:complexType", Some(&codes[0])).unwrap();
+            assert_eq!(ct.len(), 1, "{service}: ErrorCode has an anonymous complexType");
+            assert!(
+                ctx.findnodes("xs:complexContent", Some(&ct[0])).unwrap().is_empty(),
+                "{service}: no complexContent in ErrorCode"
+            );
+            let ext = ctx.findnodes("xs:simpleContent/xs:extension", Some(&ct[0])).unwrap();
+            assert_eq!(ext.len(), 1, "{service}: ErrorCode is text with attributes");
+            assert_eq!(ext[0].get_attribute("base").as_deref(), Some("xs:string"), "{service}: ErrorCode's text is a string");
+            let dialect = ctx.findnodes("xs:attribute[@name='dialect']", Some(&ext[0])).unwrap();
+            assert_eq!(dialect.len(), 1, "{service}: ErrorCode has its dialect attribute");
+            assert_eq!(dialect[0].get_attribute("use").as_deref(), Some("required"));
         }
     }
 }

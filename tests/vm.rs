@@ -341,6 +341,267 @@ fn two_hundred_concurrent_deploys_on_a_fifty_address_pool() {
         assert!(Instant::now() < deadline, "leaked: {} qemu, {} leases\n{}", qemus(&s).len(), leases(&s).len(), s.log());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let pool: Vec<_> = std::fs::read_dir(s.data_dir().join("pool")).unwrap().flatten().collect();
-    assert!(pool.is_empty(), "pool directories left: {}", pool.len());
+    // The address is freed last (Host::teardown): once none is leased, nothing else is left.
+    let pool: Vec<_> = std::fs::read_dir(s.data_dir().join("pool")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(pool.is_empty(), "pool directories left: {pool:?}\n{}", s.log());
+    let run: Vec<_> = std::fs::read_dir(s.data_dir().join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vws-"))
+        .collect();
+    assert!(run.is_empty(), "VM run directories left: {run:?}");
+}
+
+/// A wrapper running the strict fake `xl` (tests/fake-xl/xl) on its own state directory; None
+/// (with a SKIP line) when Xen's libxlutil cannot be loaded to validate configs.
+fn fake_xl(dir: &Path) -> Option<PathBuf> {
+    let probe = std::process::Command::new("python3").args(["-c", "import ctypes; ctypes.CDLL('libxlutil.so.4.17')"]).output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        eprintln!("SKIP: libxlutil.so.4.17 (Debian libxenmisc4.17) cannot be loaded; `make test` installs it");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-xl/xl");
+    let xl = dir.join("xl");
+    std::fs::write(
+        &xl,
+        format!(
+            "#!/bin/sh\nFAKE_XL_DIR='{}' FAKE_XL_ACK_TIMEOUT=0.3 exec '{}' \"$@\"\n",
+            dir.join("xl-state").display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&xl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(xl)
+}
+
+/// `xl list` as (name, flags) of every domain but Domain-0.
+fn xl_domains(xl: &Path) -> Vec<(String, String)> {
+    let out = std::process::Command::new(xl).arg("list").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5 && f[0] != "Domain-0").then(|| (f[0].to_string(), f[4].to_string()))
+        })
+        .collect()
+}
+
+fn manager_prop(s: &Server, local: &str) -> String {
+    let action = format!("{WSRP_ACTION}/GetResourceProperty");
+    let payload =
+        format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:{local}</wsrp:GetResourceProperty>");
+    let r = s.call("WorkspaceManagerService", "", &action, &payload);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+#[test]
+fn the_full_life_cycle_through_vwsd_on_xen_xl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(xl) = fake_xl(tmp.path()) else { return };
+    let g = guest::dir();
+    let host = format!(
+        "[vmm]\ndriver = \"xen\"\nxl = \"{}\"\nkernel = \"{}\"\nramdisk = \"{}\"\nstop_timeout_secs = 5\n\
+         [network]\nsubnet = \"10.21.0.0/24\"\ngateway = \"10.21.0.1\"\nfirst = \"10.21.0.10\"\nlast = \"10.21.0.11\"\n\
+         [host]\nreconcile_secs = 1\n",
+        xl.display(),
+        g.join("vmlinuz").display(),
+        g.join("initrd.img").display()
+    );
+    // A domain started by hand, which no workspace owns: listed as an orphan, never touched.
+    let stray_cfg = tmp.path().join("stray.cfg");
+    std::fs::write(
+        &stray_cfg,
+        format!("name = \"stray\"\ntype = \"pv\"\nmemory = 64\nkernel = \"{}\"\n", g.join("vmlinuz").display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&xl).arg("create").arg(&stray_cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let s = Server::start_with(Conf {
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50\n", g.display()),
+        host,
+        ..Default::default()
+    });
+    assert!(manager_prop(&s, "driver").contains(">xen</w:driver>"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = manager_prop(&s, "orphans");
+        if o.contains("name=\"stray\" driver=\"xen\" id=\"") {
+            assert!(o.contains("state=\"running\" since=\""), "{o}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "stray domain not listed: {o}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let key = s.create_workspace_from(&demo_description());
+    let vm = format!("vws-{key}");
+    let dom = |xl: &Path| xl_domains(xl).into_iter().find(|d| d.0 == vm).map(|d| d.1);
+    deploy_and_wait(&s, &key);
+    assert_eq!(text_prop(&s, &key, "ip").as_deref(), Some("10.21.0.10"));
+    let mac = text_prop(&s, &key, "mac").expect("mac");
+    assert!(prop(&s, &key, "certificate").contains(&format!("/CN={key}")));
+    assert!(dom(&xl).is_some_and(|f| f.contains('p')), "defined paused: {:?}", xl_domains(&xl));
+    let cfg = std::fs::read_to_string(s.data_dir().join(format!("run/{vm}/xl.cfg"))).expect("xl.cfg");
+    assert!(cfg.contains(&format!("mac={mac}")) && cfg.contains("type = \"pv\""), "{cfg}");
+    assert!(cfg.contains(&format!("pool/{key}/overlay00.qcow2")) && cfg.contains("config.img"), "{cfg}");
+
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    assert!(dom(&xl).is_some_and(|f| !f.contains('p')), "{:?}", xl_domains(&xl));
+    assert_eq!(ok(&s, &key, "pause"), "Paused");
+    assert!(dom(&xl).is_some_and(|f| f.contains('p')));
+    assert_eq!(ok(&s, &key, "unpause"), "Running");
+    assert!(dom(&xl).is_some_and(|f| !f.contains('p')));
+
+    assert_eq!(ok(&s, &key, "save"), "Saving");
+    assert_eq!(settle(&s, &key, "Saving", Duration::from_secs(60)), "Saved", "{}", s.log());
+    assert!(dom(&xl).is_none(), "saved: the domain is gone");
+    assert!(s.data_dir().join(format!("pool/{key}/memory.state")).is_file());
+    assert_eq!(ok(&s, &key, "restore"), "Restoring");
+    assert_eq!(settle(&s, &key, "Restoring", Duration::from_secs(60)), "Running", "{}", s.log());
+    assert!(dom(&xl).is_some_and(|f| !f.contains('p')), "restored and running: {:?}", xl_domains(&xl));
+    assert!(!s.data_dir().join(format!("pool/{key}/memory.state")).exists());
+
+    assert_eq!(ok(&s, &key, "stop"), "Stopping");
+    assert_eq!(settle(&s, &key, "Stopping", Duration::from_secs(60)), "Staged", "{}", s.log());
+    assert!(dom(&xl).is_none(), "stopped: the domain is gone");
+    assert!(text_prop(&s, &key, "cause").is_none(), "graceful, not forced");
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    assert!(dom(&xl).is_some());
+    assert_eq!(text_prop(&s, &key, "mac").as_deref(), Some(mac.as_str()), "the MAC is stable");
+
+    assert_eq!(ok(&s, &key, "undeploy"), "Unstaged");
+    assert!(dom(&xl).is_none());
+    assert!(leases(&s).is_empty(), "address freed once the domain is gone");
+    assert!(!s.data_dir().join(format!("pool/{key}")).exists());
+    assert!(!s.data_dir().join(format!("run/{vm}")).exists());
+    let r = s.call(
+        "WorkspaceService",
+        &Server::ws_key_header(&key),
+        &format!("{WSRL_ACTION}/Destroy"),
+        &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Every config went through Xen's parser (the fake refuses what it rejects): the calls.
+    let calls = std::fs::read_to_string(tmp.path().join("xl-state/calls.log")).unwrap();
+    let verbs: Vec<String> = calls
+        .lines()
+        .map(|l| serde_json::from_str::<Vec<String>>(l).unwrap())
+        .filter(|a| a.first().is_some_and(|v| ["create", "restore", "save", "shutdown", "destroy"].contains(&v.as_str())))
+        .map(|a| a[..2.min(a.len())].join(" "))
+        .collect();
+    assert!(verbs.iter().filter(|v| v.as_str() == "create -p").count() >= 2, "{verbs:?}");
+    assert!(verbs.iter().any(|v| v == "restore -p") && verbs.iter().any(|v| v.starts_with("save")), "{verbs:?}");
+    // The stray domain was never touched.
+    assert!(xl_domains(&xl).iter().any(|d| d.0 == "stray"), "the orphan still runs");
+    assert!(manager_prop(&s, "addresses").contains("inUse=\"0\" free=\"2\""));
+}
+
+#[test]
+fn a_qemu_no_workspace_owns_is_listed_as_an_orphan_and_left_running() {
+    let s = vm_server("10.20.0.40", "10.20.0.41", None);
+    let _reaper = Reaper(s.data_dir());
+    // A QEMU started by hand under vwsd's run root (paused before its first instruction: cheap).
+    let run = s.data_dir().join("run").canonicalize().unwrap().join("stray");
+    std::fs::create_dir_all(&run).unwrap();
+    let st = std::process::Command::new("qemu-system-x86_64")
+        .args(["-name", "guest=stray", "-accel", "tcg", "-m", "32", "-nodefaults", "-display", "none", "-S", "-daemonize"])
+        .arg("-qmp")
+        .arg(format!("unix:{}/qmp.sock,server=on,wait=off", run.display()))
+        .arg("-pidfile")
+        .arg(run.join("qemu.pid"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pid: u32 = std::fs::read_to_string(run.join("qemu.pid")).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let o = loop {
+        let o = manager_prop(&s, "orphans");
+        if o.contains("name=\"stray\"") {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "stray QEMU not listed: {o}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(o.contains(&format!("name=\"stray\" driver=\"qemu\" id=\"{pid}\" state=\"paused\" since=\"")), "{o}");
+    let since = between(&o, "since=\"", "\"").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = manager_prop(&s, "orphans");
+    assert!(again.contains(&format!("since=\"{since}\"")), "first seen stays: {again}");
+    assert!(qemus(&s).contains(&pid), "never killed by reconciliation");
+    assert!(manager_prop(&s, "host").contains("<w:host"));
+    assert!(manager_prop(&s, "addresses").contains("first=\"10.20.0.40\" last=\"10.20.0.41\" inUse=\"0\" free=\"2\""));
+    // An unknown property is a WS-RP fault.
+    let r = s.call(
+        "WorkspaceManagerService",
+        "",
+        &format!("{WSRP_ACTION}/GetResourceProperty"),
+        &format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:nope</wsrp:GetResourceProperty>"),
+    );
+    assert_eq!(r.fault_kind().as_deref(), Some("InvalidResourcePropertyQNameFault"), "{}", r.body);
+}
+
+#[test]
+fn with_a_bridge_each_vm_gets_a_tap_on_it_and_answers_on_its_address() {
+    // This test's thread (and every process it starts: vwsd, QEMU) moves into a network
+    // namespace of its own; the bridge and its addresses exist only there.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!("SKIP: cannot create a network namespace here: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ip(&["link", "set", "lo", "up"]);
+    ip(&["link", "add", "vwsbr0", "type", "bridge"]);
+    ip(&["addr", "add", "10.30.0.1/24", "dev", "vwsbr0"]);
+    ip(&["link", "set", "vwsbr0", "up"]);
+    let g = guest::dir();
+    let s = Server::start_with(Conf {
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50\n", g.display()),
+        host: format!(
+            "[vmm]\ndriver = \"qemu\"\naccel = \"tcg\"\nkernel = \"{}\"\nramdisk = \"{}\"\nstop_timeout_secs = 120\nready_timeout_secs = 180\n\
+             [network]\nsubnet = \"10.30.0.0/24\"\ngateway = \"10.30.0.1\"\nfirst = \"10.30.0.10\"\nlast = \"10.30.0.11\"\nbridge = \"vwsbr0\"\n\
+             [host]\nreconcile_secs = 1\n",
+            g.join("vmlinuz").display(),
+            g.join("initrd.img").display()
+        ),
+        ..Default::default()
+    });
+    let _reaper = Reaper(s.data_dir());
+    let key = s.create_workspace_from(&demo_description());
+    deploy_and_wait(&s, &key);
+    let mac = text_prop(&s, &key, "mac").unwrap();
+    let tap = vws::host::qemu::tap_name(&format!("vws-{key}"), 0);
+    let ports = ip(&["-o", "link", "show", "master", "vwsbr0"]);
+    assert!(ports.contains(&format!("{tap}:")), "the VM's tap is on the bridge: {ports}");
+    assert_eq!(ok(&s, &key, "start"), "Running");
+    let console = PathBuf::from(text_prop(&s, &key, "consoleLog").unwrap());
+    let text = guest::wait_for(&console, READY, 1, BOOT);
+    assert!(text.contains(&format!("VWS-GUEST-IP ip=10.30.0.10/24 gw=10.30.0.1 mac={mac}")), "{text}");
+    // The guest answers for its address on the bridge: its ARP reply (with its MAC) is in the
+    // namespace's neighbour table after a datagram to it.
+    let sock = std::net::UdpSocket::bind("10.30.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = sock.send_to(b"hello", "10.30.0.10:9");
+        std::thread::sleep(Duration::from_millis(300));
+        let n = ip(&["neigh", "show", "10.30.0.10", "dev", "vwsbr0"]);
+        if n.contains(&format!("lladdr {mac}")) && !n.contains("FAILED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ARP answer from 10.30.0.10: {n}\n{}", s.log());
+    }
+    assert_eq!(ok(&s, &key, "undeploy"), "Unstaged");
+    let ports = ip(&["-o", "link", "show", "master", "vwsbr0"]);
+    assert!(!ports.contains(&tap), "the tap goes with the VM: {ports}");
 }

@@ -834,21 +834,31 @@ fn set_termination_time_in_the_past_destroys_soon() {
 // WS-BaseNotification
 
 #[test]
-fn notification_requests_answer_topic_not_supported() {
+fn notification_requests_name_unknown_topics_and_answer_current_messages() {
     let s = Server::start();
     let key = s.create_workspace();
-    let gcm = format!(
-        "<wsnt:GetCurrentMessage xmlns:wsnt=\"{WSNT}\" xmlns:w=\"{VWS}\"><wsnt:Topic Dialect=\"{SIMPLE_TOPIC}\">w:state</wsnt:Topic></wsnt:GetCurrentMessage>"
+    // A declared property is a topic: its current value is the current message.
+    let gcm = |topic: &str| {
+        format!(
+            "<wsnt:GetCurrentMessage xmlns:wsnt=\"{WSNT}\" xmlns:w=\"{VWS}\" xmlns:n=\"{NIMBUS}\"><wsnt:Topic Dialect=\"{SIMPLE_TOPIC}\">{topic}</wsnt:Topic></wsnt:GetCurrentMessage>"
+        )
+    };
+    let r = ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm("n:CurrentState"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(">Unstaged</"), "{}", r.body);
+    let f = wsrf_fault(
+        &ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm("w:nosuch")),
+        WSNT,
+        "TopicNotSupportedFault",
     );
-    let f = wsrf_fault(&ws_call(&s, &key, &format!("{WSNT_ACTION}/GetCurrentMessage"), &gcm), WSNT, "TopicNotSupportedFault");
-    assert!(description(&f).contains(&format!("{{{VWS}}}state")), "{}", description(&f));
+    assert!(description(&f).contains(&format!("{{{VWS}}}nosuch")), "{}", description(&f));
     let sub = format!(
         "<wsnt:Subscribe xmlns:wsnt=\"{WSNT}\" xmlns:wsa=\"{WSA}\" xmlns:n=\"{NIMBUS}\">\
 <wsnt:ConsumerReference><wsa:Address>http://127.0.0.1:1/consumer</wsa:Address></wsnt:ConsumerReference>\
-<wsnt:TopicExpression Dialect=\"{SIMPLE_TOPIC}\">n:CurrentState</wsnt:TopicExpression><wsnt:UseNotify>true</wsnt:UseNotify></wsnt:Subscribe>"
+<wsnt:TopicExpression Dialect=\"{SIMPLE_TOPIC}\">n:NoSuchState</wsnt:TopicExpression><wsnt:UseNotify>true</wsnt:UseNotify></wsnt:Subscribe>"
     );
     let f = wsrf_fault(&ws_call(&s, &key, &format!("{WSNT_ACTION}/Subscribe"), &sub), WSNT, "TopicNotSupportedFault");
-    assert!(description(&f).contains(&format!("{{{NIMBUS}}}CurrentState")), "{}", description(&f));
+    assert!(description(&f).contains(&format!("{{{NIMBUS}}}NoSuchState")), "{}", description(&f));
     // Unknown resource: WS-BaseNotification's ResourceUnknownFault.
     wsrf_fault(&ws_call(&s, "nope", &format!("{WSNT_ACTION}/Subscribe"), &sub), WSNT, "ResourceUnknownFault");
     // Counters too.

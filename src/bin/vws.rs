@@ -2,7 +2,8 @@
 //!
 //! `vws --service URL create DESCRIPTION.xml --epr-out FILE`, and for a resource
 //! `vws --epr FILE get-property QNAME | get-properties QNAME... | query XPATH |
-//! set-termination-time (RFC3339|+SECONDS|never) | destroy | deploy [--no-wait] | undeploy`.
+//! set-termination-time (RFC3339|+SECONDS|never) | destroy | deploy [--no-wait] | undeploy |
+//! watch [PROPERTY…]`.
 //! `vws stage [--streams N] [--no-dcau] [--prot C|S|P] SRC DST` copies an image between file://, http(s)://,
 //! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
 
@@ -54,6 +55,15 @@ enum Cmd {
         description: PathBuf,
         #[arg(long)]
         epr_out: Option<PathBuf>,
+    },
+    /// Subscribe to property changes (WS-BaseNotification) and print each as it arrives
+    /// (`HH:MM:SS.mmm PROPERTY OLD → NEW`, UTC) until Ctrl-C / SIGTERM, which ends the
+    /// subscriptions. PROPERTY: a topic's local name, prefix:local or {ns}local; default CurrentState.
+    Watch {
+        properties: Vec<String>,
+        /// Consumer listen address (default: this host's address towards the service, any port).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// One resource property ({ns}local, vws:/nimbus:/wsrl:/wsrp: prefix, or a vws local name).
     GetProperty { qname: String },
@@ -632,6 +642,10 @@ async fn run(args: Args) -> Result<i32, ClientError> {
         Cmd::Undeploy => {
             let epr = resource(&args)?;
             println!("{}", c.invoke(&epr, &ManagerRequest::new(ManagerOp::Undeploy)).await?.state);
+        }
+        Cmd::Watch { properties, listen } => {
+            let epr = resource(&args)?;
+            return client::watch::watch(&c, &epr, properties, listen.as_deref()).await;
         }
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }

@@ -2,6 +2,8 @@
 //! headers, reference properties copied as headers), send them over HTTP/1.1, and turn answers
 //! and SOAP faults into values and readable errors.
 
+pub mod watch;
+
 use crate::soap::epr::Epr;
 use crate::soap::message::{Message, Request};
 use crate::soap::ns;

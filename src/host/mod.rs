@@ -6,6 +6,12 @@
 //! ([`vm::VmEngine`]: overlays, addresses, per-workspace credentials from the host CA
 //! ([`ca::HostCa`]), the guest's config disk, every VM operation) runs what deploy staged.
 //!
+//! Everything a workspace holds on this host goes through one path, [`Host::teardown`]: its VM
+//! destroyed and confirmed gone, its pool directory (staged images, overlays, config disk, save
+//! file, console log) and run directory removed, then its address freed. Undeploy, destroy, a
+//! failed deploy and reconciliation all use it, each under the workspace's lock
+//! ([`Host::lock_of`]), which also serialises a finishing staging (the VM being defined) with them.
+//!
 //! Nothing here knows SOAP or resource homes: the engine reads and writes the workspace records
 //! it needs (state, description, the staging report) through the small [`Ledger`] interface,
 //! which the service layer implements over its resource home.
@@ -82,9 +88,24 @@ pub struct Recovery {
     pub removed: usize,
 }
 
+/// What [`Host::teardown`] does with the workspace's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Teardown {
+    /// The workspace stays (undeploy, a failed deploy): its IP goes back to the pool, its MAC
+    /// stays its own.
+    Undeploy,
+    /// The workspace is gone: its MAC goes too, and a staging under way is cancelled.
+    Destroyed,
+}
+
 /// This host's engine.
 pub struct Host {
     pool: Pool,
+    /// The VM engine (None: `vmm.driver = "none"`, deploy only stages).
+    engine: Option<Arc<vm::VmEngine>>,
+    /// One lock per workspace, serialising what changes its VM and files (operations, the end of
+    /// a staging, teardown, reconciliation).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     roots: FileRoots,
     stager: Stager,
     permits: tokio::sync::Semaphore,
@@ -96,9 +117,15 @@ pub struct Host {
 impl Host {
     /// The engine, staging as `settings` say and keeping its records in `ledger`. Fails when the
     /// pool cannot be created or a file root does not exist.
-    pub fn new(settings: &StagingSettings, ledger: Arc<dyn Ledger>) -> Result<Arc<Host>, String> {
+    pub fn new(
+        settings: &StagingSettings,
+        ledger: Arc<dyn Ledger>,
+        engine: Option<Arc<vm::VmEngine>>,
+    ) -> Result<Arc<Host>, String> {
         Ok(Arc::new(Host {
             pool: Pool::open(&settings.pool)?,
+            engine,
+            locks: Mutex::new(HashMap::new()),
             roots: FileRoots::new(&settings.file_roots)?,
             stager: Stager::new(settings.options()),
             permits: tokio::sync::Semaphore::new(settings.max_concurrent.max(1)),
@@ -135,18 +162,68 @@ impl Host {
         self.jobs.lock().unwrap().contains_key(key)
     }
 
-    /// Removes a workspace's images (undeploy; the state change is durable already).
-    pub async fn release(&self, key: &str) {
-        self.pool.release(key).await;
+    /// The VM engine (None: deploy only stages).
+    pub fn engine(&self) -> Option<&Arc<vm::VmEngine>> {
+        self.engine.as_ref()
+    }
+
+    /// The lock of one workspace: whoever changes its VM or its files holds it.
+    pub fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap().entry(key.to_string()).or_default().clone()
     }
 
     /// A workspace is gone: cancel its staging (a shared transfer stops only when every party
-    /// cancels) and remove its images. Quick: the removal runs in the background.
+    /// cancels). Quick; the staging job tears down what it made when it ends.
     pub fn discard(&self, key: &str) {
         if let Some(flag) = self.jobs.lock().unwrap().get(key) {
             flag.store(true, Ordering::Relaxed);
         }
-        self.pool.release_later(key);
+    }
+
+    /// Destroys a workspace's VM; returns once the driver confirmed it gone (Ok when there was
+    /// none). The address and files stay.
+    pub async fn destroy_vm(&self, key: &str) -> Result<(), vm::EngineError> {
+        let Some(e) = self.engine.clone() else { return Ok(()) };
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || e.destroy_vm(&k)).await.unwrap_or_else(|j| Err(vm::EngineError::Setup(j.to_string())))
+    }
+
+    /// Everything a workspace holds on this host goes, in this order: its VM (destroyed and
+    /// confirmed gone), its pool directory (staged images, overlays, config disk, certificate,
+    /// save file, console log) and run directory, then its address (`how`). When the VM is not
+    /// confirmed gone nothing else is touched (the address is never freed under a live VM,
+    /// Nimbus #101). Idempotent; the caller holds the workspace's lock ([`Host::lock_of`]).
+    pub async fn teardown(&self, key: &str, how: Teardown) -> Result<(), vm::EngineError> {
+        let started = std::time::Instant::now();
+        if how == Teardown::Destroyed {
+            self.discard(key);
+        }
+        let (engine, dir, k) = (self.engine.clone(), self.pool.dir(key), key.to_string());
+        let r = tokio::task::spawn_blocking(move || {
+            if let Some(e) = &engine {
+                e.destroy_vm(&k)?;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(vm::EngineError::Setup(format!("removing {}: {err}", dir.display()))),
+            }
+            if let Some(e) = &engine {
+                e.remove_run_dir(&k);
+                e.free_address(&k, how == Teardown::Destroyed)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|j| Err(vm::EngineError::Setup(j.to_string())));
+        match &r {
+            Ok(()) => tracing::debug!(key, ?how, ms = started.elapsed().as_secs_f64() * 1e3, "torn down"),
+            Err(e) => tracing::error!(key, ?how, error = %e, "teardown incomplete (address kept)"),
+        }
+        if how == Teardown::Destroyed && r.is_ok() {
+            self.locks.lock().unwrap().remove(key);
+        }
+        r
     }
 
     /// After a restart: stagings that were under way start again from the beginning (their
@@ -348,7 +425,7 @@ mod tests {
         std::fs::write(roots.join("a.img"), &data).unwrap();
         std::fs::write(outside.join("secret"), b"no").unwrap();
         let ledger = Arc::new(MemLedger::default());
-        let host = Host::new(&settings(&tmp.path().join("pool"), &[&roots]), ledger.clone()).unwrap();
+        let host = Host::new(&settings(&tmp.path().join("pool"), &[&roots]), ledger.clone(), None).unwrap();
 
         let refused = host.plan("k", &description(&[file_url(&outside.join("secret"))])).unwrap_err();
         assert_eq!(refused.kind(), roots::RULE);
@@ -375,7 +452,7 @@ mod tests {
         assert_eq!(std::fs::read(host.pool().dir("k").join("disk00-d0")).unwrap(), data);
         assert!(ledger.progress.lock().unwrap().iter().any(|(_, r)| r.status == StagingStatus::Staging));
 
-        host.release("k").await;
+        host.teardown("k", Teardown::Undeploy).await.unwrap();
         assert!(!host.pool().dir("k").exists());
     }
 
@@ -398,7 +475,7 @@ mod tests {
         ledger.put("b", State::Staging, description(&[ok.clone(), file_url(&outside.join("no.img"))]));
         ledger.put("c", State::Staged, description(std::slice::from_ref(&ok)));
         ledger.put("u", State::Unstaged, description(std::slice::from_ref(&ok)));
-        let host = Host::new(&settings(&pool_root, &[&roots]), ledger.clone()).unwrap();
+        let host = Host::new(&settings(&pool_root, &[&roots]), ledger.clone(), None).unwrap();
 
         let rec = host.recover().await;
         assert_eq!(rec, Recovery { resumed: 1, refused: 1, removed: 1 });

@@ -42,18 +42,6 @@ impl Pool {
         let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
     }
 
-    /// Removes a workspace's directory without waiting (for callers that must be quick, such as
-    /// a destroy hook); inline when there is no runtime.
-    pub fn release_later(&self, key: &str) {
-        let dir = self.dir(key);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || remove_dir(&dir));
-            }
-            Err(_) => remove_dir(&dir),
-        }
-    }
-
     /// Removes every directory whose name is not in `keep`; returns how many went.
     pub async fn sweep(&self, keep: HashSet<String>) -> usize {
         let root = self.root.clone();

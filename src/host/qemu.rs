@@ -366,7 +366,8 @@ impl QemuDriver {
         }
         for (i, n) in spec.nics.iter().enumerate() {
             let netdev = match (&n.bridge, &self.cfg.user_net) {
-                (Some(br), _) => format!("bridge,id=n{i},br={}", br.replace(',', ",,")),
+                // A tap of this VM (QEMU creates it; `launch` puts it on the bridge).
+                (Some(_), _) => format!("tap,id=n{i},ifname={},script=no,downscript=no", tap_name(&spec.name, i)),
                 (None, Some(u)) => format!("user,id=n{i},net={},host={}", u.net, u.host),
                 (None, None) => format!("user,id=n{i}"),
             };
@@ -419,6 +420,14 @@ impl QemuDriver {
             return Err(VmmError::Tool { tool: self.cfg.binary.display().to_string(), code: out.status.code(), stderr });
         }
         let pid = std::fs::read_to_string(spec.run_dir.join("qemu.pid")).ok().and_then(|s| s.trim().parse().ok());
+        for (i, n) in spec.nics.iter().enumerate() {
+            if let Some(br) = &n.bridge {
+                if let Err(e) = attach_tap(&tap_name(&spec.name, i), br) {
+                    let _ = self.destroy(&spec.name);
+                    return Err(e);
+                }
+            }
+        }
         if let Some(p) = incoming {
             // Wait for the incoming migration to finish: the VM is then paused (-S).
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -451,6 +460,28 @@ impl QemuDriver {
         }
         Ok(VmInfo { name: spec.name.clone(), state: VmState::Paused, id: pid })
     }
+}
+
+/// The tap device of a VM's `i`th NIC: `vt` + 10 hex digits of a hash of its name + the NIC
+/// number (an interface name has at most 15 bytes).
+pub fn tap_name(vm: &str, i: usize) -> String {
+    let h = openssl::sha::sha256(vm.as_bytes());
+    format!("vt{}{i}", h.iter().take(5).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Puts a tap on a bridge and brings it up (iproute2's `ip`, argv built directly).
+fn attach_tap(tap: &str, bridge: &str) -> Result<(), VmmError> {
+    for args in [vec!["link", "set", "dev", tap, "master", bridge], vec!["link", "set", "dev", tap, "up"]] {
+        let out = Command::new("ip").args(&args).output().map_err(|e| io("cannot run ip (iproute2)", e))?;
+        if !out.status.success() {
+            return Err(VmmError::Tool {
+                tool: format!("ip {}", args.join(" ")),
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn drive(i: usize, d: &DiskSpec) -> String {
@@ -685,6 +716,13 @@ mod tests {
         assert!(a.contains(&"console=ttyS0 quiet".to_string()), "the command line stays one argument");
         let r = d.argv(&spec(&root), Some(Path::new("/pool/a/save.state")));
         assert_eq!(r.last().unwrap(), "file:/pool/a/save.state");
+        // With a bridge: a tap of this VM, named after it, no scripts (vwsd attaches it).
+        let mut bridged = spec(&root);
+        bridged.nics[0].bridge = Some("br0".into());
+        let j = d.argv(&bridged, None).join(" ");
+        let tap = tap_name("vws-a", 0);
+        assert!(tap.len() <= 15 && tap.starts_with("vt") && tap != tap_name("vws-b", 0), "{tap}");
+        assert!(j.contains(&format!("-netdev tap,id=n0,ifname={tap},script=no,downscript=no")), "{j}");
     }
 
     #[test]

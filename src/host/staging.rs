@@ -6,9 +6,9 @@
 //! workspace to Staged, or back to Unstaged with the error kept in the report.
 
 use super::pool::Pool;
-use super::{now_ms, Host, PlanError};
+use super::{now_ms, Host, PlanError, Teardown};
 use crate::transfer::{self, Digest, Options, ProgressInfo, TransferError};
-use crate::workspace::{Description, Event};
+use crate::workspace::{Description, Event, State};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -314,17 +314,22 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
         r.clone()
     };
     let event = if failure.is_some() { Event::StagingFailed } else { Event::StagingDone };
+    // The end of a staging (the ledger defines the VM) is serialised with the workspace's other
+    // changes; a staging that ended in Unstaged, or for a workspace that is gone, leaves nothing.
+    let lock = host.lock_of(&key);
+    let _guard = lock.lock().await;
     match host.ledger.finish(&key, event, &final_report).await {
         Ok(s) => {
-            if failure.is_some() {
-                host.pool.release(&key).await;
+            if s == State::Unstaged {
+                let _ = host.teardown(&key, Teardown::Undeploy).await;
             }
             tracing::info!(key, state = s.as_str(), "staging finished");
         }
         Err(why) => {
             // Destroyed (or changed) meanwhile: nothing of this staging may stay behind.
-            tracing::info!(key, "staging ended for a workspace that is gone: {why}");
-            host.pool.release(&key).await;
+            tracing::info!(key, "staging ended for a workspace that is gone or moved on: {why}");
+            let gone = host.ledger.description(&key).await.is_none();
+            let _ = host.teardown(&key, if gone { Teardown::Destroyed } else { Teardown::Undeploy }).await;
         }
     }
 }

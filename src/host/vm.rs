@@ -196,8 +196,8 @@ impl VmEngine {
     }
 
     /// After staging: overlays, credentials, config disk, the VM defined paused (and, for a hot
-    /// workspace, booted once to its ready line and paused again). On failure everything this
-    /// made is removed again (the VM destroyed, the address kept: the caller decides).
+    /// workspace, booted once to its ready line and paused again). On failure the VM (if any) is
+    /// destroyed; the files and the address stay for the caller's [`super::Host::teardown`].
     pub fn provision(
         &self,
         key: &str,
@@ -209,19 +209,8 @@ impl VmEngine {
         let r = self.provision_inner(key, disks, memory_mib, vcpus, hot);
         if r.is_err() {
             let _ = self.vmm.destroy(&Self::vm_name(key));
-            self.remove_made_files(key, disks.len());
         }
         r
-    }
-
-    fn remove_made_files(&self, key: &str, n: usize) {
-        for i in 0..n {
-            let _ = std::fs::remove_file(self.overlay(key, i));
-        }
-        for f in [self.config_disk(key), self.dir(key).join("cert.pem"), self.save_file(key)] {
-            let _ = std::fs::remove_file(f);
-        }
-        let _ = std::fs::remove_dir_all(self.dir(key).join("config"));
     }
 
     fn provision_inner(
@@ -240,9 +229,18 @@ impl VmEngine {
                 )));
             }
         }
+        // Where deploy's time goes, step by step (logged at debug level).
+        let t0 = Instant::now();
+        let mut steps: Vec<(&str, f64)> = Vec::new();
+        let mut lap = |name: &'static str, since: &mut Instant| {
+            steps.push((name, since.elapsed().as_secs_f64() * 1e3));
+            *since = Instant::now();
+        };
+        let mut t = t0;
+        let lease = self.allocate(key)?;
+        lap("lease", &mut t);
         let dir = self.dir(key);
         std::fs::create_dir_all(&dir).map_err(|e| setup(dir.display(), e))?;
-        let lease = self.allocate(key)?;
         for (i, d) in disks.iter().enumerate() {
             match &d.staged {
                 Some(p) if !(d.read_only || d.cdrom) => self.make_overlay(p, &self.overlay(key, i))?,
@@ -254,17 +252,23 @@ impl VmEngine {
                 None => self.make_blank(&self.overlay(key, i), d.blank_mib.max(1))?,
             }
         }
+        lap("overlays", &mut t);
         let issued = self.ca.issue(key).map_err(EngineError::Setup)?;
         std::fs::write(dir.join("cert.pem"), &issued.cert_pem).map_err(|e| setup("cert.pem", e))?;
+        lap("certificate", &mut t);
         self.write_config_disk(key, &lease, &issued)?;
+        lap("config_disk", &mut t);
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
         self.vmm.create_paused(&spec)?;
+        lap("vm_defined", &mut t);
         if hot {
             let from = std::fs::metadata(self.console(key)).map(|m| m.len()).unwrap_or(0);
             self.vmm.unpause(&spec.name)?;
             self.wait_ready(key, from)?;
             self.vmm.pause(&spec.name)?;
+            lap("hot_boot", &mut t);
         }
+        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM provisioned");
         Ok(Placement {
             vm: spec.name,
             ip: lease.ip,
@@ -440,17 +444,33 @@ impl VmEngine {
         Ok(())
     }
 
-    /// Destroys the VM; only once the driver confirmed it gone is the address returned.
-    pub fn teardown(&self, key: &str) -> Result<(), EngineError> {
-        self.vmm.destroy(&Self::vm_name(key))?;
-        self.leases.release(key)?;
-        Ok(())
+    /// Destroys the workspace's VM; returns once the driver confirmed it gone (Ok when none).
+    pub fn destroy_vm(&self, key: &str) -> Result<(), EngineError> {
+        Ok(self.vmm.destroy(&Self::vm_name(key))?)
     }
 
-    /// Teardown for a destroyed workspace: the MAC goes too.
-    pub fn forget(&self, key: &str) -> Result<(), EngineError> {
-        self.vmm.destroy(&Self::vm_name(key))?;
-        self.leases.forget(key)?;
+    /// The VM's run directory (sockets, pid file, generated config).
+    pub fn run_dir(&self, key: &str) -> PathBuf {
+        self.cfg.run_root.join(Self::vm_name(key))
+    }
+
+    /// Removes the VM's run directory (the VM is gone).
+    pub fn remove_run_dir(&self, key: &str) {
+        match std::fs::remove_dir_all(self.run_dir(key)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(key, error = %e, "cannot remove the VM's run directory"),
+        }
+    }
+
+    /// Frees the workspace's address (its VM is confirmed gone); `forget`: the MAC goes too
+    /// (the workspace is destroyed).
+    pub fn free_address(&self, key: &str, forget: bool) -> Result<(), EngineError> {
+        if forget {
+            self.leases.forget(key)?;
+        } else {
+            self.leases.release(key)?;
+        }
         Ok(())
     }
 

@@ -315,6 +315,9 @@ pub struct CertDir {
     path: PathBuf,
     cas: Vec<TrustedCa>,
     store: X509Store,
+    /// Unique per load: a reloaded directory (new CAs, CRLs, policies) never matches what was
+    /// validated against an earlier one (the validated-chain cache is keyed by it).
+    generation: u64,
 }
 
 impl std::fmt::Debug for CertDir {
@@ -407,7 +410,14 @@ impl CertDir {
             tracing::warn!(dir = %path.display(), "no trusted CA certificates found");
         }
         let store = build_store(&cas, None)?;
-        Ok(CertDir { path, cas, store })
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(CertDir { path, cas, store, generation })
+    }
+
+    /// This load's generation (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn path(&self) -> &Path {

@@ -123,13 +123,88 @@ fn now_unix() -> i64 {
 
 /// Validates `chain` (leaf first) against `dir` now.
 pub fn validate_chain(chain: &[X509], dir: &CertDir) -> Result<Validated, GsiError> {
-    validate(chain, dir, None)
+    cached_validate(chain, dir, None)
 }
 
 /// Validates `chain` as of `at` (Unix seconds).
 pub fn validate_chain_at(chain: &[X509], dir: &CertDir, at: i64) -> Result<Validated, GsiError> {
     let _clear = xu::ClearErrorsOnDrop;
-    validate(chain, dir, Some(at))
+    cached_validate(chain, dir, Some(at))
+}
+
+/// Validated chains, remembered for a short time ([`set_chain_cache_ttl`], default 30 s) so a
+/// peer that signs many messages (or opens many connections) with one proxy is not validated
+/// again each time. Key: the SHA-256 fingerprints of the chain's certificates and the trust
+/// directory's generation (a reloaded directory — new CRLs, CAs, policies — matches nothing
+/// cached before). An entry serves a validation at time `at` only when `at` lies between the
+/// time it was validated at and that time plus the TTL, and before the chain's earliest
+/// notAfter. Only successes are cached. Revocation therefore takes effect at the latest one TTL
+/// after the directory that carries the CRL is loaded.
+mod chain_cache {
+    use super::Validated;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    pub(super) const MAX_ENTRIES: usize = 4096;
+    pub(super) static TTL_MS: AtomicU64 = AtomicU64::new(30_000);
+
+    pub(super) struct Entry {
+        pub validated_at: i64,
+        pub v: Validated,
+    }
+
+    /// (trust directory generation, chain fingerprints) → entry.
+    pub(super) type Map = HashMap<(u64, Vec<u8>), Entry>;
+    pub(super) static CACHE: Mutex<Option<Map>> = Mutex::new(None);
+
+    pub(super) fn ttl_secs() -> i64 {
+        (TTL_MS.load(Ordering::Relaxed) / 1000) as i64
+    }
+}
+
+/// How long a validated chain is remembered (0 turns the cache off and empties it).
+pub fn set_chain_cache_ttl(ttl: std::time::Duration) {
+    chain_cache::TTL_MS.store(ttl.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    if ttl.is_zero() {
+        *chain_cache::CACHE.lock().unwrap() = None;
+    }
+}
+
+fn chain_key(chain: &[X509]) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(32 * chain.len());
+    for c in chain {
+        key.extend_from_slice(&c.digest(openssl::hash::MessageDigest::sha256()).ok()?);
+    }
+    Some(key)
+}
+
+fn cached_validate(chain: &[X509], dir: &CertDir, at: Option<i64>) -> Result<Validated, GsiError> {
+    let ttl = chain_cache::ttl_secs();
+    if ttl <= 0 || chain.is_empty() {
+        return validate(chain, dir, at);
+    }
+    let Some(fp) = chain_key(chain) else { return validate(chain, dir, at) };
+    let now = at.unwrap_or_else(now_unix);
+    let key = (dir.generation(), fp);
+    if let Some(map) = chain_cache::CACHE.lock().unwrap().as_ref() {
+        if let Some(e) = map.get(&key) {
+            if now >= e.validated_at && now < e.validated_at + ttl && now < e.v.not_after.unix_timestamp() {
+                return Ok(e.v.clone());
+            }
+        }
+    }
+    let v = validate(chain, dir, at)?;
+    let mut guard = chain_cache::CACHE.lock().unwrap();
+    let map = guard.get_or_insert_with(Default::default);
+    if map.len() >= chain_cache::MAX_ENTRIES {
+        map.retain(|_, e| now < e.validated_at + ttl);
+        if map.len() >= chain_cache::MAX_ENTRIES {
+            map.clear();
+        }
+    }
+    map.insert(key, chain_cache::Entry { validated_at: now, v: v.clone() });
+    Ok(v)
 }
 
 fn exts_of(cert: &X509Ref) -> Result<Vec<Ext>, GsiError> {

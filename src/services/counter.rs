@@ -28,7 +28,7 @@ pub struct CounterService {
 pub fn resource_type(writable: bool) -> ResourceType {
     let value =
         if writable { PropertyDecl::modifiable(COUNTER, "Value", 1, Some(1)) } else { PropertyDecl::read_only(COUNTER, "Value") };
-    ResourceType::new(QName::new(COUNTER, "Counter"), vec![value])
+    ResourceType::new(QName::new(COUNTER, "Counter"), vec![value]).with_topics()
 }
 
 pub fn key_name() -> QName {

@@ -18,7 +18,7 @@ use super::{answer, Shared};
 use crate::host::staging::{ImageStatus, Report};
 use crate::host::vm::{DiskPlan, EngineError, Placement, VmEngine};
 use crate::host::vmm::{VmState, VmmError};
-use crate::host::{BoxFuture, Host, Ledger, PlanError};
+use crate::host::{BoxFuture, Host, Ledger, PlanError, Teardown};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::message::Message;
@@ -48,10 +48,22 @@ pub struct Vms {
     engine: Option<Arc<VmEngine>>,
     /// The data directory: `file:RELATIVE` image URLs are below it.
     data: PathBuf,
-    /// One lock per workspace serialising its VM operations (a long one holds it until done).
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// VMs the driver sees that no workspace owns (never killed), from the last reconciliation.
-    orphans: Mutex<Vec<String>>,
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+/// A VM running on this host that no workspace owns: listed in the Manager's `orphans`
+/// property, never killed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub name: String,
+    /// `qemu` or `xen`.
+    pub driver: &'static str,
+    /// QEMU process id or Xen domain id.
+    pub id: Option<u32>,
+    pub state: VmState,
+    /// When reconciliation first saw it (ms since the epoch).
+    pub since_ms: i64,
 }
 
 /// The `{vws}staging` property for a staging report.
@@ -153,7 +165,7 @@ impl VmOp {
 }
 
 /// This machine's name, for the `host` property.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
     let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if r == 0 {
@@ -280,8 +292,8 @@ impl Ledger for WorkspaceLedger {
                     }
                 }
             }
-            let r = self
-                .home
+            // Unstaged or gone: the staging job tears down what was made (Host::teardown).
+            self.home
                 .update(key, FaultType::RpResourceUnknown, |st| {
                     let s = transition(&self.home, st, key, event, "finishing a staging", Some(&report))?;
                     set_placement(&self.home.rtype, st, placement.as_ref());
@@ -289,13 +301,7 @@ impl Ledger for WorkspaceLedger {
                     Ok(s)
                 })
                 .await
-                .map_err(|e| e.description);
-            match &r {
-                Ok(State::Unstaged) => self.vms.undo(key, false).await,
-                Err(_) => self.vms.undo(key, true).await,
-                _ => {}
-            }
-            r
+                .map_err(|e| e.description)
         })
     }
 }
@@ -306,22 +312,23 @@ impl ManagerService {
     /// its VM destroyed, its address freed once the VM is confirmed gone, its files removed.
     pub fn new(home: Arc<Home>, shared: Arc<Shared>, host: Arc<Host>, vms: Arc<Vms>) -> Arc<ManagerService> {
         let weak = Arc::downgrade(&host);
-        let engine = vms.engine.clone();
         home.on_destroy(Box::new(move |key| {
-            if let Some(host) = weak.upgrade() {
-                host.discard(key);
-            }
-            if let Some(e) = engine.clone() {
-                let key = key.to_string();
-                let cleanup = move || {
-                    if let Err(err) = e.forget(&key) {
-                        tracing::error!(key, error = %err, "destroyed workspace: VM not confirmed gone, address kept");
-                    }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(cleanup)),
-                    Err(_) => cleanup(),
+            let Some(host) = weak.upgrade() else { return };
+            host.discard(key);
+            let k = key.to_string();
+            let teardown = async move {
+                let key = k;
+                let lock = host.lock_of(&key);
+                let _guard = lock.lock().await;
+                // A staging under way tears down when it ends (it is cancelled now).
+                if !host.is_staging(&key) {
+                    let _ = host.teardown(&key, Teardown::Destroyed).await;
                 }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(teardown)),
+                // No runtime (never in vwsd): reconciliation frees what the workspace held.
+                Err(_) => tracing::warn!(key, "destroyed outside a runtime: left to reconciliation"),
             }
         }));
         Arc::new(ManagerService { home, shared, host, vms })
@@ -350,7 +357,7 @@ impl ManagerService {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         let hot = arguments(req)?.hot;
-        let lock = self.vms.lock_of(&key);
+        let lock = self.host.lock_of(&key);
         let _guard = lock.lock().await;
         let description = home
             .read(&key, FaultType::RpResourceUnknown, |st| {
@@ -402,7 +409,7 @@ impl ManagerService {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         arguments(req)?;
-        let lock = self.vms.lock_of(&key);
+        let lock = self.host.lock_of(&key);
         let _guard = lock.lock().await;
         home.read(&key, FaultType::RpResourceUnknown, |st| {
             self.shared.authorize(&req.caller, Action::Deploy, Some(&st.owner))?;
@@ -410,13 +417,11 @@ impl ManagerService {
             data.state.on(Event::Undeploy).map(drop).ok_or_else(|| invalid_state(&key, "undeploy", data.state))
         })
         .await?;
-        if let Some(engine) = self.vms.engine.clone() {
-            let k = key.clone();
-            let r = tokio::task::spawn_blocking(move || engine.teardown(&k)).await.map_err(BaseFault::internal)?;
-            if let Err(e) = r {
-                tracing::error!(key, "undeploy: {e}");
-                return Err(engine_fault(&key, "undeploy", &e));
-            }
+        // The VM first (confirmed gone), then the state (durable), then its files and address:
+        // a crash in between leaves an Unstaged workspace that reconciliation tears down.
+        if let Err(e) = self.host.destroy_vm(&key).await {
+            tracing::error!(key, "undeploy: {e}");
+            return Err(engine_fault(&key, "undeploy", &e));
         }
         home.update(&key, FaultType::RpResourceUnknown, |st| {
             let s = transition(home, st, &key, Event::Undeploy, "undeploy", None)?;
@@ -426,7 +431,9 @@ impl ManagerService {
             Ok(s)
         })
         .await?;
-        self.host.release(&key).await;
+        if let Err(e) = self.host.teardown(&key, Teardown::Undeploy).await {
+            tracing::error!(key, "undeploy: left for reconciliation: {e}");
+        }
         tracing::info!(caller = req.caller.name(), key, "undeploy: VM and images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }
@@ -467,7 +474,7 @@ impl ManagerService {
             )
             .code("no_driver"));
         };
-        let lock = inner.lock_of(&key);
+        let lock = self.host.lock_of(&key);
         let guard = lock.lock_owned().await;
         let (data, current) = inner
             .home
@@ -545,19 +552,30 @@ impl ManagerService {
     }
 
     /// VMs running on this host that no workspace owns (from the last reconciliation).
-    pub fn orphans(&self) -> Vec<String> {
+    pub fn orphans(&self) -> Vec<Orphan> {
         self.vms.orphans.lock().unwrap().clone()
+    }
+
+    /// The hypervisor driver: `qemu`, `xen` or `none`.
+    pub fn driver(&self) -> &'static str {
+        self.vms.engine.as_ref().map(|e| e.vmm.kind()).unwrap_or("none")
+    }
+
+    /// The address pool: (first, last, leased, size); None without a VM engine.
+    pub async fn addresses(&self) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr, u32, u32)> {
+        let e = self.vms.engine.clone()?;
+        tokio::task::spawn_blocking(move || e.leases.usage().ok()).await.ok().flatten()
     }
 
     /// Compares every stored workspace with what the driver sees and repairs the store: a VM
     /// stored running but gone makes its workspace Corrupted (with the cause); interrupted
     /// transitions are finished or undone; addresses of workspaces without a VM are freed;
     /// VMs no workspace owns are listed as orphans (never killed). Returns the orphans.
-    pub async fn reconcile(&self) -> Vec<String> {
+    pub async fn reconcile(&self) -> Vec<Orphan> {
         self.reconcile_with(false).await
     }
 
-    async fn reconcile_with(&self, startup: bool) -> Vec<String> {
+    async fn reconcile_with(&self, startup: bool) -> Vec<Orphan> {
         let inner = &self.vms;
         let Some(engine) = inner.engine.clone() else { return Vec::new() };
         let e = engine.clone();
@@ -575,7 +593,7 @@ impl ManagerService {
         for key in &keys {
             let name = VmEngine::vm_name(key);
             owned.insert(name.clone());
-            let lock = inner.lock_of(key);
+            let lock = self.host.lock_of(key);
             // A workspace with an operation under way is that operation's business.
             let Ok(_guard) = lock.try_lock() else { continue };
             let Ok(data) = inner.home.read(key, FaultType::RpResourceUnknown, WorkspaceData::of).await else { continue };
@@ -588,29 +606,49 @@ impl ManagerService {
                 tracing::warn!(key, "reconciliation: destroyed the half-made VM of an interrupted deploy");
                 continue;
             }
-            inner.reconcile_one(&engine, key, &data, vm).await;
+            inner.reconcile_one(&self.host, &engine, key, &data, vm).await;
         }
-        // Addresses held by workspaces that are gone (a crash between destroy and release).
+        // Addresses held by workspaces that are gone (a crash between destroy and teardown).
         let e = engine.clone();
-        let live: std::collections::HashSet<String> = keys.iter().cloned().collect();
-        let _ = tokio::task::spawn_blocking(move || {
-            for owner in e.leases.mac_owners().unwrap_or_default() {
-                if !live.contains(&owner) {
-                    match e.forget(&owner) {
-                        Ok(()) => tracing::warn!(key = owner, "reconciliation: released the address of a destroyed workspace"),
-                        Err(err) => {
-                            tracing::error!(key = owner, error = %err, "reconciliation: VM of a destroyed workspace not gone")
-                        }
-                    }
-                }
+        let owners = tokio::task::spawn_blocking(move || e.leases.mac_owners().unwrap_or_default()).await.unwrap_or_default();
+        for owner in owners {
+            if inner.home.contains(&owner) {
+                continue;
             }
-        })
-        .await;
-        let orphans: Vec<String> = seen.iter().filter(|v| !owned.contains(&v.name)).map(|v| v.name.clone()).collect();
-        for o in &orphans {
-            tracing::warn!(vm = o, "reconciliation: a VM runs that no workspace owns (left alone)");
+            let lock = self.host.lock_of(&owner);
+            let Ok(_guard) = lock.try_lock() else { continue };
+            // Checked again under the lock: it may have been created meanwhile.
+            if inner.home.contains(&owner) {
+                continue;
+            }
+            if self.host.teardown(&owner, Teardown::Destroyed).await.is_ok() {
+                tracing::warn!(key = owner, "reconciliation: freed what a destroyed workspace still held");
+            }
         }
-        *inner.orphans.lock().unwrap() = orphans.clone();
+        let now = time::now_ms();
+        let mut list = inner.orphans.lock().unwrap();
+        let orphans: Vec<Orphan> = seen
+            .iter()
+            .filter(|v| !owned.contains(&v.name))
+            .map(|v| {
+                let before = list.iter().find(|o| o.name == v.name && o.id == v.id);
+                if before.is_none() {
+                    tracing::warn!(
+                        vm = v.name,
+                        id = v.id,
+                        "reconciliation: a VM runs that no workspace owns (listed in orphans, left alone)"
+                    );
+                }
+                Orphan {
+                    name: v.name.clone(),
+                    driver: engine.vmm.kind(),
+                    id: v.id,
+                    state: v.state,
+                    since_ms: before.map(|o| o.since_ms).unwrap_or(now),
+                }
+            })
+            .collect();
+        *list = orphans.clone();
         orphans
     }
 }
@@ -646,7 +684,7 @@ fn read_chunk(path: &Path, offset: u64, max: usize) -> (String, u64) {
 impl Vms {
     pub fn new(home: Arc<Home>, engine: Option<Arc<VmEngine>>, data: &Path) -> Result<Arc<Vms>, String> {
         let data = std::path::absolute(data).map_err(|e| format!("{}: {e}", data.display()))?;
-        Ok(Arc::new(Vms { home, engine, data, locks: Mutex::new(HashMap::new()), orphans: Mutex::new(Vec::new()) }))
+        Ok(Arc::new(Vms { home, engine, data, orphans: Mutex::new(Vec::new()) }))
     }
 
     fn dir(&self, key: &str) -> PathBuf {
@@ -666,32 +704,6 @@ impl Vms {
         tokio::task::spawn_blocking(move || e.provision(&k, &disks, mem, cpus, hot))
             .await
             .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())))
-    }
-
-    /// Nothing of a deploy that did not finish may stay: the VM (if any) goes, then the address
-    /// (`forget`: the workspace is gone, its MAC too).
-    async fn undo(&self, key: &str, forget: bool) {
-        if let Some(engine) = self.engine.clone() {
-            let k = key.to_string();
-            let r = tokio::task::spawn_blocking(move || {
-                if forget {
-                    // The workspace is gone: what provisioning made in its pool directory goes too.
-                    let r = engine.forget(&k);
-                    let _ = std::fs::remove_dir_all(engine.dir(&k));
-                    r
-                } else {
-                    engine.teardown(&k)
-                }
-            })
-            .await;
-            if let Ok(Err(e)) = r {
-                tracing::error!(key, "VM of a failed deploy not confirmed gone, address kept: {e}");
-            }
-        }
-    }
-
-    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.lock().unwrap().entry(key.to_string()).or_default().clone()
     }
 
     /// Frees a workspace's address (no VM of it exists).
@@ -777,7 +789,7 @@ impl Vms {
     }
 
     /// One workspace against what the driver sees of its VM.
-    async fn reconcile_one(&self, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
+    async fn reconcile_one(&self, host: &Host, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
         let name = VmEngine::vm_name(key);
         let blocking = |f: Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>| {
             let e = engine.clone();
@@ -821,12 +833,13 @@ impl Vms {
                 self.corrupt(key, &format!("{} interrupted and no save file remains", data.state.as_str())).await
             }
             (State::Unstaged, v) => {
-                // A deploy that never finished: nothing of it may stay.
+                // A deploy that never finished (or an undeploy cut short): nothing of it may stay.
+                let e = engine.clone();
                 let k = key.to_string();
-                let had_vm = v.is_some();
-                let _ = blocking(Box::new(move |e| e.teardown(&k))).await;
-                if had_vm {
-                    tracing::warn!(key, "reconciliation: destroyed the VM of an undeployed workspace");
+                let leased = tokio::task::spawn_blocking(move || e.lease(&k).ok().flatten().is_some()).await.unwrap_or(true);
+                let holds = v.is_some() || leased || engine.dir(key).exists() || engine.run_dir(key).exists();
+                if holds && host.teardown(key, Teardown::Undeploy).await.is_ok() {
+                    tracing::warn!(key, had_vm = v.is_some(), "reconciliation: tore down what an Unstaged workspace still held");
                 }
             }
             _ => {}

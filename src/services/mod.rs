@@ -4,14 +4,18 @@
 //! * `WorkspaceFactoryService` ([`factory`]): create workspaces.
 //! * `WorkspaceService` ([`workspace`]): the workspace WS-Resources; the Manager's operations
 //!   ([`manager`]: deploy, undeploy) are sent to a workspace's EPR too.
+//! * `SubscriptionManagerService` ([`subscription`]): WS-BaseNotification subscriptions made by
+//!   Subscribe on any resource that publishes topics (Pause/Resume, lifetime, properties).
 //! * `CounterService`, `CounterServiceRW` ([`counter`]): GT 4.0's counter sample, hosted so that
 //!   recordings of a real GT 4.0 container can be replayed against vws and compared.
 
 pub mod counter;
 pub mod factory;
+pub mod host_manager;
 pub mod manager;
 pub mod registry;
 pub mod request;
+pub mod subscription;
 pub mod workspace;
 
 pub use registry::{Operations, PortType, Registry};
@@ -28,6 +32,8 @@ use std::sync::Arc;
 /// What every service function gets besides the request.
 pub struct Shared {
     pub auth: Arc<dyn Authorizer>,
+    /// Subscriptions and Notify delivery (WS-BaseNotification); None: no topics published.
+    pub notifier: Option<Arc<notification::Notifier>>,
 }
 
 impl Shared {
@@ -96,11 +102,27 @@ pub(crate) async fn wsrf_operation(
                 let r = m::SetTerminationTime::decode(payload)?;
                 answer(&r, &lifetime::set_termination(home, &key, &r, lifetime_policy, manage_guard).await?)
             }
-            (ns::WSNT, "GetCurrentMessage") | (ns::WSNT, "Subscribe") => {
-                // Check the resource exists and may be read, then say what is missing.
-                home.read(&key, FaultType::NtResourceUnknown, |st| shared.authorize(&req.caller, Action::Read, Some(&st.owner)))
-                    .await?;
-                return Err(notification::unsupported(payload));
+            (ns::WSNT, "Subscribe") | (ns::WSNT, "GetCurrentMessage") => {
+                let guard = |st: &crate::wsrf::ResourceState| shared.authorize(&req.caller, Action::Read, Some(&st.owner));
+                let Some(n) = &shared.notifier else {
+                    home.read(&key, FaultType::NtResourceUnknown, guard).await?;
+                    return Err(BaseFault::new(
+                        FaultType::TopicNotSupported,
+                        format!("service {} publishes no notification topics", home.service),
+                    ));
+                };
+                if op.1 == "Subscribe" {
+                    let owner = req.caller.as_owner();
+                    SoapReply {
+                        action: format!("{}/SubscribeResponse", ns::WSNT_ACTION),
+                        payload: n.subscribe(home, &key, payload, &req.service_url, owner, lifetime_policy, guard).await?,
+                    }
+                } else {
+                    SoapReply {
+                        action: format!("{}/GetCurrentMessageResponse", ns::WSNT_ACTION),
+                        payload: n.current_message(home, &key, payload, guard).await?,
+                    }
+                }
             }
             _ => return Err(unknown_operation(req)),
         };

@@ -56,6 +56,7 @@ pub fn resource_type() -> ResourceType {
             PropertyDecl::modifiable(NIMBUS, "Comment", 0, Some(1)),
         ],
     )
+    .with_topics()
 }
 
 /// Service-private state of a workspace, kept with the resource.

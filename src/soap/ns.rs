@@ -15,6 +15,14 @@ pub const WSNT: &str = "http://docs.oasis-open.org/wsn/2004/06/wsn-WS-BaseNotifi
 pub const WSRP_ACTION: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties";
 pub const WSRL_ACTION: &str = "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceLifetime";
 pub const WSNT_ACTION: &str = "http://docs.oasis-open.org/wsn/2004/06/wsn-WS-BaseNotification";
+/// WS-Topics (2004/06) topic expression dialects; only Simple is evaluated (as in GT 4.0).
+pub const SIMPLE_TOPIC_DIALECT: &str = "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Simple";
+pub const CONCRETE_TOPIC_DIALECT: &str = "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Concrete";
+pub const FULL_TOPIC_DIALECT: &str = "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Full";
+/// GT 4.0's core namespace (`SubscriptionKey`).
+pub const GLOBUS_CORE: &str = "http://www.globus.org/namespaces/2004/06/core";
+/// GT 4.0's notification message types (`ResourcePropertyValueChangeNotificationElementType`).
+pub const GLOBUS_NOTIFICATION: &str = "http://wsrf.globus.org/core/notification";
 pub const XPATH_DIALECT: &str = "http://www.w3.org/TR/1999/REC-xpath-19991116";
 
 /// vws' own namespace: workspace description, key, port types and faults.

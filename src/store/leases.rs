@@ -146,6 +146,13 @@ impl Leases {
         Ok(rows.filter_map(|r| r.ok()).filter_map(|(o, ip)| Some((o, ip.parse().ok()?))).collect())
     }
 
+    /// The pool's range and how many of its addresses are leased.
+    pub fn usage(&self) -> Result<(Ipv4Addr, Ipv4Addr, u32, u32), LeaseError> {
+        let conn = self.conn.lock().unwrap();
+        let used: u32 = conn.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))?;
+        Ok((self.first, self.last, used, self.size()))
+    }
+
     /// Owners with a MAC (every workspace that was ever deployed and not yet forgotten).
     pub fn mac_owners(&self) -> Result<Vec<String>, LeaseError> {
         let conn = self.conn.lock().unwrap();

@@ -253,21 +253,34 @@ impl<'a> Cx<'a> {
         Ok(xml_trim(&self.el.text()).to_string())
     }
     /// Attributes, all of which must be among `allowed`; `xsi:schemaLocation` and
-    /// `xsi:noNamespaceSchemaLocation` are allowed anywhere, `xsi:type` only where the schema
-    /// has a derived type (`category`).
+    /// `xsi:noNamespaceSchemaLocation` are allowed anywhere, `xsi:type` on any element whose
+    /// value names the type xsd/workspace.xsd declares the element with, or a type derived from
+    /// it (gSOAP sends one on every typed element). Errors name attributes as written, prefix
+    /// included (`xsi:type`).
     fn check_attrs(&self, allowed: &[&str]) -> Result<(), DescriptionError> {
         for a in &self.el.attrs {
+            let written = if a.prefix.is_empty() { a.name.local.clone() } else { format!("{}:{}", a.prefix, a.name.local) };
             if a.name.ns == XSI && matches!(a.name.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation") {
                 continue;
             }
-            if a.name.ns == XSI && a.name.local == "type" && self.el.name.local == "category" {
-                match self.el.resolve_qname(&a.value) {
-                    Ok(q) if q.ns == VWS && (q.local == "vmCategoryType" || q.local == "categoryType") => continue,
-                    _ => return Err(self.err(format!("xsi:type '{}' is not a category type", a.value))),
+            if a.name.ns == XSI && a.name.local == "type" {
+                let Some(types) = declared_types(&self.path) else {
+                    return Err(self.err(format!("attribute '{written}' is not allowed on this element")));
+                };
+                match self.el.resolve_qname(xml_trim(&a.value)) {
+                    Ok(q) if types.iter().any(|(ns, local)| q.ns == *ns && q.local == *local) => continue,
+                    _ => {
+                        let names: Vec<String> = types.iter().map(|(ns, l)| format!("{{{ns}}}{l}")).collect();
+                        return Err(self.err(format!(
+                            "{written} '{}' is not the element's declared type nor derived from it (expected {})",
+                            a.value,
+                            names.join(" or ")
+                        )));
+                    }
                 }
             }
             if !a.name.ns.is_empty() || !allowed.contains(&a.name.local.as_str()) {
-                return Err(self.err(format!("unknown attribute '{}'", a.name.local)));
+                return Err(self.err(format!("unknown attribute '{written}'")));
             }
         }
         Ok(())
@@ -308,6 +321,43 @@ impl<'a> Cx<'a> {
         *slot = Some(v);
         Ok(())
     }
+}
+
+const XS: &str = "http://www.w3.org/2001/XMLSchema";
+const XS_STRING: &[(&str, &str)] = &[(XS, "string"), (XS, "normalizedString"), (XS, "token")];
+
+/// The types an `xsi:type` may name on the element at `path` (a description path such as
+/// `/virtualWorkspace/hardware/ram`): the type xsd/workspace.xsd declares it with and the types
+/// derived from that one (for category, the declared `vmCategoryType`; for `xs:string`, the
+/// built-in types derived from it that gSOAP or Axis may name). None: no declared type here.
+fn declared_types(path: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    let rest = path.strip_prefix("/virtualWorkspace")?;
+    Some(match rest {
+        "" => &[(VWS, "virtualWorkspaceType")],
+        "/category" => &[(VWS, "vmCategoryType")],
+        "/category/name" => &[(VWS, "categoryNameType")],
+        "/category/vmm" => &[(VWS, "vmmType")],
+        "/category/vmmVersion" => XS_STRING,
+        "/state" => &[(VWS, "stateType")],
+        "/creationTime" | "/lastModified" => &[(XS, "dateTime")],
+        "/lifeCycle" => &[(XS, "positiveInteger")],
+        "/hardware" => &[(VWS, "hardwareType")],
+        "/hardware/ram" => &[(VWS, "ramType")],
+        "/hardware/cpu" => &[(VWS, "cpuType")],
+        "/hardware/disk" => &[(VWS, "diskType")],
+        "/hardware/disk/image" => &[(VWS, "imageType")],
+        "/hardware/cdrom" => &[(VWS, "cdromType")],
+        "/network" => &[(VWS, "networkType")],
+        "/network/nic" => &[(VWS, "nicType")],
+        "/software" => &[(VWS, "softwareType")],
+        "/software/os" => &[(VWS, "osType")],
+        "/software/library" => &[(VWS, "libraryType")],
+        "/software/program" => &[(VWS, "programType")],
+        "/capability" => &[(VWS, "capabilityType")],
+        "/capability/startup" => &[(VWS, "startupType")],
+        "/capability/service" => &[(VWS, "serviceType")],
+        _ => return None,
+    })
 }
 
 fn parse_enum<T: Copy>(cx: &Cx, value: &str, options: &[(&str, T)]) -> Result<T, DescriptionError> {

@@ -29,6 +29,11 @@ pub enum FaultType {
     /// WS-BaseNotification faults.
     NtResourceUnknown,
     TopicNotSupported,
+    InvalidTopicExpression,
+    TopicPathDialectUnknown,
+    NoCurrentMessageOnTopic,
+    SubscribeCreationFailed,
+    UnacceptableInitialTerminationTime,
     /// vws' own faults (namespace [`ns::VWS`]).
     InvalidRequest,
     UnknownOperation,
@@ -63,6 +68,11 @@ impl FaultType {
             TerminationTimeChangeRejected => (ns::WSRL, "TerminationTimeChangeRejectedFault"),
             NtResourceUnknown => (ns::WSNT, "ResourceUnknownFault"),
             TopicNotSupported => (ns::WSNT, "TopicNotSupportedFault"),
+            InvalidTopicExpression => (ns::WSNT, "InvalidTopicExpressionFault"),
+            TopicPathDialectUnknown => (ns::WSNT, "TopicPathDialectUnknownFault"),
+            NoCurrentMessageOnTopic => (ns::WSNT, "NoCurrentMessageOnTopicFault"),
+            SubscribeCreationFailed => (ns::WSNT, "SubscribeCreationFailedFault"),
+            UnacceptableInitialTerminationTime => (ns::WSNT, "UnacceptableInitialTerminationTimeFault"),
             InvalidRequest => (ns::VWS, "InvalidRequestFault"),
             UnknownOperation => (ns::VWS, "UnknownOperationFault"),
             InvalidDescription => (ns::VWS, "InvalidDescriptionFault"),

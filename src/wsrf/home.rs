@@ -31,6 +31,12 @@ pub enum Source {
     CurrentTime,
     /// The resource's termination time (`wsrl:TerminationTime`, nil = never).
     TerminationTime,
+    /// `wsnt:Topic`: one element per topic the resource publishes ([`ResourceType::topics`]).
+    Topics,
+    /// `wsnt:FixedTopicSet`: true, the topics follow from the declarations.
+    FixedTopicSet,
+    /// `wsnt:TopicExpressionDialects`: the Simple dialect, the only one evaluated.
+    TopicDialects,
 }
 
 /// One declared resource property.
@@ -76,6 +82,44 @@ impl ResourceType {
 
     pub fn index_of(&self, q: &QName) -> Option<usize> {
         self.props.iter().position(|p| &p.name == q)
+    }
+
+    /// The same type publishing notification topics (WS-BaseNotification producer): the
+    /// document gains `wsnt:Topic` (one per topic), `wsnt:FixedTopicSet` and
+    /// `wsnt:TopicExpressionDialects`, as GT 4.0's producers list them.
+    pub fn with_topics(mut self) -> Self {
+        use crate::soap::ns::WSNT;
+        let computed = |local, source| PropertyDecl {
+            name: QName::new(WSNT, local),
+            source,
+            modifiable: false,
+            min_occurs: 1,
+            max_occurs: None,
+        };
+        self.props.push(computed("Topic", Source::Topics));
+        self.props.push(computed("FixedTopicSet", Source::FixedTopicSet));
+        self.props.push(computed("TopicExpressionDialects", Source::TopicDialects));
+        self
+    }
+
+    /// Does this type publish topics ([`ResourceType::with_topics`])?
+    pub fn publishes(&self) -> bool {
+        self.props.iter().any(|p| p.source == Source::Topics)
+    }
+
+    /// The topics a resource of this type publishes: a value-change topic per stored property
+    /// and for `wsrl:TerminationTime`, then `wsrl:ResourceTermination` when it has a lifetime.
+    pub fn topics(&self) -> Vec<QName> {
+        let mut out: Vec<QName> = self
+            .props
+            .iter()
+            .filter(|p| matches!(p.source, Source::Stored | Source::TerminationTime))
+            .map(|p| p.name.clone())
+            .collect();
+        if self.props.iter().any(|p| p.source == Source::TerminationTime) {
+            out.push(QName::new(crate::soap::ns::WSRL, "ResourceTermination"));
+        }
+        out
     }
 }
 
@@ -371,6 +415,11 @@ impl Home {
 
     pub fn keys(&self) -> Vec<String> {
         self.map.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Does a resource of this key exist (created and not destroyed)?
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.read().unwrap().contains_key(key)
     }
 
     /// The EPR of a resource of this home, at `service_url`.

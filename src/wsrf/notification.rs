@@ -1,27 +1,940 @@
-//! WS-BaseNotification (2004/06). vws publishes no topics yet, so Subscribe and
-//! GetCurrentMessage are answered with the specification's TopicNotSupportedFault naming the
-//! topic that was asked for.
+//! WS-BaseNotification (2004/06 draft, as GT 4.0 Java WS Core speaks it): Subscribe and
+//! GetCurrentMessage on any producer home (a home whose resource type
+//! [publishes topics](super::home::ResourceType::with_topics)), the subscriptions as WS-Resources
+//! of their own home (`SubscriptionManagerService`, key `{GT core}SubscriptionKey`), and the
+//! delivery of `wsnt:Notify` messages to consumers.
+//!
+//! Topics are the producer's declared properties (value-change topics, Simple dialect: the
+//! property's QName) and `wsrl:ResourceTermination`. The [`Notifier`] reads every producer home's
+//! change events ([`Home::subscribe`]) in one task per home and hands each change of a subscribed
+//! property to the subscription's own worker: a queue bounded by `queue_len` and one task, so a
+//! slow or dead consumer delays nobody else and never the operation that made the change.
+//!
+//! Delivery: HTTP POST (SOAP 1.1, plain `http://` consumers only), the consumer's reference
+//! properties and parameters copied as headers, one `NotificationMessage` per Notify with Topic,
+//! ProducerReference and `wsrp:ResourcePropertyValueChangeNotification` (OldValue when known,
+//! NewValue), in commit order per subscription. A transport error, timeout or HTTP 5xx is retried
+//! with exponential backoff and jitter (`retry_initial_ms` doubling up to `retry_max_ms`); a
+//! message still undelivered after `give_up_secs` marks the subscription **Failed**
+//! (`{vws}SubscriptionState` = Failed, `{vws}deliveryFailure` says why), and it then delivers
+//! nothing until `ResumeSubscription`, which re-activates it and sends the current value.
+//! Overflow: when `queue_len` messages wait, further changes are not queued; instead one resync
+//! is queued, which sends the property's value at that time (intermediate values are lost, the
+//! consumer ends up with the latest one). The same resync is sent to every subscription of a home
+//! whose change stream lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)).
+//!
+//! Subscriptions are stored like every resource and reloaded at start; messages queued but not
+//! delivered when the process dies are lost (the next change is delivered). Destroying a producer
+//! sends the `ResourceTermination` message to subscribers of that topic, then destroys all its
+//! subscriptions. Paused subscriptions drop the changes made while paused (as GT 4.0 does).
+//! `UseNotify` false is accepted and stored, and, as in GT 4.0, nothing is sent for it.
 
 use super::faults::{BaseFault, FaultType};
+use super::home::{Home, PropertyDecl, ResourceState, ResourceType, Values};
+use super::lifetime::{check_termination, LifetimePolicy};
 use crate::soap::ns;
-use crate::soap::xml::Element;
+use crate::soap::time;
+use crate::soap::xml::{escape, Element, QName};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
 
-/// The topic expression text of a Subscribe / GetCurrentMessage request, resolved when simple.
-fn topic_of(req: &Element) -> String {
-    let t = req.child(ns::WSNT, "Topic").or_else(|| req.child(ns::WSNT, "TopicExpression"));
-    match t {
-        Some(t) => match t.resolve_qname(&t.text()) {
-            Ok(q) => q.clark(),
-            Err(_) => t.text().trim().to_string(),
-        },
-        None => "(none)".to_string(),
+/// The subscription manager's service name.
+pub const SERVICE: &str = "SubscriptionManagerService";
+
+/// The subscription resources' key: `{http://www.globus.org/namespaces/2004/06/core}SubscriptionKey`.
+pub fn key_name() -> QName {
+    QName::new(ns::GLOBUS_CORE, "SubscriptionKey")
+}
+
+/// The topic every lifetime-managed producer publishes when it is destroyed.
+pub fn termination_topic() -> QName {
+    QName::new(ns::WSRL, "ResourceTermination")
+}
+
+/// The subscription resource property document.
+pub fn resource_type() -> ResourceType {
+    let w = |l| PropertyDecl::read_only(ns::WSNT, l);
+    ResourceType::new(
+        QName::new(ns::GLOBUS_CORE, "SubscriptionResourceProperties"),
+        vec![
+            w("ConsumerReference"),
+            w("TopicExpression"),
+            w("UseNotify"),
+            w("CreationTime"),
+            PropertyDecl::read_only(ns::VWS, "SubscriptionState"),
+            PropertyDecl::read_only(ns::VWS, "deliveryFailure"),
+        ],
+    )
+}
+
+/// Delivery settings (`[notification]` in vwsd.toml).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Messages a subscription may have waiting before changes are coalesced into one resync.
+    pub queue_len: usize,
+    /// First retry delay; doubles (with ±50 % jitter) up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// A message undelivered for this long marks the subscription Failed.
+    pub give_up: Duration,
+    /// One Notify POST (connect + answer).
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queue_len: 1024,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            give_up: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
-/// The fault for any notification request until topics exist.
-pub fn unsupported(req: &Element) -> BaseFault {
-    BaseFault::new(
-        FaultType::TopicNotSupported,
-        format!("topic {} is not supported: this service publishes no notification topics", topic_of(req)),
+/// A subscription's delivery state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubState {
+    Active,
+    Paused,
+    Failed,
+}
+
+impl SubState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SubState::Active => "Active",
+            SubState::Paused => "Paused",
+            SubState::Failed => "Failed",
+        }
+    }
+    fn from_u8(v: u8) -> SubState {
+        match v {
+            1 => SubState::Paused,
+            2 => SubState::Failed,
+            _ => SubState::Active,
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            SubState::Active => 0,
+            SubState::Paused => 1,
+            SubState::Failed => 2,
+        }
+    }
+}
+
+/// What a subscription remembers (service-private data of its resource).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SubData {
+    producer_service: String,
+    producer_key: String,
+    /// The producer's service URL when the subscription was made (ProducerReference Address).
+    producer_address: String,
+    topic: String,
+    consumer_address: String,
+    /// The consumer EPR's reference properties and parameters, each as a header element.
+    consumer_headers: Vec<String>,
+    use_notify: bool,
+    state: SubState,
+}
+
+/// One queued delivery.
+enum Item {
+    Value {
+        old: Option<Values>,
+        new: Values,
+    },
+    /// Send the property's current value (after an overflow or a lagged change stream).
+    Resync,
+    /// The producer was destroyed at this time.
+    Terminated(i64),
+    /// The producer is gone: destroy the subscription after what is queued.
+    End,
+}
+
+/// A live subscription's worker, as the dispatcher sees it.
+struct Worker {
+    key: String,
+    producer: (String, String),
+    topic: QName,
+    tx: mpsc::UnboundedSender<Item>,
+    queued: AtomicUsize,
+    resync_pending: AtomicBool,
+    state: AtomicU8,
+    stopped: AtomicBool,
+    wake: tokio::sync::Notify,
+    /// The last value handed to the queue (the next message's OldValue).
+    last: Mutex<Option<Values>>,
+}
+
+impl Worker {
+    fn state(&self) -> SubState {
+        SubState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Queue a value change (or a resync when the queue is full).
+    fn offer_value(&self, new: Values, limit: usize) {
+        let old = self.last.lock().unwrap().replace(new.clone());
+        if self.state() != SubState::Active {
+            return;
+        }
+        if self.queued.load(Ordering::Acquire) >= limit {
+            self.resync();
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(Item::Value { old, new });
+    }
+
+    fn resync(&self) {
+        if !self.resync_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Item::Resync);
+        }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type ChangeStream = broadcast::Receiver<Arc<super::home::Change>>;
+/// A producer resource: (service, key).
+type Producer = (String, String);
+
+/// Subscriptions and their delivery, for every producer home of the container.
+pub struct Notifier {
+    /// The subscription resources.
+    pub subs: Arc<Home>,
+    producers: Mutex<HashMap<String, Arc<Home>>>,
+    /// Change streams taken at [`Notifier::watch`], read once [`Notifier::start`]ed.
+    pending: Mutex<Vec<(Arc<Home>, ChangeStream)>>,
+    /// Live subscriptions by producer (service, key).
+    index: Mutex<HashMap<Producer, Vec<Arc<Worker>>>>,
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+    settings: Settings,
+    http: HttpClient,
+}
+
+impl Notifier {
+    /// A notifier over the subscription home `subs`; register producers with [`Notifier::watch`].
+    pub fn new(subs: Arc<Home>, settings: Settings) -> Arc<Notifier> {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(settings.timeout));
+        conn.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn);
+        let n = Arc::new(Notifier {
+            subs: subs.clone(),
+            producers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            index: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            settings,
+            http,
+        });
+        let weak = Arc::downgrade(&n);
+        subs.on_destroy(Box::new(move |key| {
+            if let Some(n) = weak.upgrade() {
+                n.forget(key);
+            }
+        }));
+        n
+    }
+
+    /// Publish the topics of `home`'s resources (its type must [publish](ResourceType::publishes)).
+    /// Changes are taken from now on and delivered once [`Notifier::start`] ran.
+    pub fn watch(&self, home: Arc<Home>) {
+        let rx = home.subscribe();
+        self.producers.lock().unwrap().insert(home.service.clone(), home.clone());
+        self.pending.lock().unwrap().push((home, rx));
+    }
+
+    /// Load the stored subscriptions and start delivering (inside the runtime).
+    pub async fn start(self: &Arc<Self>) {
+        let mut ended = Vec::new();
+        for key in self.subs.keys() {
+            let d = match self.subs.read(&key, FaultType::NtResourceUnknown, |st| Ok(data_of(st))).await {
+                Ok(Some(d)) => d,
+                _ => continue,
+            };
+            let producer = self.producers.lock().unwrap().get(&d.producer_service).cloned();
+            let alive = match &producer {
+                Some(h) => h.read(&d.producer_key, FaultType::NtResourceUnknown, |_| Ok(())).await.is_ok(),
+                None => false,
+            };
+            if !alive {
+                ended.push(key);
+                continue;
+            }
+            self.spawn_worker(&key, &d).await;
+        }
+        for key in ended {
+            tracing::info!(key, "subscription ended: its producer is gone");
+            let _ = self.subs.destroy(&key, FaultType::NtResourceUnknown, |_| Ok(())).await;
+        }
+        tracing::info!(subscriptions = self.workers.lock().unwrap().len(), "notification delivery started");
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        for (home, mut rx) in pending {
+            let n = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let r = rx.recv().await;
+                    let Some(n) = n.upgrade() else { break };
+                    match r {
+                        Ok(change) => n.on_change(&home, &change),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(service = %home.service, missed, "notification dispatcher lagged; subscribers get a resync of the current value");
+                            n.resync_all(&home.service);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.workers.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn on_change(&self, home: &Home, change: &super::home::Change) {
+        use super::home::ChangeKind;
+        let list = {
+            let idx = self.index.lock().unwrap();
+            match idx.get(&(home.service.clone(), change.key.clone())) {
+                Some(l) => l.clone(),
+                None => return,
+            }
+        };
+        match change.kind {
+            ChangeKind::Create => {}
+            ChangeKind::Update => {
+                for w in list {
+                    if let Some(v) = change.get(&w.topic) {
+                        w.offer_value(v.clone(), self.settings.queue_len);
+                    }
+                }
+            }
+            ChangeKind::Destroy => {
+                let now = time::now_ms();
+                let term = termination_topic();
+                for w in list {
+                    if w.topic == term && w.state() == SubState::Active {
+                        let _ = w.tx.send(Item::Terminated(now));
+                    }
+                    let _ = w.tx.send(Item::End);
+                }
+            }
+        }
+    }
+
+    fn resync_all(&self, service: &str) {
+        let idx = self.index.lock().unwrap();
+        for ((s, _), list) in idx.iter() {
+            if s == service {
+                for w in list {
+                    if w.state() == SubState::Active {
+                        w.resync();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscription resource is gone: stop its worker.
+    fn forget(&self, key: &str) {
+        let w = self.workers.lock().unwrap().remove(key);
+        if let Some(w) = w {
+            let mut idx = self.index.lock().unwrap();
+            if let Some(list) = idx.get_mut(&w.producer) {
+                list.retain(|x| x.key != key);
+                if list.is_empty() {
+                    idx.remove(&w.producer);
+                }
+            }
+            w.stop();
+        }
+    }
+
+    async fn current_value(&self, service: &str, key: &str, topic: &QName) -> Option<Values> {
+        let home = self.producers.lock().unwrap().get(service).cloned()?;
+        home.read(key, FaultType::NtResourceUnknown, |st| Ok(current_values(&home.rtype, st, topic))).await.ok().flatten()
+    }
+
+    async fn spawn_worker(self: &Arc<Self>, key: &str, d: &SubData) {
+        let topic = QName::from_clark(&d.topic).unwrap_or_else(|| QName::new("", &d.topic));
+        let last = self.current_value(&d.producer_service, &d.producer_key, &topic).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let w = Arc::new(Worker {
+            key: key.to_string(),
+            producer: (d.producer_service.clone(), d.producer_key.clone()),
+            topic,
+            tx,
+            queued: AtomicUsize::new(0),
+            resync_pending: AtomicBool::new(false),
+            state: AtomicU8::new(d.state.to_u8()),
+            stopped: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            last: Mutex::new(last),
+        });
+        self.workers.lock().unwrap().insert(key.to_string(), w.clone());
+        self.index.lock().unwrap().entry(w.producer.clone()).or_default().push(w.clone());
+        let n = Arc::downgrade(self);
+        let d = d.clone();
+        tokio::spawn(async move { run_worker(n, w, d, rx).await });
+    }
+
+    /// Subscribe: `payload` is the `wsnt:Subscribe` element sent to resource `key` of `home`,
+    /// at `service_url`. `guard` authorises the caller on the producer. Answers the
+    /// `SubscribeResponse` element.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        home: &Home,
+        key: &str,
+        payload: &Element,
+        service_url: &str,
+        owner: super::home::Owner,
+        policy: &LifetimePolicy,
+        guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
+    ) -> Result<String, BaseFault> {
+        let producer_ok = self.producers.lock().unwrap().get(&home.service).is_some_and(|h| std::ptr::eq(&**h, home));
+        home.read(key, FaultType::NtResourceUnknown, guard).await?;
+        let topic_el = payload
+            .child(ns::WSNT, "TopicExpression")
+            .ok_or_else(|| BaseFault::new(FaultType::InvalidTopicExpression, "Subscribe has no wsnt:TopicExpression"))?;
+        let topic = simple_topic(topic_el)?;
+        if !producer_ok || !home.rtype.publishes() || !home.rtype.topics().contains(&topic) {
+            return Err(not_supported(&topic, home));
+        }
+        for unsupported in ["Precondition", "Selector", "SubscriptionPolicy"] {
+            if payload.child(ns::WSNT, unsupported).is_some() {
+                return Err(BaseFault::new(
+                    FaultType::SubscribeCreationFailed,
+                    format!("wsnt:{unsupported} is not supported (only a Simple topic expression selects messages)"),
+                ));
+            }
+        }
+        let consumer = payload
+            .child(ns::WSNT, "ConsumerReference")
+            .ok_or_else(|| BaseFault::new(FaultType::SubscribeCreationFailed, "Subscribe has no wsnt:ConsumerReference"))?;
+        let (consumer_address, consumer_headers) = consumer_of(consumer)?;
+        let use_notify = match payload.child(ns::WSNT, "UseNotify").map(|e| e.text()) {
+            None => true,
+            Some(t) => match t.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(BaseFault::new(
+                        FaultType::SubscribeCreationFailed,
+                        format!("wsnt:UseNotify '{other}' is not an xsd:boolean"),
+                    ))
+                }
+            },
+        };
+        let now = time::now_ms();
+        let termination = match payload.child(ns::WSNT, "InitialTerminationTime") {
+            Some(e) if !e.is_nil() => {
+                let t = time::parse_ms(&e.text()).ok_or_else(|| {
+                    BaseFault::new(
+                        FaultType::UnacceptableInitialTerminationTime,
+                        format!("InitialTerminationTime '{}' is not an xsd:dateTime", e.text().trim()),
+                    )
+                })?;
+                if t <= now {
+                    return Err(BaseFault::new(
+                        FaultType::UnacceptableInitialTerminationTime,
+                        format!("InitialTerminationTime {} is not in the future", time::format_ms(t)),
+                    ));
+                }
+                check_termination(Some(t), now, policy)
+                    .map_err(|e| BaseFault::new(FaultType::UnacceptableInitialTerminationTime, e.description))?;
+                Some(t)
+            }
+            _ => policy.max_lifetime_ms.map(|m| now + m),
+        };
+        let data = SubData {
+            producer_service: home.service.clone(),
+            producer_key: key.to_string(),
+            producer_address: service_url.to_string(),
+            topic: topic.clark(),
+            consumer_address,
+            consumer_headers,
+            use_notify,
+            state: SubState::Active,
+        };
+        let rtype = &self.subs.rtype;
+        let mut st = ResourceState::new(rtype, owner, termination);
+        st.set(rtype, ns::WSNT, "ConsumerReference", vec![consumer.to_fragment()]);
+        st.set(rtype, ns::WSNT, "TopicExpression", vec![topic_xml("TopicExpression", &topic, true)]);
+        st.set(rtype, ns::WSNT, "UseNotify", vec![wsnt_text("UseNotify", if use_notify { "true" } else { "false" })]);
+        st.set(rtype, ns::WSNT, "CreationTime", vec![wsnt_text("CreationTime", &time::format_ms(now))]);
+        write_state(rtype, &mut st, &data, None);
+        let sub_key = self.subs.create(st).await?;
+        self.spawn_worker(&sub_key, &data).await;
+        tracing::info!(subscription = %sub_key, producer = %home.service, key, topic = %topic, consumer = %data.consumer_address, "subscribed");
+        let mut out = format!("<SubscribeResponse xmlns=\"{}\">", ns::WSNT);
+        out.push_str(
+            &self
+                .subs
+                .epr(&subscription_url(service_url), &sub_key)
+                .to_xml("SubscriptionReference", &[crate::soap::epr::WSA_DECL]),
+        );
+        out.push_str("</SubscribeResponse>");
+        Ok(out)
+    }
+
+    /// Pause or resume a subscription (`guard` authorises the caller on it). Resuming a Failed
+    /// subscription re-activates it and sends the current value.
+    pub async fn set_paused(
+        &self,
+        key: &str,
+        paused: bool,
+        guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
+    ) -> Result<String, BaseFault> {
+        let rtype = &self.subs.rtype;
+        let was = self
+            .subs
+            .update(key, FaultType::NtResourceUnknown, |st| {
+                guard(st)?;
+                let mut d = data_of(st).ok_or_else(|| BaseFault::internal(format!("subscription '{key}' data unreadable")))?;
+                let was = d.state;
+                d.state = if paused { SubState::Paused } else { SubState::Active };
+                write_state(rtype, st, &d, None);
+                Ok(was)
+            })
+            .await?;
+        let w = self.workers.lock().unwrap().get(key).cloned();
+        if let Some(w) = w {
+            w.state.store(if paused { SubState::Paused } else { SubState::Active }.to_u8(), Ordering::Release);
+            if !paused && was == SubState::Failed {
+                w.resync();
+            }
+        }
+        let op = if paused { "PauseSubscriptionResponse" } else { "ResumeSubscriptionResponse" };
+        Ok(format!("<{op} xmlns=\"{}\"/>", ns::WSNT))
+    }
+
+    /// GetCurrentMessage: the last message of a topic of resource `key` of `home` (for a value
+    /// topic, the property's current value; `ResourceTermination` has none while the resource lives).
+    pub async fn current_message(
+        &self,
+        home: &Home,
+        key: &str,
+        payload: &Element,
+        guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
+    ) -> Result<String, BaseFault> {
+        let publishes = self.producers.lock().unwrap().contains_key(&home.service) && home.rtype.publishes();
+        let topic_el = payload
+            .child(ns::WSNT, "Topic")
+            .ok_or_else(|| BaseFault::new(FaultType::InvalidTopicExpression, "GetCurrentMessage has no wsnt:Topic"))?;
+        let topic = simple_topic(topic_el);
+        let rtype = &home.rtype;
+        home.read(key, FaultType::NtResourceUnknown, |st| {
+            guard(st)?;
+            let topic = topic?;
+            if !publishes || !rtype.topics().contains(&topic) {
+                return Err(not_supported(&topic, home));
+            }
+            let v = match current_values(rtype, st, &topic) {
+                Some(v) if v.count > 0 => v,
+                _ => {
+                    return Err(BaseFault::new(
+                        FaultType::NoCurrentMessageOnTopic,
+                        format!("no message has been published on topic {topic}"),
+                    ))
+                }
+            };
+            Ok(format!(
+                "<GetCurrentMessageResponse xmlns=\"{0}\"><ns1:ResourcePropertyValueChangeNotificationType xmlns:ns1=\"{1}\"><ns1:NewValue>{2}</ns1:NewValue></ns1:ResourcePropertyValueChangeNotificationType></GetCurrentMessageResponse>",
+                ns::WSNT,
+                ns::WSRP,
+                v.xml
+            ))
+        })
+        .await
+    }
+
+    /// Mark a subscription Failed (store first), with why.
+    async fn fail(&self, w: &Worker, why: &str) {
+        let rtype = &self.subs.rtype;
+        let r = self
+            .subs
+            .update(&w.key, FaultType::NtResourceUnknown, |st| {
+                let mut d = data_of(st).ok_or_else(|| BaseFault::internal("subscription data unreadable"))?;
+                d.state = SubState::Failed;
+                write_state(rtype, st, &d, Some(why));
+                Ok(())
+            })
+            .await;
+        if r.is_ok() {
+            w.state.store(SubState::Failed.to_u8(), Ordering::Release);
+        }
+        tracing::warn!(subscription = %w.key, reason = why, "subscription failed: notifications stopped");
+    }
+
+    /// POST one Notify; Ok when the consumer answered (any status below 500).
+    async fn post(&self, address: &str, body: &str) -> Result<(), String> {
+        let authority = address.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
+        let req = hyper::Request::post(address)
+            .header("Host", authority)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", format!("\"{}/Notify\"", ns::WSNT_ACTION))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.settings.timeout, self.http.request(req))
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.settings.timeout.as_millis()))?
+            .map_err(|e| {
+                use std::error::Error;
+                let mut s = e.to_string();
+                let mut src = e.source();
+                while let Some(c) = src {
+                    s.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                s
+            })?;
+        let status = resp.status().as_u16();
+        // Drain the answer so the connection can be reused.
+        let _ = tokio::time::timeout(self.settings.timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+        if status >= 500 {
+            return Err(format!("HTTP {status}"));
+        }
+        Ok(())
+    }
+
+    /// Deliver `body` with retries; false when the subscription failed or stopped meanwhile.
+    async fn deliver(&self, w: &Worker, d: &SubData, body: &str) -> bool {
+        let start = Instant::now();
+        let mut delay = self.settings.retry_initial;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let err = match self.post(&d.consumer_address, body).await {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if w.stopped.load(Ordering::Acquire) {
+                return false;
+            }
+            let jittered = delay.mul_f64(0.5 + rand::random::<f64>());
+            if start.elapsed() + jittered > self.settings.give_up {
+                let why = format!(
+                    "consumer {} unreachable: {err} ({attempts} attempts over {} s, since {})",
+                    d.consumer_address,
+                    start.elapsed().as_secs(),
+                    time::format_ms(time::now_ms() - start.elapsed().as_millis() as i64)
+                );
+                self.fail(w, &why).await;
+                return false;
+            }
+            tracing::debug!(subscription = %w.key, error = %err, attempt = attempts, "Notify not delivered; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = w.wake.notified() => {}
+            }
+            if w.stopped.load(Ordering::Acquire) {
+                return false;
+            }
+            delay = (delay * 2).min(self.settings.retry_max);
+        }
+    }
+}
+
+async fn run_worker(n: std::sync::Weak<Notifier>, w: Arc<Worker>, d: SubData, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let topic = w.topic.clone();
+    loop {
+        let item = tokio::select! {
+            i = rx.recv() => i,
+            _ = w.wake.notified() => None,
+        };
+        if w.stopped.load(Ordering::Acquire) {
+            break;
+        }
+        let Some(item) = item else { continue };
+        let Some(n) = n.upgrade() else { break };
+        let body = match item {
+            Item::End => {
+                let _ = n.subs.destroy(&w.key, FaultType::NtResourceUnknown, |_| Ok(())).await;
+                tracing::info!(subscription = %w.key, "subscription ended: its producer was destroyed");
+                break;
+            }
+            Item::Value { old, new } => {
+                w.queued.fetch_sub(1, Ordering::AcqRel);
+                if w.state() != SubState::Active {
+                    continue;
+                }
+                value_message(&topic, old.as_ref(), &new)
+            }
+            Item::Resync => {
+                w.resync_pending.store(false, Ordering::Release);
+                if w.state() != SubState::Active {
+                    continue;
+                }
+                match n.current_value(&w.producer.0, &w.producer.1, &topic).await {
+                    Some(v) => value_message(&topic, None, &v),
+                    None => continue,
+                }
+            }
+            Item::Terminated(at) => termination_message(at),
+        };
+        if !d.use_notify {
+            continue;
+        }
+        let producer_key_name = n.producers.lock().unwrap().get(&d.producer_service).map(|h| h.key_name.clone());
+        let Some(pk) = producer_key_name else { continue };
+        let env = notify_envelope(&d, &pk, &topic, &body);
+        n.deliver(&w, &d, &env).await;
+    }
+}
+
+fn data_of(st: &ResourceState) -> Option<SubData> {
+    serde_json::from_str(&st.data).ok()
+}
+
+/// Store a subscription's data and the properties that show its state.
+fn write_state(rtype: &ResourceType, st: &mut ResourceState, d: &SubData, failure: Option<&str>) {
+    st.set(
+        rtype,
+        ns::VWS,
+        "SubscriptionState",
+        vec![format!("<v:SubscriptionState xmlns:v=\"{}\">{}</v:SubscriptionState>", ns::VWS, d.state.as_str())],
+    );
+    let failure = match (d.state, failure) {
+        (SubState::Failed, Some(why)) => vec![format!(
+            "<v:deliveryFailure xmlns:v=\"{}\"><v:time>{}</v:time><v:reason>{}</v:reason></v:deliveryFailure>",
+            ns::VWS,
+            time::format_ms(time::now_ms()),
+            escape(why)
+        )],
+        (SubState::Failed, None) => st.get(rtype, &QName::new(ns::VWS, "deliveryFailure")).map(split_values).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    st.set(rtype, ns::VWS, "deliveryFailure", failure);
+    st.set_data(&serde_json::to_string(d).expect("serializable"));
+}
+
+/// The stored values as one string per element count (kept as one when several).
+fn split_values(v: &Values) -> Vec<String> {
+    if v.count == 0 {
+        Vec::new()
+    } else {
+        vec![v.xml.to_string()]
+    }
+}
+
+/// The current values of the property a value topic names.
+fn current_values(rtype: &ResourceType, st: &ResourceState, topic: &QName) -> Option<Values> {
+    let i = rtype.index_of(topic)?;
+    match rtype.props[i].source {
+        super::home::Source::Stored => Some(st.values[i].clone()),
+        super::home::Source::TerminationTime => Some(Values::new(&[super::properties::value_xml(rtype, st, i)])),
+        _ => None,
+    }
+}
+
+/// A Simple-dialect topic expression: its QName.
+fn simple_topic(e: &Element) -> Result<QName, BaseFault> {
+    let dialect = e.attr("", "Dialect").or_else(|| e.attr(ns::WSNT, "Dialect")).unwrap_or("").trim();
+    if dialect != ns::SIMPLE_TOPIC_DIALECT {
+        let what = if dialect.is_empty() { "no Dialect".to_string() } else { format!("dialect '{dialect}'") };
+        let known = dialect == ns::CONCRETE_TOPIC_DIALECT || dialect == ns::FULL_TOPIC_DIALECT;
+        return Err(BaseFault::new(
+            FaultType::TopicPathDialectUnknown,
+            format!(
+                "topic expression with {what}{}: only {} is supported",
+                if known { " (known, not evaluated)" } else { "" },
+                ns::SIMPLE_TOPIC_DIALECT
+            ),
+        ));
+    }
+    let text = e.text();
+    let q = e.resolve_qname(&text).map_err(|m| {
+        BaseFault::new(FaultType::InvalidTopicExpression, format!("Simple topic expression '{}': {m}", text.trim()))
+    })?;
+    if q.ns.is_empty() {
+        return Err(BaseFault::new(
+            FaultType::InvalidTopicExpression,
+            format!("Simple topic expression '{}' has no namespace (write prefix:name)", text.trim()),
+        ));
+    }
+    Ok(q)
+}
+
+fn not_supported(topic: &QName, home: &Home) -> BaseFault {
+    let topics: Vec<String> =
+        if home.rtype.publishes() { home.rtype.topics().iter().map(|t| t.clark()).collect() } else { vec![] };
+    let also = if topics.is_empty() {
+        format!("service {} publishes no topics", home.service)
+    } else {
+        format!("{} publishes {}", home.service, topics.join(", "))
+    };
+    BaseFault::new(FaultType::TopicNotSupported, format!("topic {} is not supported: {also}", topic.clark()))
+}
+
+/// The consumer's address (plain http) and its reference properties/parameters as headers.
+fn consumer_of(e: &Element) -> Result<(String, Vec<String>), BaseFault> {
+    let bad = |m: String| BaseFault::new(FaultType::SubscribeCreationFailed, format!("wsnt:ConsumerReference: {m}"));
+    let addr = e.child(ns::WSA, "Address").ok_or_else(|| bad("no wsa:Address".into()))?.text().trim().to_string();
+    let uri: hyper::Uri = addr.parse().map_err(|err| bad(format!("address '{addr}' is not a URL: {err}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad(format!("address '{addr}': https consumers are not supported yet (use http)"))),
+        _ => return Err(bad(format!("address '{addr}' is not an http:// URL"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad(format!("address '{addr}' has no host")));
+    }
+    let mut headers = Vec::new();
+    for holder in ["ReferenceProperties", "ReferenceParameters"] {
+        if let Some(rp) = e.child(ns::WSA, holder) {
+            for p in rp.elements() {
+                headers.push(with_must_understand_0(&p.to_fragment()));
+            }
+        }
+    }
+    Ok((addr, headers))
+}
+
+/// Adds `soapenv:mustUnderstand="0"` to a fragment's start tag (as GT 4.0 does for the
+/// consumer's reference properties).
+fn with_must_understand_0(frag: &str) -> String {
+    let mut quote = None;
+    for (i, c) in frag.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"') | (None, '\'') => quote = Some(c),
+            (None, '>') => {
+                let at = if frag[..i].ends_with('/') { i - 1 } else { i };
+                return format!("{} soapenv:mustUnderstand=\"0\"{}", &frag[..at], &frag[at..]);
+            }
+            _ => {}
+        }
+    }
+    frag.to_string()
+}
+
+fn wsnt_text(local: &str, text: &str) -> String {
+    format!("<wsnt:{local} xmlns:wsnt=\"{}\">{}</wsnt:{local}>", ns::WSNT, escape(text))
+}
+
+/// A topic element (`TopicExpression` property: `wsnt:Dialect`, as GT 4.0's GetResourceProperty).
+fn topic_xml(local: &str, topic: &QName, qualified_dialect: bool) -> String {
+    let dialect = if qualified_dialect { "ns2:Dialect" } else { "Dialect" };
+    format!(
+        "<ns2:{local} {dialect}=\"{}\" xmlns:ns1=\"{}\" xmlns:ns2=\"{}\">ns1:{}</ns2:{local}>",
+        ns::SIMPLE_TOPIC_DIALECT,
+        escape(&topic.ns),
+        ns::WSNT,
+        topic.local
     )
+}
+
+/// The subscription manager's URL next to a producer's service URL.
+fn subscription_url(service_url: &str) -> String {
+    match service_url.rfind('/') {
+        Some(i) => format!("{}/{SERVICE}", &service_url[..i]),
+        None => SERVICE.to_string(),
+    }
+}
+
+/// The `Message` element of a value change.
+fn value_message(_topic: &QName, old: Option<&Values>, new: &Values) -> String {
+    let mut m = format!(
+        "<Message xsi:type=\"ns3:ResourcePropertyValueChangeNotificationElementType\" xmlns:ns3=\"{}\"><ns4:ResourcePropertyValueChangeNotification xmlns:ns4=\"{}\">",
+        ns::GLOBUS_NOTIFICATION,
+        ns::WSRP
+    );
+    if let Some(o) = old {
+        m.push_str("<ns4:OldValue>");
+        m.push_str(&o.xml);
+        m.push_str("</ns4:OldValue>");
+    }
+    m.push_str("<ns4:NewValue>");
+    m.push_str(&new.xml);
+    m.push_str("</ns4:NewValue></ns4:ResourcePropertyValueChangeNotification></Message>");
+    m
+}
+
+/// The `Message` of a ResourceTermination notification: the time of destruction (as GT 4.0).
+fn termination_message(at: i64) -> String {
+    format!("<Message><ns3:TerminationTime xmlns:ns3=\"{}\">{}</ns3:TerminationTime></Message>", ns::WSRL, time::format_ms(at))
+}
+
+/// The whole Notify envelope, shaped as GT 4.0's.
+fn notify_envelope(d: &SubData, producer_key_name: &QName, topic: &QName, message: &str) -> String {
+    let mut out = String::with_capacity(1600 + message.len());
+    out.push_str(concat!(
+        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" ",
+        "xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" ",
+        "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ",
+        "xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/03/addressing\">"
+    ));
+    out.push_str(&format!(
+        "<soapenv:Header><wsa:MessageID soapenv:mustUnderstand=\"0\">{}</wsa:MessageID><wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To><wsa:Action soapenv:mustUnderstand=\"0\">{}/Notify</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>{}</wsa:Address></wsa:From>",
+        crate::soap::envelope::new_message_id(),
+        escape(&d.consumer_address),
+        ns::WSNT_ACTION,
+        ns::WSA_ANONYMOUS
+    ));
+    for h in &d.consumer_headers {
+        out.push_str(h);
+    }
+    out.push_str(&format!(
+        "</soapenv:Header><soapenv:Body><Notify xmlns=\"{}\"><NotificationMessage><Topic Dialect=\"{}\" xmlns:ns1=\"{}\">ns1:{}</Topic>",
+        ns::WSNT,
+        ns::SIMPLE_TOPIC_DIALECT,
+        escape(&topic.ns),
+        topic.local
+    ));
+    out.push_str(&format!(
+        "<ProducerReference><wsa:Address>{addr}</wsa:Address><wsa:ReferenceProperties><ns2:{local} xmlns:ns2=\"{kns}\">{key}</ns2:{local}></wsa:ReferenceProperties><wsa:ReferenceParameters/></ProducerReference>",
+        addr = escape(&d.producer_address),
+        kns = escape(&producer_key_name.ns),
+        local = producer_key_name.local,
+        key = escape(&d.producer_key)
+    ));
+    out.push_str(message);
+    out.push_str("</NotificationMessage></Notify></soapenv:Body></soapenv:Envelope>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn must_understand_goes_into_the_start_tag() {
+        assert_eq!(
+            with_must_understand_0("<c:K xmlns:c=\"urn:a>b\">42</c:K>"),
+            "<c:K xmlns:c=\"urn:a>b\" soapenv:mustUnderstand=\"0\">42</c:K>"
+        );
+        assert_eq!(with_must_understand_0("<c:K xmlns:c=\"urn:c\"/>"), "<c:K xmlns:c=\"urn:c\" soapenv:mustUnderstand=\"0\"/>");
+    }
+
+    #[test]
+    fn subscription_manager_lives_next_to_the_producer() {
+        assert_eq!(
+            subscription_url("http://h:1/wsrf/services/WorkspaceService"),
+            "http://h:1/wsrf/services/SubscriptionManagerService"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use super::messages::{
     QueryResourceProperties, QueryResourcePropertiesResponse, SetComponent, SetResourceProperties, SetResourcePropertiesResponse,
 };
 use crate::soap::message::Message;
+use crate::soap::ns;
 use crate::soap::time;
 use crate::soap::writer::XmlWriter;
 use crate::soap::xml::{Element, QName};
@@ -27,12 +28,38 @@ fn write_values(rtype: &ResourceType, st: &ResourceState, q: &QName, out: &mut S
     Ok(())
 }
 
+/// The serialized values of the `i`th declared property (computed ones included).
+pub fn value_xml(rtype: &ResourceType, st: &ResourceState, i: usize) -> String {
+    let mut out = String::new();
+    write_decl(rtype, st, i, &mut out);
+    out
+}
+
 fn write_decl(rtype: &ResourceType, st: &ResourceState, i: usize, out: &mut String) {
     let d = &rtype.props[i];
     match d.source {
         Source::Stored => out.push_str(&st.values[i].xml),
         Source::CurrentTime => out.push_str(&time_property_xml(&d.name, Some(time::now_ms()))),
         Source::TerminationTime => out.push_str(&time_property_xml(&d.name, st.termination_ms)),
+        Source::Topics => {
+            for t in rtype.topics() {
+                out.push_str(&format!(
+                    "<wsnt:Topic wsnt:Dialect=\"{}\" xmlns:t=\"{}\" xmlns:wsnt=\"{}\">t:{}</wsnt:Topic>",
+                    ns::SIMPLE_TOPIC_DIALECT,
+                    t.ns,
+                    ns::WSNT,
+                    t.local
+                ));
+            }
+        }
+        Source::FixedTopicSet => {
+            out.push_str(&format!("<wsnt:FixedTopicSet xmlns:wsnt=\"{}\">true</wsnt:FixedTopicSet>", ns::WSNT))
+        }
+        Source::TopicDialects => out.push_str(&format!(
+            "<wsnt:TopicExpressionDialects xmlns:wsnt=\"{}\">{}</wsnt:TopicExpressionDialects>",
+            ns::WSNT,
+            ns::SIMPLE_TOPIC_DIALECT
+        )),
     }
 }
 
