@@ -6,7 +6,9 @@
 # Goals: median <= 0.05 ms with 1 client, >= 60,000 req/s with 16 clients. Also prints vwsd's
 # CPU time per request (utime+stime delta over the run / requests).
 # env: VWSD / VWS (binaries, default target/release/...), VWS_LOG (vwsd log level, default info),
-#      and getrp-ab.sh's own knobs (N_LAT, N_TPUT, CONC, N_WARM, KEEPALIVE).
+#      METRICS_LISTEN (ADDR:PORT: run with [metrics] listen, /metrics scraped at the end),
+#      GETRP_QNAME (only this property), and getrp-ab.sh's own knobs (N_LAT, N_TPUT, CONC, N_WARM,
+#      KEEPALIVE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VWSD="${VWSD:-target/release/vwsd}"
@@ -37,6 +39,9 @@ http = "127.0.0.1:0"
 data = "$T/data"
 shutdown_grace_secs = 5
 EOF
+if [ -n "${METRICS_LISTEN:-}" ]; then
+  printf '[metrics]\nlisten = "%s"\n' "$METRICS_LISTEN" >> "$T/vwsd.toml"
+fi
 VWS_LOG="${VWS_LOG:-info}" "$VWSD" --config "$T/vwsd.toml" > "$T/stdout" 2> "$T/vwsd.log" &
 PID=$!
 ADDR=""
@@ -56,7 +61,9 @@ sed 's/^/  /' "$T/epr.xml"
 # utime + stime of vwsd, in clock ticks (fields 14 and 15 of /proc/PID/stat, after the comm)
 cpu_ticks() { sed 's/^.*) //' "/proc/$PID/stat" | awk '{print $12 + $13}'; }
 status=0
-for q in '{http://www.globus.org/2008/06/workspace}CurrentState' '{http://vws.dev/2026/11/workspace}hardware'; do
+QNAMES=('{http://www.globus.org/2008/06/workspace}CurrentState' '{http://vws.dev/2026/11/workspace}hardware')
+[ -n "${GETRP_QNAME:-}" ] && QNAMES=("$GETRP_QNAME")
+for q in "${QNAMES[@]}"; do
   echo
   cpu0=$(cpu_ticks)
   RP_QNAME="$q" "$AB_SCRIPT" "$BASE/WorkspaceService" "$T/epr.xml" | tee "$T/ab.txt" || status=$?
@@ -72,6 +79,10 @@ for q in '{http://www.globus.org/2008/06/workspace}CurrentState' '{http://vws.de
        /^[0-9]+ clients/ && $1 >= 16 { r = $4;
                      printf "  %s clients %s req/s (goal >= 60,000): %s\n", $1, r, (r + 0 >= 60000 ? "PASS" : "FAIL") }' "$T/ab.txt"
 done
+if [ -n "${METRICS_LISTEN:-}" ]; then
+  n=$(curl -s "http://$METRICS_LISTEN/metrics" | awk '/^vws_requests_total\{/ && /GetResourceProperty/ && /outcome="ok"/ {s += $NF} END {print s + 0}')
+  echo "metrics: vws_requests_total{GetResourceProperty,ok} = $n"
+fi
 echo
 echo "note: $(nproc) CPUs shared by vwsd, ab and anything else running: numbers are noisy."
 rss=$(awk '/^VmRSS/{print $2, $3}' "/proc/$PID/status" 2>/dev/null || true)

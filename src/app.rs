@@ -7,7 +7,8 @@ use crate::host::qemu::{Accel, QemuConfig, QemuDriver, UserNet};
 use crate::host::vm::{EngineConfig, VmEngine};
 use crate::host::Host;
 use crate::security::acl::AclPolicy;
-use crate::security::{self, tls, wssec, Authorizer, CertDir, Credential, GridMap, OwnerOnly, TrustConfig, VomsConfig};
+use crate::security::reload::{LiveTrust, Session, TrustFiles};
+use crate::security::{self, tls, wssec, Authorizer, Credential, OwnerOnly};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
 use crate::services::subscription::SubscriptionService;
@@ -30,6 +31,8 @@ pub struct App {
     pub manager: Arc<ManagerService>,
     /// WS-BaseNotification subscriptions and delivery (started by [`App::start`]).
     pub notifier: Arc<Notifier>,
+    /// Every resource home by name (the workspace home first), for the metrics.
+    pub homes: Vec<(&'static str, Arc<Home>)>,
 }
 
 impl App {
@@ -61,6 +64,11 @@ impl App {
         let ledger = Arc::new(WorkspaceLedger { home: workspaces.clone(), vms: vms.clone() });
         let host = Host::new(&cfg.staging.settings(&cfg.server.data), ledger, engine)?;
         let manager = ManagerService::new(workspaces.clone(), shared.clone(), host.clone(), vms);
+        let homes = vec![
+            (workspace::NAME, workspaces.clone()),
+            (counter::NAME, counters.clone()),
+            (counter::NAME_RW, counters_rw.clone()),
+        ];
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
@@ -78,7 +86,7 @@ impl App {
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared.clone(), true)))?;
         services.register(Arc::new(SubscriptionService { notifier: notifier.clone(), shared, lifetime }))?;
-        Ok(App { services: Arc::new(services), sweeper, store, host, manager, notifier })
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager, notifier, homes })
     }
 }
 
@@ -170,25 +178,37 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
 /// Accepted signed messages are remembered in `store` for their Timestamp window, so a replay is
 /// refused across restarts (kill -9 included: a request is dispatched only after its replay record
 /// committed).
-fn gsi(sec: &SecurityConfig, store: &Store) -> Result<((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>), String> {
+type Gsi = ((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>, Arc<LiveTrust>);
+
+/// The trust files of `[security]`, loaded (see [`crate::security::reload`]).
+pub fn live_trust(sec: &SecurityConfig) -> Result<Arc<LiveTrust>, String> {
+    let crl_policy = crate::security::certdir::CrlPolicy::parse(&sec.crl_policy)
+        .ok_or_else(|| format!("security.crl_policy '{}': expected \"refuse\" or \"warn\"", sec.crl_policy))?;
+    let files =
+        TrustFiles { cert_dir: sec.cert_dir.clone(), gridmap: sec.gridmap.clone(), vomsdir: sec.vomsdir.clone(), crl_policy };
+    LiveTrust::load(files).map_err(|e| {
+        format!(
+            "trust ({}, grid-mapfile {:?}): {e}",
+            sec.cert_dir.display(),
+            sec.gridmap.as_deref().map(|p| p.display().to_string())
+        )
+    })
+}
+
+fn gsi(sec: &SecurityConfig, store: &Store) -> Result<Gsi, String> {
     security::proxy::set_chain_cache_ttl(Duration::from_secs(sec.chain_cache_secs));
     let cred = Credential::load(&sec.host_cert, &sec.host_key)
         .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
-    let cert_dir = CertDir::load(&sec.cert_dir).map_err(|e| format!("trust directory {}: {e}", sec.cert_dir.display()))?;
-    let gridmap = match &sec.gridmap {
-        Some(p) => Some(GridMap::load(p).map_err(|e| format!("grid-mapfile {}: {e}", p.display()))?),
-        None => None,
-    };
-    let voms = sec.vomsdir.is_dir().then(|| VomsConfig::new(sec.vomsdir.clone()));
-    let trust = Arc::new(TrustConfig { cert_dir, voms, gridmap });
+    let trust = live_trust(sec)?;
     let acceptor = tls::acceptor(&cred).map_err(|e| format!("TLS set-up: {e}"))?.build();
     let signer = wssec::Signer::new(&cred).map_err(|e| format!("message signing set-up: {e}"))?;
     let replay = durable_replay_cache(store, wssec::now_ms())?;
     tracing::info!(remembered = replay.len(), "replay records loaded");
     let msec = Arc::new(MessageSecurity { trust: trust.clone(), replay, signer });
     tracing::info!(host = %cred.subject_dn(), trust = %sec.cert_dir.display(), "GSI transport and message security ready");
-    let authenticate: Authenticate = Box::new(move |ssl| security::authenticate_peer(ssl, &trust).map_err(|e| e.to_string()));
-    Ok(((acceptor, authenticate), msec))
+    let live = trust.clone();
+    let authenticate: Authenticate = Box::new(move |ssl| Session::start(&live, tls::peer_chain(ssl)));
+    Ok(((acceptor, authenticate), msec, trust))
 }
 
 /// The store keeps replay keys in its own table, group-committed with every other write and
@@ -208,6 +228,37 @@ pub fn durable_replay_cache(store: &Store, now_ms: i64) -> Result<wssec::ReplayC
     Ok(wssec::ReplayCache::new().with_log(Arc::new(StoreReplayLog(store.clone())), remembered, now_ms))
 }
 
+/// `vwsd --check`: the configuration's values, then what it names — with security on the host
+/// credential and the trust files (loaded as the service would), the ACL policy, the metrics
+/// address — without opening the store or binding anything. Ok: a one-line summary.
+pub fn check(cfg: &Config) -> Result<String, String> {
+    cfg.check_values()?;
+    let mut parts = vec![format!("data {}", cfg.server.data.display())];
+    if let Some(h) = &cfg.server.http {
+        h.parse::<std::net::SocketAddr>().map_err(|e| format!("server.http '{h}': {e}"))?;
+        parts.push(format!("http {h}"));
+    }
+    if let Some(h) = &cfg.security.https {
+        h.parse::<std::net::SocketAddr>().map_err(|e| format!("security.https '{h}': {e}"))?;
+        AclPolicy::new(cfg.security.acl.clone())?;
+        let sec = &cfg.security;
+        Credential::load(&sec.host_cert, &sec.host_key)
+            .map_err(|e| format!("host credential ({}, {}): {e}", sec.host_cert.display(), sec.host_key.display()))?;
+        let t = live_trust(sec)?;
+        let g = t.current();
+        if !g.config.cert_dir.problems().is_empty() {
+            return Err(format!("trust directory: {}", g.config.cert_dir.problems().join("; ")));
+        }
+        parts.push(format!("https {h} with {} trusted CAs", g.config.cert_dir.cas().len()));
+    } else if cfg.server.http.is_none() {
+        return Err("no listener configured: set server.http or security.https".into());
+    }
+    if let Some(m) = &cfg.metrics.listen {
+        parts.push(format!("metrics {m}"));
+    }
+    Ok(parts.join(", "))
+}
+
 /// Run `vwsd` until SIGTERM / SIGINT.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let secure = cfg.security.https.is_some();
@@ -218,15 +269,28 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?),
         None => None,
     };
+    // The metrics recorder goes in before anything counts.
+    let metrics = match &cfg.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding metrics.listen {addr}: {e}"))?;
+            Some((l, server::metrics::install()?))
+        }
+        None => None,
+    };
     let app = App::open(&cfg, auth)?;
     let mut msec = None;
     let mut tls = None;
+    let mut trust = None;
     if let Some(addr) = &cfg.security.https {
-        let (t, m) = gsi(&cfg.security, &app.store)?;
+        let (t, m, live) = gsi(&cfg.security, &app.store)?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
         tls = Some((l, t));
         msec = Some(m);
+        trust = Some(live);
     }
+    // The trust files are watched (inotify, and a periodic check) and re-read on SIGHUP.
+    let _watch = trust.as_ref().map(|t| t.watch(Duration::from_secs(cfg.security.reload_check_secs.max(1))));
+    let hup = tokio::spawn(reload_on_sighup(trust.clone()));
     if plain.is_none() && tls.is_none() {
         return Err("no listener configured: set server.http / security.https or pass --http / --https".into());
     }
@@ -269,6 +333,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
         println!("vwsd listening on {scheme}://{local}");
     };
+    if let Some((l, handle)) = metrics {
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        let collect = resource_gauges(&app.homes);
+        tokio::spawn(server::metrics::serve(l, server::metrics::router(handle, collect), stop()));
+        tracing::info!(%local, "metrics at http://{local}/metrics");
+    }
     if let Some(l) = plain {
         let local = l.local_addr().map_err(|e| e.to_string())?;
         let l = PlainListener::new(l, http_cfg.max_connections, http_cfg.header_timeout);
@@ -291,12 +361,53 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     sweeper.abort();
     reconciler.abort();
+    hup.abort();
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");
     }
     drop(app);
     tracing::info!("vwsd stopped");
     Ok(())
+}
+
+/// `vws_resources{type,state}`, set before each rendering: the workspaces by state, the other
+/// homes' resources as state "live".
+fn resource_gauges(homes: &[(&'static str, Arc<Home>)]) -> server::metrics::Collect {
+    let homes: Vec<(&'static str, Arc<Home>)> = homes.to_vec();
+    Arc::new(move || {
+        let homes = homes.clone();
+        Box::pin(async move {
+            for (name, home) in &homes {
+                if *name == workspace::NAME {
+                    let counts = crate::services::manager::state_counts(home).await;
+                    for s in crate::workspace::State::ALL {
+                        let n = counts.get(s.as_str()).copied().unwrap_or(0);
+                        metrics::gauge!("vws_resources", "type" => *name, "state" => s.as_str()).set(n as f64);
+                    }
+                } else {
+                    metrics::gauge!("vws_resources", "type" => *name, "state" => "live").set(home.len() as f64);
+                }
+            }
+        })
+    })
+}
+
+/// SIGHUP: read the trust files again (a failed reload keeps the last good trust).
+async fn reload_on_sighup(trust: Option<Arc<LiveTrust>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match &trust {
+            Some(t) => {
+                let t = t.clone();
+                let _ = tokio::task::spawn_blocking(move || t.reload("SIGHUP")).await;
+            }
+            None => tracing::info!("SIGHUP: security is off, no trust files to reload"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,8 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     pub host: HostConfig,
     pub notification: NotificationConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
 }
 
 /// WS-BaseNotification delivery (`[notification]`): per-subscription queue and retries.
@@ -52,6 +54,44 @@ impl NotificationConfig {
             give_up: Duration::from_secs(self.give_up_secs),
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
         }
+    }
+}
+
+/// `[metrics]`: the Prometheus `/metrics` listener (off unless `listen` is set).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ADDR:PORT` of the listener serving `GET /metrics` (Prometheus text format).
+    pub listen: Option<String>,
+}
+
+/// `[log]`: what vwsd logs (the `VWS_LOG` environment variable, an EnvFilter string, wins).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The default level (`error`, `warn`, `info`, `debug`, `trace`) or a whole EnvFilter
+    /// string (`info,vws::security=debug`).
+    pub level: String,
+    /// Levels per module: `{ "vws::security" = "debug" }`.
+    pub modules: std::collections::BTreeMap<String, String>,
+    /// `text` (human, the default) or `json` (one object per line; `--log-format` wins).
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), modules: Default::default(), format: "text".into() }
+    }
+}
+
+impl LogConfig {
+    /// The EnvFilter directives: the level, then each module's.
+    pub fn directives(&self) -> String {
+        let mut d = self.level.clone();
+        for (m, l) in &self.modules {
+            d.push_str(&format!(",{m}={l}"));
+        }
+        d
     }
 }
 
@@ -261,6 +301,10 @@ pub struct SecurityConfig {
     /// Seconds a validated certificate chain (transport or WS-Security) is remembered; 0: off.
     /// Revocation (a CRL in a reloaded trust directory) takes effect within this time.
     pub chain_cache_secs: u64,
+    /// A CRL past its nextUpdate: "refuse" its CA's certificates, or "warn" and keep using it.
+    pub crl_policy: String,
+    /// Seconds between checks of the trust files for changes (besides inotify and SIGHUP).
+    pub reload_check_secs: u64,
     pub acl: Vec<crate::security::acl::AclEntry>,
 }
 
@@ -274,6 +318,8 @@ impl Default for SecurityConfig {
             gridmap: None,
             vomsdir: PathBuf::from("/etc/grid-security/vomsdir"),
             chain_cache_secs: 30,
+            crl_policy: "refuse".into(),
+            reload_check_secs: 60,
             acl: Vec::new(),
         }
     }
@@ -353,7 +399,26 @@ impl Default for LimitsConfig {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let c: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.check_values().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Values serde cannot judge: enumerations kept as strings, log filters, addresses.
+    pub fn check_values(&self) -> Result<(), String> {
+        if crate::security::certdir::CrlPolicy::parse(&self.security.crl_policy).is_none() {
+            return Err(format!("security.crl_policy '{}': expected \"refuse\" or \"warn\"", self.security.crl_policy));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!("log.format '{}': expected \"text\" or \"json\"", self.log.format));
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(self.log.directives())
+            .map_err(|e| format!("log.level / log.modules '{}': {e}", self.log.directives()))?;
+        if let Some(a) = &self.metrics.listen {
+            a.parse::<std::net::SocketAddr>().map_err(|e| format!("metrics.listen '{a}': {e}"))?;
+        }
+        Ok(())
     }
 
     /// The limits of QueryResourceProperties.

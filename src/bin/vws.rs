@@ -653,6 +653,15 @@ async fn run(args: Args) -> Result<i32, ClientError> {
 }
 
 fn main() {
+    // Packaging (`make man`): the manual page vws(1), generated from these arguments.
+    if std::env::var_os("VWS_MANPAGE").is_some() {
+        use clap::CommandFactory;
+        if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            eprintln!("vws: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
     if let Cmd::Stage { src, dst, streams, no_dcau, prot, no_verify, expect, quiet } = &args.cmd {
         std::process::exit(stage_cmd(

@@ -289,6 +289,11 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
                 im.total = Some(o.bytes);
                 im.sha256 = Some(o.sha256).filter(|h| !h.is_empty());
                 tracing::info!(key, image = %item.name, bytes = o.bytes, secs = o.elapsed.as_secs_f64(), shared = o.shared, "image staged");
+                metrics::counter!("vws_staging_bytes_total").increment(o.bytes);
+                let secs = o.elapsed.as_secs_f64();
+                if secs > 0.0 {
+                    metrics::histogram!("vws_staging_rate_bytes_per_second").record(o.bytes as f64 / secs);
+                }
             }
             Err(e) => {
                 r.images[n].status = ImageStatus::Failed;
@@ -314,6 +319,12 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
         r.clone()
     };
     let event = if failure.is_some() { Event::StagingFailed } else { Event::StagingDone };
+    let outcome = match &failure {
+        None => "staged",
+        Some(_) if cancelled.load(Ordering::Relaxed) => "cancelled",
+        Some(_) => "failed",
+    };
+    metrics::counter!("vws_stagings_total", "outcome" => outcome).increment(1);
     // The end of a staging (the ledger defines the VM) is serialised with the workspace's other
     // changes; a staging that ended in Unstaged, or for a workspace that is gone, leaves nothing.
     let lock = host.lock_of(&key);

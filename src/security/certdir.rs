@@ -1,8 +1,12 @@
 //! Trust anchors from a Globus-layout trusted certificates directory (`X509_CERT_DIR`, default
 //! `/etc/grid-security/certificates`): `<hash>.N` CA certificates, `<hash>.rN` CRLs and
-//! `<hash>.signing_policy` EACL files. Signing policies are honoured: a CA may only sign subjects
-//! its `cond_subjects` patterns allow, and a CA without a policy signs nothing (as Globus refuses
-//! with "The signing policy file doesn't exist or can't be read").
+//! `<hash>.signing_policy` EACL files and IGTF `<hash>.namespaces` files. Both are honoured: a
+//! CA may only sign subjects its `cond_subjects` patterns allow and its namespaces `PERMIT` (and
+//! no `DENY` forbids); when a CA has both files both must agree, and a CA with neither signs
+//! nothing (as Globus refuses with "The signing policy file doesn't exist or can't be read").
+//! A CRL past its nextUpdate refuses its CA's certificates or only warns, per [`CrlPolicy`].
+//! [`CertDir::problems`] lists what could not be read, so a reload can refuse a broken directory
+//! and keep the last good one.
 
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{CrlStatus, X509Crl, X509Ref, X509};
@@ -218,6 +222,137 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
     pi == p.len()
 }
 
+/// What a CRL past its nextUpdate does (`security.crl_policy`): refuse every certificate of its
+/// CA (the default, as Globus does), or log a warning and keep checking serials against it (as
+/// fetch-crl users who tolerate a late refresh expect).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CrlPolicy {
+    #[default]
+    Refuse,
+    Warn,
+}
+
+impl CrlPolicy {
+    pub fn parse(s: &str) -> Option<CrlPolicy> {
+        match s {
+            "refuse" => Some(CrlPolicy::Refuse),
+            "warn" => Some(CrlPolicy::Warn),
+            _ => None,
+        }
+    }
+}
+
+/// One statement of an IGTF namespaces file: `TO Issuer "<dn>"|SELF PERMIT|DENY Subject "<re>"`.
+#[derive(Clone, Debug)]
+pub struct NamespaceRule {
+    /// The issuer DN (slash form); None for `SELF` (the CA the file belongs to).
+    pub issuer: Option<String>,
+    pub permit: bool,
+    /// The subject pattern as written (a POSIX extended regular expression, matched whole).
+    pub pattern: String,
+    re: regex::Regex,
+}
+
+/// A parsed `<hash>.namespaces` file (IGTF "namespaces" policy language, version 1.0).
+#[derive(Clone, Debug, Default)]
+pub struct Namespaces {
+    pub rules: Vec<NamespaceRule>,
+}
+
+impl Namespaces {
+    /// Parses:
+    /// ```text
+    /// #NAMESPACES-VERSION: 1.0
+    /// TO Issuer "/O=Grid/OU=GlobusTest/CN=GridTest CA" \
+    ///   PERMIT Subject "/O=Grid/OU=GlobusTest/.*"
+    /// ```
+    /// Keywords are case-insensitive; a backslash at the end of a line continues it; `#` starts
+    /// a comment outside quotes.
+    pub fn parse(text: &str) -> Result<Namespaces, String> {
+        let mut toks: Vec<(bool, String)> = Vec::new(); // (quoted, text)
+        for (n, line) in text.lines().enumerate() {
+            let mut chars = line.chars().peekable();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || c == '\\' && chars.clone().skip(1).all(char::is_whitespace) {
+                    chars.next();
+                } else if c == '#' {
+                    break;
+                } else if c == '"' {
+                    chars.next();
+                    let mut s = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('"') => break,
+                            Some(c) => s.push(c),
+                            None => return Err(format!("line {}: unterminated quoted string", n + 1)),
+                        }
+                    }
+                    toks.push((true, s));
+                } else {
+                    let mut s = String::new();
+                    while let Some(&c) = chars.peek() {
+                        if c.is_whitespace() || c == '"' {
+                            break;
+                        }
+                        s.push(c);
+                        chars.next();
+                    }
+                    toks.push((false, s));
+                }
+            }
+        }
+        let kw = |i: usize, want: &str| toks.get(i).is_some_and(|(q, t)| !q && t.eq_ignore_ascii_case(want));
+        let mut rules = Vec::new();
+        let mut i = 0;
+        while i < toks.len() {
+            if !kw(i, "TO") || !kw(i + 1, "Issuer") {
+                return Err(format!("expected TO Issuer, found {:?}", toks[i].1));
+            }
+            let issuer = match toks.get(i + 2) {
+                Some((true, dn)) => Some(dn.clone()),
+                Some((false, s)) if s.eq_ignore_ascii_case("SELF") => None,
+                _ => return Err("TO Issuer: expected a quoted DN or SELF".into()),
+            };
+            let permit = if kw(i + 3, "PERMIT") {
+                true
+            } else if kw(i + 3, "DENY") {
+                false
+            } else {
+                return Err("expected PERMIT or DENY after the issuer".into());
+            };
+            if !kw(i + 4, "Subject") {
+                return Err("expected Subject after PERMIT/DENY".into());
+            }
+            let pattern = match toks.get(i + 5) {
+                Some((true, p)) => p.clone(),
+                _ => return Err("Subject: expected a quoted pattern".into()),
+            };
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("Subject {pattern:?}: {e}"))?;
+            rules.push(NamespaceRule { issuer, permit, pattern, re });
+            i += 6;
+        }
+        Ok(Namespaces { rules })
+    }
+
+    /// Whether the namespaces let `ca_dn` issue `subject`: a PERMIT of this issuer matches and
+    /// no DENY of it does. Err names why not.
+    pub fn allows(&self, ca_dn: &str, subject: &str) -> Result<(), String> {
+        let mine: Vec<&NamespaceRule> =
+            self.rules.iter().filter(|r| r.issuer.as_deref().is_none_or(|i| dn_eq(i, ca_dn))).collect();
+        if mine.is_empty() {
+            return Err(format!("no namespace for CA {ca_dn}"));
+        }
+        if let Some(d) = mine.iter().find(|r| !r.permit && r.re.is_match(subject)) {
+            return Err(format!("subject is denied by the namespace {:?}", d.pattern));
+        }
+        if mine.iter().any(|r| r.permit && r.re.is_match(subject)) {
+            return Ok(());
+        }
+        let pats: Vec<&str> = mine.iter().filter(|r| r.permit).map(|r| r.pattern.as_str()).collect();
+        Err(format!("subject matches none of the permitted namespaces {pats:?}"))
+    }
+}
+
 /// A CRL file found in the directory.
 pub enum CrlFile {
     Parsed {
@@ -239,31 +374,59 @@ pub struct TrustedCa {
     pub hashes: Vec<String>,
     /// Signing policies from `<hash>.signing_policy` (Err: present but unparsable).
     pub policies: Vec<(PathBuf, Result<SigningPolicy, String>)>,
+    /// IGTF namespaces from `<hash>.namespaces` (Err: present but unparsable).
+    pub namespaces: Vec<(PathBuf, Result<Namespaces, String>)>,
     pub crls: Vec<CrlFile>,
+    /// What a CRL past its nextUpdate does.
+    pub crl_policy: CrlPolicy,
 }
 
 impl TrustedCa {
     /// Checks the CA's signing policy for `subject`.
     pub fn check_policy(&self, dir: &Path, subject: &str) -> Result<(), GsiError> {
         let fail = |reason: String| GsiError::SigningPolicy { ca: self.dn.clone(), subject: subject.into(), reason };
-        if self.policies.is_empty() {
+        if self.policies.is_empty() && self.namespaces.is_empty() {
             let h = self.hashes.first().cloned().unwrap_or_default();
             return Err(fail(format!(
-                "the signing policy file {} doesn't exist or can't be read",
+                "the signing policy file {} doesn't exist or can't be read (nor a .namespaces file)",
                 dir.join(format!("{h}.signing_policy")).display()
             )));
         }
-        let mut reasons = Vec::new();
-        for (path, p) in &self.policies {
-            match p {
-                Ok(p) => match p.allows(&self.dn, subject) {
-                    Ok(()) => return Ok(()),
-                    Err(r) => reasons.push(format!("{}: {r}", path.display())),
-                },
-                Err(e) => reasons.push(format!("{}: unparsable: {e}", path.display())),
+        // Each kind of file present must allow the subject (one of its files suffices).
+        fn any_allows<T>(
+            files: &[(PathBuf, Result<T, String>)],
+            allows: impl Fn(&T) -> Result<(), String>,
+        ) -> Result<(), String> {
+            let mut reasons = Vec::new();
+            for (path, p) in files {
+                match p {
+                    Ok(p) => match allows(p) {
+                        Ok(()) => return Ok(()),
+                        Err(r) => reasons.push(format!("{}: {r}", path.display())),
+                    },
+                    Err(e) => reasons.push(format!("{}: unparsable: {e}", path.display())),
+                }
+            }
+            if reasons.is_empty() {
+                Ok(())
+            } else {
+                Err(reasons.join("; "))
             }
         }
-        Err(fail(reasons.join("; ")))
+        any_allows(&self.policies, |p| p.allows(&self.dn, subject)).map_err(fail)?;
+        any_allows(&self.namespaces, |n| n.allows(&self.dn, subject)).map_err(fail)?;
+        Ok(())
+    }
+
+    /// The earliest nextUpdate of this CA's CRLs (Unix seconds).
+    pub fn next_crl_update(&self) -> Option<i64> {
+        self.crls
+            .iter()
+            .filter_map(|c| match c {
+                CrlFile::Parsed { crl, .. } => crl.next_update().and_then(asn1_to_unix_checked),
+                CrlFile::Unreadable { .. } => None,
+            })
+            .min()
     }
 
     /// Checks `cert` (issued by this CA) against the CA's CRLs at `now`: every CRL must be
@@ -295,7 +458,12 @@ impl TrustedCa {
                     return Err(invalid(format!("{}: unreadable nextUpdate", path.display())));
                 };
                 if next < now {
-                    return Err(invalid(format!("{}: expired (nextUpdate {})", path.display(), unix_to_string(next))));
+                    let why = format!("{}: expired (nextUpdate {})", path.display(), unix_to_string(next));
+                    if self.crl_policy == CrlPolicy::Refuse {
+                        return Err(invalid(why));
+                    }
+                    // crl_policy = "warn": the stale CRL still revokes what it lists.
+                    tracing::debug!(ca = %self.dn, "using a stale CRL: {why}");
                 }
             }
             if let CrlStatus::Revoked(_) = crl.get_by_cert(&cert.to_owned()) {
@@ -318,6 +486,8 @@ pub struct CertDir {
     /// Unique per load: a reloaded directory (new CAs, CRLs, policies) never matches what was
     /// validated against an earlier one (the validated-chain cache is keyed by it).
     generation: u64,
+    /// Files that could not be read or parsed (see [`CertDir::problems`]).
+    problems: Vec<String>,
 }
 
 impl std::fmt::Debug for CertDir {
@@ -344,6 +514,8 @@ impl CertDir {
         let mut ca_files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         let mut crl_files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         let mut policy_files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut ns_files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut problems: Vec<String> = Vec::new();
         for ent in rd {
             let ent = ent.map_err(|e| GsiError::Io { path: path.clone(), source: e })?;
             let name = ent.file_name().to_string_lossy().to_string();
@@ -355,6 +527,8 @@ impl CertDir {
                 crl_files.entry(base.to_string()).or_default().push(p);
             } else if ext == "signing_policy" {
                 policy_files.insert(base.to_string(), p);
+            } else if ext == "namespaces" {
+                ns_files.insert(base.to_string(), p);
             }
         }
         let mut cas: Vec<TrustedCa> = Vec::new();
@@ -367,6 +541,7 @@ impl CertDir {
                     Ok(_) => continue,
                     Err(e) => {
                         tracing::warn!(file = %f.display(), "skipping unreadable CA file: {e}");
+                        problems.push(format!("{}: unreadable CA file: {e}", f.display()));
                         continue;
                     }
                 };
@@ -375,7 +550,15 @@ impl CertDir {
                     let idx = match cas.iter().position(|c| c.cert.to_der().map(|d| d == der).unwrap_or(false)) {
                         Some(i) => i,
                         None => {
-                            cas.push(TrustedCa { dn: xu::subject(&cert), cert, hashes: vec![], policies: vec![], crls: vec![] });
+                            cas.push(TrustedCa {
+                                dn: xu::subject(&cert),
+                                cert,
+                                hashes: vec![],
+                                policies: vec![],
+                                namespaces: vec![],
+                                crls: vec![],
+                                crl_policy: CrlPolicy::default(),
+                            });
                             cas.len() - 1
                         }
                     };
@@ -387,8 +570,18 @@ impl CertDir {
                                 std::fs::read_to_string(pf).map_err(|e| e.to_string()).and_then(|t| SigningPolicy::parse(&t));
                             if let Err(e) = &parsed {
                                 tracing::warn!(file = %pf.display(), "unparsable signing policy: {e}");
+                                problems.push(format!("{}: unparsable signing policy: {e}", pf.display()));
                             }
                             ca.policies.push((pf.clone(), parsed));
+                        }
+                        if let Some(nf) = ns_files.get(base) {
+                            let parsed =
+                                std::fs::read_to_string(nf).map_err(|e| e.to_string()).and_then(|t| Namespaces::parse(&t));
+                            if let Err(e) = &parsed {
+                                tracing::warn!(file = %nf.display(), "unparsable namespaces file: {e}");
+                                problems.push(format!("{}: unparsable namespaces: {e}", nf.display()));
+                            }
+                            ca.namespaces.push((nf.clone(), parsed));
                         }
                         for cf in crl_files.get(base).into_iter().flatten() {
                             let parsed = std::fs::read(cf).map_err(|e| e.to_string()).and_then(|b| {
@@ -398,6 +591,7 @@ impl CertDir {
                                 Ok(crl) => CrlFile::Parsed { crl, path: cf.clone() },
                                 Err(reason) => {
                                     tracing::warn!(file = %cf.display(), "unreadable CRL: {reason}");
+                                    problems.push(format!("{}: unreadable CRL: {reason}", cf.display()));
                                     CrlFile::Unreadable { path: cf.clone(), reason }
                                 }
                             });
@@ -412,12 +606,47 @@ impl CertDir {
         let store = build_store(&cas, None)?;
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(CertDir { path, cas, store, generation })
+        Ok(CertDir { path, cas, store, generation, problems })
     }
 
     /// This load's generation (see the field).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Sets what CRLs past their nextUpdate do, for every CA.
+    pub fn set_crl_policy(&mut self, policy: CrlPolicy) {
+        for c in &mut self.cas {
+            c.crl_policy = policy;
+        }
+    }
+
+    /// Files of the directory that could not be read or parsed (CA files skipped; CRLs, signing
+    /// policies and namespaces that make their CA refuse everything). Empty for a clean directory.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// CRLs past their nextUpdate at `now`: (CA DN, file, nextUpdate).
+    pub fn stale_crls(&self, now: i64) -> Vec<(String, PathBuf, i64)> {
+        let mut out = Vec::new();
+        for ca in &self.cas {
+            for c in &ca.crls {
+                if let CrlFile::Parsed { crl, path } = c {
+                    if let Some(n) = crl.next_update().and_then(asn1_to_unix_checked) {
+                        if n < now {
+                            out.push((ca.dn.clone(), path.clone(), n));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The earliest nextUpdate of any CRL in the directory (Unix seconds).
+    pub fn next_crl_update(&self) -> Option<i64> {
+        self.cas.iter().filter_map(TrustedCa::next_crl_update).min()
     }
 
     pub fn path(&self) -> &Path {
@@ -492,6 +721,26 @@ mod tests {
         assert!(SigningPolicy::parse("pos_rights globus CA:sign").is_err());
         assert!(SigningPolicy::parse("access_id_CA X509 '/O=x").is_err());
         assert!(SigningPolicy::parse("bogus").is_err());
+    }
+
+    #[test]
+    fn namespaces() {
+        let t = "##\n#NAMESPACES-VERSION: 1.0\n# comment\nTO Issuer \"/O=Grid/OU=GlobusTest/CN=GridTest CA\" \\\n  PERMIT Subject \"/O=Grid/OU=GlobusTest/.*\"\n\nto issuer \"/O=Grid/OU=GlobusTest/CN=GridTest CA\" deny subject \"/O=Grid/OU=GlobusTest/CN=Banned.*\"\nTO Issuer SELF PERMIT Subject \"/O=Self/.*\"\n";
+        let n = Namespaces::parse(t).unwrap();
+        assert_eq!(n.rules.len(), 3);
+        let ca = "/O=Grid/OU=GlobusTest/CN=GridTest CA";
+        assert!(n.allows(ca, "/O=Grid/OU=GlobusTest/CN=Test User").is_ok());
+        assert!(n.allows(ca, "/O=Self/CN=x").is_ok(), "SELF is the CA of the file");
+        assert!(n.allows(ca, "/O=Grid/OU=GlobusTest/CN=Banned One").unwrap_err().contains("denied"));
+        assert!(n.allows(ca, "/O=Evil/CN=x").unwrap_err().contains("none of the permitted"));
+        assert!(n.allows(ca, "x/O=Grid/OU=GlobusTest/CN=a").is_err(), "patterns match the whole DN");
+        let other = Namespaces::parse("TO Issuer \"/O=Other/CN=CA\" PERMIT Subject \".*\"").unwrap();
+        assert!(other.allows(ca, "/O=Grid/OU=GlobusTest/CN=a").unwrap_err().contains("no namespace"));
+        assert!(Namespaces::parse("TO Issuer \"/O=x\" PERMIT Subject \"(\"").is_err());
+        assert!(Namespaces::parse("TO Issuer \"/O=x\" ALLOW Subject \".*\"").is_err());
+        assert!(Namespaces::parse("TO Issuer \"/O=x").is_err());
+        assert!(Namespaces::parse("PERMIT").is_err());
+        assert!(Namespaces::parse("# only comments\n").unwrap().rules.is_empty());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! The GSI library: [`credential`] (loading proxies and certificates), [`certdir`] (trusted CAs,
 //! CRLs, signing policies), [`proxy`] (chain validation), [`voms`] (attribute certificates),
 //! [`gridmap`], [`tls`] (OpenSSL glue for the listeners) and [`authenticate`], which turns a
-//! presented chain into a [`Caller`].
+//! presented chain into a [`Caller`]; [`reload`] keeps the trust current as its files change and
+//! re-validates open connections against it.
 
 pub mod acl;
 pub mod certdir;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod gridmap;
 pub mod gss;
 pub mod proxy;
+pub mod reload;
 pub mod tls;
 pub mod voms;
 pub mod wssec;

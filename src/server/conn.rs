@@ -3,6 +3,7 @@
 //! idle keep-alive connection is closed quietly). The [`Peer`] of a connection (addresses and the
 //! `Caller` its TLS handshake produced) travels to every request on it as an extension.
 
+use crate::security::reload::Session;
 use crate::security::Caller;
 use axum::serve::Listener;
 use std::io;
@@ -23,12 +24,25 @@ pub struct Peer {
     /// The address the client reached (this end of the connection).
     pub local: SocketAddr,
     pub scheme: &'static str,
-    /// The connection's caller, or why its credentials were refused.
+    /// The connection's caller at its handshake, or why its credentials were refused.
     pub caller: Arc<Result<Caller, String>>,
+    /// GSI connections: the presented chain, validated again when the trust changes
+    /// ([`Session::caller`] is the caller of the next request).
+    pub session: Option<Arc<Session>>,
+}
+
+impl Peer {
+    /// The caller of the request being handled now (re-validated after a trust change).
+    pub fn current_caller(&self) -> Arc<Result<Caller, String>> {
+        match &self.session {
+            Some(s) => s.caller(),
+            None => self.caller.clone(),
+        }
+    }
 }
 
 /// Who the TLS peer is (or why it is refused), from its handshake.
-pub type Authenticate = Box<dyn Fn(&openssl::ssl::SslRef) -> Result<Caller, String> + Send + Sync>;
+pub type Authenticate = Box<dyn Fn(&openssl::ssl::SslRef) -> Arc<Session> + Send + Sync>;
 
 /// Accepting under the open-connection cap: the permit lives as long as the connection.
 async fn accept_capped(tcp: &TcpListener, cap: &Arc<Semaphore>) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
@@ -67,13 +81,13 @@ impl Listener for PlainListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (s, addr, permit) = accept_capped(&self.tcp, &self.cap).await;
         let local = s.local_addr().unwrap_or_else(|_| self.tcp.local_addr().expect("bound"));
-        let peer = Peer { addr, local, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())) };
+        let peer = Peer { addr, local, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())), session: None };
         (Conn::new(s, permit, addr, self.header_timeout), peer)
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
         let a = self.tcp.local_addr()?;
-        Ok(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())) })
+        Ok(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())), session: None })
     }
 }
 
@@ -167,23 +181,28 @@ async fn handshake(
     match tokio::time::timeout(header_timeout, Pin::new(&mut tls).accept()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
+            metrics::counter!("vws_gsi_handshakes_total", "outcome" => "failed").increment(1);
             tracing::warn!(peer = %addr, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
+            metrics::counter!("vws_gsi_handshakes_total", "outcome" => "failed").increment(1);
             tracing::warn!(peer = %addr, "TLS handshake timed out");
             return None;
         }
     }
-    let caller = {
+    let session = {
         let _clear = crate::security::x509::ClearErrorsOnDrop;
         authenticate(tls.ssl())
     };
-    match &caller {
+    let caller = session.caller();
+    let outcome = if caller.is_ok() { "ok" } else { "refused" };
+    metrics::counter!("vws_gsi_handshakes_total", "outcome" => outcome).increment(1);
+    match &*caller {
         Ok(c) => tracing::debug!(peer = %addr, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
         Err(reason) => tracing::warn!(peer = %addr, "client credentials refused: {reason}"),
     }
-    let peer = Peer { addr, local, scheme: "https", caller: Arc::new(caller) };
+    let peer = Peer { addr, local, scheme: "https", caller, session: Some(session) };
     Some((Conn::new(tls, permit, addr, header_timeout), peer))
 }
 
@@ -221,7 +240,7 @@ impl Listener for GsiListener {
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
-        Ok(Peer { addr: self.local, local: self.local, scheme: "https", caller: Arc::new(Err("listener".into())) })
+        Ok(Peer { addr: self.local, local: self.local, scheme: "https", caller: Arc::new(Err("listener".into())), session: None })
     }
 }
 

@@ -7,6 +7,7 @@
 //! dispatch, signing) is [`soap`]. Services never see the transport.
 
 pub mod conn;
+pub mod metrics;
 pub mod soap;
 
 use crate::services::Dispatcher;
@@ -63,7 +64,7 @@ impl Default for HttpConfig {
 /// GSI Secure Message (WS-Security X.509 signatures): verification of signed requests with the
 /// same trust as GSI transport, replay protection, and signing of the answers to signed requests.
 pub struct MessageSecurity {
-    pub trust: Arc<crate::security::TrustConfig>,
+    pub trust: Arc<crate::security::reload::LiveTrust>,
     pub replay: crate::security::wssec::ReplayCache,
     pub signer: crate::security::wssec::Signer,
 }
@@ -166,9 +167,27 @@ fn request_span(req: &Request) -> tracing::Span {
                 Ok(c) => c.name(),
                 Err(_) => "refused",
             };
-            tracing::info_span!("request", peer = %p.addr, service, action = tracing::field::Empty, dn)
+            tracing::info_span!(
+                "request",
+                peer = %p.addr,
+                service,
+                action = tracing::field::Empty,
+                dn,
+                operation = tracing::field::Empty,
+                key = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                duration_ms = tracing::field::Empty
+            )
         }
-        None => tracing::info_span!("request", service, action = tracing::field::Empty),
+        None => tracing::info_span!(
+            "request",
+            service,
+            action = tracing::field::Empty,
+            operation = tracing::field::Empty,
+            key = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty
+        ),
     }
 }
 
@@ -301,7 +320,13 @@ mod tests {
             .body(Body::from(env))
             .unwrap();
         let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        req.extensions_mut().insert(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())) });
+        req.extensions_mut().insert(Peer {
+            addr: a,
+            local: a,
+            scheme: "http",
+            caller: Arc::new(Ok(Caller::anonymous())),
+            session: None,
+        });
         req
     }
 

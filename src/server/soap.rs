@@ -10,7 +10,7 @@ use crate::services::SoapRequest;
 use crate::soap::envelope::{self, Envelope, FaultCode, SoapFault};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ fn unquote(s: &str) -> &str {
 /// wsa:To must name `service_url`, the endpoint that received the request.
 async fn verify_signed(ms: &MessageSecurity, body: &[u8], service_url: &str) -> Result<Option<Caller>, SoapFault> {
     use crate::security::wssec;
-    match wssec::verify_at(body, &ms.trust, &ms.replay, wssec::now_ms(), service_url).await {
+    match wssec::verify_at(body, &ms.trust.current().config, &ms.replay, wssec::now_ms(), service_url).await {
         Ok(None) => Ok(None),
         Ok(Some(sig)) => Ok(Some(sig.caller)),
         Err(e) => {
@@ -129,22 +129,76 @@ fn now_secs() -> i64 {
     crate::soap::time::now_ms() / 1000
 }
 
-/// A request on `/wsrf/services/{service}`.
+/// Operation names that were answered successfully at least once: the only ones used as a
+/// metrics label (a client cannot grow the label set by sending made-up operations).
+static KNOWN_OPS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+fn op_label(op: Option<&str>, ok: bool) -> String {
+    let Some(op) = op else { return "-".into() };
+    if KNOWN_OPS.read().unwrap_or_else(|e| e.into_inner()).iter().any(|k| k == op) {
+        return op.to_string();
+    }
+    if ok {
+        let mut k = KNOWN_OPS.write().unwrap_or_else(|e| e.into_inner());
+        if k.len() < 256 && !k.iter().any(|x| x == op) {
+            k.push(op.to_string());
+        }
+        return op.to_string();
+    }
+    "other".into()
+}
+
+/// A request on `/wsrf/services/{service}`: [`handle_post`], then its outcome and duration in
+/// the request span, the metrics, and (target `vws::request`, level debug) an access-log line.
 pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String>, req: Request) -> Response {
+    // The body is read once, here, under the limits (refusals come before the service check).
     let (parts, body) = match limited_body(req, &edge.cfg).await {
         Ok(pb) => pb,
         Err(refused) => return refused,
     };
-    let d = &*edge.services;
-    if !d.has_service(&name) {
+    if !edge.services.has_service(&name) {
         return text_response(StatusCode::NOT_FOUND, format!("no service named '{name}'\n"));
     }
-    let Some(peer) = parts.extensions.get::<Peer>() else {
+    let t0 = std::time::Instant::now();
+    let mut op = None;
+    let resp = handle_post(&edge, &name, &parts.headers, parts.extensions.get::<Peer>(), body, &mut op).await;
+    let dt = t0.elapsed();
+    let outcome = match resp.status().as_u16() {
+        200 => "ok",
+        401 | 403 => "refused",
+        _ => "fault",
+    };
+    let span = tracing::Span::current();
+    if let Some(o) = &op {
+        span.record("operation", o.as_str());
+    }
+    span.record("outcome", outcome);
+    span.record("duration_ms", dt.as_secs_f64() * 1000.0);
+    let op = op_label(op.as_deref(), outcome == "ok");
+    metrics::histogram!("vws_request_duration_seconds", "service" => name.clone(), "operation" => op.clone())
+        .record(dt.as_secs_f64());
+    metrics::counter!("vws_requests_total", "service" => name, "operation" => op, "outcome" => outcome).increment(1);
+    tracing::debug!(target: "vws::request", status = resp.status().as_u16(), "request done");
+    resp
+}
+
+async fn handle_post(
+    edge: &Edge,
+    name: &str,
+    headers: &HeaderMap,
+    peer: Option<&Peer>,
+    body: Bytes,
+    op: &mut Option<String>,
+) -> Response {
+    let d = &*edge.services;
+    let name = name.to_string();
+    let Some(peer) = peer else {
         return text_response(StatusCode::INTERNAL_SERVER_ERROR, "no connection information\n".into());
     };
     let base_url = base_url(&edge.cfg, peer);
     let service_url = format!("{base_url}/wsrf/services/{name}");
-    let mut caller = match &*peer.caller {
+    let current = peer.current_caller();
+    let mut caller = match &*current {
         Ok(c) => c.clone(),
         Err(reason) => {
             // The connection's credentials were refused: no request on it reaches a service.
@@ -169,6 +223,10 @@ pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String
     if let Some(a) = env.addressing.action.as_deref() {
         tracing::Span::current().record("action", a);
     }
+    *op = Some(env.payload().name.local.clone());
+    if let Some(k) = d.key_header(&name).and_then(|k| env.header_named(k)) {
+        tracing::Span::current().record("key", k.text().trim());
+    }
     let mut signed = false;
     if let Some(ms) = &edge.msec {
         match verify_signed(ms, &body, &service_url).await {
@@ -191,7 +249,7 @@ pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String
         }
     }
     // After the signature check, so a signed message's tampered headers are named as such.
-    let soap_action = parts.headers.get("soapaction").and_then(|v| v.to_str().ok()).map(unquote);
+    let soap_action = headers.get("soapaction").and_then(|v| v.to_str().ok()).map(unquote);
     if let Err(f) = check_request(d, &name, &env, soap_action) {
         tracing::warn!("refused request: {}", f.string);
         return fault_response(Some(&env.addressing), &service_url, &f, false);

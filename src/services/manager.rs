@@ -502,6 +502,7 @@ impl ManagerService {
                 let _guard = guard;
                 let k = key2.clone();
                 let e = engine.clone();
+                let t0 = std::time::Instant::now();
                 let r = tokio::task::spawn_blocking(move || match op {
                     VmOp::Stop => {
                         e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string()))
@@ -513,11 +514,13 @@ impl ManagerService {
                 })
                 .await
                 .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                vm_metric(op, t0, r.is_ok());
                 inner2.finish(&key2, op, r).await;
             });
             return Ok(state_reply(op.name(), current));
         }
         let k = key.clone();
+        let t0 = std::time::Instant::now();
         let r = tokio::task::spawn_blocking(move || match op {
             VmOp::Start => engine.start(&k, &disks, mem, cpus),
             VmOp::Pause => engine.pause(&k),
@@ -526,6 +529,7 @@ impl ManagerService {
         })
         .await
         .map_err(BaseFault::internal)?;
+        vm_metric(op, t0, r.is_ok());
         match r {
             Ok(()) => {
                 let s = inner
@@ -869,6 +873,24 @@ fn resolve_relative(mut d: Description, data: &Path) -> Description {
 /// The decoded Manager request (deploy's optional `<hot>`; the others take no arguments).
 fn arguments(req: &SoapRequest) -> Result<ManagerRequest, BaseFault> {
     ManagerRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))
+}
+
+/// One VM operation done by the engine: `vws_vm_operations_total{op,outcome}` and its duration.
+fn vm_metric(op: VmOp, t0: std::time::Instant, ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    metrics::counter!("vws_vm_operations_total", "op" => op.name(), "outcome" => outcome).increment(1);
+    metrics::histogram!("vws_vm_operation_duration_seconds", "op" => op.name()).record(t0.elapsed().as_secs_f64());
+}
+
+/// Live workspaces by state (for the `vws_resources` gauge).
+pub async fn state_counts(home: &Home) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for key in home.keys() {
+        if let Ok(s) = home.read(&key, FaultType::RpResourceUnknown, |st| Ok(WorkspaceData::of(st)?.state)).await {
+            *out.entry(s.as_str()).or_insert(0) += 1;
+        }
+    }
+    out
 }
 
 /// The answer to a Manager operation: the workspace's state.

@@ -189,7 +189,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let t0 = std::time::Instant::now();
         let mut result = commit(&mut conn, &jobs).map_err(|e| e.to_string());
+        metrics::histogram!("vws_store_commit_seconds").record(t0.elapsed().as_secs_f64());
+        metrics::histogram!("vws_store_commit_writes").record(jobs.len() as f64);
         if result.is_ok() && jobs.iter().any(|j| matches!(j.op, Op::Checkpoint)) {
             result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map(|_| Vec::new()).map_err(|e| e.to_string());
         }

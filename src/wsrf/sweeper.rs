@@ -81,6 +81,7 @@ impl Sweeper {
     pub async fn sweep_once(&self, now: i64) -> (usize, Option<i64>) {
         let (due, next) = self.take_due(now);
         let n = due.len();
+        let t0 = std::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for (h, key) in due {
             let home = self.homes.read().unwrap().get(h).and_then(Weak::upgrade);
@@ -93,6 +94,10 @@ impl Sweeper {
                 // The store refused: try again shortly rather than forget the deadline.
                 self.schedule(h, &key, None, Some(now + 1000));
             }
+        }
+        if n > 0 {
+            metrics::counter!("vws_sweeper_expired_total").increment(n as u64);
+            metrics::histogram!("vws_sweeper_sweep_seconds").record(t0.elapsed().as_secs_f64());
         }
         (n, next)
     }
