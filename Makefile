@@ -67,6 +67,7 @@ fuzz-smoke: deps
 
 bench: build guest
 	$(CARGO) bench --locked --bench wsrf
+	$(CARGO) bench --locked --bench repository
 	VWS_SHARED=$(SHARED) $(CARGO) bench --locked --bench security
 	VWS_SHARED=$(SHARED) ./benches/getrp.sh
 	VWS_SHARED=$(SHARED) ./benches/gridftp.sh

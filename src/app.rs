@@ -11,6 +11,7 @@ use crate::security::reload::{LiveTrust, Session, TrustFiles};
 use crate::security::{self, tls, wssec, Authorizer, Credential, OwnerOnly};
 use crate::server::{self, Authenticate, Edge, GsiListener, MessageSecurity, PlainListener};
 use crate::services::manager::{ManagerService, Vms, WorkspaceLedger};
+use crate::services::repository::{self, Checkouts, RepositoryService, RepositorySettings};
 use crate::services::subscription::SubscriptionService;
 use crate::services::{counter, factory, host_manager, workspace, Dispatcher, Registry, Shared};
 use crate::store::leases::Leases;
@@ -33,11 +34,12 @@ pub struct App {
     pub notifier: Arc<Notifier>,
     /// Every resource home by name (the workspace home first), for the metrics.
     pub homes: Vec<(&'static str, Arc<Home>)>,
+    pub repository: Arc<RepositoryService>,
 }
 
 impl App {
     /// Open the store and load every resource home; `auth` is the authorisation policy.
-    pub fn open(cfg: &Config, auth: Arc<dyn Authorizer>) -> Result<App, String> {
+    pub async fn open(cfg: &Config, auth: Arc<dyn Authorizer>) -> Result<App, String> {
         crate::wsrf::intern::set_budget(cfg.limits.shared_strings_bytes);
         crate::wsrf::properties::set_max_property_bytes(cfg.limits.max_property_bytes);
         if !crate::wsrf::query::configure(cfg.query_limits()) {
@@ -69,6 +71,8 @@ impl App {
             (counter::NAME, counters.clone()),
             (counter::NAME_RW, counters_rw.clone()),
         ];
+        let repository = open_repository(cfg, &store, &sweeper, &shared, &workspaces, &host).await?;
+        manager.set_checkouts(repository.checkouts.clone());
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
@@ -83,11 +87,45 @@ impl App {
             operations: vec![manager.clone()],
         }))?;
         services.register(Arc::new(host_manager::HostManagerService { manager: manager.clone(), shared: shared.clone() }))?;
+        services.register(repository.clone())?;
         services.register(Arc::new(counter::CounterService::new(counters, shared.clone(), false)))?;
         services.register(Arc::new(counter::CounterService::new(counters_rw, shared.clone(), true)))?;
         services.register(Arc::new(SubscriptionService { notifier: notifier.clone(), shared, lifetime }))?;
-        Ok(App { services: Arc::new(services), sweeper, store, host, manager, notifier, homes })
+        Ok(App { services: Arc::new(services), sweeper, store, host, manager, notifier, homes, repository })
     }
+}
+
+/// The site's Repository over the workspace home (`[repository]`): its singleton resource, its
+/// tables, and the image store under `<data>/repository`, which deploys stage through.
+async fn open_repository(
+    cfg: &Config,
+    store: &Store,
+    sweeper: &Arc<Sweeper>,
+    shared: &Arc<Shared>,
+    workspaces: &Arc<Home>,
+    host: &Arc<Host>,
+) -> Result<Arc<RepositoryService>, String> {
+    let r = &cfg.repository;
+    let home = Home::open(repository::NAME, repository::key_name(), repository::resource_type(), store.clone(), sweeper.clone())
+        .map_err(|e| format!("loading {}: {e}", repository::NAME))?;
+    let tables = Arc::new(crate::store::repo::RepoTables::open(&cfg.server.data).map_err(|e| format!("repository tables: {e}"))?);
+    let quotas = crate::store::repo::Quotas { site_bytes: r.quota_bytes, owner_bytes: r.owner_quota_bytes };
+    let images = Arc::new(crate::host::images::ImageStore::open(&cfg.server.data.join("repository"), tables.clone(), quotas)?);
+    host.set_images(images.clone());
+    let lease_ms = (r.lease_secs.max(1) as i64).saturating_mul(1000);
+    let checkouts = Arc::new(Checkouts::new(tables, lease_ms));
+    let settings = RepositorySettings { lease_ms, gc_grace_ms: (r.gc_grace_secs as i64).saturating_mul(1000) };
+    RepositoryService::new(
+        shared.clone(),
+        cfg.policy.clone(),
+        home,
+        workspaces.clone(),
+        checkouts,
+        images,
+        host.clone(),
+        settings,
+    )
+    .await
 }
 
 /// This host's VM engine from `[vmm]`, `[network]`, `[credentials]` (None: `vmm.driver = "none"`).
@@ -277,7 +315,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         }
         None => None,
     };
-    let app = App::open(&cfg, auth)?;
+    let app = App::open(&cfg, auth).await?;
     let mut msec = None;
     let mut tls = None;
     let mut trust = None;
@@ -309,6 +347,34 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
         })
     };
+    // The Repository: the local Manager renews its checkout leases; unreferenced images go.
+    let renewer = {
+        let (repo, host) = (app.repository.clone(), app.host.clone());
+        let every = Duration::from_millis((repo.checkouts.lease_ms / 3).max(1000) as u64);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                repo.checkouts.renew_local(&repo.catalogue.workspaces, |k| host.is_staging(k)).await;
+            }
+        })
+    };
+    let collector = (cfg.repository.gc_interval_secs > 0).then(|| {
+        let repo = app.repository.clone();
+        let every = Duration::from_secs(cfg.repository.gc_interval_secs);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                match repo.gc(repo.settings.gc_grace_ms).await {
+                    Ok(r) if !r.is_empty() => tracing::info!(removed = r.len(), "scheduled image store gc"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "scheduled image store gc failed"),
+                }
+            }
+        })
+    });
     let store = app.store.clone();
     let health: server::Health = Arc::new(move || {
         let store = store.clone();
@@ -362,6 +428,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     sweeper.abort();
     reconciler.abort();
     hup.abort();
+    renewer.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "closing the store");
     }

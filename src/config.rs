@@ -21,6 +21,7 @@ pub struct Config {
     pub notification: NotificationConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub repository: RepositoryConfig,
 }
 
 /// WS-BaseNotification delivery (`[notification]`): per-subscription queue and retries.
@@ -92,6 +93,34 @@ impl LogConfig {
             d.push_str(&format!(",{m}={l}"));
         }
         d
+    }
+}
+
+/// The site's Repository (`[repository]`): checkout leases, the image store's gc and quotas.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// Checkout lease a deploy takes; the holder renews it every third of it, and a lapsed one
+    /// is broken by the next checkout.
+    pub lease_secs: u64,
+    /// How often unreferenced images are removed from the image store (0: never on a schedule).
+    pub gc_interval_secs: u64,
+    /// Scheduled gc leaves unreferenced images younger than this.
+    pub gc_grace_secs: u64,
+    /// Bytes the image store may hold for the whole site / per owner (unset: unlimited).
+    pub quota_bytes: Option<u64>,
+    pub owner_quota_bytes: Option<u64>,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            lease_secs: 600,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 3600,
+            quota_bytes: None,
+            owner_quota_bytes: None,
+        }
     }
 }
 

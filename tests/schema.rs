@@ -466,7 +466,7 @@ const ALL_WSRF: &[&str] = &[
     "SetTerminationTime",
 ];
 
-const WSDLS: [WsdlSpec; 4] = [
+const WSDLS: [WsdlSpec; 5] = [
     WsdlSpec {
         file: "factory.wsdl",
         served_as: &["WorkspaceFactoryService"],
@@ -496,6 +496,35 @@ const WSDLS: [WsdlSpec; 4] = [
             ("console", "http://vws.dev/2026/11/workspace/WorkspaceManagerPortType/consoleRequest"),
         ],
         wsrf: ALL_WSRF,
+        inline: &[
+            "wsa-2004-03.xsd",
+            "wsbf-2004-06.xsd",
+            "wsrp-2004-06.xsd",
+            "wsrl-2004-06.xsd",
+            "nimbus-properties.xsd",
+            "workspace.xsd",
+        ],
+    },
+    WsdlSpec {
+        file: "repository.wsdl",
+        served_as: &["RepositoryService"],
+        service: "RepositoryService",
+        port_type: "RepositoryPortType",
+        rp_root: Some((VWS, "RepositoryResourceProperties")),
+        app_ops: &[
+            ("list", "http://vws.dev/2026/11/workspace/RepositoryPortType/listRequest"),
+            ("select", "http://vws.dev/2026/11/workspace/RepositoryPortType/selectRequest"),
+            ("clone", "http://vws.dev/2026/11/workspace/RepositoryPortType/cloneRequest"),
+            ("refine", "http://vws.dev/2026/11/workspace/RepositoryPortType/refineRequest"),
+            ("checkout", "http://vws.dev/2026/11/workspace/RepositoryPortType/checkoutRequest"),
+            ("renew", "http://vws.dev/2026/11/workspace/RepositoryPortType/renewRequest"),
+            ("release", "http://vws.dev/2026/11/workspace/RepositoryPortType/releaseRequest"),
+            ("breakLock", "http://vws.dev/2026/11/workspace/RepositoryPortType/breakLockRequest"),
+            ("register", "http://vws.dev/2026/11/workspace/RepositoryPortType/registerRequest"),
+            ("images", "http://vws.dev/2026/11/workspace/RepositoryPortType/imagesRequest"),
+            ("gc", "http://vws.dev/2026/11/workspace/RepositoryPortType/gcRequest"),
+        ],
+        wsrf: &["GetResourceProperty", "GetMultipleResourceProperties", "QueryResourceProperties"],
         inline: &[
             "wsa-2004-03.xsd",
             "wsbf-2004-06.xsd",

@@ -6,6 +6,8 @@
 //! watch [PROPERTY…]`.
 //! `vws stage [--streams N] [--no-dcau] [--prot C|S|P] SRC DST` copies an image between file://, http(s)://,
 //! ftp:// and gsiftp:// URLs with verification and a progress bar on stderr.
+//! `vws --service URL repo list|select|clone|refine|register|images|checkout|release|break-lock|gc`
+//! talks to the site's Repository (URL: its RepositoryService, or any service of that vwsd).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -136,6 +138,11 @@ enum Cmd {
     },
     /// State, IP, MAC, host and uptime in one table.
     Status,
+    /// The site's Repository: catalogue, clones and refinements, image store, checkout locks.
+    Repo {
+        #[command(subcommand)]
+        cmd: RepoCmd,
+    },
     /// Copy an image between URLs (file://, http(s)://, ftp://, gsiftp://), verified by checksum.
     Stage {
         src: String,
@@ -159,6 +166,279 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+}
+
+/// `vws repo …`. WORKSPACE is a workspace key or an EPR file.
+#[derive(Subcommand)]
+enum RepoCmd {
+    /// Every workspace you may read: key, one-line summary.
+    List,
+    /// Workspaces matching every given constraint (ranges intersect the requested one).
+    Select {
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        vmm: Option<String>,
+        /// RAM range in MiB, MIN-MAX (either side may be empty).
+        #[arg(long)]
+        ram: Option<String>,
+        /// Total disk range in MiB, MIN-MAX.
+        #[arg(long)]
+        disk: Option<String>,
+        #[arg(long)]
+        distribution: Option<String>,
+        /// Kernel version or a prefix of it (6.1 matches 6.1.0-18).
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        /// Required software, NAME or NAME=VERSION (repeatable).
+        #[arg(long)]
+        software: Vec<String>,
+    },
+    /// A new workspace with the same description and images.
+    Clone {
+        workspace: String,
+        #[arg(long)]
+        epr_out: Option<PathBuf>,
+    },
+    /// A new workspace with narrower ranges or other software / capability.
+    Refine {
+        workspace: String,
+        /// RAM range in MiB, MIN-MAX (within the original's).
+        #[arg(long)]
+        ram: Option<String>,
+        #[arg(long)]
+        cpu: Option<String>,
+        /// NAME=MIN-MAX (repeatable).
+        #[arg(long)]
+        disk: Vec<String>,
+        /// A file holding a <software> element.
+        #[arg(long)]
+        software: Option<PathBuf>,
+        /// A file holding a <capability> element.
+        #[arg(long)]
+        capability: Option<PathBuf>,
+        #[arg(long)]
+        epr_out: Option<PathBuf>,
+    },
+    /// Put an image into the store by content (absolute path on the service host, file:// within
+    /// its roots, http(s)://, gsiftp://).
+    Register {
+        source: String,
+        /// Expected digest, sha256:HEX.
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// The store's images and how many workspaces reference each.
+    Images,
+    /// Lock a workspace to a Manager.
+    Checkout {
+        workspace: String,
+        #[arg(long)]
+        manager: Option<String>,
+        #[arg(long)]
+        lease: Option<u64>,
+    },
+    /// Give a lock back (as its Manager).
+    Release {
+        workspace: String,
+        #[arg(long)]
+        manager: Option<String>,
+    },
+    /// Remove anyone's lock (site administrators; logged).
+    BreakLock { workspace: String },
+    /// Remove unreferenced images.
+    Gc {
+        /// Keep images registered within the last SECS seconds.
+        #[arg(long, default_value_t = 0)]
+        grace: u64,
+    },
+}
+
+/// `MIN-MAX` as min/max attributes.
+fn range_attrs(s: &str) -> Result<String, ClientError> {
+    let (a, b) = s.split_once('-').ok_or_else(|| ClientError::Usage(format!("range '{s}': expected MIN-MAX")))?;
+    let mut out = String::new();
+    for (name, v) in [("min", a.trim()), ("max", b.trim())] {
+        if !v.is_empty() {
+            let n: u64 = v.parse().map_err(|_| ClientError::Usage(format!("range '{s}': '{v}' is not a number")))?;
+            out.push_str(&format!(" {name}=\"{n}\""));
+        }
+    }
+    Ok(out)
+}
+
+/// A workspace argument: an EPR file, else a key.
+fn workspace_arg(w: &str) -> Result<String, ClientError> {
+    let p = std::path::Path::new(w);
+    if p.is_file() {
+        let epr = client::read_epr(p)?;
+        return epr
+            .properties
+            .iter()
+            .find(|(q, _)| q.local == "WorkspaceKey")
+            .map(|(_, v)| format!("<workspace>{}</workspace>", xml::escape(v)))
+            .ok_or_else(|| ClientError::Usage(format!("{w}: not a workspace EPR")));
+    }
+    Ok(format!("<workspace>{}</workspace>", xml::escape(w)))
+}
+
+fn element_file(p: &std::path::Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(p).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
+    let root = xml::parse(&text, &Default::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
+    Ok(root.to_fragment())
+}
+
+fn attr_of<'a>(e: &'a Element, n: &str) -> &'a str {
+    e.attr("", n).unwrap_or("-")
+}
+
+/// `vws repo …`.
+async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientError> {
+    let service = args.service.as_deref().ok_or_else(|| ClientError::Usage("repo needs --service URL".into()))?;
+    let url = match service.rsplit_once("/wsrf/services/") {
+        Some((base, _)) => format!("{base}/wsrf/services/RepositoryService"),
+        None => format!("{}/wsrf/services/RepositoryService", service.trim_end_matches('/')),
+    };
+    let epr = Epr::with_key(url.clone(), vws::soap::xml::QName::new(ns::VWS, "RepositoryKey"), "site");
+    let (op, body) = match cmd {
+        RepoCmd::List => ("list", String::new()),
+        RepoCmd::Select { category, vmm, ram, disk, distribution, kernel, state, software } => {
+            let mut b = String::new();
+            let mut text = |n: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    b.push_str(&format!("<{n}>{}</{n}>", xml::escape(v)));
+                }
+            };
+            text("category", category);
+            text("vmm", vmm);
+            if let Some(r) = ram {
+                b.push_str(&format!("<ram{}/>", range_attrs(r)?));
+            }
+            if let Some(r) = disk {
+                b.push_str(&format!("<disk{}/>", range_attrs(r)?));
+            }
+            let mut text = |n: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    b.push_str(&format!("<{n}>{}</{n}>", xml::escape(v)));
+                }
+            };
+            text("distribution", distribution);
+            text("kernel", kernel);
+            text("state", state);
+            for sw in software {
+                let (n, v) = sw.split_once('=').map_or((sw.as_str(), None), |(n, v)| (n, Some(v)));
+                let v = v.map(|v| format!(" version=\"{}\"", xml::escape_attr(v))).unwrap_or_default();
+                b.push_str(&format!("<software name=\"{}\"{v}/>", xml::escape_attr(n)));
+            }
+            ("select", b)
+        }
+        RepoCmd::Clone { workspace, .. } => ("clone", workspace_arg(workspace)?),
+        RepoCmd::Refine { workspace, ram, cpu, disk, software, capability, .. } => {
+            let mut b = workspace_arg(workspace)?;
+            if let Some(r) = ram {
+                b.push_str(&format!("<ram{}/>", range_attrs(r)?));
+            }
+            if let Some(r) = cpu {
+                b.push_str(&format!("<cpu{}/>", range_attrs(r)?));
+            }
+            for d in disk {
+                let (n, r) =
+                    d.split_once('=').ok_or_else(|| ClientError::Usage(format!("--disk '{d}': expected NAME=MIN-MAX")))?;
+                b.push_str(&format!("<disk name=\"{}\"{}/>", xml::escape_attr(n), range_attrs(r)?));
+            }
+            if let Some(p) = software {
+                b.push_str(&element_file(p)?);
+            }
+            if let Some(p) = capability {
+                b.push_str(&element_file(p)?);
+            }
+            ("refine", b)
+        }
+        RepoCmd::Register { source, digest } => {
+            let d = digest.as_ref().map(|d| format!("<digest>{}</digest>", xml::escape(d))).unwrap_or_default();
+            ("register", format!("<source>{}</source>{d}", xml::escape(source)))
+        }
+        RepoCmd::Images => ("images", String::new()),
+        RepoCmd::Checkout { workspace, manager, lease } => {
+            let mut b = workspace_arg(workspace)?;
+            if let Some(m) = manager {
+                b.push_str(&format!("<manager>{}</manager>", xml::escape(m)));
+            }
+            if let Some(l) = lease {
+                b.push_str(&format!("<leaseSeconds>{l}</leaseSeconds>"));
+            }
+            ("checkout", b)
+        }
+        RepoCmd::Release { workspace, manager } => {
+            let mut b = workspace_arg(workspace)?;
+            if let Some(m) = manager {
+                b.push_str(&format!("<manager>{}</manager>", xml::escape(m)));
+            }
+            ("release", b)
+        }
+        RepoCmd::BreakLock { workspace } => ("breakLock", workspace_arg(workspace)?),
+        RepoCmd::Gc { grace } => ("gc", format!("<graceSeconds>{grace}</graceSeconds>")),
+    };
+    let action = format!("{}/RepositoryPortType/{op}Request", ns::VWS);
+    let r = c.call(&url, Some(&epr), &action, &format!("<{op} xmlns=\"{}\">{body}</{op}>", ns::VWS)).await?;
+    // Tables unless `--output xml` is asked for explicitly.
+    let xml_out = args.output == Output::Xml && std::env::args().any(|a| a.starts_with("--output"));
+    if xml_out && !matches!(cmd, RepoCmd::Clone { .. } | RepoCmd::Refine { .. }) {
+        println!("{}", r.to_fragment());
+        return Ok(0);
+    }
+    match cmd {
+        RepoCmd::List | RepoCmd::Select { .. } => {
+            println!("{:<38} SUMMARY", "KEY");
+            for m in r.elements() {
+                println!("{:<38} {}", attr_of(m, "key"), attr_of(m, "summary"));
+            }
+        }
+        RepoCmd::Clone { epr_out, .. } | RepoCmd::Refine { epr_out, .. } => {
+            let e = r
+                .child(ns::WSA, "EndpointReference")
+                .ok_or_else(|| ClientError::BadAnswer { status: 200, msg: format!("{op}Response without EPR") })?;
+            let new = Epr::from_element(e).map_err(|m| ClientError::BadAnswer { status: 200, msg: m })?;
+            if let Some(p) = epr_out {
+                std::fs::write(p, new.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
+            }
+            if xml_out {
+                print!("{}", new.to_file_xml());
+            } else {
+                println!("{:<38} NEW", "SOURCE");
+                println!("{:<38} {}", attr_of(&r, "source"), new.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
+            }
+        }
+        RepoCmd::Register { .. } | RepoCmd::Images | RepoCmd::Gc { .. } => {
+            println!("{:<64} {:>12} {:>4} {:<6} OWNER", "SHA256", "BYTES", "REFS", "NEW");
+            for i in r.elements() {
+                println!(
+                    "{:<64} {:>12} {:>4} {:<6} {}",
+                    attr_of(i, "sha256"),
+                    attr_of(i, "size"),
+                    attr_of(i, "refs"),
+                    attr_of(i, "new"),
+                    attr_of(i, "owner")
+                );
+            }
+        }
+        RepoCmd::Checkout { .. } | RepoCmd::Release { .. } | RepoCmd::BreakLock { .. } => {
+            println!("{:<38} {:<40} {:<24} UNTIL", "WORKSPACE", "HOLDER", "SINCE");
+            for l in r.elements() {
+                println!(
+                    "{:<38} {:<40} {:<24} {}",
+                    attr_of(l, "workspace"),
+                    attr_of(l, "holder"),
+                    attr_of(l, "since"),
+                    attr_of(l, "until")
+                );
+                println!("  manager {}", attr_of(l, "manager"));
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn parse_prot(s: &str) -> Result<vws::transfer::Protection, String> {
@@ -647,6 +927,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
             let epr = resource(&args)?;
             return client::watch::watch(&c, &epr, properties, listen.as_deref()).await;
         }
+        Cmd::Repo { cmd } => return repo_cmd(&c, &args, cmd).await,
         Cmd::Stage { .. } => return Err(ClientError::Usage("stage runs outside the SOAP client".into())),
     }
     Ok(0)

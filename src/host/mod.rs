@@ -17,6 +17,7 @@
 //! which the service layer implements over its resource home.
 
 pub mod ca;
+pub mod images;
 pub mod pool;
 pub mod qemu;
 pub mod roots;
@@ -112,6 +113,9 @@ pub struct Host {
     ledger: Arc<dyn Ledger>,
     /// Cancel flags of the stagings under way, by workspace key (set by [`Host::discard`]).
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The Repository's image store (issue 12): images with a sha256 digest it holds are
+    /// hard-linked from it instead of transferred, and transferred ones are kept in it.
+    images: std::sync::OnceLock<Arc<images::ImageStore>>,
 }
 
 impl Host {
@@ -131,12 +135,34 @@ impl Host {
             permits: tokio::sync::Semaphore::new(settings.max_concurrent.max(1)),
             ledger,
             jobs: Mutex::new(HashMap::new()),
+            images: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+
+    // --- the Repository's image store (issue 12) ---
+    /// Stage through the site's image store from now on (set once, at wiring).
+    pub fn set_images(&self, store: Arc<images::ImageStore>) {
+        let _ = self.images.set(store);
+    }
+
+    pub fn images(&self) -> Option<&Arc<images::ImageStore>> {
+        self.images.get()
+    }
+
+    /// The `file://` roots policy (registrations are checked against it too).
+    pub fn roots(&self) -> &FileRoots {
+        &self.roots
+    }
+
+    /// The stager (registrations from URLs use it too).
+    pub fn stager(&self) -> &Stager {
+        &self.stager
+    }
+    // --- end image store ---
 
     /// What deploying `description` as workspace `key` stages, checked against the site's
     /// policy. Touches nothing.

@@ -276,10 +276,38 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
             let c = cancelled.clone();
             Arc::new(move || c.load(Ordering::Relaxed))
         };
-        let done =
-            tokio::task::spawn_blocking(move || h.stager.stage_watched(&it.url, &dst, it.digest, Some(watch), Some(cancel)))
-                .await
-                .unwrap_or_else(|e| Err(TransferError::Io { what: "staging task".into(), reason: e.to_string() }));
+        // Issue 12: an image the site's store holds is hard-linked from it (hashed again first: a
+        // changed store file is refused); one transferred is kept in the store for next time.
+        let stored = it.digest.as_ref().filter(|d| d.algo == transfer::checksum::Algo::Sha256).map(|d| d.hex.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let store = h.images().filter(|s| stored.as_deref().is_some_and(|d| s.has(d)));
+            if let (Some(store), Some(sha)) = (store, stored.as_deref()) {
+                let t = std::time::Instant::now();
+                return store
+                    .link_into(sha, &it.file)
+                    .map(|bytes| transfer::stage::StageOutcome {
+                        bytes,
+                        sha256: sha.to_string(),
+                        elapsed: t.elapsed(),
+                        shared: true,
+                        remote_checksum: None,
+                        resumed_from: Vec::new(),
+                    })
+                    .map_err(|e| match e {
+                        super::images::ImageError::DigestMismatch { what, expected, found } => {
+                            TransferError::ChecksumMismatch { url: what, algo: "SHA256".into(), expected, actual: found }
+                        }
+                        e => TransferError::Io { what: format!("image store {sha}"), reason: e.to_string() },
+                    });
+            }
+            let o = h.stager.stage_watched(&it.url, &dst, it.digest, Some(watch), Some(cancel))?;
+            if let (Some(store), Some(sha)) = (h.images(), stored.as_deref()) {
+                store.adopt_file(&it.file, sha, "site", &it.url);
+            }
+            Ok(o)
+        })
+        .await
+        .unwrap_or_else(|e| Err(TransferError::Io { what: "staging task".into(), reason: e.to_string() }));
         let mut r = shared.lock().unwrap();
         match done {
             Ok(o) => {

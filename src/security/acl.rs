@@ -101,6 +101,8 @@ impl Authorizer for AclPolicy {
         }
         match (action, owner) {
             (Action::Create, _) => self.check(caller, "create", true),
+            (Action::BreakLock, _) => self.check(caller, "break_lock", false),
+            (Action::Admin, _) => self.check(caller, "admin", false),
             (Action::Read | Action::Manage | Action::Deploy, Some(o)) => {
                 if action == Action::Deploy {
                     self.check(caller, "deploy", true)?;

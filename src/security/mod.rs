@@ -89,6 +89,10 @@ pub enum Action {
     Manage,
     /// Deploy / undeploy a workspace on a host (stage its images, release them).
     Deploy,
+    /// Break another holder's checkout lock on a workspace (ACL action `break_lock`).
+    BreakLock,
+    /// Site administration of the Repository (image store gc; ACL action `admin`).
+    Admin,
 }
 
 impl Action {
@@ -98,6 +102,8 @@ impl Action {
             Action::Read => "read",
             Action::Manage => "manage",
             Action::Deploy => "deploy",
+            Action::BreakLock => "break_lock",
+            Action::Admin => "admin",
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct ManagerService {
     shared: Arc<Shared>,
     host: Arc<Host>,
     vms: Arc<Vms>,
+    /// The Repository's checkout lock (issue 12): deploy checks out, undeploy releases.
+    checkouts: std::sync::OnceLock<Arc<super::repository::Checkouts>>,
 }
 
 /// The VM side of the Manager, shared with its ledger and background tasks.
@@ -331,8 +333,32 @@ impl ManagerService {
                 Err(_) => tracing::warn!(key, "destroyed outside a runtime: left to reconciliation"),
             }
         }));
-        Arc::new(ManagerService { home, shared, host, vms })
+        Arc::new(ManagerService { home, shared, host, vms, checkouts: std::sync::OnceLock::new() })
     }
+
+    // --- Repository checkout lock (issue 12) ---
+    /// Deploys check workspaces out through `c` from now on (set once, at wiring).
+    pub fn set_checkouts(&self, c: Arc<super::repository::Checkouts>) {
+        let _ = self.checkouts.set(c);
+    }
+
+    /// Checks `key` out to this Manager for the caller (a lock this Manager holds is taken again).
+    async fn check_out(&self, req: &SoapRequest, key: &str) -> Result<(), BaseFault> {
+        match self.checkouts.get() {
+            Some(c) => {
+                let manager = format!("{}/wsrf/services/{}", req.base_url, super::workspace::NAME);
+                c.checkout(key, req.caller.name(), &manager, true).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn check_in(&self, key: &str) {
+        if let Some(c) = self.checkouts.get() {
+            c.release(key).await;
+        }
+    }
+    // --- end checkout lock ---
 
     /// Handles a Manager operation; None when the payload is not one.
     pub async fn dispatch(&self, req: &SoapRequest) -> Option<Result<SoapReply, SoapFault>> {
@@ -382,6 +408,11 @@ impl ManagerService {
                 return Err(engine_fault(&key, "deploy", &e));
             }
         }
+        if let Err(e) = self.check_out(req, &key).await {
+            tracing::info!(caller = req.caller.name(), key, "deploy refused: {}", e.description);
+            self.vms.release_address(&key).await;
+            return Err(e);
+        }
         let report = plan.report();
         // Checked again under the lock: a concurrent deploy may have won.
         let r = home
@@ -396,6 +427,7 @@ impl ManagerService {
             .await;
         if let Err(e) = r {
             self.vms.release_address(&key).await;
+            self.check_in(&key).await;
             return Err(e);
         }
         tracing::info!(caller = req.caller.name(), key, images = plan.items.len(), hot, "deploy: staging started");
@@ -434,6 +466,7 @@ impl ManagerService {
         if let Err(e) = self.host.teardown(&key, Teardown::Undeploy).await {
             tracing::error!(key, "undeploy: left for reconciliation: {e}");
         }
+        self.check_in(&key).await;
         tracing::info!(caller = req.caller.name(), key, "undeploy: VM and images released");
         Ok(state_reply("undeploy", State::Unstaged))
     }

@@ -14,6 +14,7 @@ pub mod factory;
 pub mod host_manager;
 pub mod manager;
 pub mod registry;
+pub mod repository;
 pub mod request;
 pub mod subscription;
 pub mod workspace;

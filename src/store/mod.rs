@@ -6,6 +6,7 @@
 //! is on disk. A crash at any point leaves either the old or the new row, never a partial one.
 
 pub mod leases;
+pub mod repo;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};

@@ -47,6 +47,18 @@ pub enum FaultType {
     HypervisorFailed,
     /// A host resource ran out (address pool, disk space).
     ResourceExhausted,
+    /// Repository: the workspace is checked out by another holder (named in the Description).
+    WorkspaceLocked,
+    /// Repository: a refinement leaves the original's ranges (the field is the ErrorCode).
+    RefineOutOfRange,
+    /// Repository: the workspace is Corrupted and cannot be cloned.
+    WorkspaceCorrupted,
+    /// Repository: an image's bytes do not hash to the expected SHA-256.
+    DigestMismatch,
+    /// Repository: the image store's site or owner quota would be exceeded.
+    QuotaExceeded,
+    /// Repository: an image URL with a scheme the stager does not read.
+    UnsupportedScheme,
     Internal,
 }
 
@@ -82,6 +94,12 @@ impl FaultType {
             InvalidState => (ns::VWS, "InvalidStateFault"),
             HypervisorFailed => (ns::VWS, "HypervisorFault"),
             ResourceExhausted => (ns::VWS, "ResourceExhaustedFault"),
+            WorkspaceLocked => (ns::VWS, "WorkspaceLockedFault"),
+            RefineOutOfRange => (ns::VWS, "RefineOutOfRangeFault"),
+            WorkspaceCorrupted => (ns::VWS, "WorkspaceCorruptedFault"),
+            DigestMismatch => (ns::VWS, "DigestMismatchFault"),
+            QuotaExceeded => (ns::VWS, "QuotaExceededFault"),
+            UnsupportedScheme => (ns::VWS, "UnsupportedSchemeFault"),
             Internal => (ns::VWS, "InternalFault"),
         }
     }

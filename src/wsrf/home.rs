@@ -422,6 +422,22 @@ impl Home {
         self.map.read().unwrap().contains_key(key)
     }
 
+    /// Visits every resource not locked at this moment, synchronously (a catalogue's quick
+    /// pass); returns the keys of those that were locked, for the caller to [`Home::read`].
+    /// `f` runs under the map's read lock: it must be quick.
+    pub fn visit(&self, mut f: impl FnMut(&str, &ResourceState)) -> Vec<String> {
+        let map = self.map.read().unwrap();
+        let mut busy = Vec::new();
+        for (k, e) in map.iter() {
+            match e.try_lock() {
+                Ok(st) if !st.destroyed => f(k, &st),
+                Ok(_) => {}
+                Err(_) => busy.push(k.clone()),
+            }
+        }
+        busy
+    }
+
     /// The EPR of a resource of this home, at `service_url`.
     pub fn epr(&self, service_url: &str, key: &str) -> Epr {
         Epr::with_key(service_url, self.key_name.clone(), key)
