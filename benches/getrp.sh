@@ -3,7 +3,8 @@
 # vwsd on a free loopback port with a throw-away store, creates one workspace from
 # conf/samples/workspace.xml with the vws client, then runs ../shared/bench/getrp-ab.sh
 # (ApacheBench, keep-alive) for {nimbus}CurrentState and {vws}hardware, and stops vwsd (SIGTERM).
-# Goals: median <= 0.05 ms with 1 client, >= 60,000 req/s with 16 clients.
+# Goals: median <= 0.05 ms with 1 client, >= 60,000 req/s with 16 clients. Also prints vwsd's
+# CPU time per request (utime+stime delta over the run / requests).
 # env: VWSD / VWS (binaries, default target/release/...), VWS_LOG (vwsd log level, default info),
 #      METRICS_LISTEN (ADDR:PORT: run with [metrics] listen, /metrics scraped at the end),
 #      GETRP_QNAME (only this property), and getrp-ab.sh's own knobs (N_LAT, N_TPUT, CONC, N_WARM,
@@ -57,12 +58,21 @@ BASE="http://$ADDR/wsrf/services"
 echo "vwsd $("$VWSD" --version 2>/dev/null | awk '{print $2}') pid $PID on $ADDR; workspace EPR:"
 sed 's/^/  /' "$T/epr.xml"
 
+# utime + stime of vwsd, in clock ticks (fields 14 and 15 of /proc/PID/stat, after the comm)
+cpu_ticks() { sed 's/^.*) //' "/proc/$PID/stat" | awk '{print $12 + $13}'; }
 status=0
 QNAMES=('{http://www.globus.org/2008/06/workspace}CurrentState' '{http://vws.dev/2026/11/workspace}hardware')
 [ -n "${GETRP_QNAME:-}" ] && QNAMES=("$GETRP_QNAME")
 for q in "${QNAMES[@]}"; do
   echo
+  cpu0=$(cpu_ticks)
   RP_QNAME="$q" "$AB_SCRIPT" "$BASE/WorkspaceService" "$T/epr.xml" | tee "$T/ab.txt" || status=$?
+  cpu1=$(cpu_ticks)
+  # vwsd CPU (utime+stime from /proc) over every request of this run (warm-up, 1 client, N
+  # clients, the sanity check): far less sensitive to machine load than the latencies.
+  nreq=$(( ${N_WARM:-5000} + ${N_LAT:-2000} + ${N_TPUT:-20000} + 1 ))
+  awk -v d=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" -v n=$nreq \
+    'BEGIN { printf "  vwsd CPU per request %.1f us (%d requests)\n", d * 1e6 / hz / n, n }'
   # verdicts against the goals, from getrp-ab.sh's summary lines
   awk '/^1 client/ { for (i = 1; i <= NF; i++) if ($i == "median") m = $(i + 1);
                      printf "  1 client median %s ms (goal <= 0.05): %s\n", m, (m + 0 <= 0.05 ? "PASS" : "FAIL") }

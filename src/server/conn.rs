@@ -265,6 +265,10 @@ pub struct Conn<S> {
     phase: Phase,
     /// How many bytes of CR LF CR LF the head read so far ends with.
     matched: u8,
+    /// When the current head (or idle wait) runs out. The timer below is re-armed lazily: it may
+    /// fire earlier (at an older deadline), and is then moved to this one, so a request costs no
+    /// timer-wheel update.
+    deadline: Instant,
     timer: Pin<Box<Sleep>>,
     /// The 408 being written after a head timed out (offset written so far).
     refusing: Option<usize>,
@@ -282,6 +286,7 @@ impl<S> Conn<S> {
             timeout,
             phase: Phase::Idle,
             matched: 0,
+            deadline: Instant::now() + timeout,
             timer: Box::pin(tokio::time::sleep(timeout)),
             refusing: None,
         }
@@ -295,28 +300,61 @@ impl<S> Conn<S> {
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
             self.matched = 0;
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
+            self.deadline = Instant::now() + self.timeout;
         }
         if self.phase != Phase::Head {
             return;
         }
-        // How much of CR LF CR LF the bytes so far end with.
-        let mut m = self.matched;
-        for &b in data {
-            m = match (b, m) {
-                (b'\r', 2) => 3,
-                (b'\r', _) => 1,
-                (b'\n', 1) => 2,
-                (b'\n', 3) => 4,
-                _ => 0,
-            };
-            if m == 4 {
-                self.phase = Phase::Rest;
-                return;
-            }
+        // A CR LF CR LF that straddles the previous read, then one anywhere in `data` (memchr's
+        // vectorised search), then how much of it the bytes end with.
+        let edge = data.len().min(3);
+        let m = scan(self.matched, &data[..edge]);
+        if m == 4 || (data.len() > 3 && memchr::memmem::find(data, b"\r\n\r\n").is_some()) {
+            self.phase = Phase::Rest;
+            return;
         }
-        self.matched = m;
+        self.matched = if data.len() > 3 { scan(0, &data[data.len() - 3..]) } else { m };
     }
+
+    /// The header timer: ready once `deadline` has passed (re-arming a timer that fired early).
+    fn timer_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            let d = self.deadline;
+            self.timer.as_mut().reset(d);
+        }
+    }
+
+    /// A request is answered: the next bytes read start a new head (or the idle wait runs).
+    fn answering(&mut self) {
+        if self.phase == Phase::Rest {
+            self.phase = Phase::Idle;
+            self.deadline = Instant::now() + self.timeout;
+        }
+    }
+}
+
+/// How much of CR LF CR LF the bytes end with, having ended with `m` of it before `data`
+/// (4: the whole of it is in there).
+fn scan(mut m: u8, data: &[u8]) -> u8 {
+    for &b in data {
+        m = match (b, m) {
+            (b'\r', 2) => 3,
+            (b'\r', _) => 1,
+            (b'\n', 1) => 2,
+            (b'\n', 3) => 4,
+            _ => 0,
+        };
+        if m == 4 {
+            return 4;
+        }
+    }
+    m
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
@@ -350,7 +388,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
                 if this.phase == Phase::Rest {
                     return Poll::Pending;
                 }
-                if this.timer.as_mut().poll(cx).is_pending() {
+                if !this.timer_expired(cx) {
                     return Poll::Pending;
                 }
                 if this.phase == Phase::Idle {
@@ -372,19 +410,13 @@ use std::future::Future;
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.phase == Phase::Rest {
-            // An answer is going out: the next bytes read start a new request.
-            this.phase = Phase::Idle;
-            this.timer.as_mut().reset(Instant::now() + this.timeout);
-        }
+        // An answer is going out: the next bytes read start a new request.
+        this.answering();
         Pin::new(&mut this.inner).poll_write(cx, data)
     }
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.phase == Phase::Rest {
-            this.phase = Phase::Idle;
-            this.timer.as_mut().reset(Instant::now() + this.timeout);
-        }
+        this.answering();
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -210,7 +210,6 @@ pub fn router(edge: Arc<Edge>) -> Router {
     use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::trace::TraceLayer;
     let service = post(soap::service_post)
-        .layer(axum::middleware::from_fn_with_state(edge.clone(), soap::body_limits))
         .get(service_get)
         .fallback(method_not_allowed);
     let limit = GlobalConcurrencyLimitLayer::new(edge.cfg.max_concurrent_requests.max(1));
@@ -219,7 +218,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/wsrf/services/{service}/", service)
         .route("/healthz", get(healthz))
         .fallback(not_found)
-        // body_limits enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
+        // soap::service_post enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()

@@ -1,5 +1,5 @@
-//! The SOAP pipeline of `POST /wsrf/services/{service}`: the body-limits layer (size, idle and
-//! total time, each refused with a SOAP fault and a log line), then one request: the connection's
+//! The SOAP pipeline of `POST /wsrf/services/{service}`: the body limits (size, idle and total
+//! time, each refused with a SOAP fault and a log line; the body is read once, in the handler), then one request: the connection's
 //! caller (refused or expired credentials end the connection), envelope parsing, the operation /
 //! wsa:Action / SOAPAction agreement, one key header at most, WS-Security, mustUnderstand,
 //! dispatch through the registry, and signing of answers to signed requests.
@@ -11,7 +11,6 @@ use crate::soap::envelope::{self, Envelope, FaultCode, SoapFault};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -73,11 +72,10 @@ async fn read_body(mut body: Body, cfg: &HttpConfig) -> Result<Bytes, BodyError>
     }
 }
 
-/// The body-limits layer: the declared length, then the body read under the size limit and the
-/// idle and total deadlines, handed on in memory; every refusal is a SOAP fault (413 / 408 /
-/// 400) on a connection that is then closed, and a log line.
-pub async fn body_limits(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
-    let cfg = &edge.cfg;
+/// The body limits: the declared length, then the body read under the size limit and the idle
+/// and total deadlines; every refusal is a SOAP fault (413 / 408 / 400) on a connection that is
+/// then closed, and a log line. Read once, here, in the handler (no re-wrapped body).
+async fn limited_body(req: Request, cfg: &HttpConfig) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let refuse = |f: SoapFault| {
@@ -85,25 +83,25 @@ pub async fn body_limits(State(edge): State<Arc<Edge>>, req: Request, next: Next
         fault_response(None, "", &f, true)
     };
     if let Some(l) = declared.filter(|&l| l > cfg.max_body_bytes as u64) {
-        return refuse(
+        return Err(refuse(
             SoapFault::client(format!("request body of {l} bytes exceeds the limit of {} bytes", cfg.max_body_bytes))
                 .with_status(413),
-        );
+        ));
     }
     let (parts, body) = req.into_parts();
     match read_body(body, cfg).await {
-        Ok(b) => next.run(Request::from_parts(parts, Body::from(b))).await,
+        Ok(b) => Ok((parts, b)),
         Err(BodyError::TooLarge(max)) => {
-            refuse(SoapFault::client(format!("request body exceeds the limit of {max} bytes")).with_status(413))
+            Err(refuse(SoapFault::client(format!("request body exceeds the limit of {max} bytes")).with_status(413)))
         }
-        Err(BodyError::Idle) => refuse(
+        Err(BodyError::Idle) => Err(refuse(
             SoapFault::client(format!("request body stalled for more than {} ms", cfg.body_idle_timeout.as_millis()))
                 .with_status(408),
-        ),
-        Err(BodyError::Total) => refuse(
+        )),
+        Err(BodyError::Total) => Err(refuse(
             SoapFault::client(format!("request body took longer than {} s", cfg.body_total_timeout.as_secs())).with_status(408),
-        ),
-        Err(BodyError::Io(m)) => refuse(SoapFault::client(format!("request body could not be read: {m}")).with_status(400)),
+        )),
+        Err(BodyError::Io(m)) => Err(refuse(SoapFault::client(format!("request body could not be read: {m}")).with_status(400))),
     }
 }
 
@@ -152,19 +150,18 @@ fn op_label(op: Option<&str>, ok: bool) -> String {
 
 /// A request on `/wsrf/services/{service}`: [`handle_post`], then its outcome and duration in
 /// the request span, the metrics, and (target `vws::request`, level debug) an access-log line.
-pub async fn service_post(
-    State(edge): State<Arc<Edge>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<Peer>>,
-    body: Bytes,
-) -> Response {
+pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String>, req: Request) -> Response {
+    // The body is read once, here, under the limits (refusals come before the service check).
+    let (parts, body) = match limited_body(req, &edge.cfg).await {
+        Ok(pb) => pb,
+        Err(refused) => return refused,
+    };
     if !edge.services.has_service(&name) {
         return text_response(StatusCode::NOT_FOUND, format!("no service named '{name}'\n"));
     }
     let t0 = std::time::Instant::now();
     let mut op = None;
-    let resp = handle_post(&edge, &name, &headers, peer, body, &mut op).await;
+    let resp = handle_post(&edge, &name, &parts.headers, parts.extensions.get::<Peer>(), body, &mut op).await;
     let dt = t0.elapsed();
     let outcome = match resp.status().as_u16() {
         200 => "ok",
@@ -189,16 +186,16 @@ async fn handle_post(
     edge: &Edge,
     name: &str,
     headers: &HeaderMap,
-    peer: Option<axum::Extension<Peer>>,
+    peer: Option<&Peer>,
     body: Bytes,
     op: &mut Option<String>,
 ) -> Response {
     let d = &*edge.services;
     let name = name.to_string();
-    let Some(axum::Extension(peer)) = peer else {
+    let Some(peer) = peer else {
         return text_response(StatusCode::INTERNAL_SERVER_ERROR, "no connection information\n".into());
     };
-    let base_url = base_url(&edge.cfg, &peer);
+    let base_url = base_url(&edge.cfg, peer);
     let service_url = format!("{base_url}/wsrf/services/{name}");
     let current = peer.current_caller();
     let mut caller = match &*current {
