@@ -209,9 +209,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
     use tower::ServiceBuilder;
     use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::trace::TraceLayer;
-    let service = post(soap::service_post)
-        .get(service_get)
-        .fallback(method_not_allowed);
+    let service = post(soap::service_post).get(service_get).fallback(method_not_allowed);
     let limit = GlobalConcurrencyLimitLayer::new(edge.cfg.max_concurrent_requests.max(1));
     Router::new()
         .route("/wsrf/services/{service}", service.clone())
