@@ -766,25 +766,13 @@ fn print_elements(out: Output, parent: &Element) {
         match (c, out) {
             (Node::Element(e), Output::Xml) => println!("{}", e.to_fragment()),
             (Node::Element(e), Output::Table) => {
-                let value = if e.is_nil() { "(nil)".to_string() } else { flatten(e) };
+                let value = client::watch::flatten(e);
                 println!("{:<40} {}", e.name.clark(), value);
             }
             (Node::Text(t), _) if !t.trim().is_empty() => println!("{}", t.trim()),
             _ => {}
         }
     }
-}
-
-/// Text of an element, or its children as `name=value` pairs.
-fn flatten(e: &Element) -> String {
-    if e.elements().next().is_none() && e.attrs.is_empty() {
-        return e.text().trim().to_string();
-    }
-    let mut parts: Vec<String> = e.attrs.iter().map(|a| format!("{}={}", a.name.local, a.value)).collect();
-    for c in e.elements() {
-        parts.push(format!("{}[{}]", c.name.local, flatten(c)));
-    }
-    parts.join(" ")
 }
 
 async fn run(args: Args) -> Result<i32, ClientError> {

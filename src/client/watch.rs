@@ -53,8 +53,9 @@ fn local_ip_towards(url: &str) -> std::net::IpAddr {
     guess.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-/// A value element as one line: its text, or `child[...]` parts for structured values.
-fn flatten(e: &Element) -> String {
+/// A value element as one line: its text, `(nil)`, or `child[...]` parts for structured values
+/// (also how `vws get` prints a property).
+pub fn flatten(e: &Element) -> String {
     if e.is_nil() {
         return "(nil)".into();
     }
