@@ -134,18 +134,32 @@ pub enum VmOp {
 }
 
 impl VmOp {
-    pub const ALL: [VmOp; 7] = [VmOp::Start, VmOp::Stop, VmOp::Pause, VmOp::Unpause, VmOp::Reboot, VmOp::Save, VmOp::Restore];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            VmOp::Start => "start",
-            VmOp::Stop => "stop",
-            VmOp::Pause => "pause",
-            VmOp::Unpause => "unpause",
-            VmOp::Reboot => "reboot",
-            VmOp::Save => "save",
-            VmOp::Restore => "restore",
+    /// The VM operation a Manager request names (None for deploy and undeploy).
+    fn of(op: ManagerOp) -> Option<VmOp> {
+        match op {
+            ManagerOp::Deploy | ManagerOp::Undeploy => None,
+            ManagerOp::Start => Some(VmOp::Start),
+            ManagerOp::Stop => Some(VmOp::Stop),
+            ManagerOp::Pause => Some(VmOp::Pause),
+            ManagerOp::Unpause => Some(VmOp::Unpause),
+            ManagerOp::Reboot => Some(VmOp::Reboot),
+            ManagerOp::Save => Some(VmOp::Save),
+            ManagerOp::Restore => Some(VmOp::Restore),
         }
+    }
+
+    /// The operation's wire name (its Body element's local name, kept in `ManagerOp`).
+    pub fn name(self) -> &'static str {
+        let op = match self {
+            VmOp::Start => ManagerOp::Start,
+            VmOp::Stop => ManagerOp::Stop,
+            VmOp::Pause => ManagerOp::Pause,
+            VmOp::Unpause => ManagerOp::Unpause,
+            VmOp::Reboot => ManagerOp::Reboot,
+            VmOp::Save => ManagerOp::Save,
+            VmOp::Restore => ManagerOp::Restore,
+        };
+        op.name()
     }
 
     fn event(self) -> Event {
@@ -366,7 +380,7 @@ impl ManagerService {
         let r = match ManagerOp::of(p) {
             Some(ManagerOp::Deploy) => self.deploy(req).await,
             Some(ManagerOp::Undeploy) => self.undeploy(req).await,
-            Some(op) => match VmOp::ALL.into_iter().find(|o| o.name() == op.name()) {
+            Some(op) => match VmOp::of(op) {
                 Some(op) => self.vm_op(req, op).await,
                 None => return None,
             },
