@@ -5,7 +5,8 @@
 //! the client verifies it). The bench brings up its own throwaway credential kit
 //! (`target/gsikit-bench`, the helpers of `tests/common/gsi.rs`) and its own vwsd.
 //! Run: `cargo bench --bench security` (`VWS_SHARED` names the shared peers directory);
-//! `VWS_BENCH_CHAIN_CACHE_SECS=0` turns the validated-chain cache off on both sides (default 30).
+//! `VWS_BENCH_CHAIN_CACHE_SECS=0` turns the validated-chain cache off on both sides (default 30);
+//! `VWS_BENCH_ONLY=signed` measures (c) only (e.g. under `perf record`).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -96,6 +97,26 @@ fn row(name: &str, s: Option<&Stats>, goal_ms: f64, gt4: &str) {
     }
 }
 
+/// This thread's CPU time, ms.
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// A process's CPU time (user + system), ms, from /proc.
+fn process_cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / hz
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
@@ -142,13 +163,15 @@ fn main() {
     let r = exchange(&mut conn, &gp_keepalive);
     assert!(r.body.contains(&kit.user_dn()), "{}", r.body);
 
+    let only_signed = std::env::var("VWS_BENCH_ONLY").is_ok_and(|v| v == "signed");
+    let (connect_n, reuse_n) = if only_signed { (1, 1) } else { (CONNECT_N, REUSE_N) };
     // (a) new connection + one GetResourceProperty
-    for _ in 0..20 {
+    for _ in 0..20.min(connect_n) {
         let mut c1 = open(&c, &host, &certdir);
         exchange(&mut c1, &gp_close);
     }
-    let mut a = Vec::with_capacity(CONNECT_N);
-    for _ in 0..CONNECT_N {
+    let mut a = Vec::with_capacity(connect_n);
+    for _ in 0..connect_n {
         let t = Instant::now();
         let mut c1 = open(&c, &host, &certdir);
         let r = exchange(&mut c1, &gp_close);
@@ -158,11 +181,11 @@ fn main() {
     let a = stats(a);
 
     // (b) reused connection
-    for _ in 0..200 {
+    for _ in 0..200.min(reuse_n) {
         exchange(&mut conn, &gp_keepalive);
     }
-    let mut b = Vec::with_capacity(REUSE_N);
-    for _ in 0..REUSE_N {
+    let mut b = Vec::with_capacity(reuse_n);
+    for _ in 0..reuse_n {
         let t = Instant::now();
         exchange(&mut conn, &gp_keepalive);
         b.push(ms(t));
@@ -180,10 +203,14 @@ fn main() {
     plain.get_ref().set_nodelay(true).unwrap();
     let pid_id = format!("uuid:test-{}<", std::process::id());
     // Returns the times of (client signing, network + server, client verification).
-    let mut signed_rt = |check: bool| -> Result<[f64; 3], String> {
+    // CPU times (ms) of the client's signing and verification, summed over the measured loop.
+    let mut cpu = [0.0f64; 2];
+    let mut signed_rt = |check: bool, cpu: &mut [f64; 2]| -> Result<[f64; 3], String> {
         let env = get_rp_body(&plain_to, &key).replace(&pid_id, &format!("uuid:{}<", uuid::Uuid::new_v4()));
         let t0 = Instant::now();
+        let c0 = thread_cpu_ms();
         let signed = signer.sign(&env).map_err(|e| format!("signing: {e}"))?;
+        cpu[0] += thread_cpu_ms() - c0;
         let t_sign = ms(t0);
         let t1 = Instant::now();
         let req = http_request(&s.addr, "WorkspaceService", &gp_action, &signed, false);
@@ -194,7 +221,10 @@ fn main() {
         }
         let t_server = ms(t1);
         let t2 = Instant::now();
-        match wssec::verify(r.body.as_bytes(), &client_trust, &client_replay, wssec::now_ms()) {
+        let c2 = thread_cpu_ms();
+        let verified = wssec::verify(r.body.as_bytes(), &client_trust, &client_replay, wssec::now_ms());
+        cpu[1] += thread_cpu_ms() - c2;
+        match verified {
             Ok(Some(sig)) => {
                 if check && sig.caller.dn.as_deref() != Some(kit.var("GSI_HOST_DN").as_str()) {
                     return Err(format!("answer signed by {}", sig.caller.name()));
@@ -210,20 +240,25 @@ fn main() {
         Ok([t_sign, t_server, t_verify])
     };
     let mut parts: [Vec<f64>; 3] = Default::default();
-    let signed = match signed_rt(true) {
+    let mut warm = [0.0; 2];
+    let mut server_cpu = 0.0;
+    let signed = match signed_rt(true, &mut warm) {
         Ok(_) => {
             for _ in 0..50 {
-                signed_rt(false).unwrap();
+                signed_rt(false, &mut warm).unwrap();
             }
             let mut v = Vec::with_capacity(SIGNED_N);
+            let pid = s.child.as_ref().map(|c| c.id()).unwrap_or(0);
+            let s0 = process_cpu_ms(pid);
             for _ in 0..SIGNED_N {
                 let t = Instant::now();
-                let p = signed_rt(false).unwrap();
+                let p = signed_rt(false, &mut cpu).unwrap();
                 v.push(ms(t));
                 for i in 0..3 {
                     parts[i].push(p[i]);
                 }
             }
+            server_cpu = process_cpu_ms(pid) - s0;
             Some(stats(v))
         }
         Err(e) => {
@@ -248,6 +283,14 @@ fn main() {
         let [sign, server, verify] = parts.map(|p| stats(p).median);
         println!(
             "(c) medians of its parts: client signs {sign:.3} ms, HTTP + vwsd (verify, GetRP, sign answer) {server:.3} ms, client verifies the answer {verify:.3} ms"
+        );
+        let n = SIGNED_N as f64;
+        println!(
+            "(c) CPU time per round trip (less sensitive to load): client signs {:.3} ms, vwsd (all threads) {:.3} ms, client verifies {:.3} ms, total {:.3} ms",
+            cpu[0] / n,
+            server_cpu / n,
+            cpu[1] / n,
+            (cpu[0] + cpu[1] + server_cpu) / n
         );
     }
     drop(s);

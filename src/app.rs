@@ -215,7 +215,7 @@ pub fn engine(cfg: &Config) -> Result<Option<Arc<VmEngine>>, String> {
 /// the host credential, trust directory, grid-mapfile and VOMS trust.
 /// Accepted signed messages are remembered in `store` for their Timestamp window, so a replay is
 /// refused across restarts (kill -9 included: a request is dispatched only after its replay record
-/// committed).
+/// is in the WAL; after a system crash see [`Store::replay_may_be_lost`]).
 type Gsi = ((openssl::ssl::SslAcceptor, Authenticate), Arc<MessageSecurity>, Arc<LiveTrust>);
 
 /// The trust files of `[security]`, loaded (see [`crate::security::reload`]).
@@ -263,7 +263,15 @@ impl wssec::ReplayLog for StoreReplayLog {
 /// the store remembers from before (the messages whose window has not ended at `now_ms`).
 pub fn durable_replay_cache(store: &Store, now_ms: i64) -> Result<wssec::ReplayCache, String> {
     let remembered = store.replay_keys(now_ms).map_err(|e| format!("reading the replay records: {e}"))?;
-    Ok(wssec::ReplayCache::new().with_log(Arc::new(StoreReplayLog(store.clone())), remembered, now_ms))
+    let cache = wssec::ReplayCache::new();
+    let cache = if store.replay_may_be_lost() {
+        let floor = now_ms + cache.skew_ms();
+        tracing::warn!("the system crashed while vwsd ran: the last replay records may be lost; signed messages created before {} are refused", crate::soap::time::format_ms(floor));
+        cache.refuse_created_before(floor)
+    } else {
+        cache
+    };
+    Ok(cache.with_log(Arc::new(StoreReplayLog(store.clone())), remembered, now_ms))
 }
 
 /// `vwsd --check`: the configuration's values, then what it names — with security on the host

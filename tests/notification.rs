@@ -467,6 +467,44 @@ fn subscriptions_survive_kill9_and_notifications_continue() {
 }
 
 #[test]
+fn notifications_queued_for_a_down_consumer_at_kill9_are_delivered_after_restart() {
+    let mut s = Server::start_with(Conf {
+        host: "\n[notification]\nretry_initial_ms = 200\nretry_max_ms = 1000\ngive_up_secs = 120\n".into(),
+        ..Default::default()
+    });
+    let mut consumer = Consumer::start();
+    let counter = s.create_counter("CounterService");
+    let sub = counter_sub(&s, &counter, &consumer.url());
+    add(&s, &counter, 1);
+    consumer.wait(1, &s);
+    let (addr, got) = (consumer.addr.clone(), consumer.got.clone());
+    consumer.shut();
+    for i in 2..=4 {
+        add(&s, &counter, i);
+    }
+    // Let the worker queue them all and fail a first attempt.
+    std::thread::sleep(Duration::from_millis(500));
+    s.kill9();
+    let consumer = Consumer::start_at(&addr, got);
+    s.restart();
+    let got = consumer.wait(4, &s);
+    let values: Vec<String> = got.iter().map(|n| value_of(n, "NewValue").unwrap()).collect();
+    assert_eq!(values, ["1", "3", "6", "10"], "the queued messages arrive after the restart, in order");
+    add(&s, &counter, 5);
+    let got = consumer.wait(5, &s);
+    assert_eq!(value_of(&got[4], "NewValue").as_deref(), Some("15"), "and new changes follow them");
+    assert_eq!(value_of(&got[4], "OldValue").as_deref(), Some("10"));
+    assert_eq!(sub_state(&s, &sub), "Active");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(consumer.count(), 5, "nothing delivered twice");
+    let rows: i64 = rusqlite::Connection::open(s.data_dir().join("vws.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "delivered messages leave the outbox");
+}
+
+#[test]
 fn destroying_the_producer_sends_termination_and_ends_its_subscriptions() {
     let s = Server::start();
     let consumer = Consumer::start();

@@ -38,8 +38,11 @@
 //! 9. replay: the signer's MessageID (or, without one, its SignatureValue) must not be in the
 //!    [`ReplayCache`]; it is remembered until the message would be refused as expired anyway —
 //!    durably, in the store's `replay` table, with `app::durable_replay_cache` (the store glue lives in the wiring) and [`verify_at`]
-//!    (committed before the request is dispatched, loaded again at start-up), so a restart or
-//!    a kill -9 does not reopen the window;
+//!    (written to the WAL before the request is dispatched, loaded again at start-up), so a
+//!    restart or a kill -9 does not reopen the window. The record is not fsynced on its own
+//!    (that would cost a disk flush per request); a system crash can lose the last ones, so
+//!    after one vwsd refuses messages created before its start + skew
+//!    ([`ReplayCache::refuse_created_before`], `Store::replay_may_be_lost`);
 //! 10. ([`verify_at`], for requests) wsa:To names the endpoint that received the message.
 //!
 //! # Integration (for the HTTP listener and the client)
@@ -221,6 +224,8 @@ pub struct ReplayCache {
     inner: Mutex<ReplayInner>,
     /// Where accepted messages are also remembered durably ([`verify_at`] waits for it).
     log: Option<Arc<dyn ReplayLog>>,
+    /// Messages created before this instant are refused ([`ReplayCache::refuse_created_before`]).
+    created_floor_ms: i64,
 }
 
 /// Durable memory of accepted signed messages, so that a replay is refused after a restart too.
@@ -277,7 +282,17 @@ impl ReplayCache {
             capacity: capacity.max(1),
             inner: Mutex::new(ReplayInner::default()),
             log: None,
+            created_floor_ms: i64::MIN,
         }
+    }
+
+    /// Refuse every message whose wsu:Created is before `floor_ms`: used when the durable
+    /// replay records may have lost their last entries (a system crash), with `floor_ms` = start
+    /// time + skew, so no message that could have been accepted before the crash is accepted
+    /// again (for at most one skew after the start; clients then send fresh messages).
+    pub fn refuse_created_before(mut self, floor_ms: i64) -> ReplayCache {
+        self.created_floor_ms = floor_ms;
+        self
     }
 
     /// This cache, recording in `log` too, starting with `remembered` (key, end of window).
@@ -304,6 +319,13 @@ impl ReplayCache {
 
     /// The Timestamp window check; returns the instant after which the message is refused.
     fn window(&self, created_ms: i64, expires_ms: Option<i64>, now_ms: i64) -> Result<i64, WsSecError> {
+        if created_ms < self.created_floor_ms {
+            return Err(WsSecError::Expired(format!(
+                "wsu:Created {} is before {}: this host restarted after a system crash and refuses messages that may have been received before it (send a new message)",
+                fmt_ms(created_ms),
+                fmt_ms(self.created_floor_ms)
+            )));
+        }
         if created_ms > now_ms + self.skew_ms {
             return Err(WsSecError::NotYetValid(format!(
                 "wsu:Created {} is {} s ahead of this host's clock (skew allowed: {} s)",
@@ -749,6 +771,79 @@ fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// Certificates decoded from security tokens, and the xmlsec keys made from leaves, by the
+/// SHA-256 of their DER encoding. OpenSSL 3.0 takes about 0.2 ms to decode one certificate (and
+/// as long again to make an xmlsec key of it), which a peer signing many messages with one
+/// chain would otherwise pay for every message. Only the decoding is remembered: a cached
+/// certificate is the very certificate those bytes encode, and the chain is still validated
+/// (through the validated-chain cache, [`super::proxy::set_chain_cache_ttl`]) per message.
+mod decoded {
+    use super::*;
+
+    /// Entries kept; the cache is emptied when it is full (a bounded, cheap policy).
+    const MAX: usize = 1024;
+
+    struct Entry {
+        cert: X509,
+        key: Option<KeyBox>,
+    }
+
+    /// An xmlsec key only touched under the cache's mutex (to duplicate it).
+    struct KeyBox(XmlSecKey);
+    // SAFETY: the key is only accessed under CACHE's mutex; callers get their own duplicate.
+    unsafe impl Send for KeyBox {}
+
+    static CACHE: Mutex<Option<HashMap<[u8; 32], Entry>>> = Mutex::new(None);
+
+    fn with<R>(f: impl FnOnce(&mut HashMap<[u8; 32], Entry>) -> R) -> R {
+        let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let map = g.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX {
+            map.clear();
+        }
+        f(map)
+    }
+
+    /// The certificate `der` encodes.
+    pub(super) fn cert(der: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
+        let h = openssl::sha::sha256(der);
+        if let Some(c) = with(|m| m.get(&h).map(|e| e.cert.clone())) {
+            return Ok(c);
+        }
+        let c = X509::from_der(der)?;
+        with(|m| m.entry(h).or_insert_with(|| Entry { cert: c.clone(), key: None }).cert.clone());
+        Ok(c)
+    }
+
+    /// An xmlsec key holding `leaf`'s public key (a duplicate, for one verification; cheap:
+    /// it shares the EVP_PKEY).
+    pub(super) fn key(leaf: &X509) -> Result<XmlSecKey, WsSecError> {
+        let der = leaf.to_der().map_err(|e| WsSecError::UnsupportedToken(e.to_string()))?;
+        let h = openssl::sha::sha256(&der);
+        if let Some(k) = with(|m| m.get(&h).and_then(|e| e.key.as_ref().map(|k| k.0.clone()))) {
+            return Ok(k);
+        }
+        // The public key alone (SubjectPublicKeyInfo): duplicating a key that carries the
+        // certificate would decode the certificate again.
+        let spki = leaf
+            .public_key()
+            .and_then(|k| k.public_key_to_der())
+            .map_err(|e| WsSecError::UnsupportedToken(format!("the key of {}: {e}", super::super::x509::subject(leaf))))?;
+        init_xmlsec();
+        take_xmlsec_errors();
+        let key = XmlSecKey::from_memory(&spki, XmlSecKeyFormat::Der, None).map_err(|_| {
+            WsSecError::UnsupportedToken(format!(
+                "cannot use the key of {}: {}",
+                super::super::x509::subject(leaf),
+                take_xmlsec_errors()
+            ))
+        })?;
+        let copy = key.clone();
+        with(|m| m.entry(h).or_insert_with(|| Entry { cert: leaf.clone(), key: None }).key = Some(KeyBox(copy)));
+        Ok(key)
+    }
+}
+
 /// The signer's chain, leaf first, from the token the Signature's KeyInfo references.
 fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
     let unsupported = |s: String| WsSecError::UnsupportedToken(s);
@@ -780,7 +875,7 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
     let bad_cert = |e: openssl::error::ErrorStack| unsupported(format!("bad certificate in the token: {e}"));
     if vt == X509_PKIPATH {
         let items = der_sequence_items(&der).map_err(|e| unsupported(format!("bad PkiPath: {e}")))?;
-        let mut certs = items.iter().map(|d| X509::from_der(d)).collect::<Result<Vec<_>, _>>().map_err(bad_cert)?;
+        let mut certs = items.iter().map(|d| decoded::cert(d)).collect::<Result<Vec<_>, _>>().map_err(bad_cert)?;
         if certs.is_empty() {
             return Err(unsupported("empty PkiPath".into()));
         }
@@ -791,13 +886,13 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
         }
         Ok(certs)
     } else if vt == X509V3 {
-        let leaf = X509::from_der(&der).map_err(bad_cert)?;
+        let leaf = decoded::cert(&der).map_err(bad_cert)?;
         let mut pool = Vec::new();
         for t in &m.tokens {
             if t.node_ptr() != bst.node_ptr() {
                 let (v, d) = decode(*t)?;
                 if v == X509V3 {
-                    pool.push(X509::from_der(&d).map_err(bad_cert)?);
+                    pool.push(decoded::cert(&d).map_err(bad_cert)?);
                 }
             }
         }
@@ -917,12 +1012,9 @@ fn verify_checked(
     let leaf = &chain[0];
 
     // 6. The signature, by xmlsec, with the leaf's key.
-    let leaf_der = leaf.to_der().map_err(|e| WsSecError::UnsupportedToken(e.to_string()))?;
+    let key = decoded::key(leaf)?;
     init_xmlsec();
     take_xmlsec_errors();
-    let key = XmlSecKey::from_memory(&leaf_der, XmlSecKeyFormat::CertDer, None).map_err(|_| {
-        WsSecError::UnsupportedToken(format!("cannot use the key of {}: {}", super::x509::subject(leaf), take_xmlsec_errors()))
-    })?;
     let ctx = dsig_context(key)?;
     // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
     let (rc, status, refs) = unsafe {
@@ -1328,6 +1420,14 @@ mod tests {
         assert_eq!(c.window(t, Some(t + 1_000_000), t + 11_001).unwrap_err().kind(), "expired");
         assert_eq!(c.window(t, Some(t - 1), t).unwrap_err().kind(), "invalid_security");
         assert_eq!(parse_datetime(&fmt_ms(1_234_567_890_123), "x").unwrap(), 1_234_567_890_123);
+    }
+
+    #[test]
+    fn created_floor_refuses_older_messages() {
+        let t = 1_000_000;
+        let c = ReplayCache::with_limits(1000, 10_000, 10).refuse_created_before(t + 1000);
+        assert_eq!(c.window(t, None, t).unwrap_err().kind(), "expired");
+        assert!(c.window(t + 1000, None, t).is_ok());
     }
 
     #[test]

@@ -44,6 +44,17 @@ enum Op {
     },
     /// Checkpoint the WAL into the database file (at shutdown).
     Checkpoint,
+    /// Queue an undelivered notification (`sub`, `seq`) with its message.
+    OutboxPut {
+        sub: String,
+        seq: i64,
+        body: String,
+    },
+    /// A notification was delivered (or dropped): forget it (`seq` None: all of `sub`'s).
+    OutboxDelete {
+        sub: String,
+        seq: Option<i64>,
+    },
     /// Remember a signed message (its replay key) until `end_ms`; answers `false` when it was
     /// already remembered. Rows past their end are pruned in the same transaction.
     Replay {
@@ -64,6 +75,7 @@ struct Job {
 pub struct Store {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
+    replay_may_be_lost: bool,
 }
 
 const SCHEMA: &str = "
@@ -80,7 +92,30 @@ CREATE TABLE IF NOT EXISTS replay (
     end_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replay_end ON replay(end_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    sub TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sub, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// This boot of the operating system (Linux: `/proc/sys/kernel/random/boot_id`); None elsewhere.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}
+
+fn meta(conn: &Connection, name: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", params![name], |r| r.get(0)).optional()
+}
+
+fn set_meta(conn: &Connection, name: &str, value: &str) -> Result<(), rusqlite::Error> {
+    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)", params![name, value]).map(drop)
+}
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
@@ -97,9 +132,26 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("vws.db");
         let conn = open_conn(&path)?;
+        // Replay records are committed without an fsync: a system crash (not a vwsd crash) may
+        // lose the last ones. That can only have happened when the system rebooted since the
+        // store was last opened and the store was not closed cleanly (its WAL synced) before.
+        let boot = boot_id();
+        let clean = meta(&conn, "replay_synced")?.is_none_or(|v| v == "1");
+        let same_boot = boot.is_some() && meta(&conn, "boot_id")? == boot;
+        let replay_may_be_lost = !clean && !same_boot;
+        set_meta(&conn, "boot_id", boot.as_deref().unwrap_or("-"))?;
+        set_meta(&conn, "replay_synced", "0")?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name("vws-store".into()).spawn(move || writer(conn, rx))?;
-        Ok(Store { tx, path })
+        Ok(Store { tx, path, replay_may_be_lost })
+    }
+
+    /// Whether replay records of the last run may have been lost: the system crashed (or lost
+    /// power) while vwsd ran, since the store was opened in an earlier boot and not closed
+    /// cleanly. The caller must then refuse signed messages that could have been accepted
+    /// before the crash (see `app::durable_replay_cache`).
+    pub fn replay_may_be_lost(&self) -> bool {
+        self.replay_may_be_lost
     }
 
     pub fn path(&self) -> &Path {
@@ -164,10 +216,38 @@ impl Store {
         self.submit(Op::Delete { service: service.into(), key: key.into() }).await.map(drop)
     }
 
-    /// Durably remember a signed message's replay key until `end_ms` (group-committed like every
-    /// write). `Ok(false)`: the key was already remembered, i.e. the message is a replay.
+    /// Remember a signed message's replay key until `end_ms` (group-committed like every write).
+    /// `Ok(false)`: the key was already remembered, i.e. the message is a replay.
+    ///
+    /// Durability: the record is in the WAL (written, not fsynced: `synchronous=NORMAL` for a
+    /// group of replay records only) when this returns, so it survives a vwsd crash (kill -9)
+    /// at once; it survives a system crash or power loss once the WAL is next synced — by any
+    /// other write, a checkpoint or a clean shutdown. What a system crash may lose is covered by
+    /// [`Store::replay_may_be_lost`] at the next start.
     pub async fn record_replay(&self, key: &str, end_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
         self.submit(Op::Replay { key: key.into(), end_ms, now_ms }).await
+    }
+
+    /// Queue a notification message of subscription `sub` (number `seq`, increasing), in the
+    /// WAL when this returns (like replay records: it survives a vwsd crash; a system crash may
+    /// lose the last ones).
+    pub async fn outbox_put(&self, sub: &str, seq: i64, body: &str) -> Result<(), StoreError> {
+        self.submit(Op::OutboxPut { sub: sub.into(), seq, body: body.into() }).await.map(drop)
+    }
+
+    /// Forget a queued notification (None: every one of `sub`). Queued behind the writes
+    /// submitted before it; does not wait for the commit.
+    pub fn outbox_delete(&self, sub: &str, seq: Option<i64>) {
+        let (done, _) = oneshot::channel();
+        let _ = self.tx.send(Job { op: Op::OutboxDelete { sub: sub.into(), seq }, done });
+    }
+
+    /// The queued notifications of every subscription, (sub, seq, body) in sub and seq order.
+    pub fn outbox(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let mut st = conn.prepare("SELECT sub, seq, body FROM outbox ORDER BY sub, seq")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The replay keys still inside their window at `now_ms` (start-up), oldest end first.
@@ -182,6 +262,8 @@ impl Store {
 const MAX_GROUP: usize = 512;
 
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut synchronous = "FULL";
+    let mut marked_clean = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -190,12 +272,33 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // Replay records and the notification outbox alone are committed without an fsync (see
+        // [`Store::record_replay`]); any other write syncs the WAL, and every record before it.
+        let unsynced_only =
+            jobs.iter().all(|j| matches!(j.op, Op::Replay { .. } | Op::OutboxPut { .. } | Op::OutboxDelete { .. }));
+        // After a clean-shutdown mark, the first group clears it durably.
+        let sync = if unsynced_only && !marked_clean { "NORMAL" } else { "FULL" };
+        if sync != synchronous {
+            if let Err(e) = conn.pragma_update(None, "synchronous", sync) {
+                tracing::error!(error = %e, "store: cannot set synchronous={sync}");
+            }
+            synchronous = sync;
+        }
+        if marked_clean {
+            match set_meta(&conn, "replay_synced", "0") {
+                Ok(()) => marked_clean = false,
+                Err(e) => tracing::error!(error = %e, "store: cannot clear the clean-shutdown mark"),
+            }
+        }
         let t0 = std::time::Instant::now();
         let mut result = commit(&mut conn, &jobs).map_err(|e| e.to_string());
         metrics::histogram!("vws_store_commit_seconds").record(t0.elapsed().as_secs_f64());
         metrics::histogram!("vws_store_commit_writes").record(jobs.len() as f64);
         if result.is_ok() && jobs.iter().any(|j| matches!(j.op, Op::Checkpoint)) {
             result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map(|_| Vec::new()).map_err(|e| e.to_string());
+            if result.is_ok() {
+                marked_clean = mark_clean(&conn, &mut synchronous);
+            }
         }
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = jobs.len(), "store commit failed; writes not applied");
@@ -209,8 +312,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         }
     }
     // All senders gone: checkpoint so the database file is self-contained.
-    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    if conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").is_ok() {
+        mark_clean(&conn, &mut synchronous);
+    }
     tracing::debug!("store writer closed");
+}
+
+/// Everything is synced (after a checkpoint): note it, durably, for [`Store::replay_may_be_lost`].
+fn mark_clean(conn: &Connection, synchronous: &mut &'static str) -> bool {
+    let r = conn.pragma_update(None, "synchronous", "FULL").and_then(|_| set_meta(conn, "replay_synced", "1"));
+    *synchronous = "FULL";
+    r.is_ok()
 }
 
 /// One transaction for a group of jobs; per job, whether it changed something.
@@ -232,6 +344,16 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<bool>, rusqlite::Er
                     del.execute(params![service, key])?;
                 }
                 Op::Checkpoint => {}
+                Op::OutboxPut { sub, seq, body } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO outbox (sub, seq, body) VALUES (?1, ?2, ?3)")?
+                        .execute(params![sub, seq, body])?;
+                }
+                Op::OutboxDelete { sub, seq: Some(seq) } => {
+                    tx.prepare_cached("DELETE FROM outbox WHERE sub = ?1 AND seq = ?2")?.execute(params![sub, seq])?;
+                }
+                Op::OutboxDelete { sub, seq: None } => {
+                    tx.prepare_cached("DELETE FROM outbox WHERE sub = ?1")?.execute(params![sub])?;
+                }
                 Op::Replay { key, end_ms, now_ms } => {
                     if !pruned {
                         tx.prepare_cached("DELETE FROM replay WHERE end_ms < ?1")?.execute(params![now_ms])?;

@@ -352,6 +352,11 @@ impl Home {
         self.on_change.write().unwrap().push(hook);
     }
 
+    /// The store this home's resources live in (for service data kept beside them).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// A receiver of every change committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.changes.subscribe()

@@ -23,8 +23,14 @@
 //! consumer ends up with the latest one). The same resync is sent to every subscription of a home
 //! whose change stream lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)).
 //!
-//! Subscriptions are stored like every resource and reloaded at start; messages queued but not
-//! delivered when the process dies are lost (the next change is delivered). Destroying a producer
+//! Subscriptions are stored like every resource and reloaded at start. Each Notify is put in the
+//! store's `outbox` (written to the WAL, not fsynced) before its first delivery attempt and
+//! removed once delivered or given up, so messages waiting for a slow or dead consumer when vwsd
+//! dies (kill -9 included) are delivered after the restart, first and in order — at least once:
+//! one being delivered at the crash may arrive twice (same wsa:MessageID). Not covered: a change
+//! committed in the instant before the crash, before its message reached the outbox, and (after
+//! a system crash or power loss) the outbox's last unsynced writes; the next change or a resume
+//! brings the consumer up to date. Destroying a producer
 //! sends the `ResourceTermination` message to subscribers of that topic, then destroys all its
 //! subscriptions. Paused subscriptions drop the changes made while paused (as GT 4.0 does).
 //! `UseNotify` false is accepted and stored, and, as in GT 4.0, nothing is sent for it.
@@ -175,6 +181,8 @@ struct Worker {
     wake: tokio::sync::Notify,
     /// The last value handed to the queue (the next message's OldValue).
     last: Mutex<Option<Values>>,
+    /// The number of the next message put in the store's outbox.
+    next_seq: std::sync::atomic::AtomicI64,
 }
 
 impl Worker {
@@ -262,6 +270,16 @@ impl Notifier {
 
     /// Load the stored subscriptions and start delivering (inside the runtime).
     pub async fn start(self: &Arc<Self>) {
+        // Messages queued but not delivered when the process stopped, by subscription.
+        let mut outbox: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+        match self.subs.store().outbox() {
+            Ok(rows) => {
+                for (sub, seq, body) in rows {
+                    outbox.entry(sub).or_default().push((seq, body));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the queued notifications; they are not delivered"),
+        }
         let mut ended = Vec::new();
         for key in self.subs.keys() {
             let d = match self.subs.read(&key, FaultType::NtResourceUnknown, |st| Ok(data_of(st))).await {
@@ -277,7 +295,14 @@ impl Notifier {
                 ended.push(key);
                 continue;
             }
-            self.spawn_worker(&key, &d).await;
+            let queued = outbox.remove(&key).unwrap_or_default();
+            if !queued.is_empty() {
+                tracing::info!(subscription = %key, messages = queued.len(), "delivering notifications queued before the restart");
+            }
+            self.spawn_worker(&key, &d, queued).await;
+        }
+        for sub in outbox.into_keys() {
+            self.subs.store().outbox_delete(&sub, None);
         }
         for key in ended {
             tracing::info!(key, "subscription ended: its producer is gone");
@@ -370,6 +395,7 @@ impl Notifier {
             }
             w.stop();
         }
+        self.subs.store().outbox_delete(key, None);
     }
 
     async fn current_value(&self, service: &str, key: &str, topic: &QName) -> Option<Values> {
@@ -377,7 +403,7 @@ impl Notifier {
         home.read(key, FaultType::NtResourceUnknown, |st| Ok(current_values(&home.rtype, st, topic))).await.ok().flatten()
     }
 
-    async fn spawn_worker(self: &Arc<Self>, key: &str, d: &SubData) {
+    async fn spawn_worker(self: &Arc<Self>, key: &str, d: &SubData, queued: Vec<(i64, String)>) {
         let topic = QName::from_clark(&d.topic).unwrap_or_else(|| QName::new("", &d.topic));
         let last = self.current_value(&d.producer_service, &d.producer_key, &topic).await;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -392,12 +418,13 @@ impl Notifier {
             stopped: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             last: Mutex::new(last),
+            next_seq: std::sync::atomic::AtomicI64::new(queued.last().map_or(0, |(seq, _)| seq + 1)),
         });
         self.workers.lock().unwrap().insert(key.to_string(), w.clone());
         self.index.lock().unwrap().entry(w.producer.clone()).or_default().push(w.clone());
         let n = Arc::downgrade(self);
         let d = d.clone();
-        tokio::spawn(async move { run_worker(n, w, d, rx).await });
+        tokio::spawn(async move { run_worker(n, w, d, rx, queued).await });
     }
 
     /// Subscribe: `payload` is the `wsnt:Subscribe` element sent to resource `key` of `home`,
@@ -487,7 +514,7 @@ impl Notifier {
         st.set(rtype, ns::WSNT, "CreationTime", vec![wsnt_text("CreationTime", &time::format_ms(now))]);
         write_state(rtype, &mut st, &data, None);
         let sub_key = self.subs.create(st).await?;
-        self.spawn_worker(&sub_key, &data).await;
+        self.spawn_worker(&sub_key, &data, Vec::new()).await;
         tracing::info!(subscription = %sub_key, producer = %home.service, key, topic = %topic, consumer = %data.consumer_address, "subscribed");
         let mut out = format!("<SubscribeResponse xmlns=\"{}\">", ns::WSNT);
         out.push_str(
@@ -658,8 +685,25 @@ impl Notifier {
     }
 }
 
-async fn run_worker(n: std::sync::Weak<Notifier>, w: Arc<Worker>, d: SubData, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn run_worker(
+    n: std::sync::Weak<Notifier>,
+    w: Arc<Worker>,
+    d: SubData,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    queued: Vec<(i64, String)>,
+) {
     let topic = w.topic.clone();
+    // First what was queued before a restart, in order (sent again as it was: same MessageID).
+    for (seq, env) in queued {
+        let Some(n) = n.upgrade() else { return };
+        if w.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        if w.state() == SubState::Active {
+            n.deliver(&w, &d, &env).await;
+        }
+        n.subs.store().outbox_delete(&w.key, Some(seq));
+    }
     loop {
         let item = tokio::select! {
             i = rx.recv() => i,
@@ -701,7 +745,19 @@ async fn run_worker(n: std::sync::Weak<Notifier>, w: Arc<Worker>, d: SubData, mu
         let producer_key_name = n.producers.lock().unwrap().get(&d.producer_service).map(|h| h.key_name.clone());
         let Some(pk) = producer_key_name else { continue };
         let env = notify_envelope(&d, &pk, &topic, &body);
+        // In the outbox until delivered (or given up), so a crash does not lose it.
+        let seq = w.next_seq.fetch_add(1, Ordering::AcqRel);
+        let stored = match n.subs.store().outbox_put(&w.key, seq, &env).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(subscription = %w.key, error = %e, "cannot queue the notification in the store; delivering it anyway");
+                false
+            }
+        };
         n.deliver(&w, &d, &env).await;
+        if stored {
+            n.subs.store().outbox_delete(&w.key, Some(seq));
+        }
     }
 }
 
