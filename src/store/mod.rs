@@ -235,6 +235,13 @@ impl Store {
         self.submit(Op::OutboxPut { sub: sub.into(), seq, body: body.into() }).await.map(drop)
     }
 
+    /// [`Store::outbox_put`] without waiting for the commit (queued behind the writes submitted
+    /// before it, so a later [`Store::outbox_delete`] of it is applied after it).
+    pub fn outbox_queue(&self, sub: &str, seq: i64, body: &str) {
+        let (done, _) = oneshot::channel();
+        let _ = self.tx.send(Job { op: Op::OutboxPut { sub: sub.into(), seq, body: body.into() }, done });
+    }
+
     /// Forget a queued notification (None: every one of `sub`). Queued behind the writes
     /// submitted before it; does not wait for the commit.
     pub fn outbox_delete(&self, sub: &str, seq: Option<i64>) {

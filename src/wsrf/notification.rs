@@ -23,9 +23,10 @@
 //! consumer ends up with the latest one). The same resync is sent to every subscription of a home
 //! whose change stream lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)).
 //!
-//! Subscriptions are stored like every resource and reloaded at start. Each Notify is put in the
-//! store's `outbox` (written to the WAL, not fsynced) before its first delivery attempt and
-//! removed once delivered or given up, so messages waiting for a slow or dead consumer when vwsd
+//! Subscriptions are stored like every resource and reloaded at start. Each value change's
+//! Notify is put in the store's `outbox` (written to the WAL, not fsynced) as soon as the change
+//! is handed to the subscription, right after its commit, and removed once delivered or given
+//! up (resyncs and ResourceTermination before their first attempt), so messages waiting for a slow or dead consumer when vwsd
 //! dies (kill -9 included) are delivered after the restart, first and in order — at least once:
 //! one being delivered at the crash may arrive twice (same wsa:MessageID). Not covered: a change
 //! committed in the instant before the crash, before its message reached the outbox, and (after
@@ -156,10 +157,8 @@ struct SubData {
 
 /// One queued delivery.
 enum Item {
-    Value {
-        old: Option<Values>,
-        new: Values,
-    },
+    /// A value change's Notify, already in the store's outbox as number `seq`.
+    Queued { seq: i64, env: String },
     /// Send the property's current value (after an overflow or a lagged change stream).
     Resync,
     /// The producer was destroyed at this time.
@@ -183,6 +182,11 @@ struct Worker {
     last: Mutex<Option<Values>>,
     /// The number of the next message put in the store's outbox.
     next_seq: std::sync::atomic::AtomicI64,
+    /// Where the outbox lives.
+    store: crate::store::Store,
+    /// What a Notify is built from: the subscription and the producer's key name (None: nothing
+    /// is sent, `UseNotify` false).
+    notify: Option<(SubData, QName)>,
 }
 
 impl Worker {
@@ -200,8 +204,14 @@ impl Worker {
             self.resync();
             return;
         }
+        let Some((d, pk)) = &self.notify else { return };
+        // Built and put in the outbox now, right after the commit of the change, so that a
+        // crash does not lose it while it waits behind a slow consumer.
+        let env = notify_envelope(d, pk, &self.topic, &value_message(&self.topic, old.as_ref(), &new));
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        self.store.outbox_queue(&self.key, seq, &env);
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(Item::Value { old, new });
+        let _ = self.tx.send(Item::Queued { seq, env });
     }
 
     fn resync(&self) {
@@ -407,6 +417,8 @@ impl Notifier {
         let topic = QName::from_clark(&d.topic).unwrap_or_else(|| QName::new("", &d.topic));
         let last = self.current_value(&d.producer_service, &d.producer_key, &topic).await;
         let (tx, rx) = mpsc::unbounded_channel();
+        let pk = self.producers.lock().unwrap().get(&d.producer_service).map(|h| h.key_name.clone());
+        let notify = pk.filter(|_| d.use_notify).map(|pk| (d.clone(), pk));
         let w = Arc::new(Worker {
             key: key.to_string(),
             producer: (d.producer_service.clone(), d.producer_key.clone()),
@@ -419,6 +431,8 @@ impl Notifier {
             wake: tokio::sync::Notify::new(),
             last: Mutex::new(last),
             next_seq: std::sync::atomic::AtomicI64::new(queued.last().map_or(0, |(seq, _)| seq + 1)),
+            store: self.subs.store().clone(),
+            notify,
         });
         self.workers.lock().unwrap().insert(key.to_string(), w.clone());
         self.index.lock().unwrap().entry(w.producer.clone()).or_default().push(w.clone());
@@ -720,12 +734,13 @@ async fn run_worker(
                 tracing::info!(subscription = %w.key, "subscription ended: its producer was destroyed");
                 break;
             }
-            Item::Value { old, new } => {
+            Item::Queued { seq, env } => {
                 w.queued.fetch_sub(1, Ordering::AcqRel);
-                if w.state() != SubState::Active {
-                    continue;
+                if w.state() == SubState::Active {
+                    n.deliver(&w, &d, &env).await;
                 }
-                value_message(&topic, old.as_ref(), &new)
+                n.subs.store().outbox_delete(&w.key, Some(seq));
+                continue;
             }
             Item::Resync => {
                 w.resync_pending.store(false, Ordering::Release);
