@@ -828,13 +828,13 @@ mod decoded {
         let spki = leaf
             .public_key()
             .and_then(|k| k.public_key_to_der())
-            .map_err(|e| WsSecError::UnsupportedToken(format!("the key of {}: {e}", super::super::x509::subject(leaf))))?;
+            .map_err(|e| WsSecError::UnsupportedToken(format!("the key of {}: {e}", crate::security::x509::subject(leaf))))?;
         init_xmlsec();
         take_xmlsec_errors();
         let key = XmlSecKey::from_memory(&spki, XmlSecKeyFormat::Der, None).map_err(|_| {
             WsSecError::UnsupportedToken(format!(
                 "cannot use the key of {}: {}",
-                super::super::x509::subject(leaf),
+                crate::security::x509::subject(leaf),
                 take_xmlsec_errors()
             ))
         })?;
