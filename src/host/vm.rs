@@ -431,16 +431,31 @@ impl VmEngine {
 
     /// Memory state to `memory.state` in the pool; the VM is gone afterwards.
     pub fn save(&self, key: &str) -> Result<(), EngineError> {
-        Ok(self.vmm.save(&Self::vm_name(key), &self.save_file(key))?)
+        let t0 = Instant::now();
+        self.vmm.save(&Self::vm_name(key), &self.save_file(key))?;
+        tracing::debug!(key, ms = t0.elapsed().as_secs_f64() * 1e3, "VM saved");
+        Ok(())
     }
 
     /// Back from `memory.state`, running; the save file is removed once the VM runs.
     pub fn restore(&self, key: &str, disks: &[DiskPlan], memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(), EngineError> {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut steps: Vec<(&str, f64)> = Vec::new();
+        let mut lap = |step: &'static str| {
+            steps.push((step, t.elapsed().as_secs_f64() * 1e3));
+            t = Instant::now();
+        };
         let lease = self.allocate(key)?;
+        lap("lease");
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
         self.vmm.restore_paused(&spec, &self.save_file(key))?;
+        lap("restore_paused");
         self.vmm.unpause(&spec.name)?;
+        lap("unpause");
         let _ = std::fs::remove_file(self.save_file(key));
+        lap("remove_save_file");
+        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM restored");
         Ok(())
     }
 

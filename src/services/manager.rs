@@ -535,6 +535,7 @@ impl ManagerService {
         let disks = inner.disk_plan(&key, &data.description);
         let (mem, cpus) = resources(&data.description);
         if op.is_long() {
+            let committing = std::time::Instant::now();
             inner
                 .home
                 .update(&key, FaultType::RpResourceUnknown, |st| {
@@ -543,6 +544,12 @@ impl ManagerService {
                 })
                 .await?;
             tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
+            tracing::debug!(
+                key,
+                op = op.name(),
+                commit_ms = committing.elapsed().as_secs_f64() * 1e3,
+                "transitional state durable"
+            );
             let inner2 = inner.clone();
             let key2 = key.clone();
             tokio::spawn(async move {
@@ -562,7 +569,15 @@ impl ManagerService {
                 .await
                 .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
                 vm_metric(op, t0, r.is_ok());
+                let engine_ms = t0.elapsed().as_secs_f64() * 1e3;
                 inner2.finish(&key2, op, r).await;
+                tracing::debug!(
+                    key = key2,
+                    op = op.name(),
+                    engine_ms,
+                    finish_ms = t0.elapsed().as_secs_f64() * 1e3 - engine_ms,
+                    "long operation finished"
+                );
             });
             return Ok(state_reply(op.name(), current));
         }
