@@ -15,7 +15,7 @@
 //! start and RSS).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use common::guest::{self, READY};
