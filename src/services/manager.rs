@@ -700,8 +700,10 @@ impl ManagerService {
             }
             let lock = self.host.lock_of(&owner);
             let Ok(_guard) = lock.try_lock() else { continue };
-            // Checked again under the lock: it may have been created meanwhile.
-            if inner.home.contains(&owner) {
+            // Checked again under the lock: it may have been created meanwhile. A staging still
+            // under way tears down itself when it ends (freeing its address now would let the
+            // staging write into a pool directory nothing removes any more).
+            if inner.home.contains(&owner) || self.host.is_staging(&owner) {
                 continue;
             }
             if self.host.teardown(&owner, Teardown::Destroyed).await.is_ok() {
@@ -874,7 +876,7 @@ impl Vms {
     /// One workspace against what the driver sees of its VM.
     async fn reconcile_one(&self, host: &Host, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
         let name = VmEngine::vm_name(key);
-        let blocking = |f: Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>| {
+        let blocking = |f: EngineJob| {
             let e = engine.clone();
             async move { tokio::task::spawn_blocking(move || f(&e)).await.unwrap_or_else(|j| Err(EngineError::Setup(j.to_string()))) }
         };
@@ -954,6 +956,9 @@ impl Vms {
         }
     }
 }
+
+/// Work reconciliation gives the engine (run on tokio's blocking pool).
+type EngineJob = Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>;
 
 /// `file:RELATIVE` image URLs (paths under the data directory) as `file://` URLs.
 fn resolve_relative(mut d: Description, data: &Path) -> Description {
