@@ -106,7 +106,7 @@ pub(crate) fn fault_response(req: Option<&envelope::Addressing>, service_url: &s
 pub(crate) fn base_url(cfg: &HttpConfig, peer: &Peer) -> String {
     match &cfg.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("{}://{}", peer.scheme, peer.local),
+        None => peer.local_url.to_string(),
     }
 }
 
@@ -170,7 +170,7 @@ fn request_span(req: &Request) -> tracing::Span {
             };
             tracing::info_span!(
                 "request",
-                peer = %p.addr,
+                peer = %p.addr_text,
                 service,
                 action = tracing::field::Empty,
                 dn,
@@ -256,12 +256,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .fallback(not_found)
         // soap::service_post enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(
-            ServiceBuilder::new()
-                .layer(SpanLayer)
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(limit),
-        )
+        .layer(ServiceBuilder::new().layer(SpanLayer).layer(CatchPanicLayer::custom(panic_response)).layer(limit))
         .with_state(edge)
 }
 
@@ -348,13 +343,7 @@ mod tests {
             .body(Body::from(env))
             .unwrap();
         let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        req.extensions_mut().insert(Peer {
-            addr: a,
-            local: a,
-            scheme: "http",
-            caller: Arc::new(Ok(Caller::anonymous())),
-            session: None,
-        });
+        req.extensions_mut().insert(Peer::new(a, a, "http", Arc::new(Ok(Caller::anonymous())), None));
         req
     }
 
