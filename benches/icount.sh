@@ -5,7 +5,8 @@
 # keep-alive requests, then counts only the N requests of one keep-alive client
 # ({nimbus}CurrentState) and prints instructions per request.
 # usage: benches/icount.sh [VWSD...]   (default target/release/vwsd); env: N (default 1000),
-#        N_WARM (default 300), VWS_LOG (default info), VWS (client binary).
+#        N_WARM (default 300), VWS_LOG (default info), VWS (client binary),
+#        METRICS_LISTEN (ADDR:PORT: run with the Prometheus recorder on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VWS="${VWS:-target/release/vws}"
@@ -15,12 +16,13 @@ BINS=("$@"); [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/vwsd)
 for VWSD in "${BINS[@]}"; do
   T="$(mktemp -d)"
   printf '[server]\nhttp = "127.0.0.1:0"\ndata = "%s/data"\nshutdown_grace_secs = 5\n' "$T" > "$T/vwsd.toml"
+  [ -n "${METRICS_LISTEN:-}" ] && printf '[metrics]\nlisten = "%s"\n' "$METRICS_LISTEN" >> "$T/vwsd.toml"
   VWS_LOG="${VWS_LOG:-info}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/cg.out" \
     "$VWSD" --config "$T/vwsd.toml" > "$T/stdout" 2> "$T/vwsd.log" &
   PID=$!
   ADDR=""
   for _ in $(seq 1 600); do
-    ADDR="$(sed -n 's#^vwsd listening on http://##p' "$T/stdout" | head -n1)"; [ -n "$ADDR" ] && break; sleep 0.1
+    ADDR="$(sed -n 's#^vwsd listening on http://##p' "$T/stdout" 2>/dev/null | head -n1 || true)"; [ -n "$ADDR" ] && break; sleep 0.1
   done
   [ -n "$ADDR" ] || { echo "vwsd did not start" >&2; cat "$T/vwsd.log" >&2; kill $PID; exit 1; }
   BASE="http://$ADDR/wsrf/services"
