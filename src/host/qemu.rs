@@ -68,6 +68,8 @@ pub struct QemuDriver {
     accel: OnceLock<&'static str>,
     /// One QMP connection per VM, kept open (a command is then one round trip).
     conns: Mutex<HashMap<String, Arc<Mutex<Qmp>>>>,
+    /// One connect at a time per VM (see `conn`).
+    dialing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,7 +169,8 @@ fn cmdline(pid: u32) -> Option<Vec<String>> {
 
 impl QemuDriver {
     pub fn new(cfg: QemuConfig) -> QemuDriver {
-        let d = QemuDriver { cfg, accel: OnceLock::new(), conns: Mutex::new(HashMap::new()) };
+        let d =
+            QemuDriver { cfg, accel: OnceLock::new(), conns: Mutex::new(HashMap::new()), dialing: Mutex::new(HashMap::new()) };
         match d.cfg.accel {
             Accel::Tcg => {
                 let _ = d.accel.set("tcg");
@@ -283,6 +286,15 @@ impl QemuDriver {
         if let Some(c) = self.conns.lock().unwrap().get(name) {
             return Ok(c.clone());
         }
+        // QEMU's monitor serves one client at a time and the session made here is kept. Two
+        // threads connecting at once (e.g. reconciliation and a restore) would leave the second
+        // in the socket's backlog, waiting for the kept session to end, until its read timeout.
+        // So connects to one VM take turns, and a later one reuses what the first made.
+        let gate = self.dialing.lock().unwrap().entry(name.to_string()).or_default().clone();
+        let _turn = gate.lock().unwrap();
+        if let Some(c) = self.conns.lock().unwrap().get(name) {
+            return Ok(c.clone());
+        }
         let q = Qmp::connect(&self.sock(name), QMP_TIMEOUT).map_err(|e| {
             if self.proc_of(name).is_none() {
                 VmmError::NotFound(name.to_string())
@@ -339,6 +351,7 @@ impl QemuDriver {
 
     fn forget(&self, name: &str) {
         self.conns.lock().unwrap().remove(name);
+        self.dialing.lock().unwrap().remove(name);
         let dir = self.cfg.run_root.join(name);
         let _ = std::fs::remove_file(dir.join("qmp.sock"));
         let _ = std::fs::remove_file(dir.join("qemu.pid"));
