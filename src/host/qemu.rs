@@ -71,6 +71,8 @@ pub struct QemuDriver {
     /// VMs whose process this driver saw go and has not started again: starting one of them
     /// needs no look through `/proc` for a process of that name.
     gone: Mutex<std::collections::HashSet<String>>,
+    /// One connect at a time per VM (see `conn`).
+    dialing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -260,7 +262,13 @@ fn cmdline(pid: u32) -> Option<Vec<String>> {
 
 impl QemuDriver {
     pub fn new(cfg: QemuConfig) -> QemuDriver {
-        let d = QemuDriver { cfg, accel: OnceLock::new(), conns: Mutex::new(HashMap::new()), gone: Mutex::default() };
+        let d = QemuDriver {
+            cfg,
+            accel: OnceLock::new(),
+            conns: Mutex::new(HashMap::new()),
+            gone: Mutex::default(),
+            dialing: Mutex::default(),
+        };
         match d.cfg.accel {
             Accel::Tcg => {
                 let _ = d.accel.set("tcg");
@@ -376,6 +384,15 @@ impl QemuDriver {
         if let Some(c) = self.conns.lock().unwrap().get(name) {
             return Ok(c.clone());
         }
+        // QEMU's monitor serves one client at a time and the session made here is kept. Two
+        // threads connecting at once (e.g. reconciliation and a restore) would leave the second
+        // in the socket's backlog, waiting for the kept session to end, until its read timeout.
+        // So connects to one VM take turns, and a later one reuses what the first made.
+        let gate = self.dialing.lock().unwrap().entry(name.to_string()).or_default().clone();
+        let _turn = gate.lock().unwrap();
+        if let Some(c) = self.conns.lock().unwrap().get(name) {
+            return Ok(c.clone());
+        }
         let q = Qmp::connect(&self.sock(name), QMP_TIMEOUT).map_err(|e| {
             if self.proc_of(name).is_none() {
                 VmmError::NotFound(name.to_string())
@@ -479,6 +496,7 @@ impl QemuDriver {
 
     fn forget(&self, name: &str) {
         self.conns.lock().unwrap().remove(name);
+        self.dialing.lock().unwrap().remove(name);
         let dir = self.cfg.run_root.join(name);
         let _ = std::fs::remove_file(dir.join("qmp.sock"));
         let _ = std::fs::remove_file(dir.join("qemu.pid"));
