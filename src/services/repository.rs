@@ -20,15 +20,18 @@ use crate::host::images::{ImageError, ImageStore};
 use crate::host::Host;
 use crate::security::{Action, Owner};
 use crate::soap::envelope::SoapFault;
+use crate::soap::epr::Epr;
 use crate::soap::epr::WSA_DECL;
 use crate::soap::message::Message;
 use crate::soap::ns::{self, VWS};
-use crate::soap::xml::{escape_attr, Element, QName};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::QName;
 use crate::store::repo::{Enrolled, Lock, RepoError, RepoTables};
 use crate::workspace::description::{Category, ImageState};
 use crate::workspace::description::{Range, Vmm};
 use crate::workspace::repo_messages::{
-    Enrol, EnrolResponse, LockInfo, LockOp, LockRequest, LockResponse, Target, Withdraw, WithdrawResponse,
+    CloneRequest, Enrol, EnrolResponse, ImageInfo, Images, ImagesOp, ImagesRequest, LockInfo, LockOp, LockRequest, LockResponse,
+    Match, Matches, NewWorkspace, Refine, Register, Select, Target, Withdraw, WithdrawResponse,
 };
 use crate::workspace::{Description, Policy, State};
 use crate::wsrf::messages as m;
@@ -45,10 +48,6 @@ pub const SITE_KEY: &str = "site";
 
 pub fn key_name() -> QName {
     QName::new(VWS, "RepositoryKey")
-}
-
-fn reply(action: String, payload: String) -> SoapReply {
-    SoapReply { action, payload }
 }
 
 /// `{vws}RepositoryResourceProperties`.
@@ -87,8 +86,8 @@ pub struct Summary {
     pub software: Vec<(String, Option<String>)>,
     /// SHA-256 digests of its images (hex).
     pub digests: Vec<String>,
-    /// The EPR (XML) of a workspace another Manager host keeps (enrolled); None: this host's.
-    pub epr: Option<Arc<str>>,
+    /// The EPR of a workspace another Manager host keeps (enrolled); None: this host's.
+    pub epr: Option<Epr>,
 }
 
 impl Summary {
@@ -168,58 +167,49 @@ impl Summary {
         s
     }
 
+    /// The `entry` resource property.
     fn xml(&self) -> String {
-        let mut s = format!(
-            "<w:entry xmlns:w=\"{VWS}\" key=\"{}\" state=\"{}\" owner=\"{}\" category=\"{}\"",
-            escape_attr(&self.key),
-            self.state.as_str(),
-            escape_attr(self.owner.dn.as_deref().unwrap_or("anonymous")),
-            self.category
-        );
+        let mut w = XmlWriter::with_capacity(512);
+        let nums = |r: Option<Range>| r.map(|r| (r.min.to_string(), r.max.to_string()));
+        let (ram, disk) = (nums(self.ram), nums(self.disk));
+        let mut a: Vec<(&str, &str)> = vec![
+            ("xmlns:w", VWS),
+            ("key", &self.key),
+            ("state", self.state.as_str()),
+            ("owner", self.owner.dn.as_deref().unwrap_or("anonymous")),
+            ("category", self.category),
+        ];
         if let Some(v) = self.vmm {
-            let _ = write!(s, " vmm=\"{}\"", v.as_str());
+            a.push(("vmm", v.as_str()));
         }
-        if let Some(r) = self.ram {
-            let _ = write!(s, " ramMin=\"{}\" ramMax=\"{}\"", r.min, r.max);
+        if let Some((min, max)) = &ram {
+            a.extend([("ramMin", min.as_str()), ("ramMax", max.as_str())]);
         }
-        if let Some(r) = self.disk {
-            let _ = write!(s, " diskMin=\"{}\" diskMax=\"{}\"", r.min, r.max);
+        if let Some((min, max)) = &disk {
+            a.extend([("diskMin", min.as_str()), ("diskMax", max.as_str())]);
         }
         if let Some(d) = &self.distribution {
-            let _ = write!(s, " distribution=\"{}\"", escape_attr(d));
+            a.push(("distribution", d));
         }
         if let Some(k) = &self.kernel {
-            let _ = write!(s, " kernel=\"{}\"", escape_attr(k));
+            a.push(("kernel", k));
         }
-        s.push('>');
+        w.start("w:entry", &a);
         for (n, v) in &self.software {
-            let _ = write!(s, "<w:software name=\"{}\"", escape_attr(n));
-            if let Some(v) = v {
-                let _ = write!(s, " version=\"{}\"", escape_attr(v));
-            }
-            s.push_str("/>");
+            match v {
+                Some(v) => w.empty("w:software", &[("name", n), ("version", v)]),
+                None => w.empty("w:software", &[("name", n)]),
+            };
         }
         for d in &self.digests {
-            let _ = write!(s, "<w:image sha256=\"{d}\"/>");
+            w.empty("w:image", &[("sha256", d)]);
         }
-        s.push_str("</w:entry>");
-        s
+        w.end("w:entry");
+        w.into_string()
     }
 }
 
-/// What `select` asks for; every given constraint must hold.
-#[derive(Clone, Debug, Default)]
-pub struct Constraints {
-    pub category: Option<String>,
-    pub vmm: Option<String>,
-    pub ram: Option<Range>,
-    pub disk: Option<Range>,
-    pub distribution: Option<String>,
-    /// A kernel version or its prefix at a component boundary (`6.1` matches `6.1.0-18`).
-    pub kernel: Option<String>,
-    pub state: Option<String>,
-    pub software: Vec<(String, Option<String>)>,
-}
+pub use crate::workspace::repo_messages::Constraints;
 
 fn intersects(have: Option<Range>, want: Option<Range>) -> bool {
     match (have, want) {
@@ -252,62 +242,27 @@ impl Constraints {
                     .any(|(hn, hv)| hn == n && v.as_ref().is_none_or(|v| hv.as_deref().is_some_and(|h| version_matches(h, v))))
             })
     }
-
-    /// Reads `<select>`'s children.
-    pub fn from_element(p: &Element) -> Result<Constraints, BaseFault> {
-        let bad = |m: String| BaseFault::new(FaultType::InvalidRequest, m);
-        let mut c = Constraints::default();
-        for e in p.elements() {
-            if e.name.ns != VWS {
-                return Err(bad(format!("select: element {} is not in the workspace namespace", e.name)));
-            }
-            let text = || Some(e.text().trim().to_string()).filter(|t| !t.is_empty());
-            match e.name.local.as_str() {
-                "category" => c.category = text(),
-                "vmm" => c.vmm = text(),
-                "distribution" => c.distribution = text(),
-                "kernel" => c.kernel = text(),
-                "state" => c.state = text(),
-                "ram" => c.ram = Some(range_of(e, "select/ram")?),
-                "disk" => c.disk = Some(range_of(e, "select/disk")?),
-                "software" => {
-                    let n = e.attr("", "name").ok_or_else(|| bad("select/software needs a name attribute".into()))?;
-                    c.software.push((n.to_string(), e.attr("", "version").map(str::to_string)));
-                }
-                other => {
-                    return Err(bad(format!(
-                        "select: unknown constraint '{other}' (expected category, vmm, ram, disk, distribution, kernel, state, software)"
-                    )))
-                }
-            }
-        }
-        Ok(c)
-    }
 }
 
-/// `min`/`max` attributes (either may be left out: 0 / unbounded).
-fn range_of(e: &Element, field: &str) -> Result<Range, BaseFault> {
-    let num = |a: &str, dflt: u64| -> Result<u64, BaseFault> {
-        match e.attr("", a) {
-            None => Ok(dflt),
-            Some(v) => v.trim().parse().map_err(|_| {
-                BaseFault::new(FaultType::InvalidRequest, format!("{field}: {a}='{v}' is not a non-negative integer")).code(field)
-            }),
-        }
-    };
-    let r = Range { min: num("min", 0)?, max: num("max", u64::MAX)? };
+/// A requested range, refused when its min lies above its max (the fault names the field).
+fn check_range(r: Range, field: &str) -> Result<Range, BaseFault> {
     if r.min > r.max {
         return Err(BaseFault::new(FaultType::InvalidRequest, format!("{field}: min {} > max {}", r.min, r.max)).code(field));
     }
     Ok(r)
 }
 
+/// A summary and the data text it was made from.
+type Cached = (Arc<str>, Arc<Summary>);
+
 /// The catalogue's index: one summary per workspace of the home, and the last snapshot.
 #[derive(Default)]
 struct Index {
     /// Filled by one full pass over the home, then kept current from its change events.
     primed: bool,
-    map: HashMap<String, Arc<Summary>>,
+    /// Each summary with the data text it was made from (data is replaced, never edited in
+    /// place: the same text is the same summary).
+    map: HashMap<String, Cached>,
     /// Every summary (the home's and the enrolled ones), until something changes.
     snapshot: Option<Arc<Vec<Arc<Summary>>>>,
 }
@@ -334,7 +289,7 @@ pub fn enrolled_summary(e: &Enrolled) -> Option<Summary> {
     let owner = Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() };
     let state = State::ALL.into_iter().find(|s| s.as_str() == e.state).unwrap_or(State::Unstaged);
     let mut s = Summary::of_description(&e.key, &owner, state, &desc);
-    s.epr = Some(e.epr.as_str().into());
+    s.epr = Some(Epr::from_element(&crate::soap::xml::parse(&e.epr, &Default::default()).ok()?).ok()?);
     Some(s)
 }
 
@@ -396,25 +351,42 @@ impl Catalogue {
             }
         }
         let mut todo: Vec<String> = Vec::new();
+        let mut moved = enrolled_changed || idx.snapshot.is_none();
         if !idx.primed {
             // One full pass; resources locked right now are read below.
             let mut seen = Vec::with_capacity(self.workspaces.len());
             let busy = self.workspaces.visit(|k, st| seen.push((k.to_string(), st.data.clone(), st.owner.clone())));
             // Parsed outside the home's map lock.
-            idx.map =
-                seen.into_iter().filter_map(|(k, data, owner)| Some((k.clone(), Self::summarise(&k, &data, &owner)?))).collect();
+            idx.map = seen
+                .into_iter()
+                .filter_map(|(k, data, owner)| {
+                    let s = Self::summarise(&k, &data, &owner)?;
+                    Some((k, (data, s)))
+                })
+                .collect();
             idx.primed = true;
             todo.extend(busy);
         }
         todo.extend(changed);
         for k in todo {
             let r = self.workspaces.read(&k, FaultType::RpResourceUnknown, |st| Ok((st.data.clone(), st.owner.clone()))).await;
-            match r.ok().and_then(|(data, owner)| Self::summarise(&k, &data, &owner)) {
-                Some(s) => drop(idx.map.insert(k, s)),
+            let Ok((data, owner)) = r else {
+                moved |= idx.map.remove(&k).is_some();
+                continue;
+            };
+            if idx.map.get(&k).is_some_and(|(d, _)| Arc::ptr_eq(d, &data)) {
+                continue; // a change of properties only: the same description and state
+            }
+            moved = true;
+            match Self::summarise(&k, &data, &owner) {
+                Some(s) => drop(idx.map.insert(k, (data, s))),
                 None => drop(idx.map.remove(&k)),
             }
         }
-        let mut all: Vec<Arc<Summary>> = idx.map.values().cloned().collect();
+        if let (false, Some(s)) = (moved, &idx.snapshot) {
+            return s.clone();
+        }
+        let mut all: Vec<Arc<Summary>> = idx.map.values().map(|(_, s)| s.clone()).collect();
         {
             // Workspaces of other Manager hosts; one this host adopted shows once, as its own.
             let enrolled = self.enrolled.lock().unwrap();
@@ -798,8 +770,7 @@ impl RepositoryService {
     pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
         let p = req.env.payload();
         let r = match (p.name.ns.as_str(), p.name.local.as_str()) {
-            (VWS, "list") => self.select(req, true).await,
-            (VWS, "select") => self.select(req, false).await,
+            (VWS, "list" | "select") => self.select(req).await,
             (VWS, "clone") => self.clone_op(req).await,
             (VWS, "refine") => self.refine(req).await,
             (VWS, "checkout" | "renew" | "release" | "breakLock") => self.lock_op(req).await,
@@ -861,25 +832,26 @@ impl RepositoryService {
         for s in &all {
             *by_state.entry(s.state.as_str()).or_default() += 1;
         }
-        let mut counts = format!("<w:workspaces xmlns:w=\"{VWS}\" total=\"{}\">", all.len());
+        let mut w = XmlWriter::with_capacity(256);
+        w.start("w:workspaces", &[("xmlns:w", VWS), ("total", &all.len().to_string())]);
         for (st, n) in &by_state {
-            let _ = write!(counts, "<w:state name=\"{st}\" count=\"{n}\"/>");
+            w.empty("w:state", &[("name", st), ("count", &n.to_string())]);
         }
-        counts.push_str("</w:workspaces>");
+        w.end("w:workspaces");
+        let counts = w.into_string();
         let (t, q) = (self.checkouts.tables.clone(), self.images.quotas);
         let (imgs, locks) = tokio::task::spawn_blocking(move || Ok::<_, RepoError>((t.images()?, t.locks()?)))
             .await
             .map_err(BaseFault::internal)?
             .map_err(repo_fault)?;
         let bytes: u64 = imgs.iter().map(|i| i.size).sum();
-        let mut images = format!("<w:imageStore xmlns:w=\"{VWS}\" count=\"{}\" bytes=\"{bytes}\"", imgs.len());
-        if let Some(b) = q.site_bytes {
-            let _ = write!(images, " quota=\"{b}\"");
-        }
-        if let Some(b) = q.owner_bytes {
-            let _ = write!(images, " ownerQuota=\"{b}\"");
-        }
-        images.push_str("/>");
+        let (count, bytes) = (imgs.len().to_string(), bytes.to_string());
+        let quotas = [("quota", q.site_bytes), ("ownerQuota", q.owner_bytes)].map(|(n, b)| (n, b.map(|b| b.to_string())));
+        let mut a = vec![("xmlns:w", VWS), ("count", count.as_str()), ("bytes", bytes.as_str())];
+        a.extend(quotas.iter().filter_map(|(n, b)| Some((*n, b.as_deref()?))));
+        let mut w = XmlWriter::with_capacity(160);
+        w.empty("w:imageStore", &a);
+        let images = w.into_string();
         let locks: Vec<String> = locks.iter().map(lock_xml).collect();
         let summaries: Vec<String> = all.iter().map(|s| s.xml()).collect();
         let rt = self.home.rtype.clone();
@@ -894,49 +866,26 @@ impl RepositoryService {
             .await
     }
 
-    /// The workspace key a Repository operation names (`<workspace>KEY</workspace>` or a
-    /// `wsa:EndpointReference` of the workspace).
-    fn target(&self, req: &SoapRequest) -> Result<String, BaseFault> {
-        let p = req.env.payload();
-        if let Some(e) = p.child(VWS, "workspace") {
-            let k = e.text().trim().to_string();
-            if !k.is_empty() {
-                return Ok(k);
-            }
+    /// A catalogued workspace's EPR: where the host that keeps it answers.
+    fn epr_of(&self, req: &SoapRequest, s: &Summary) -> Epr {
+        match &s.epr {
+            Some(e) => e.clone(),
+            None => self.catalogue.workspaces.epr(&Self::workspace_url(req), &s.key),
         }
-        if let Some(e) = p.child(ns::WSA, "EndpointReference") {
-            let epr = crate::soap::epr::Epr::from_element(e).map_err(|m| BaseFault::new(FaultType::InvalidRequest, m))?;
-            if let Some((_, v)) = epr.properties.iter().find(|(q, _)| *q == workspace::key_name()) {
-                return Ok(v.clone());
-            }
-        }
-        Err(BaseFault::new(
-            FaultType::InvalidRequest,
-            format!("{} needs <workspace>KEY</workspace> or the workspace's wsa:EndpointReference", p.name.local),
-        ))
-    }
-
-    fn epr_xml(&self, req: &SoapRequest, s: &Summary) -> String {
-        if let Some(e) = &s.epr {
-            return e.to_string();
-        }
-        let key = &s.key;
-        self.catalogue.workspaces.epr(&Self::workspace_url(req), key).to_xml("wsa:EndpointReference", &[WSA_DECL])
     }
 
     /// list / select: EPRs and one-line summaries of the workspaces the caller may read.
-    pub async fn select(&self, req: &SoapRequest, all: bool) -> Result<SoapReply, BaseFault> {
-        let c = if all { Constraints::default() } else { Constraints::from_element(req.env.payload())? };
-        let op = if all { "list" } else { "select" };
-        let found = self.find(&req.caller, &c).await;
-        let mut out = format!("<{op}Response xmlns=\"{VWS}\" count=\"{}\">", found.len());
-        for s in &found {
-            let _ = write!(out, "<match key=\"{}\" summary=\"{}\">", escape_attr(&s.key), escape_attr(&s.line()));
-            out.push_str(&self.epr_xml(req, s));
-            out.push_str("</match>");
+    pub async fn select(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let r = Select::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let c = &r.constraints;
+        for (range, field) in [(c.ram, "select/ram"), (c.disk, "select/disk")] {
+            if let Some(x) = range {
+                check_range(x, field)?;
+            }
         }
-        let _ = write!(out, "</{op}Response>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/{op}Response"), out))
+        let found = self.find(&req.caller, c).await;
+        let matches = found.iter().map(|s| Match { key: s.key.clone(), summary: s.line(), epr: self.epr_of(req, s) }).collect();
+        Ok(answer(&r, &Matches { list: r.list, matches }))
     }
 
     /// The summaries matching `c` that `caller` may read.
@@ -963,7 +912,7 @@ impl RepositoryService {
     }
 
     /// Creates a workspace with `description` for the caller (the Factory's way); its EPR.
-    async fn create_from(&self, req: &SoapRequest, description: Description, what: &str) -> Result<String, BaseFault> {
+    async fn create_from(&self, req: &SoapRequest, description: Description, what: &str) -> Result<Epr, BaseFault> {
         let lifetime = self.policy.admit(&description).map_err(|r| {
             BaseFault::new(FaultType::PolicyRejected, format!("rejected by site policy rule '{}': {}", r.rule, r.message))
                 .code(r.rule)
@@ -975,13 +924,14 @@ impl RepositoryService {
         let st = workspace::new_resource(&home.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
         let key = home.create(st).await?;
         tracing::info!(caller = req.caller.name(), key, what, "workspace created by the Repository");
-        Ok(epr.to_xml("wsa:EndpointReference", &[WSA_DECL]))
+        Ok(epr)
     }
 
     /// clone: a new workspace (new key, the caller's) with the description copied; its images
     /// are the same (by URL and digest), never changed underneath the original.
     pub async fn clone_op(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
+        let r = CloneRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&r.target, "clone")?;
         let _shared = self.checkouts.gc_lock.read().await;
         let (data, owner) = self.source(req, &key, Action::Read).await?;
         if Summary::of(&key, &owner, &data).corrupted() {
@@ -995,17 +945,15 @@ impl RepositoryService {
             .code(key));
         }
         let epr = self.create_from(req, data.description, "clone").await?;
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/cloneResponse"),
-            format!("<cloneResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</cloneResponse>", escape_attr(&key)),
-        ))
+        Ok(answer(&r, &NewWorkspace { refined: false, source: key, epr }))
     }
 
     /// refine: a new workspace whose ranges lie within the original's (`<ram>`, `<cpu>`,
     /// `<disk name>`) and whose `<software>` / `<capability>` replace the original's; the result
     /// is validated as a description.
     pub async fn refine(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
+        let r = Refine::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&r.target, "refine")?;
         let _shared = self.checkouts.gc_lock.read().await;
         let (data, owner) = self.source(req, &key, Action::Read).await?;
         if Summary::of(&key, &owner, &data).corrupted() {
@@ -1015,12 +963,9 @@ impl RepositoryService {
             )
             .code(key));
         }
-        let d = refine_description(&data.description, req.env.payload())?;
+        let d = refine_description(&data.description, &r)?;
         let epr = self.create_from(req, d, "refine").await?;
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/refineResponse"),
-            format!("<refineResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</refineResponse>", escape_attr(&key)),
-        ))
+        Ok(answer(&r, &NewWorkspace { refined: true, source: key, epr }))
     }
 
     /// The key a lock / withdraw request names.
@@ -1235,13 +1180,9 @@ impl RepositoryService {
     /// register: an image into the store by content, from a local path or a URL the stager reads.
     pub async fn register(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
-        let p = req.env.payload();
-        let source = p
-            .child(VWS, "source")
-            .map(|s| s.text().trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, "register needs <source>PATH or URL</source>"))?;
-        let expect = match p.child(VWS, "digest").map(|d| d.text().trim().to_ascii_lowercase()) {
+        let m = Register::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let source = m.source.clone();
+        let expect = match m.digest.as_deref().map(str::to_ascii_lowercase) {
             None => None,
             Some(d) => {
                 let hex = d.strip_prefix("sha256:").unwrap_or(&d).to_string();
@@ -1274,16 +1215,14 @@ impl RepositoryService {
             })?;
         self.dirty.store(true, Ordering::Relaxed);
         tracing::info!(caller = req.caller.name(), sha256 = r.image.sha256, size = r.image.size, new = r.new, "image registered");
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/registerResponse"),
-            format!(
-                "<registerResponse xmlns=\"{VWS}\"><image sha256=\"{}\" size=\"{}\" owner=\"{}\" new=\"{}\"/></registerResponse>",
-                r.image.sha256,
-                r.image.size,
-                escape_attr(&r.image.owner),
-                r.new
-            ),
-        ))
+        let image = ImageInfo {
+            sha256: r.image.sha256,
+            size: r.image.size,
+            owner: Some(r.image.owner),
+            new: Some(r.new),
+            ..Default::default()
+        };
+        Ok(answer(&m, &Images { op: ImagesOp::Register, images: vec![image] }))
     }
 
     /// How many workspaces reference each image.
@@ -1300,24 +1239,23 @@ impl RepositoryService {
     /// images: the store's images with their reference counts.
     pub async fn list_images(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
+        let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
         let refs = self.references().await;
         let t = self.checkouts.tables.clone();
         let imgs = tokio::task::spawn_blocking(move || t.images()).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
-        let mut out = format!("<imagesResponse xmlns=\"{VWS}\" count=\"{}\">", imgs.len());
-        for i in imgs {
-            let _ = write!(
-                out,
-                "<image sha256=\"{}\" size=\"{}\" owner=\"{}\" source=\"{}\" created=\"{}\" refs=\"{}\"/>",
-                i.sha256,
-                i.size,
-                escape_attr(&i.owner),
-                escape_attr(&i.source),
-                time::format_ms(i.created_ms),
-                refs.get(&i.sha256).copied().unwrap_or(0)
-            );
-        }
-        out.push_str("</imagesResponse>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/imagesResponse"), out))
+        let images = imgs
+            .into_iter()
+            .map(|i| ImageInfo {
+                refs: Some(refs.get(&i.sha256).copied().unwrap_or(0)),
+                created: Some(time::format_ms(i.created_ms)),
+                owner: Some(i.owner),
+                source: Some(i.source),
+                sha256: i.sha256,
+                size: i.size,
+                new: None,
+            })
+            .collect();
+        Ok(answer(&m, &Images { op: ImagesOp::Images, images }))
     }
 
     /// Removes unreferenced images older than `grace_ms`; never one a workspace references.
@@ -1338,20 +1276,12 @@ impl RepositoryService {
     /// gc: `<graceSeconds>` (default 0) — administrators only (ACL action `admin`).
     pub async fn gc_op(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Admin, None)?;
-        let grace = match req.env.payload().child(VWS, "graceSeconds") {
-            None => 0,
-            Some(e) => e.text().trim().parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
-                BaseFault::new(FaultType::InvalidRequest, format!("graceSeconds '{}' is not a number", e.text().trim()))
-            })?,
-        };
-        let removed = self.gc(grace.saturating_mul(1000)).await?;
+        let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let grace = m.grace_secs.unwrap_or(0).min(i64::MAX as u64 / 1000) as i64;
+        let removed = self.gc(grace * 1000).await?;
         tracing::info!(caller = req.caller.name(), removed = removed.len(), "image store gc");
-        let mut out = format!("<gcResponse xmlns=\"{VWS}\" removed=\"{}\">", removed.len());
-        for i in removed {
-            let _ = write!(out, "<image sha256=\"{}\" size=\"{}\"/>", i.sha256, i.size);
-        }
-        out.push_str("</gcResponse>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/gcResponse"), out))
+        let images = removed.into_iter().map(|i| ImageInfo { sha256: i.sha256, size: i.size, ..Default::default() }).collect();
+        Ok(answer(&m, &Images { op: ImagesOp::Gc, images }))
     }
 }
 
@@ -1393,51 +1323,33 @@ pub fn description_xml(d: &Description, software: bool, capability: bool) -> Str
 
 /// The refined description: narrowed ranges (each inside the original's), software and
 /// capability replaced; validated as a whole by the description reader.
-pub fn refine_description(orig: &Description, p: &Element) -> Result<Description, BaseFault> {
+pub fn refine_description(orig: &Description, r: &Refine) -> Result<Description, BaseFault> {
     let mut d = orig.clone();
-    let mut software = None;
-    let mut capability = None;
-    let narrow = |field: &str, have: Option<Range>, want: Range| match have {
-        Some(h) if want.min < h.min || want.max > h.max => Err(out_of_range(field, want, h)),
-        _ => Ok(want),
+    let narrow = |field: &str, have: Option<Range>, want: Range| {
+        let want = check_range(want, field)?;
+        match have {
+            Some(h) if want.min < h.min || want.max > h.max => Err(out_of_range(field, want, h)),
+            _ => Ok(want),
+        }
     };
-    for e in p.elements() {
-        if e.name.ns != VWS {
-            continue;
-        }
-        match e.name.local.as_str() {
-            "workspace" => {}
-            "ram" => {
-                let want = range_of(e, "hardware/ram")?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                hw.ram = Some(narrow("hardware/ram", hw.ram, want)?);
-            }
-            "cpu" => {
-                let want = range_of(e, "hardware/cpu")?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                hw.cpus = Some(narrow("hardware/cpu", hw.cpus, want)?);
-            }
-            "disk" => {
-                let name = e.attr("", "name").unwrap_or("");
-                let field = format!("hardware/disk[@name='{name}']");
-                let want = range_of(e, &field)?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                let disk = hw.disks.iter_mut().find(|x| x.name == name).ok_or_else(|| {
-                    BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'"))
-                        .code(field.clone())
-                })?;
-                disk.size = Some(narrow(&field, disk.size, want)?);
-            }
-            "software" => software = Some(e.clone()),
-            "capability" => capability = Some(e.clone()),
-            other => {
-                return Err(BaseFault::new(
-                    FaultType::InvalidRequest,
-                    format!("refine: unknown element '{other}' (expected workspace, ram, cpu, disk, software, capability)"),
-                ))
-            }
-        }
+    if let Some(want) = r.ram {
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        hw.ram = Some(narrow("hardware/ram", hw.ram, want)?);
     }
+    if let Some(want) = r.cpu {
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        hw.cpus = Some(narrow("hardware/cpu", hw.cpus, want)?);
+    }
+    for (name, want) in &r.disks {
+        let field = format!("hardware/disk[@name='{name}']");
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        let disk = hw.disks.iter_mut().find(|x| x.name == *name).ok_or_else(|| {
+            BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'"))
+                .code(field.clone())
+        })?;
+        disk.size = Some(narrow(&field, disk.size, *want)?);
+    }
+    let (software, capability) = (r.software.clone(), r.capability.clone());
     // Validate the whole: the refined sections as the description reader reads them.
     let xml = description_xml(&d, software.is_none(), capability.is_none());
     let mut el = crate::soap::xml::parse(&xml, &Default::default()).map_err(BaseFault::internal)?;
