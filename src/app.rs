@@ -126,7 +126,11 @@ async fn open_repository(
                 crate::client::Client::new()
             };
             tracing::info!(url, "using the remote site Repository");
-            repository::Site::Remote(repository::RemoteSite::new(url, client, Duration::from_secs(r.timeout_secs.max(1))))
+            repository::Site::Remote(Box::new(repository::RemoteSite::new(
+                url,
+                client,
+                Duration::from_secs(r.timeout_secs.max(1)),
+            )))
         }
     };
     let checkouts = Arc::new(Checkouts::with_site(tables, lease_ms, site));

@@ -403,7 +403,7 @@ impl Catalogue {
 /// (`repository.url`).
 pub enum Site {
     Local,
-    Remote(RemoteSite),
+    Remote(Box<RemoteSite>),
 }
 
 /// A remote site Repository: its address, the client that calls it (GSI transport with this
@@ -500,7 +500,7 @@ impl Checkouts {
     /// The remote site, when there is one.
     pub fn remote(&self) -> Option<&RemoteSite> {
         match &self.site {
-            Site::Remote(r) => Some(r),
+            Site::Remote(r) => Some(r.as_ref()),
             Site::Local => None,
         }
     }
