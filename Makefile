@@ -18,7 +18,7 @@ SHARED ?= $(shell [ -d ../shared/peers ] && echo ../shared || echo /work/shared)
 
 FUZZ_SECS ?= 60
 
-.PHONY: run test deps build bench clean fuzz fuzz-smoke guest interop man deb deb-test bench-ops
+.PHONY: run test deps build bench clean fuzz fuzz-smoke guest interop man deb deb-test bench-ops bench-icount
 # The demo guest vws boots (kernel + busybox initramfs from Debian packages, guest/build.sh).
 GUEST_DIR ?= var/images/demo
 
@@ -94,6 +94,10 @@ deb-test: deb
 bench-ops: build
 	VWS_SHARED=$(SHARED) ./benches/metrics-overhead.sh
 	VWS_SHARED=$(SHARED) $(CARGO) bench --locked --bench trust_reload
+
+# Instructions per GetResourceProperty request under callgrind (load-independent; needs valgrind).
+bench-icount: build
+	./benches/icount.sh
 
 clean:
 	$(CARGO) clean

@@ -11,9 +11,11 @@
 //! * vwsd RSS with 20 paused VMs
 //!
 //! ROUNDS (default 3) sets the repetitions of the quick measurements; TCG unless VWS_ACCEL=kvm.
+//! ONLY=saverest measures hot start, pause/unpause, save and restore only (skips deploy, cold
+//! start and RSS).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use common::guest::{self, READY};
@@ -201,6 +203,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU time a process's threads used so far, in ms (`/proc/PID/task/*/schedstat`, in ns).
+fn cpu_ms(pid: u32) -> f64 {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ns as f64 / 1e6
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -214,6 +226,7 @@ fn main() {
         return;
     }
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let quick = std::env::var("ONLY").is_ok_and(|o| o == "saverest");
     let tmp = tempfile::tempdir().unwrap();
     let mut rows: Vec<(String, f64, f64, &str)> = Vec::new();
 
@@ -221,7 +234,7 @@ fn main() {
     let s = server(30);
     let mut deploys = Vec::new();
     let mut keys = Vec::new();
-    for _ in 0..rounds {
+    for _ in 0..if quick { 0 } else { rounds } {
         let key = s.create_workspace_from(&description());
         let t0 = Instant::now();
         op(&s, &key, "deploy", "");
@@ -231,13 +244,15 @@ fn main() {
     }
     // Raw equivalent of what deploy adds to the staging: one overlay (qemu-img) + qemu -S up.
     let mut raw_def = Vec::new();
-    for i in 0..rounds {
+    for i in 0..if quick { 0 } else { rounds } {
         let t0 = Instant::now();
         let mut r = Raw::start(tmp.path(), &format!("def{i}"), &["-S"]);
         r.status();
         raw_def.push(ms(t0.elapsed()));
     }
-    rows.push(("deploy to Staged (service) vs overlay + qemu -S up (raw)".into(), median(deploys), median(raw_def), "ms"));
+    if !quick {
+        rows.push(("deploy to Staged (service) vs overlay + qemu -S up (raw)".into(), median(deploys), median(raw_def), "ms"));
+    }
 
     // Hot start.
     let hot = s.create_workspace_from(&description());
@@ -270,22 +285,18 @@ fn main() {
     rows.push(("hot start (service start) vs QMP cont".into(), hot_start, median(raw_cont.clone()), "ms"));
     rows.push(("pause or unpause (service) vs QMP stop or cont".into(), median(svc_pu), median(raw_pu), "ms"));
 
-    // Save / restore of the hot (booted) VM.
-    let mut svc_save = Vec::new();
-    let mut svc_restore = Vec::new();
-    for _ in 0..rounds {
-        let t0 = Instant::now();
+    // Save / restore of the hot (booted) VM, the service's and the raw one's rounds interleaved
+    // (a loaded machine then weighs on both alike). vwsd's CPU time per operation too.
+    let vwsd = s.child.as_ref().unwrap().id();
+    let (mut svc_save, mut svc_restore, mut raw_save, mut raw_restore) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_save, mut cpu_restore) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let (t0, c0) = (Instant::now(), cpu_ms(vwsd));
         op(&s, &hot, "save", "");
         assert_eq!(settle(&s, &hot, "Saving"), "Saved");
         svc_save.push(ms(t0.elapsed()));
-        let t0 = Instant::now();
-        op(&s, &hot, "restore", "");
-        assert_eq!(settle(&s, &hot, "Restoring"), "Running");
-        svc_restore.push(ms(t0.elapsed()));
-    }
-    let mut raw_save = Vec::new();
-    let mut raw_restore = Vec::new();
-    for i in 0..rounds {
+        cpu_save.push(cpu_ms(vwsd) - c0);
+
         let state = tmp.path().join(format!("raw{i}.state"));
         let t0 = Instant::now();
         raw.cmd("stop", None);
@@ -300,6 +311,13 @@ fn main() {
         raw.cmd("quit", None);
         let _ = raw.child.wait();
         raw_save.push(ms(t0.elapsed()));
+
+        let (t0, c0) = (Instant::now(), cpu_ms(vwsd));
+        op(&s, &hot, "restore", "");
+        assert_eq!(settle(&s, &hot, "Restoring"), "Running");
+        svc_restore.push(ms(t0.elapsed()));
+        cpu_restore.push(cpu_ms(vwsd) - c0);
+
         let t0 = Instant::now();
         let incoming = format!("file:{}", state.display());
         raw = Raw::start(tmp.path(), "hot", &["-incoming", &incoming]);
@@ -311,7 +329,18 @@ fn main() {
     }
     rows.push(("save until Saved vs QMP stop+migrate file+quit".into(), median(svc_save), median(raw_save), "ms"));
     rows.push(("restore until Running vs qemu -incoming + cont".into(), median(svc_restore), median(raw_restore), "ms"));
+    rows.push(("vwsd CPU time per save".into(), median(cpu_save), f64::NAN, "ms"));
+    rows.push(("vwsd CPU time per restore".into(), median(cpu_restore), f64::NAN, "ms"));
     drop(raw);
+    if quick {
+        // With VWS_TEST_LOG=debug: where the service's save and restore spent their time.
+        let keys = ["VM saved", "VM restored", "state durable", "long operation finished"];
+        for l in s.log().lines().filter(|l| keys.iter().any(|k| l.contains(k))) {
+            eprintln!("{l}");
+        }
+        print_rows(rounds, rows);
+        return;
+    }
 
     // Cold start to the ready line.
     let cold = keys[0].clone();
@@ -345,11 +374,16 @@ fn main() {
         let _ = op(&s, k, "undeploy", "");
     }
 
+    print_rows(rounds, rows);
+}
+
+fn print_rows(rounds: usize, rows: Vec<(String, f64, f64, &str)>) {
     println!("\nVM life cycle ({} accel, 128 MiB guest, medians of {rounds})", accel());
-    println!("{:<58} {:>12} {:>12} {:>8}", "measurement", "vws", "raw", "ratio");
+    println!("{:<58} {:>12} {:>12} {:>8} {:>10}", "measurement", "vws", "raw", "ratio", "vws-raw");
     for (name, a, b, unit) in rows {
         let ratio = if b.is_nan() || b == 0.0 { "-".to_string() } else { format!("{:.2}", a / b) };
         let raw = if b.is_nan() { "-".to_string() } else { format!("{b:.1} {unit}") };
-        println!("{name:<58} {:>12} {raw:>12} {ratio:>8}", format!("{a:.1} {unit}"));
+        let diff = if b.is_nan() { "-".to_string() } else { format!("{:+.1}", a - b) };
+        println!("{name:<58} {:>12} {raw:>12} {ratio:>8} {diff:>10}", format!("{a:.1} {unit}"));
     }
 }

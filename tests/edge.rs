@@ -171,24 +171,12 @@ fn connection_cap_makes_the_next_connection_wait_while_others_are_served() {
 mod gsi_edge {
     use super::*;
     use common::gsi::{self, kit};
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::{BigNum, MsbOption};
-    use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::extension::KeyUsage;
-    use openssl::x509::{X509Extension, X509NameBuilder, X509};
+    use openssl::x509::X509;
 
     fn security_section() -> String {
         let k = kit();
-        format!(
-            "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\nvomsdir = \"{}\"\n\n[[security.acl]]\naction = \"create\"\ndn = \"{}\"\n",
-            k.var("GSI_HOST_CERT"),
-            k.var("GSI_HOST_KEY"),
-            k.var("X509_CERT_DIR"),
-            k.var("X509_VOMS_DIR"),
-            k.user_dn(),
-        )
+        k.security_toml(&k.path("X509_CERT_DIR"), &format!("\n[[security.acl]]\naction = \"create\"\ndn = \"{}\"\n", k.user_dn()))
     }
 
     /// An RFC 3820 proxy of the kit's user that expires `secs` from now.
@@ -197,32 +185,7 @@ mod gsi_edge {
         let (cert, key) = k.user();
         let issuer = X509::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
         let issuer_key = PKey::private_key_from_pem(&std::fs::read(&key).unwrap()).unwrap();
-        let pkey = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut sn = BigNum::new().unwrap();
-        sn.rand(31, MsbOption::MAYBE_ZERO, false).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        for e in issuer.subject_name().entries() {
-            name.append_entry_by_nid(e.object().nid(), &e.data().to_string().unwrap()).unwrap();
-        }
-        name.append_entry_by_text("CN", &sn.to_dec_str().unwrap()).unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&sn.to_asn1_integer().unwrap()).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(issuer.subject_name()).unwrap();
-        b.set_pubkey(&pkey).unwrap();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        b.set_not_before(&Asn1Time::from_unix(now - 300).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::from_unix(now + secs).unwrap()).unwrap();
-        b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().unwrap()).unwrap();
-        // proxyCertInfo (RFC 3820), critical: inherit-all policy, no path length.
-        let pci = [0x30, 0x0C, 0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x15, 0x01];
-        let oid = openssl::asn1::Asn1Object::from_str("1.3.6.1.5.5.7.1.14").unwrap();
-        let value = openssl::asn1::Asn1OctetString::new_from_bytes(&pci).unwrap();
-        b.append_extension(X509Extension::new_from_der(&oid, true, &value).unwrap()).unwrap();
-        b.sign(&issuer_key, MessageDigest::sha256()).unwrap();
-        let proxy = b.build();
+        let (proxy, pkey) = gsi::rfc_proxy(&issuer, &issuer_key, None, secs, 2048);
         let cert_path = k.x.join("edge-short-cert.pem");
         let key_path = k.x.join("edge-short-key.pem");
         std::fs::write(&cert_path, proxy.to_pem().unwrap()).unwrap();

@@ -67,17 +67,16 @@ fn users() -> &'static Users {
 /// "Revoked User", the grid-mapfile with users A and B, the vomsdir; ACLs: create for user A's
 /// DN or the admin FQAN, manage for the admin FQAN.
 fn security_section(k: &Kit) -> String {
-    format!(
-        "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\ngridmap = \"{}\"\nvomsdir = \"{}\"\n\n\
+    k.security_toml(
+        &m().crl_dir,
+        &format!(
+            "gridmap = \"{}\"\n\n\
 [[security.acl]]\naction = \"create\"\ndn = \"{}\"\n\n\
 [[security.acl]]\naction = \"create\"\nfqan = \"{ADMIN_FQAN}\"\n\n\
 [[security.acl]]\naction = \"manage\"\nfqan = \"{ADMIN_FQAN}\"\n",
-        k.var("GSI_HOST_CERT"),
-        k.var("GSI_HOST_KEY"),
-        m().crl_dir.display(),
-        users().gridmap.display(),
-        k.var("X509_VOMS_DIR"),
-        k.user_dn(),
+            users().gridmap.display(),
+            k.user_dn(),
+        ),
     )
 }
 

@@ -117,14 +117,7 @@ fn install_crl(_k: &Kit, m: &Material, crl: &Path) {
 }
 
 fn server(k: &Kit, m: &Material, extra: &str) -> Server {
-    let sec = format!(
-        "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\ngridmap = \"{}\"\nvomsdir = \"{}\"\nreload_check_secs = 1\n{extra}\n",
-        k.var("GSI_HOST_CERT"),
-        k.var("GSI_HOST_KEY"),
-        m.certs.display(),
-        m.gridmap.display(),
-        k.var("X509_VOMS_DIR"),
-    );
+    let sec = k.security_toml(&m.certs, &format!("gridmap = \"{}\"\nreload_check_secs = 1\n{extra}\n", m.gridmap.display()));
     Server::start_with(Conf { security: sec, ..Default::default() })
 }
 

@@ -494,8 +494,8 @@ fn stage_cmd(
     }
 }
 
-/// stderr as indicatif's terminal, drawn whether or not it is a TTY (scripts and logs of
-/// `vws deploy` / `vws stage` keep the progress; indicatif's own stderr target hides itself).
+/// stderr as indicatif's terminal, for a progress bar drawn in place on a TTY ([`Bar`] writes
+/// plain lines otherwise).
 #[derive(Debug)]
 struct Stderr;
 
@@ -550,19 +550,30 @@ impl indicatif::TermLike for Stderr {
     }
 }
 
-/// A transfer progress bar on stderr (indicatif draws it, at most 10 times a second):
-/// `image 1/2 root [####      ]  45.0% 12.0/26.7 MiB 300.1 MiB/s ETA 3s`, or without a known
-/// size `12.0 MiB 300.1 MiB/s`. Rate and ETA are the transfer's own.
+/// A transfer progress bar on stderr: `image 1/2 root [####      ]  45.0% 12.0/26.7 MiB
+/// 300.1 MiB/s ETA 3s`, or without a known size `12.0 MiB 300.1 MiB/s`. Rate and ETA are the
+/// transfer's own. On a terminal indicatif draws it in place, at most 10 times a second;
+/// otherwise (a log, a pipe) it is written as plain lines, one each time what it shows changes.
 struct Bar {
     pb: indicatif::ProgressBar,
+    /// Not a terminal: the last line written.
+    plain: Option<std::sync::Mutex<String>>,
 }
+
+const BAR_WIDTH: usize = 30;
 
 impl Bar {
     fn new() -> Bar {
-        let target = indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 10);
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let target = if tty {
+            indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 10)
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        };
         let pb = indicatif::ProgressBar::with_draw_target(None, target);
         pb.set_style(Self::style(false));
-        Bar { pb }
+        Bar { pb, plain: (!tty).then(|| std::sync::Mutex::new(String::new())) }
     }
 
     fn style(sized: bool) -> indicatif::ProgressStyle {
@@ -575,7 +586,7 @@ impl Bar {
         if self.pb.prefix() != label {
             self.pb.set_prefix(label.to_string());
         }
-        match total {
+        let (msg, frac) = match total {
             Some(t) if t > 0 => {
                 if self.pb.length() != Some(t) {
                     self.pb.set_style(Self::style(true));
@@ -584,23 +595,35 @@ impl Bar {
                 self.pb.set_position(bytes.min(t));
                 let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
                 let frac = (bytes as f64 / t as f64).min(1.0);
-                self.pb.set_message(format!(
-                    "{:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {eta}",
-                    frac * 100.0,
-                    mb,
-                    t as f64 / 1048576.0,
-                    rate
-                ));
+                let msg = format!("{:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {eta}", frac * 100.0, mb, t as f64 / 1048576.0, rate);
+                (msg, Some(frac))
             }
-            _ => self.pb.set_message(format!("{mb:.1} MiB {rate:.1} MiB/s")),
+            _ => (format!("{mb:.1} MiB {rate:.1} MiB/s"), None),
+        };
+        if let Some(last) = &self.plain {
+            let bar = frac
+                .map(|f| {
+                    let n = ((f * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
+                    format!("[{}{}] ", "#".repeat(n), " ".repeat(BAR_WIDTH - n))
+                })
+                .unwrap_or_default();
+            let line = format!("{label}{bar}{msg}");
+            let mut last = last.lock().unwrap();
+            if *last != line {
+                eprintln!("{line}");
+                *last = line;
+            }
         }
+        self.pb.set_message(msg);
     }
 
     /// Leaves the last state drawn, on its own line.
     fn finish(&self) {
         if !self.pb.is_finished() {
             self.pb.finish();
-            eprintln!();
+            if self.plain.is_none() {
+                eprintln!();
+            }
         }
     }
 }
@@ -873,7 +896,7 @@ async fn run(args: Args) -> Result<i32, ClientError> {
                     .unwrap_or_else(|| "-".into()),
                 _ => "-".into(),
             };
-            println!("{:<10} {:<16} {:<18} {:<24} {}", "STATE", "IP", "MAC", "HOST", "UPTIME");
+            println!("{:<10} {:<16} {:<18} {:<24} UPTIME", "STATE", "IP", "MAC", "HOST");
             println!(
                 "{:<10} {:<16} {:<18} {:<24} {}",
                 state,

@@ -68,6 +68,11 @@ pub struct QemuDriver {
     accel: OnceLock<&'static str>,
     /// One QMP connection per VM, kept open (a command is then one round trip).
     conns: Mutex<HashMap<String, Arc<Mutex<Qmp>>>>,
+    /// VMs whose process this driver saw go and has not started again: starting one of them
+    /// needs no look through `/proc` for a process of that name.
+    gone: Mutex<std::collections::HashSet<String>>,
+    /// One connect at a time per VM (see `conn`).
+    dialing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +91,20 @@ fn opt(p: &Path) -> String {
 struct Qmp {
     w: UnixStream,
     r: BufReader<UnixStream>,
+    /// A message line read in part (a read timed out in the middle of it).
+    partial: Vec<u8>,
+    /// Events that arrived while a command waited for its answer (oldest first, bounded).
+    events: std::collections::VecDeque<Value>,
+    /// The read timeout set on the socket now, and the one a command waits for its answer.
+    timeout: Duration,
+    base: Duration,
+}
+
+/// Events kept for [`Qmp::wait_event`] while commands run (older ones are dropped).
+const KEPT_EVENTS: usize = 64;
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
 impl Qmp {
@@ -108,17 +127,57 @@ impl Qmp {
             .call()?;
         w.set_read_timeout(Some(timeout))?;
         w.set_write_timeout(Some(timeout))?;
-        let mut q = Qmp { r: BufReader::new(w.try_clone()?), w };
-        let mut greeting = String::new();
-        q.r.read_line(&mut greeting)?;
-        if !greeting.contains("\"QMP\"") {
-            return Err(std::io::Error::other(format!("not a QMP greeting: {}", greeting.trim())));
+        let mut q =
+            Qmp { r: BufReader::new(w.try_clone()?), w, partial: Vec::new(), events: Default::default(), timeout, base: timeout };
+        let greeting = q.message()?;
+        if greeting.get("QMP").is_none() {
+            return Err(std::io::Error::other(format!("not a QMP greeting: {greeting}")));
         }
         q.execute("qmp_capabilities", None).map_err(std::io::Error::other)?;
         Ok(q)
     }
 
-    /// Runs one command; events arriving meanwhile are skipped.
+    /// The next message from QEMU. A read that times out keeps what it read of a line, so the
+    /// next call goes on with it.
+    fn message(&mut self) -> std::io::Result<Value> {
+        loop {
+            let n = self.r.read_until(b'\n', &mut self.partial)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            if self.partial.last() != Some(&b'\n') {
+                continue;
+            }
+            let line = std::mem::take(&mut self.partial);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return serde_json::from_slice(&line).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad reply {}: {e}", String::from_utf8_lossy(&line).trim()),
+                )
+            });
+        }
+    }
+
+    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
+        let t = t.max(Duration::from_millis(1));
+        if t != self.timeout {
+            self.w.set_read_timeout(Some(t))?;
+            self.timeout = t;
+        }
+        Ok(())
+    }
+
+    fn keep_event(&mut self, v: Value) {
+        if self.events.len() == KEPT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(v);
+    }
+
+    /// Runs one command; events arriving meanwhile are kept for [`Qmp::wait_event`].
     fn execute(&mut self, cmd: &str, args: Option<Value>) -> Result<Value, String> {
         let mut msg = json!({ "execute": cmd });
         if let Some(a) = args {
@@ -126,23 +185,59 @@ impl Qmp {
         }
         let mut line = msg.to_string();
         line.push('\n');
+        self.set_timeout(self.base).map_err(|e| format!("QMP {cmd}: {e}"))?;
         self.w.write_all(line.as_bytes()).map_err(|e| format!("QMP {cmd}: {e}"))?;
         loop {
-            let mut l = String::new();
-            match self.r.read_line(&mut l) {
-                Ok(0) => return Err(format!("QMP {cmd}: connection closed")),
-                Ok(_) => {}
+            let v = match self.message() {
+                Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(format!("QMP {cmd}: connection closed")),
                 Err(e) => return Err(format!("QMP {cmd}: {e}")),
-            }
-            let v: Value = serde_json::from_str(&l).map_err(|e| format!("QMP {cmd}: bad reply {}: {e}", l.trim()))?;
+            };
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
                 return Err(e.get("desc").and_then(Value::as_str).unwrap_or("error").to_string());
             }
+            if v.get("event").is_some() {
+                self.keep_event(v);
+            }
         }
     }
+
+    /// Waits up to `within` for an event `pick` accepts (kept ones first); Ok(None) when none
+    /// came in time.
+    fn wait_event(&mut self, within: Duration, mut pick: impl FnMut(&Value) -> bool) -> Result<Option<Value>, String> {
+        if let Some(i) = self.events.iter().position(&mut pick) {
+            return Ok(self.events.remove(i));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.set_timeout(left).map_err(|e| format!("QMP: {e}"))?;
+            match self.message() {
+                Ok(v) if v.get("event").is_some() => {
+                    if pick(&v) {
+                        return Ok(Some(v));
+                    }
+                    self.keep_event(v);
+                }
+                Ok(_) => {}
+                Err(e) if timed_out(&e) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err("QMP: connection closed".into()),
+                Err(e) => return Err(format!("QMP: {e}")),
+            }
+        }
+    }
+}
+
+/// Is this a `MIGRATION` event with a final status (completed, failed, cancelled)?
+fn migration_ended(v: &Value) -> bool {
+    v.get("event").and_then(Value::as_str) == Some("MIGRATION")
+        && matches!(v["data"]["status"].as_str(), Some("completed" | "failed" | "cancelled"))
 }
 
 /// A QEMU process of ours.
@@ -167,7 +262,13 @@ fn cmdline(pid: u32) -> Option<Vec<String>> {
 
 impl QemuDriver {
     pub fn new(cfg: QemuConfig) -> QemuDriver {
-        let d = QemuDriver { cfg, accel: OnceLock::new(), conns: Mutex::new(HashMap::new()) };
+        let d = QemuDriver {
+            cfg,
+            accel: OnceLock::new(),
+            conns: Mutex::new(HashMap::new()),
+            gone: Mutex::default(),
+            dialing: Mutex::default(),
+        };
         match d.cfg.accel {
             Accel::Tcg => {
                 let _ = d.accel.set("tcg");
@@ -283,6 +384,15 @@ impl QemuDriver {
         if let Some(c) = self.conns.lock().unwrap().get(name) {
             return Ok(c.clone());
         }
+        // QEMU's monitor serves one client at a time and the session made here is kept. Two
+        // threads connecting at once (e.g. reconciliation and a restore) would leave the second
+        // in the socket's backlog, waiting for the kept session to end, until its read timeout.
+        // So connects to one VM take turns, and a later one reuses what the first made.
+        let gate = self.dialing.lock().unwrap().entry(name.to_string()).or_default().clone();
+        let _turn = gate.lock().unwrap();
+        if let Some(c) = self.conns.lock().unwrap().get(name) {
+            return Ok(c.clone());
+        }
         let q = Qmp::connect(&self.sock(name), QMP_TIMEOUT).map_err(|e| {
             if self.proc_of(name).is_none() {
                 VmmError::NotFound(name.to_string())
@@ -323,9 +433,29 @@ impl QemuDriver {
         Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string())
     }
 
-    /// Waits until the VM's process is gone (true) or `timeout` passed (false).
+    /// Waits until the VM's process is gone (true) or `timeout` passed (false). A pidfd wakes
+    /// us the moment it exits; without one (an old kernel), it is polled every 5 ms.
     fn wait_gone(&self, p: &Proc, timeout: Duration) -> bool {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let deadline = Instant::now() + timeout;
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::pid_t, 0) };
+        if fd >= 0 {
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                    n if n > 0 => return true,
+                    0 if Instant::now() >= deadline => return !pid_alive(p.pid),
+                    0 => {}
+                    _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                    _ => break,
+                }
+            }
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return true;
+        }
         loop {
             if !pid_alive(p.pid) {
                 return true;
@@ -337,8 +467,36 @@ impl QemuDriver {
         }
     }
 
+    /// Waits for the outgoing migration of a VM to end: woken by QEMU's `MIGRATION` event
+    /// (`-global migration.x-events=on`), and asking `query-migrate` every 25 ms in case no event
+    /// comes (a VM started without it).
+    fn wait_migration(&self, name: &str) -> Result<(), MigrationEnd> {
+        let limit = Duration::from_secs(600);
+        let deadline = Instant::now() + limit;
+        let c = self.conn(name).map_err(MigrationEnd::Error)?;
+        let mut q = c.lock().unwrap();
+        let tool = |e: String| MigrationEnd::Error(VmmError::Tool { tool: "QMP query-migrate".into(), code: None, stderr: e });
+        loop {
+            let m = q.execute("query-migrate", None).map_err(tool)?;
+            match m.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    let desc = m.get("error-desc").and_then(Value::as_str).unwrap_or("migration failed");
+                    return Err(MigrationEnd::Failed(desc.to_string()));
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(MigrationEnd::Timeout(limit));
+            }
+            q.wait_event(left.min(Duration::from_millis(25)), migration_ended).map_err(tool)?;
+        }
+    }
+
     fn forget(&self, name: &str) {
         self.conns.lock().unwrap().remove(name);
+        self.dialing.lock().unwrap().remove(name);
         let dir = self.cfg.run_root.join(name);
         let _ = std::fs::remove_file(dir.join("qmp.sock"));
         let _ = std::fs::remove_file(dir.join("qemu.pid"));
@@ -351,6 +509,8 @@ impl QemuDriver {
         push(&["-name", &format!("guest={}", spec.name.replace(',', ",,"))]);
         push(&["-accel", self.accel(), "-m", &spec.memory_mib.to_string(), "-smp", &spec.vcpus.max(1).to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none"]);
+        // MIGRATION events (save and restore wait for them instead of polling).
+        push(&["-global", "migration.x-events=on"]);
         push(&["-chardev", &format!("file,id=con0,path={},append=on", opt(&spec.console_log)), "-serial", "chardev:con0"]);
         if let Some(k) = &spec.kernel {
             push(&["-kernel", &k.display().to_string()]);
@@ -382,6 +542,36 @@ impl QemuDriver {
         a
     }
 
+    /// Waits for the incoming migration of a VM started with `-incoming` to end (the VM is then
+    /// paused, `-S`): woken by QEMU's `MIGRATION` event, asking again every 25 ms in case none
+    /// comes.
+    fn wait_incoming(&self, name: &str, from: &Path) -> Result<(), VmmError> {
+        let limit = Duration::from_secs(120);
+        let deadline = Instant::now() + limit;
+        let c = self.conn(name)?;
+        let mut q = c.lock().unwrap();
+        let failed = |why: String| VmmError::Tool {
+            tool: "QMP migrate (incoming)".into(),
+            code: None,
+            stderr: format!("restoring from {} failed: {why}", from.display()),
+        };
+        loop {
+            let s = q.execute("query-status", None).map_err(failed)?;
+            if s.get("status").and_then(Value::as_str) != Some("inmigrate") {
+                return Ok(());
+            }
+            let m = q.execute("query-migrate", None).map_err(failed)?;
+            if m.get("status").and_then(Value::as_str) == Some("failed") {
+                return Err(failed(m.get("error-desc").and_then(Value::as_str).unwrap_or("unknown").to_string()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(VmmError::Timeout { what: format!("restoring {name}"), after: limit });
+            }
+            q.wait_event(left.min(Duration::from_millis(25)), migration_ended).map_err(failed)?;
+        }
+    }
+
     /// Starts a VM's process (paused) and connects to its QMP socket.
     fn launch(&self, spec: &VmSpec, incoming: Option<&Path>) -> Result<VmInfo, VmmError> {
         if spec.run_dir.parent() != Some(self.cfg.run_root.as_path()) || spec.run_dir.file_name() != Some(spec.name.as_ref()) {
@@ -392,7 +582,9 @@ impl QemuDriver {
                 spec.name
             )));
         }
-        if self.proc_of(&spec.name).is_some() {
+        // A VM this driver saw go needs no look for a process of its name (a /proc scan).
+        let known_gone = self.gone.lock().unwrap().remove(&spec.name);
+        if !known_gone && self.proc_of(&spec.name).is_some() {
             return Err(VmmError::Tool {
                 tool: "qemu".into(),
                 code: None,
@@ -429,31 +621,9 @@ impl QemuDriver {
             }
         }
         if let Some(p) = incoming {
-            // Wait for the incoming migration to finish: the VM is then paused (-S).
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let s = self.status(&spec.name)?;
-                if s != "inmigrate" {
-                    break;
-                }
-                let m = self.qmp(&spec.name, "query-migrate", None)?;
-                if m.get("status").and_then(Value::as_str) == Some("failed") {
-                    let _ = self.destroy(&spec.name);
-                    return Err(VmmError::Tool {
-                        tool: "QMP migrate (incoming)".into(),
-                        code: None,
-                        stderr: format!(
-                            "restoring from {} failed: {}",
-                            p.display(),
-                            m.get("error-desc").and_then(Value::as_str).unwrap_or("unknown")
-                        ),
-                    });
-                }
-                if Instant::now() > deadline {
-                    let _ = self.destroy(&spec.name);
-                    return Err(VmmError::Timeout { what: format!("restoring {}", spec.name), after: Duration::from_secs(120) });
-                }
-                std::thread::sleep(Duration::from_millis(2));
+            if let Err(e) = self.wait_incoming(&spec.name, p) {
+                let _ = self.destroy(&spec.name);
+                return Err(e);
             }
         } else {
             self.conn(&spec.name)?;
@@ -523,6 +693,7 @@ impl Vmm for QemuDriver {
         self.qmp(name, "system_powerdown", None)?;
         if self.wait_gone(&p, timeout) {
             self.forget(name);
+            self.gone.lock().unwrap().insert(name.to_string());
             return Ok(());
         }
         tracing::warn!(name, ?timeout, "VM did not power off in time: destroying it");
@@ -537,6 +708,7 @@ impl Vmm for QemuDriver {
     fn destroy(&self, name: &str) -> Result<(), VmmError> {
         let Some(p) = self.proc_of(name) else {
             self.forget(name);
+            self.gone.lock().unwrap().insert(name.to_string());
             return Ok(());
         };
         // quit asks QEMU to exit at once; SIGKILL when it does not answer.
@@ -553,15 +725,34 @@ impl Vmm for QemuDriver {
             }
         }
         self.forget(name);
+        self.gone.lock().unwrap().insert(name.to_string());
         Ok(())
     }
 
     fn save(&self, name: &str, path: &Path) -> Result<(), VmmError> {
+        self.save_when(name, path, &mut || true)
+    }
+
+    /// Memory state to `path`: QEMU migrates to `<path>.partial` (its pages are written back to
+    /// disk while it writes), the file is made durable, `proceed` is asked, the file renamed to
+    /// `path`, then the VM quits while the rename is made durable too. A `path` that exists is
+    /// therefore complete; a crash before the rename leaves the VM paused (and `.partial`),
+    /// which reconciliation resumes.
+    fn save_when(&self, name: &str, path: &Path, proceed: &mut dyn FnMut() -> bool) -> Result<(), VmmError> {
+        // Where save's time goes, step by step (logged at debug level).
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut steps: Vec<(&str, f64)> = Vec::new();
+        let mut lap = |step: &'static str| {
+            steps.push((step, t.elapsed().as_secs_f64() * 1e3));
+            t = Instant::now();
+        };
         let Some(p) = self.proc_of(name) else { return Err(VmmError::NotFound(name.to_string())) };
         let tmp = path.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
         let was_running = self.status(name)? == "running";
         self.qmp(name, "stop", None)?;
+        lap("stop");
         let fail = |e: VmmError| {
             let _ = std::fs::remove_file(&tmp);
             if was_running {
@@ -570,38 +761,68 @@ impl Vmm for QemuDriver {
             e
         };
         self.qmp(name, "migrate", Some(json!({ "uri": format!("file:{}", tmp.display()) }))).map_err(fail)?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let m = self.qmp(name, "query-migrate", None).map_err(fail)?;
-            match m.get("status").and_then(Value::as_str) {
-                Some("completed") => break,
-                Some("failed") | Some("cancelled") => {
-                    let desc = m.get("error-desc").and_then(Value::as_str).unwrap_or("migration failed").to_string();
+        // QEMU created the file in `migrate`; its pages go to disk as they are written.
+        let file = std::fs::File::open(&tmp);
+        let migrated = std::thread::scope(|sc| {
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            if let Ok(f) = &file {
+                sc.spawn(move || write_back(f, &stopped));
+            }
+            let r = self.wait_migration(name);
+            drop(stop);
+            r
+        });
+        lap("migrate");
+        if let Err(desc) = migrated {
+            return Err(fail(match desc {
+                MigrationEnd::Failed(desc) => {
                     let nospace = desc.contains("No space left") || tmp.parent().is_some_and(disk_full);
-                    return Err(fail(if nospace {
+                    if nospace {
                         VmmError::NoSpace(format!("saving {name} to {}: {desc}", path.display()))
                     } else {
                         VmmError::Tool { tool: "QMP migrate".into(), code: None, stderr: desc }
-                    }));
+                    }
                 }
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                let _ = self.qmp(name, "migrate_cancel", None);
-                return Err(fail(VmmError::Timeout { what: format!("saving {name}"), after: Duration::from_secs(600) }));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+                MigrationEnd::Error(e) => e,
+                MigrationEnd::Timeout(after) => {
+                    let _ = self.qmp(name, "migrate_cancel", None);
+                    VmmError::Timeout { what: format!("saving {name}"), after }
+                }
+            }));
         }
-        // The file is complete and on disk before the VM goes.
-        if let Err(e) = std::fs::File::open(&tmp).and_then(|f| f.sync_all()).and_then(|_| std::fs::rename(&tmp, path)) {
+        // The file is complete and on disk before it gets its name, and before the VM goes.
+        if let Err(e) = file.and_then(|f| f.sync_data()) {
             return Err(fail(io(format!("save file {}", path.display()), e)));
         }
-        let _ = self.qmp(name, "quit", None);
-        if !self.wait_gone(&p, Duration::from_secs(3)) {
-            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
-            self.wait_gone(&p, GONE_TIMEOUT);
+        lap("fdatasync");
+        if !proceed() {
+            return Err(fail(VmmError::Abandoned(format!("saving {name}"))));
         }
+        lap("proceed");
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            return Err(fail(io(format!("save file {}", path.display()), e)));
+        }
+        // The rename made durable while the VM quits. Should it not be (the directory cannot be
+        // synced), the file stays complete and durable as `.partial`, which restore accepts.
+        let dir = path.parent().map(Path::to_path_buf);
+        std::thread::scope(|sc| {
+            let dir_sync = sc.spawn(move || dir.map(|d| std::fs::File::open(d).and_then(|d| d.sync_all())));
+            let _ = self.qmp(name, "quit", None);
+            if self.wait_gone(&p, Duration::from_secs(3)) {
+                self.gone.lock().unwrap().insert(name.to_string());
+            } else {
+                unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+                if self.wait_gone(&p, GONE_TIMEOUT) {
+                    self.gone.lock().unwrap().insert(name.to_string());
+                }
+            }
+            if let Ok(Some(Err(e))) = dir_sync.join() {
+                tracing::warn!(name, error = %e, "cannot sync the save file's directory (restore finds it as .partial)");
+            }
+        });
         self.forget(name);
+        lap("quit");
+        tracing::debug!(name, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM saved");
         Ok(())
     }
 
@@ -638,6 +859,27 @@ impl Vmm for QemuDriver {
             "internal-error" | "io-error" | "guest-panicked" => VmState::Crashed,
             _ => VmState::Paused,
         }))
+    }
+}
+
+/// Why an outgoing migration did not complete.
+enum MigrationEnd {
+    /// QEMU says it failed (its error description).
+    Failed(String),
+    /// Talking to QEMU failed.
+    Error(VmmError),
+    Timeout(Duration),
+}
+
+/// Starts writing a file's dirty pages back to disk every 10 ms until `stop` is dropped, so an
+/// fsync at the end has little left to write.
+fn write_back(f: &std::fs::File, stop: &std::sync::mpsc::Receiver<()>) {
+    use std::os::fd::AsRawFd;
+    loop {
+        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if !matches!(stop.recv_timeout(Duration::from_millis(10)), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+            return;
+        }
     }
 }
 

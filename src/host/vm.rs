@@ -81,6 +81,7 @@ impl EngineError {
             EngineError::Vmm(VmmError::Timeout { .. }) => "timeout",
             EngineError::Vmm(VmmError::NoSpace(_)) => "no_space",
             EngineError::Vmm(VmmError::Io(_)) => "io",
+            EngineError::Vmm(VmmError::Abandoned(_)) => "abandoned",
             EngineError::Lease(LeaseError::Exhausted { .. }) => "address_pool_exhausted",
             EngineError::Lease(_) => "address_store",
             EngineError::Setup(_) => "setup_failed",
@@ -429,19 +430,93 @@ impl VmEngine {
         }
     }
 
-    /// Memory state to `memory.state` in the pool; the VM is gone afterwards.
-    pub fn save(&self, key: &str) -> Result<(), EngineError> {
-        Ok(self.vmm.save(&Self::vm_name(key), &self.save_file(key))?)
+    /// Memory state to `memory.state` in the pool; the VM is gone afterwards. `proceed` is asked
+    /// (it may block) before the VM goes: false calls the save off, the VM as it was.
+    pub fn save(&self, key: &str, proceed: &mut dyn FnMut() -> bool) -> Result<(), EngineError> {
+        let t0 = Instant::now();
+        self.vmm.save_when(&Self::vm_name(key), &self.save_file(key), proceed)?;
+        tracing::debug!(key, ms = t0.elapsed().as_secs_f64() * 1e3, "VM saved");
+        Ok(())
     }
 
-    /// Back from `memory.state`, running; the save file is removed once the VM runs.
-    pub fn restore(&self, key: &str, disks: &[DiskPlan], memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(), EngineError> {
-        let lease = self.allocate(key)?;
+    /// The complete save file of a saved workspace: `memory.state`, or `memory.partial` when a
+    /// crash lost the rename that followed its fsync (a workspace is Saved only once the file is
+    /// durable, and nothing else writes `.partial` then). None when there is neither.
+    pub fn saved_file(&self, key: &str) -> Option<PathBuf> {
+        let f = self.save_file(key);
+        let partial = f.with_extension("partial");
+        [f, partial].into_iter().find(|p| p.is_file())
+    }
+
+    /// Back from `memory.state`, running; the save file is removed once the VM runs. `proceed`
+    /// is asked (it may block) before the restored VM runs: false destroys it again (the save
+    /// file stays).
+    pub fn restore(
+        &self,
+        key: &str,
+        disks: &[DiskPlan],
+        memory_mib: Option<u32>,
+        vcpus: Option<u32>,
+        proceed: &mut dyn FnMut() -> bool,
+    ) -> Result<(), EngineError> {
+        // Where restore's time goes, step by step (logged at debug level).
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut steps: Vec<(&str, f64)> = Vec::new();
+        let mut lap = |step: &'static str| {
+            steps.push((step, t.elapsed().as_secs_f64() * 1e3));
+            t = Instant::now();
+        };
+        // A saved workspace keeps its address: read it (allocated again only when it has none).
+        let lease = match self.leases.get(key)? {
+            Some(l) => l,
+            None => self.allocate(key)?,
+        };
+        lap("lease");
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
-        self.vmm.restore_paused(&spec, &self.save_file(key))?;
+        let file = self.saved_file(key).unwrap_or_else(|| self.save_file(key));
+        self.vmm.restore_paused(&spec, &file)?;
+        lap("restore_paused");
+        if !proceed() {
+            self.vmm.destroy(&spec.name)?;
+            return Err(VmmError::Abandoned(format!("restoring {}", spec.name)).into());
+        }
+        lap("proceed");
         self.vmm.unpause(&spec.name)?;
-        let _ = std::fs::remove_file(self.save_file(key));
+        lap("unpause");
+        // Unlinking 88 MiB takes tens of ms on a busy disk: the file only changes its name
+        // now, [`VmEngine::purge_save_file`] removes it once the new state is durable.
+        for p in self.save_files(key) {
+            if let Err(e) = std::fs::rename(&p, self.discarded(key)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(key, file = %p.display(), error = %e, "cannot set the save file aside");
+                }
+            }
+        }
+        lap("set_aside");
+        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM restored");
         Ok(())
+    }
+
+    /// A restored workspace's save file, set aside until [`VmEngine::purge_save_file`].
+    fn discarded(&self, key: &str) -> PathBuf {
+        self.dir(key).join("memory.discarded")
+    }
+
+    /// The names a workspace's save file has while in use.
+    fn save_files(&self, key: &str) -> [PathBuf; 2] {
+        let f = self.save_file(key);
+        [f.with_extension("partial"), f]
+    }
+
+    /// Removes the save file a restore set aside (safe at any time: nothing else uses it).
+    pub fn purge_save_file(&self, key: &str) {
+        let p = self.discarded(key);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(key, file = %p.display(), error = %e, "cannot remove the restored save file"),
+        }
     }
 
     /// Destroys the workspace's VM; returns once the driver confirmed it gone (Ok when none).

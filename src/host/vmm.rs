@@ -99,6 +99,9 @@ pub enum VmmError {
     NoSpace(String),
     #[error("{0}")]
     Io(String),
+    /// The caller called the operation off before anything irreversible (see [`Vmm::save_when`]).
+    #[error("{0}: called off")]
+    Abandoned(String),
 }
 
 /// A hypervisor driver. Every method is blocking and idempotent where the hypervisor allows
@@ -118,6 +121,16 @@ pub trait Vmm: Send + Sync + 'static {
     fn destroy(&self, name: &str) -> Result<(), VmmError>;
     /// Save memory state to `path`; the VM is gone afterwards.
     fn save(&self, name: &str, path: &std::path::Path) -> Result<(), VmmError>;
+    /// [`Vmm::save`], asking `proceed` (it may block) before anything irreversible: false leaves
+    /// the VM as it was and fails with [`VmmError::Abandoned`]. The default asks first; a driver
+    /// may ask later (QEMU: once the state is in the file, before the file gets its name and
+    /// the VM goes), so the caller's own work (making the Saving state durable) overlaps the save.
+    fn save_when(&self, name: &str, path: &std::path::Path, proceed: &mut dyn FnMut() -> bool) -> Result<(), VmmError> {
+        if !proceed() {
+            return Err(VmmError::Abandoned(format!("saving {name}")));
+        }
+        self.save(name, path)
+    }
     /// Restore from `path` (made by `save`), left paused.
     fn restore_paused(&self, spec: &VmSpec, path: &std::path::Path) -> Result<VmInfo, VmmError>;
     /// What really runs on this host that this driver manages (for reconciliation).

@@ -29,9 +29,25 @@ pub struct Peer {
     /// GSI connections: the presented chain, validated again when the trust changes
     /// ([`Session::caller`] is the caller of the next request).
     pub session: Option<Arc<Session>>,
+    /// `addr` as text and `scheme://local`, formatted once per connection (not per request:
+    /// the request span and the EPR base URL of every request use them).
+    pub addr_text: Arc<str>,
+    pub local_url: Arc<str>,
 }
 
 impl Peer {
+    pub fn new(
+        addr: SocketAddr,
+        local: SocketAddr,
+        scheme: &'static str,
+        caller: Arc<Result<Caller, String>>,
+        session: Option<Arc<Session>>,
+    ) -> Peer {
+        let addr_text = addr.to_string().into();
+        let local_url = format!("{scheme}://{local}").into();
+        Peer { addr, local, scheme, caller, session, addr_text, local_url }
+    }
+
     /// The caller of the request being handled now (re-validated after a trust change).
     pub fn current_caller(&self) -> Arc<Result<Caller, String>> {
         match &self.session {
@@ -81,13 +97,13 @@ impl Listener for PlainListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (s, addr, permit) = accept_capped(&self.tcp, &self.cap).await;
         let local = s.local_addr().unwrap_or_else(|_| self.tcp.local_addr().expect("bound"));
-        let peer = Peer { addr, local, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())), session: None };
+        let peer = Peer::new(addr, local, "http", Arc::new(Ok(Caller::anonymous())), None);
         (Conn::new(s, permit, addr, self.header_timeout), peer)
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
         let a = self.tcp.local_addr()?;
-        Ok(Peer { addr: a, local: a, scheme: "http", caller: Arc::new(Ok(Caller::anonymous())), session: None })
+        Ok(Peer::new(a, a, "http", Arc::new(Ok(Caller::anonymous())), None))
     }
 }
 
@@ -202,7 +218,7 @@ async fn handshake(
         Ok(c) => tracing::debug!(peer = %addr, dn = c.name(), limited = c.limited, fqans = ?c.fqans, "authenticated"),
         Err(reason) => tracing::warn!(peer = %addr, "client credentials refused: {reason}"),
     }
-    let peer = Peer { addr, local, scheme: "https", caller, session: Some(session) };
+    let peer = Peer::new(addr, local, "https", caller, Some(session));
     Some((Conn::new(tls, permit, addr, header_timeout), peer))
 }
 
@@ -240,7 +256,7 @@ impl Listener for GsiListener {
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
-        Ok(Peer { addr: self.local, local: self.local, scheme: "https", caller: Arc::new(Err("listener".into())), session: None })
+        Ok(Peer::new(self.local, self.local, "https", Arc::new(Err("listener".into())), None))
     }
 }
 

@@ -106,7 +106,7 @@ pub(crate) fn fault_response(req: Option<&envelope::Addressing>, service_url: &s
 pub(crate) fn base_url(cfg: &HttpConfig, peer: &Peer) -> String {
     match &cfg.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("{}://{}", peer.scheme, peer.local),
+        None => peer.local_url.to_string(),
     }
 }
 
@@ -158,7 +158,8 @@ async fn method_not_allowed() -> Response {
 }
 
 /// The span of one request: peer and caller from the connection, service from the path;
-/// action is filled in once the envelope is read.
+/// action and key are filled in once the envelope is read; operation, outcome and duration_ms
+/// only when the access line (`vws::request`, debug) is on.
 fn request_span(req: &Request) -> tracing::Span {
     let service = req.uri().path().strip_prefix("/wsrf/services/").unwrap_or("-").trim_end_matches('/');
     match req.extensions().get::<Peer>() {
@@ -169,7 +170,7 @@ fn request_span(req: &Request) -> tracing::Span {
             };
             tracing::info_span!(
                 "request",
-                peer = %p.addr,
+                peer = %p.addr_text,
                 service,
                 action = tracing::field::Empty,
                 dn,
@@ -191,6 +192,44 @@ fn request_span(req: &Request) -> tracing::Span {
     }
 }
 
+/// Runs every request inside its [`request_span`]: the handler's future is instrumented with
+/// it, so every log line while the request is handled (panics caught inside included) carries
+/// its fields. Unlike tower-http's `TraceLayer` the response body is not wrapped (nothing logs
+/// while hyper writes it), which saves a span clone and two span entries per request.
+#[derive(Clone)]
+struct SpanLayer;
+
+impl<S> tower::Layer<S> for SpanLayer {
+    type Service = SpanService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SpanService(inner)
+    }
+}
+
+#[derive(Clone)]
+struct SpanService<S>(S);
+
+impl<S> tower::Service<Request> for SpanService<S>
+where
+    S: tower::Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, req: Request) -> Self::Future {
+        use tracing::Instrument;
+        let span = request_span(&req);
+        let fut = {
+            let _in = span.enter();
+            self.0.call(req)
+        };
+        fut.instrument(span)
+    }
+}
+
 /// A panic while handling a request: a SOAP fault (the connection stays usable) and a log line.
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err
@@ -208,7 +247,6 @@ pub fn router(edge: Arc<Edge>) -> Router {
     use tower::limit::GlobalConcurrencyLimitLayer;
     use tower::ServiceBuilder;
     use tower_http::catch_panic::CatchPanicLayer;
-    use tower_http::trace::TraceLayer;
     let service = post(soap::service_post).get(service_get).fallback(method_not_allowed);
     let limit = GlobalConcurrencyLimitLayer::new(edge.cfg.max_concurrent_requests.max(1));
     Router::new()
@@ -218,20 +256,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .fallback(not_found)
         // soap::service_post enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(
-            ServiceBuilder::new()
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(())
-                        .on_response(())
-                        .on_body_chunk(())
-                        .on_eos(())
-                        .on_failure(()),
-                )
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(limit),
-        )
+        .layer(ServiceBuilder::new().layer(SpanLayer).layer(CatchPanicLayer::custom(panic_response)).layer(limit))
         .with_state(edge)
 }
 
@@ -318,13 +343,7 @@ mod tests {
             .body(Body::from(env))
             .unwrap();
         let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        req.extensions_mut().insert(Peer {
-            addr: a,
-            local: a,
-            scheme: "http",
-            caller: Arc::new(Ok(Caller::anonymous())),
-            session: None,
-        });
+        req.extensions_mut().insert(Peer::new(a, a, "http", Arc::new(Ok(Caller::anonymous())), None));
         req
     }
 

@@ -148,6 +148,62 @@ fn op_label(op: Option<&str>, ok: bool) -> String {
     "other".into()
 }
 
+/// The metric handles of one (service, operation label): looked up in the recorder once.
+struct OpMetrics {
+    duration: metrics::Histogram,
+    ok: metrics::Counter,
+    fault: metrics::Counter,
+    refused: metrics::Counter,
+}
+
+impl OpMetrics {
+    fn new(service: &str, op: &str) -> OpMetrics {
+        let (s, o) = (service.to_string(), op.to_string());
+        let count = |outcome: &'static str| metrics::counter!("vws_requests_total", "service" => s.clone(), "operation" => o.clone(), "outcome" => outcome);
+        OpMetrics {
+            duration: metrics::histogram!("vws_request_duration_seconds", "service" => s.clone(), "operation" => o.clone()),
+            ok: count("ok"),
+            fault: count("fault"),
+            refused: count("refused"),
+        }
+    }
+    fn record(&self, outcome: &str, secs: f64) {
+        self.duration.record(secs);
+        match outcome {
+            "ok" => &self.ok,
+            "refused" => &self.refused,
+            _ => &self.fault,
+        }
+        .increment(1);
+    }
+}
+
+thread_local! {
+    /// Per worker thread: service → operation → handles, for operations that are their own
+    /// label (answered successfully before; such an operation never stops being one). Saves the
+    /// label building, hashing and registry lookup of every request.
+    static OP_METRICS: std::cell::RefCell<std::collections::HashMap<String, std::collections::HashMap<String, OpMetrics>>> =
+        Default::default();
+}
+
+/// `vws_requests_total` and `vws_request_duration_seconds` for one request.
+fn record_metrics(service: &str, op: Option<&str>, outcome: &str, secs: f64) {
+    if let Some(o) = op {
+        let hit = OP_METRICS.with_borrow(|m| m.get(service).and_then(|ops| ops.get(o)).map(|h| h.record(outcome, secs)));
+        if hit.is_some() {
+            return;
+        }
+    }
+    let label = op_label(op, outcome == "ok");
+    let handles = OpMetrics::new(service, &label);
+    handles.record(outcome, secs);
+    if op == Some(label.as_str()) {
+        OP_METRICS.with_borrow_mut(|m| {
+            m.entry(service.to_string()).or_default().insert(label, handles);
+        });
+    }
+}
+
 /// A request on `/wsrf/services/{service}`: [`handle_post`], then its outcome and duration in
 /// the request span, the metrics, and (target `vws::request`, level debug) an access-log line.
 pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String>, req: Request) -> Response {
@@ -168,17 +224,18 @@ pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String
         401 | 403 => "refused",
         _ => "fault",
     };
-    let span = tracing::Span::current();
-    if let Some(o) = &op {
-        span.record("operation", o.as_str());
+    // Operation, outcome and duration are for the access line only: recorded into the span when
+    // that line is on (each record costs a lookup and a formatting of the span's fields).
+    if tracing::enabled!(target: "vws::request", tracing::Level::DEBUG) {
+        let span = tracing::Span::current();
+        if let Some(o) = &op {
+            span.record("operation", o.as_str());
+        }
+        span.record("outcome", outcome);
+        span.record("duration_ms", dt.as_secs_f64() * 1000.0);
+        tracing::debug!(target: "vws::request", status = resp.status().as_u16(), "request done");
     }
-    span.record("outcome", outcome);
-    span.record("duration_ms", dt.as_secs_f64() * 1000.0);
-    let op = op_label(op.as_deref(), outcome == "ok");
-    metrics::histogram!("vws_request_duration_seconds", "service" => name.clone(), "operation" => op.clone())
-        .record(dt.as_secs_f64());
-    metrics::counter!("vws_requests_total", "service" => name, "operation" => op, "outcome" => outcome).increment(1);
-    tracing::debug!(target: "vws::request", status = resp.status().as_u16(), "request done");
+    record_metrics(&name, op.as_deref(), outcome, dt.as_secs_f64());
     resp
 }
 
@@ -220,13 +277,15 @@ async fn handle_post(
             return fault_response(None, &service_url, &f, false);
         }
     };
+    let span = tracing::Span::current();
     if let Some(a) = env.addressing.action.as_deref() {
-        tracing::Span::current().record("action", a);
+        span.record("action", a);
     }
     *op = Some(env.payload().name.local.clone());
     if let Some(k) = d.key_header(&name).and_then(|k| env.header_named(k)) {
-        tracing::Span::current().record("key", k.text().trim());
+        span.record("key", k.text().trim());
     }
+    drop(span);
     let mut signed = false;
     if let Some(ms) = &edge.msec {
         match verify_signed(ms, &body, &service_url).await {

@@ -547,35 +547,67 @@ impl ManagerService {
         let disks = inner.disk_plan(&key, &data.description);
         let (mem, cpus) = resources(&data.description);
         if op.is_long() {
-            inner
-                .home
-                .update(&key, FaultType::RpResourceUnknown, |st| {
-                    set_text(&inner.home.rtype, st, "cause", None);
-                    transition(&inner.home, st, &key, op.event(), op.name(), None).map(drop)
-                })
-                .await?;
-            tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
-            let inner2 = inner.clone();
-            let key2 = key.clone();
+            // The engine starts at once while the transitional state is made durable; it waits
+            // for that before anything irreversible (stop: before it starts; save: before the
+            // state file gets its name and the VM goes; restore: before the restored VM runs),
+            // and calls the operation off, the VM as it was, when it could not be. All of it in
+            // a task of its own, so the operation ends as one even if this request is dropped.
+            let (answer, answered) = tokio::sync::oneshot::channel::<Result<(), BaseFault>>();
+            let (inner2, key2) = (inner.clone(), key.clone());
             tokio::spawn(async move {
                 let _guard = guard;
-                let k = key2.clone();
-                let e = engine.clone();
+                let (durable, gate) = std::sync::mpsc::channel::<bool>();
+                let (k, e) = (key2.clone(), engine.clone());
                 let t0 = std::time::Instant::now();
-                let r = tokio::task::spawn_blocking(move || match op {
-                    VmOp::Stop => {
-                        e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string()))
+                let job = tokio::task::spawn_blocking(move || {
+                    let mut proceed = move || gate.recv().unwrap_or(false);
+                    match op {
+                        VmOp::Stop if !proceed() => Err(VmmError::Abandoned(format!("stopping {k}")).into()),
+                        VmOp::Stop => {
+                            e.stop(&k).map(|forced| forced.then(|| "the guest did not power off in time: forced off".to_string()))
+                        }
+                        VmOp::Save => e.save(&k, &mut proceed).map(|_| None).inspect_err(|err| {
+                            if !matches!(err, EngineError::Vmm(VmmError::Abandoned(_))) {
+                                let _ = e.unpause(&k);
+                            }
+                        }),
+                        _ => e.restore(&k, &disks, mem, cpus, &mut proceed).map(|_| None),
                     }
-                    VmOp::Save => e.save(&k).map(|_| None).inspect_err(|_| {
-                        let _ = e.unpause(&k);
-                    }),
-                    _ => e.restore(&k, &disks, mem, cpus).map(|_| None),
-                })
-                .await
-                .unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                });
+                let committed = inner2
+                    .home
+                    .update(&key2, FaultType::RpResourceUnknown, |st| {
+                        set_text(&inner2.home.rtype, st, "cause", None);
+                        transition(&inner2.home, st, &key2, op.event(), op.name(), None).map(drop)
+                    })
+                    .await;
+                let commit_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let ok = committed.is_ok();
+                let _ = durable.send(ok);
+                let _ = answer.send(committed);
+                let r = job.await.unwrap_or_else(|j| Err(EngineError::Setup(j.to_string())));
+                if !ok {
+                    // Called off: nothing changed (the answer was the store's fault).
+                    return;
+                }
                 vm_metric(op, t0, r.is_ok());
+                let engine_ms = t0.elapsed().as_secs_f64() * 1e3;
                 inner2.finish(&key2, op, r).await;
+                tracing::debug!(
+                    key = key2,
+                    op = op.name(),
+                    commit_ms,
+                    engine_ms,
+                    finish_ms = t0.elapsed().as_secs_f64() * 1e3 - engine_ms,
+                    "long operation finished"
+                );
+                drop(_guard);
+                if op == VmOp::Restore {
+                    let _ = tokio::task::spawn_blocking(move || engine.purge_save_file(&key2)).await;
+                }
             });
+            answered.await.map_err(BaseFault::internal)??;
+            tracing::info!(caller = req.caller.name(), key, op = op.name(), state = current.as_str(), "started");
             return Ok(state_reply(op.name(), current));
         }
         let k = key.clone();
@@ -680,8 +712,10 @@ impl ManagerService {
             }
             let lock = self.host.lock_of(&owner);
             let Ok(_guard) = lock.try_lock() else { continue };
-            // Checked again under the lock: it may have been created meanwhile.
-            if inner.home.contains(&owner) {
+            // Checked again under the lock: it may have been created meanwhile. A staging still
+            // under way tears down itself when it ends (freeing its address now would let the
+            // staging write into a pool directory nothing removes any more).
+            if inner.home.contains(&owner) || self.host.is_staging(&owner) {
                 continue;
             }
             if self.host.teardown(&owner, Teardown::Destroyed).await.is_ok() {
@@ -854,11 +888,16 @@ impl Vms {
     /// One workspace against what the driver sees of its VM.
     async fn reconcile_one(&self, host: &Host, engine: &Arc<VmEngine>, key: &str, data: &WorkspaceData, vm: Option<VmState>) {
         let name = VmEngine::vm_name(key);
-        let blocking = |f: Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>| {
+        let blocking = |f: EngineJob| {
             let e = engine.clone();
             async move { tokio::task::spawn_blocking(move || f(&e)).await.unwrap_or_else(|j| Err(EngineError::Setup(j.to_string()))) }
         };
-        let saved = engine.save_file(key).is_file();
+        // A save in progress has `memory.partial`, a complete one `memory.state`; a restore
+        // takes either (the rename may have been lost by a crash after the file was durable).
+        let saved = match data.state {
+            State::Restoring => engine.saved_file(key).is_some(),
+            _ => engine.save_file(key).is_file(),
+        };
         match (data.state, vm) {
             (State::Running | State::Paused, None) => {
                 self.corrupt(key, &format!("VM {name} is gone: the {} driver does not see it any more", engine.vmm.kind())).await
@@ -866,7 +905,23 @@ impl Vms {
             (State::Running | State::Paused, Some(s @ (VmState::Shutdown | VmState::Crashed))) => {
                 self.corrupt(key, &format!("VM {name} is {s:?} (seen by the {} driver)", engine.vmm.kind())).await
             }
+            (State::Running, Some(VmState::Paused)) if engine.save_file(key).with_extension("partial").is_file() => {
+                // A save cut short before its Saving state was durable: the VM runs on.
+                let k = key.to_string();
+                let _ = blocking(Box::new(move |e| {
+                    let _ = std::fs::remove_file(e.save_file(&k).with_extension("partial"));
+                    e.unpause(&k)
+                }))
+                .await;
+                tracing::warn!(key, "reconciliation: resumed the VM of a save interrupted by a restart");
+            }
             (State::Running, Some(VmState::Paused)) => self.step(key, Event::Pause, None, None).await,
+            (State::Saved, Some(_)) => {
+                // A restore cut short before its Restoring state was durable: its VM never ran.
+                let n = name.clone();
+                let _ = blocking(Box::new(move |e| e.vmm.destroy(&n).map_err(Into::into))).await;
+                tracing::warn!(key, "reconciliation: destroyed the VM of a restore interrupted by a restart (still Saved)");
+            }
             (State::Paused, Some(VmState::Running)) => self.step(key, Event::Unpause, None, None).await,
             (State::Staged, Some(VmState::Running)) => self.step(key, Event::Start, None, Some(Some(time::now_ms()))).await,
             (State::Stopping, v) => {
@@ -879,7 +934,11 @@ impl Vms {
             (State::Saving, None) if saved => self.step(key, Event::Done, None, None).await,
             (State::Saving, Some(_)) => {
                 let k = key.to_string();
-                let _ = blocking(Box::new(move |e| e.unpause(&k))).await;
+                let _ = blocking(Box::new(move |e| {
+                    let _ = std::fs::remove_file(e.save_file(&k).with_extension("partial"));
+                    e.unpause(&k)
+                }))
+                .await;
                 self.step(key, Event::Failed, Some("save interrupted by a restart: VM resumed"), None).await;
             }
             (State::Restoring, Some(_)) => {
@@ -909,6 +968,9 @@ impl Vms {
         }
     }
 }
+
+/// Work reconciliation gives the engine (run on tokio's blocking pool).
+type EngineJob = Box<dyn FnOnce(&VmEngine) -> Result<(), EngineError> + Send>;
 
 /// `file:RELATIVE` image URLs (paths under the data directory) as `file://` URLs.
 fn resolve_relative(mut d: Description, data: &Path) -> Description {

@@ -164,8 +164,9 @@ pub struct Element {
     pub name: QName,
     pub prefix: String,
     pub attrs: Vec<Attr>,
-    /// Namespace declarations written on this element.
-    pub decls: Vec<(String, String)>,
+    /// Whether `scope`'s innermost link holds this element's own namespace declarations
+    /// (see [`Element::decls`]); otherwise the element shares its parent's link.
+    pub own_scope: bool,
     /// Every binding in scope on this element (inherited + own).
     pub scope: Scope,
     pub children: Vec<Node>,
@@ -179,7 +180,7 @@ impl Element {
             name: QName::new(ns, local),
             prefix: String::new(),
             attrs: Vec::new(),
-            decls: Vec::new(),
+            own_scope: false,
             scope: Arc::new(ScopeLink::default()),
             children: Vec::new(),
             line: 0,
@@ -188,6 +189,15 @@ impl Element {
 
     pub fn is(&self, ns: &str, local: &str) -> bool {
         self.name.is(ns, local)
+    }
+
+    /// Namespace declarations written on this element (kept once, in its scope link).
+    pub fn decls(&self) -> &[(String, String)] {
+        if self.own_scope {
+            &self.scope.decls
+        } else {
+            &[]
+        }
     }
 
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
@@ -310,7 +320,7 @@ impl Element {
             used = self.scope.bindings().into_iter().filter(|(p, _)| prefixes.contains(&p.as_str())).collect::<Vec<_>>();
             &used
         } else {
-            &self.decls
+            self.decls()
         };
         // An unprefixed root in no namespace must undeclare any default namespace around it.
         if root && self.prefix.is_empty() && self.name.ns.is_empty() {
@@ -407,9 +417,9 @@ impl LineCounter<'_> {
     fn at(&mut self, pos: usize) -> u32 {
         let pos = pos.min(self.src.len());
         if pos >= self.pos {
-            self.line += self.src[self.pos..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+            self.line += memchr::memchr_iter(b'\n', &self.src[self.pos..pos]).count() as u32;
         } else {
-            self.line = 1 + self.src[..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+            self.line = 1 + memchr::memchr_iter(b'\n', &self.src[..pos]).count() as u32;
         }
         self.pos = pos;
         self.line
@@ -426,7 +436,9 @@ fn is_xml_char(c: char) -> bool {
 fn check_chars(s: &str, line: impl FnOnce(usize) -> u32) -> Result<(), XmlError> {
     // Fast path over bytes (vectorised): in UTF-8 only C0 controls (one byte below 0x20) and
     // U+FFFE / U+FFFF (lead byte 0xEF) can fall outside `Char`; a &str holds no surrogates.
-    if s.bytes().all(|b| (b >= 0x20 && b != 0xEF) || b == b'\t' || b == b'\n' || b == b'\r') {
+    // Whole chunks without an early exit, so the compiler vectorises the test.
+    let plain = |b: u8| (b >= 0x20 && b != 0xEF) | (b == b'\t') | (b == b'\n') | (b == b'\r');
+    if s.as_bytes().chunks(64).all(|c| c.iter().fold(true, |ok, &b| ok & plain(b))) {
         return Ok(());
     }
     match s.char_indices().find(|(_, c)| !is_xml_char(*c)) {
@@ -534,8 +546,9 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
 fn split_name(raw: &[u8]) -> (String, String) {
     // The input is a &str, so names are valid UTF-8.
     let s = std::str::from_utf8(raw).unwrap_or_default();
-    match s.split_once(':') {
-        Some((p, l)) => (p.to_string(), l.to_string()),
+    // ':' is one byte, so both sides of it are char boundaries.
+    match memchr::memchr(b':', s.as_bytes()) {
+        Some(i) => (s[..i].to_string(), s[i + 1..].to_string()),
         None => (String::new(), s.to_string()),
     }
 }
@@ -564,8 +577,8 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             raw_attrs.push((split_name(key), value));
         }
     }
-    let scope =
-        if decls.is_empty() { parent_scope } else { Arc::new(ScopeLink { parent: Some(parent_scope), decls: decls.clone() }) };
+    let own_scope = !decls.is_empty();
+    let scope = if own_scope { Arc::new(ScopeLink { parent: Some(parent_scope), decls }) } else { parent_scope };
     let lookup = |p: &str| -> Option<String> {
         if p == "xml" {
             return Some(XML_NS.to_string());
@@ -586,7 +599,7 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
         };
         attrs.push(Attr { name: QName { ns: ans, local: al }, prefix: ap, value });
     }
-    Ok(Element { name: QName { ns, local }, prefix, attrs, decls, scope, children: Vec::new(), line })
+    Ok(Element { name: QName { ns, local }, prefix, attrs, own_scope, scope, children: Vec::new(), line })
 }
 
 /// Small builder for writing XML text with namespace declarations.

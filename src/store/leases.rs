@@ -162,6 +162,11 @@ impl Leases {
     }
 }
 
+/// Milliseconds since the Unix epoch (when a lease was taken).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,9 +217,4 @@ mod tests {
         let ips: std::collections::HashSet<_> = got.iter().map(|l| l.ip).collect();
         assert_eq!(ips.len(), 20);
     }
-}
-
-/// Milliseconds since the Unix epoch (when a lease was taken).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -79,6 +79,17 @@ impl Kit {
     pub fn user(&self) -> (PathBuf, PathBuf) {
         (self.path("X509_USER_CERT"), self.path("X509_USER_KEY"))
     }
+    /// The body of a vwsd `[security]` section: the kit's host credential and vomsdir, `cert_dir`
+    /// as the trust directory, then `extra` (more keys, then `[[security.acl]]` tables).
+    pub fn security_toml(&self, cert_dir: &Path, extra: &str) -> String {
+        format!(
+            "host_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\nvomsdir = \"{}\"\n{extra}",
+            self.var("GSI_HOST_CERT"),
+            self.var("GSI_HOST_KEY"),
+            cert_dir.display(),
+            self.var("X509_VOMS_DIR"),
+        )
+    }
 }
 
 pub fn repo() -> PathBuf {
@@ -450,7 +461,14 @@ pub fn voms_fake_for(k: &Kit, user: (&Path, &Path), out: &str, hostkey: Option<&
 
 /// An RFC proxy of `issuer` built with the openssl crate, carrying `ac` (a VOMS ACSEQ value).
 pub fn rust_proxy(issuer: &X509, issuer_key: &PKey<Private>, ac: Option<&[u8]>) -> X509 {
-    let key = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+    rfc_proxy(issuer, issuer_key, ac, 43200, 1024).0
+}
+
+/// An RFC 3820 proxy of `issuer` (critical proxyCertInfo, inherit-all, no path length) with a
+/// fresh `bits`-bit RSA key, valid from 5 minutes ago until `secs` from now, carrying `ac` (a
+/// VOMS ACSEQ value) when given; returns the certificate and its key.
+pub fn rfc_proxy(issuer: &X509, issuer_key: &PKey<Private>, ac: Option<&[u8]>, secs: i64, bits: u32) -> (X509, PKey<Private>) {
+    let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
     let mut sn = BigNum::new().unwrap();
     sn.rand(31, MsbOption::MAYBE_ZERO, false).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
@@ -467,7 +485,7 @@ pub fn rust_proxy(issuer: &X509, issuer_key: &PKey<Private>, ac: Option<&[u8]>) 
     b.set_pubkey(&key).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     b.set_not_before(&Asn1Time::from_unix(now - 300).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + 43200).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + secs).unwrap()).unwrap();
     b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().unwrap()).unwrap();
     let pci = [0x30, 0x0C, 0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x15, 0x01];
     let ext = |oid: &str, crit: bool, v: &[u8]| {
@@ -479,7 +497,7 @@ pub fn rust_proxy(issuer: &X509, issuer_key: &PKey<Private>, ac: Option<&[u8]>) 
         b.append_extension(ext(voms::OID_VOMS_ACSEQ, false, ac)).unwrap();
     }
     b.sign(issuer_key, MessageDigest::sha256()).unwrap();
-    b.build()
+    (b.build(), key)
 }
 
 // ------------------------------------------------------------------------------ material
