@@ -72,13 +72,14 @@ impl App {
             (counter::NAME_RW, counters_rw.clone()),
         ];
         let repository = open_repository(cfg, &store, &sweeper, &shared, &workspaces, &host).await?;
-        manager.set_checkouts(repository.checkouts.clone());
+        manager.set_checkouts(repository.clone());
         // The port types: one line each.
         let mut services = Registry::new();
         services.register(Arc::new(factory::FactoryService {
             shared: shared.clone(),
             policy: cfg.policy.clone(),
             workspaces: workspaces.clone(),
+            checkouts: Some(repository.checkouts.clone()),
         }))?;
         services.register(Arc::new(workspace::WorkspaceService {
             home: workspaces,
@@ -113,7 +114,26 @@ async fn open_repository(
     let images = Arc::new(crate::host::images::ImageStore::open(&cfg.server.data.join("repository"), tables.clone(), quotas)?);
     host.set_images(images.clone());
     let lease_ms = (r.lease_secs.max(1) as i64).saturating_mul(1000);
-    let checkouts = Arc::new(Checkouts::new(tables, lease_ms));
+    let site = match &r.url {
+        None => repository::Site::Local,
+        Some(url) => {
+            let client = if url.starts_with("https://") {
+                let s = &cfg.security;
+                let cred = crate::security::Credential::load(&s.host_cert, &s.host_key)
+                    .map_err(|e| format!("repository.url {url}: the host credential: {e}"))?;
+                crate::client::Client::with_credential(&cred, &s.cert_dir).map_err(|e| format!("repository.url {url}: {e}"))?
+            } else {
+                crate::client::Client::new()
+            };
+            tracing::info!(url, "using the remote site Repository");
+            repository::Site::Remote(Box::new(repository::RemoteSite::new(
+                url,
+                client,
+                Duration::from_secs(r.timeout_secs.max(1)),
+            )))
+        }
+    };
+    let checkouts = Arc::new(Checkouts::with_site(tables, lease_ms, site));
     let settings = RepositorySettings { lease_ms, gc_grace_ms: (r.gc_grace_secs as i64).saturating_mul(1000) };
     RepositoryService::new(
         shared.clone(),
@@ -367,6 +387,30 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
         })
     };
+    // With a remote site Repository: this host's workspaces' states and destruction go there.
+    let enroller = app.repository.checkouts.remote().is_some().then(|| {
+        let repo = app.repository.clone();
+        let mut changes = repo.catalogue.workspaces.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let state = crate::soap::xml::QName::new(crate::soap::ns::NIMBUS, "CurrentState");
+            loop {
+                match changes.recv().await {
+                    Ok(c) => match c.kind {
+                        crate::wsrf::home::ChangeKind::Destroy => repo.checkouts.withdraw(&c.key).await,
+                        crate::wsrf::home::ChangeKind::Update if c.get(&state).is_none() => {}
+                        _ => {
+                            if let Err(e) = repo.checkouts.enrol(&repo.catalogue.workspaces, &c.key).await {
+                                tracing::warn!(key = c.key, "site Repository entry not updated: {}", e.description);
+                            }
+                        }
+                    },
+                    Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "site Repository updates fell behind"),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        })
+    });
     let collector = (cfg.repository.gc_interval_secs > 0).then(|| {
         let repo = app.repository.clone();
         let every = Duration::from_secs(cfg.repository.gc_interval_secs);
@@ -404,6 +448,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     };
     let mut servers = Vec::new();
     let announce = |local: std::net::SocketAddr, scheme: &str| {
+        if let Some(r) = app.repository.checkouts.remote() {
+            // The Manager address this host takes checkout locks as at the site Repository.
+            let base = cfg.server.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
+            r.manager.get_or_init(|| format!("{}/wsrf/services/{}", base.trim_end_matches('/'), workspace::NAME));
+        }
         tracing::info!(%local, scheme, data = %cfg.server.data.display(), security = secure, "vwsd listening");
         println!("vwsd listening on {scheme}://{local}");
     };
@@ -437,7 +486,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     reconciler.abort();
     hup.abort();
     renewer.abort();
-    if let Some(c) = collector {
+    for c in [collector, enroller].into_iter().flatten() {
         c.abort();
     }
     if let Err(e) = app.store.close().await {

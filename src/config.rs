@@ -110,6 +110,12 @@ pub struct RepositoryConfig {
     /// Bytes the image store may hold for the whole site / per owner (unset: unlimited).
     pub quota_bytes: Option<u64>,
     pub owner_quota_bytes: Option<u64>,
+    /// The site Repository this host's Manager uses, when it is another vwsd's (the address of
+    /// its RepositoryService); unset: this process is the site Repository.
+    pub url: Option<String>,
+    /// How long a call to the remote site Repository may take before the operation that needs
+    /// it (create, deploy) gets a fault.
+    pub timeout_secs: u64,
 }
 
 impl Default for RepositoryConfig {
@@ -120,6 +126,8 @@ impl Default for RepositoryConfig {
             gc_grace_secs: 3600,
             quota_bytes: None,
             owner_quota_bytes: None,
+            url: None,
+            timeout_secs: 15,
         }
     }
 }

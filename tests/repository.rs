@@ -566,3 +566,71 @@ fn kill9_during_registration_and_clone_leaves_no_orphan_and_no_dangling_row() {
         assert_eq!(listed.len(), stored, "every stored workspace is whole and catalogued");
     }
 }
+
+#[test]
+fn two_hosts_share_one_site_repository_catalogue_and_locks() {
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("a.img"), image(64 << 10, 5)).unwrap();
+    let mut a = server_with(roots.path(), "");
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
+    let desc = describe(
+        "qemu",
+        (64, 128),
+        "<os kernel=\"6.1.0\" distribution=\"debian\"/>",
+        "",
+        &format!("<disk name=\"root\"><image>file://{}</image></disk>", roots.path().join("a.img").display()),
+    );
+    // Created on B: in A's catalogue before the create answered, with B's EPR.
+    let w = b.create_workspace_from(&desc);
+    let listed = ok(repo(&a, "list", ""));
+    assert_eq!(keys_of(&listed), vec![w.clone()], "{listed}");
+    assert!(listed.contains(&format!("http://{}/wsrf/services/WorkspaceService", b.addr)), "B's EPR: {listed}");
+    assert_eq!(keys_of(&ok(repo(&a, "select", "<distribution>debian</distribution>"))), vec![w.clone()]);
+    assert!(keys_of(&ok(repo(&a, "select", "<distribution>centos</distribution>"))).is_empty());
+    // B deploys: the lock is taken at A, in B's name.
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    let b_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", b.addr);
+    let a_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", a.addr);
+    // A's catalogue follows B's state.
+    let t = Instant::now();
+    while !ok(repo(&a, "list", "")).contains(" Staged\"") {
+        assert!(t.elapsed() < Duration::from_secs(10), "A's catalogue never showed Staged: {}", ok(repo(&a, "list", "")));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A cannot deploy it meanwhile: the fault names B.
+    let f = manager_op(&a, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&b_manager), "names the holder: {}", f.body);
+    assert_eq!(state_of(&a, &w), "Unstaged");
+    // B's undeploy releases at A; then A deploys, and B is the one refused.
+    ok(manager_op(&b, &w, "undeploy"));
+    ok(manager_op(&a, &w, "deploy"));
+    wait_state(&a, &w, "Staged");
+    let f = manager_op(&b, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&a_manager), "names the holder: {}", f.body);
+    assert_eq!(state_of(&b, &w), "Unstaged");
+    ok(manager_op(&a, &w, "undeploy"));
+    // A workspace B destroys leaves A's catalogue.
+    let gone = b.create_workspace_from(&desc);
+    assert!(keys_of(&ok(repo(&a, "list", ""))).contains(&gone));
+    ok(destroy(&b, &gone));
+    let t = Instant::now();
+    while keys_of(&ok(repo(&a, "list", ""))).contains(&gone) {
+        assert!(t.elapsed() < Duration::from_secs(10), "destroyed on B, still listed at A");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A down: B's deploy and create get a clear fault at once, and nothing changes on B.
+    a.kill9();
+    let t = Instant::now();
+    let f = manager_op(&b, &w, "deploy");
+    assert!(t.elapsed() < Duration::from_secs(10), "no hang");
+    assert_eq!(f.status, 500, "{}", f.body);
+    let text = f.faultstring().unwrap_or_default().to_string();
+    assert!(text.contains("site Repository at") && text.contains("cannot be reached"), "{}", f.body);
+    assert_eq!(state_of(&b, &w), "Unstaged");
+    let f = b.factory_create(&desc);
+    assert_eq!(f.status, 500, "{}", f.body);
+    assert!(f.faultstring().unwrap_or_default().contains("cannot be reached"), "{}", f.body);
+}

@@ -520,6 +520,8 @@ const WSDLS: [WsdlSpec; 5] = [
             ("renew", "http://vws.dev/2026/11/workspace/RepositoryPortType/renewRequest"),
             ("release", "http://vws.dev/2026/11/workspace/RepositoryPortType/releaseRequest"),
             ("breakLock", "http://vws.dev/2026/11/workspace/RepositoryPortType/breakLockRequest"),
+            ("enrol", "http://vws.dev/2026/11/workspace/RepositoryPortType/enrolRequest"),
+            ("withdraw", "http://vws.dev/2026/11/workspace/RepositoryPortType/withdrawRequest"),
             ("register", "http://vws.dev/2026/11/workspace/RepositoryPortType/registerRequest"),
             ("images", "http://vws.dev/2026/11/workspace/RepositoryPortType/imagesRequest"),
             ("gc", "http://vws.dev/2026/11/workspace/RepositoryPortType/gcRequest"),

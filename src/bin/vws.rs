@@ -13,9 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use vws::client::{self, Client, ClientError};
 use vws::soap::epr::Epr;
+use vws::soap::message::Message;
 use vws::soap::ns;
 use vws::soap::xml::{self, Element, Node};
+use vws::workspace::description::Range;
 use vws::workspace::messages::{self as wm, ManagerOp, ManagerRequest};
+use vws::workspace::repo_messages::{self as rm, LockOp, LockRequest, Target};
 use vws::wsrf::messages as rp;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -256,21 +259,21 @@ enum RepoCmd {
     },
 }
 
-/// `MIN-MAX` as min/max attributes.
-fn range_attrs(s: &str) -> Result<String, ClientError> {
+/// `MIN-MAX` (either side may be empty: 0 / unbounded).
+fn range_arg(s: &str) -> Result<Range, ClientError> {
     let (a, b) = s.split_once('-').ok_or_else(|| ClientError::Usage(format!("range '{s}': expected MIN-MAX")))?;
-    let mut out = String::new();
-    for (name, v) in [("min", a.trim()), ("max", b.trim())] {
-        if !v.is_empty() {
-            let n: u64 = v.parse().map_err(|_| ClientError::Usage(format!("range '{s}': '{v}' is not a number")))?;
-            out.push_str(&format!(" {name}=\"{n}\""));
+    let num = |v: &str, dflt: u64| -> Result<u64, ClientError> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(dflt);
         }
-    }
-    Ok(out)
+        v.parse().map_err(|_| ClientError::Usage(format!("range '{s}': '{v}' is not a number")))
+    };
+    Ok(Range { min: num(a, 0)?, max: num(b, u64::MAX)? })
 }
 
 /// A workspace argument: an EPR file, else a key.
-fn workspace_arg(w: &str) -> Result<String, ClientError> {
+fn workspace_arg(w: &str) -> Result<Target, ClientError> {
     let p = std::path::Path::new(w);
     if p.is_file() {
         let epr = client::read_epr(p)?;
@@ -278,23 +281,49 @@ fn workspace_arg(w: &str) -> Result<String, ClientError> {
             .properties
             .iter()
             .find(|(q, _)| q.local == "WorkspaceKey")
-            .map(|(_, v)| format!("<workspace>{}</workspace>", xml::escape(v)))
+            .map(|(_, v)| Target::Key(v.clone()))
             .ok_or_else(|| ClientError::Usage(format!("{w}: not a workspace EPR")));
     }
-    Ok(format!("<workspace>{}</workspace>", xml::escape(w)))
+    Ok(Target::Key(w.to_string()))
 }
 
-fn element_file(p: &std::path::Path) -> Result<String, ClientError> {
+fn element_file(p: &std::path::Path) -> Result<Element, ClientError> {
     let text = std::fs::read_to_string(p).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
-    let root = xml::parse(&text, &Default::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
-    Ok(root.to_fragment())
+    xml::parse(&text, &Default::default()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))
 }
 
-fn attr_of<'a>(e: &'a Element, n: &str) -> &'a str {
-    e.attr("", n).unwrap_or("-")
+/// Prints a typed answer as XML (`--output xml`) or as a table.
+fn print_images(r: &rm::Images, xml_out: bool) {
+    if xml_out {
+        println!("{}", r.to_xml());
+        return;
+    }
+    println!("{:<64} {:>12} {:>4} {:<6} OWNER", "SHA256", "BYTES", "REFS", "NEW");
+    for i in &r.images {
+        println!(
+            "{:<64} {:>12} {:>4} {:<6} {}",
+            i.sha256,
+            i.size,
+            i.refs.map_or("-".into(), |r| r.to_string()),
+            i.new.map_or("-", |n| if n { "true" } else { "false" }),
+            i.owner.as_deref().unwrap_or("-")
+        );
+    }
 }
 
-/// `vws repo …`.
+fn print_lock(r: &rm::LockResponse, xml_out: bool) {
+    if xml_out {
+        println!("{}", r.to_xml());
+        return;
+    }
+    println!("{:<38} {:<40} {:<24} UNTIL", "WORKSPACE", "HOLDER", "SINCE");
+    if let Some(l) = &r.lock {
+        println!("{:<38} {:<40} {:<24} {}", l.workspace, l.holder, l.since, l.until);
+        println!("  manager {}", l.manager);
+    }
+}
+
+/// `vws repo …`: each operation one typed request and answer (`workspace::repo_messages`).
 async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientError> {
     let service = args.service.as_deref().ok_or_else(|| ClientError::Usage("repo needs --service URL".into()))?;
     let url = match service.rsplit_once("/wsrf/services/") {
@@ -302,140 +331,90 @@ async fn repo_cmd(c: &Client, args: &Args, cmd: &RepoCmd) -> Result<i32, ClientE
         None => format!("{}/wsrf/services/RepositoryService", service.trim_end_matches('/')),
     };
     let epr = Epr::with_key(url.clone(), vws::soap::xml::QName::new(ns::VWS, "RepositoryKey"), "site");
-    let (op, body) = match cmd {
-        RepoCmd::List => ("list", String::new()),
-        RepoCmd::Select { category, vmm, ram, disk, distribution, kernel, state, software } => {
-            let mut b = String::new();
-            let mut text = |n: &str, v: &Option<String>| {
-                if let Some(v) = v {
-                    b.push_str(&format!("<{n}>{}</{n}>", xml::escape(v)));
-                }
-            };
-            text("category", category);
-            text("vmm", vmm);
-            if let Some(r) = ram {
-                b.push_str(&format!("<ram{}/>", range_attrs(r)?));
-            }
-            if let Some(r) = disk {
-                b.push_str(&format!("<disk{}/>", range_attrs(r)?));
-            }
-            let mut text = |n: &str, v: &Option<String>| {
-                if let Some(v) = v {
-                    b.push_str(&format!("<{n}>{}</{n}>", xml::escape(v)));
-                }
-            };
-            text("distribution", distribution);
-            text("kernel", kernel);
-            text("state", state);
-            for sw in software {
-                let (n, v) = sw.split_once('=').map_or((sw.as_str(), None), |(n, v)| (n, Some(v)));
-                let v = v.map(|v| format!(" version=\"{}\"", xml::escape_attr(v))).unwrap_or_default();
-                b.push_str(&format!("<software name=\"{}\"{v}/>", xml::escape_attr(n)));
-            }
-            ("select", b)
-        }
-        RepoCmd::Clone { workspace, .. } => ("clone", workspace_arg(workspace)?),
-        RepoCmd::Refine { workspace, ram, cpu, disk, software, capability, .. } => {
-            let mut b = workspace_arg(workspace)?;
-            if let Some(r) = ram {
-                b.push_str(&format!("<ram{}/>", range_attrs(r)?));
-            }
-            if let Some(r) = cpu {
-                b.push_str(&format!("<cpu{}/>", range_attrs(r)?));
-            }
-            for d in disk {
-                let (n, r) =
-                    d.split_once('=').ok_or_else(|| ClientError::Usage(format!("--disk '{d}': expected NAME=MIN-MAX")))?;
-                b.push_str(&format!("<disk name=\"{}\"{}/>", xml::escape_attr(n), range_attrs(r)?));
-            }
-            if let Some(p) = software {
-                b.push_str(&element_file(p)?);
-            }
-            if let Some(p) = capability {
-                b.push_str(&element_file(p)?);
-            }
-            ("refine", b)
-        }
-        RepoCmd::Register { source, digest } => {
-            let d = digest.as_ref().map(|d| format!("<digest>{}</digest>", xml::escape(d))).unwrap_or_default();
-            ("register", format!("<source>{}</source>{d}", xml::escape(source)))
-        }
-        RepoCmd::Images => ("images", String::new()),
-        RepoCmd::Checkout { workspace, manager, lease } => {
-            let mut b = workspace_arg(workspace)?;
-            if let Some(m) = manager {
-                b.push_str(&format!("<manager>{}</manager>", xml::escape(m)));
-            }
-            if let Some(l) = lease {
-                b.push_str(&format!("<leaseSeconds>{l}</leaseSeconds>"));
-            }
-            ("checkout", b)
-        }
-        RepoCmd::Release { workspace, manager } => {
-            let mut b = workspace_arg(workspace)?;
-            if let Some(m) = manager {
-                b.push_str(&format!("<manager>{}</manager>", xml::escape(m)));
-            }
-            ("release", b)
-        }
-        RepoCmd::BreakLock { workspace } => ("breakLock", workspace_arg(workspace)?),
-        RepoCmd::Gc { grace } => ("gc", format!("<graceSeconds>{grace}</graceSeconds>")),
-    };
-    let action = format!("{}/RepositoryPortType/{op}Request", ns::VWS);
-    let r = c.call(&url, Some(&epr), &action, &format!("<{op} xmlns=\"{}\">{body}</{op}>", ns::VWS)).await?;
     // Tables unless `--output xml` is asked for explicitly.
     let xml_out = args.output == Output::Xml && std::env::args().any(|a| a.starts_with("--output"));
-    if xml_out && !matches!(cmd, RepoCmd::Clone { .. } | RepoCmd::Refine { .. }) {
-        println!("{}", r.to_fragment());
-        return Ok(0);
-    }
+    let lock = |op: LockOp, workspace: &str, manager: &Option<String>, lease: Option<u64>| -> Result<LockRequest, ClientError> {
+        Ok(LockRequest { op, target: Some(workspace_arg(workspace)?), manager: manager.clone(), lease_secs: lease, holder: None })
+    };
     match cmd {
         RepoCmd::List | RepoCmd::Select { .. } => {
+            let mut req = rm::Select { list: matches!(cmd, RepoCmd::List), ..Default::default() };
+            if let RepoCmd::Select { category, vmm, ram, disk, distribution, kernel, state, software } = cmd {
+                req.constraints = rm::Constraints {
+                    category: category.clone(),
+                    vmm: vmm.clone(),
+                    ram: ram.as_deref().map(range_arg).transpose()?,
+                    disk: disk.as_deref().map(range_arg).transpose()?,
+                    distribution: distribution.clone(),
+                    kernel: kernel.clone(),
+                    state: state.clone(),
+                    software: software
+                        .iter()
+                        .map(|sw| sw.split_once('=').map_or((sw.clone(), None), |(n, v)| (n.to_string(), Some(v.to_string()))))
+                        .collect(),
+                };
+            }
+            let r = c.invoke(&epr, &req).await?;
+            if xml_out {
+                println!("{}", r.to_xml());
+                return Ok(0);
+            }
             println!("{:<38} SUMMARY", "KEY");
-            for m in r.elements() {
-                println!("{:<38} {}", attr_of(m, "key"), attr_of(m, "summary"));
+            for m in &r.matches {
+                println!("{:<38} {}", m.key, m.summary);
             }
         }
-        RepoCmd::Clone { epr_out, .. } | RepoCmd::Refine { epr_out, .. } => {
-            let e = r
-                .child(ns::WSA, "EndpointReference")
-                .ok_or_else(|| ClientError::BadAnswer { status: 200, msg: format!("{op}Response without EPR") })?;
-            let new = Epr::from_element(e).map_err(|m| ClientError::BadAnswer { status: 200, msg: m })?;
+        RepoCmd::Clone { workspace, epr_out } | RepoCmd::Refine { workspace, epr_out, .. } => {
+            let target = Some(workspace_arg(workspace)?);
+            let r = match cmd {
+                RepoCmd::Refine { ram, cpu, disk, software, capability, .. } => {
+                    let mut disks = Vec::new();
+                    for d in disk {
+                        let (n, r) = d
+                            .split_once('=')
+                            .ok_or_else(|| ClientError::Usage(format!("--disk '{d}': expected NAME=MIN-MAX")))?;
+                        disks.push((n.to_string(), range_arg(r)?));
+                    }
+                    let req = rm::Refine {
+                        target,
+                        ram: ram.as_deref().map(range_arg).transpose()?,
+                        cpu: cpu.as_deref().map(range_arg).transpose()?,
+                        disks,
+                        software: software.as_deref().map(element_file).transpose()?,
+                        capability: capability.as_deref().map(element_file).transpose()?,
+                    };
+                    c.invoke(&epr, &req).await?
+                }
+                _ => c.invoke(&epr, &rm::CloneRequest { target }).await?,
+            };
             if let Some(p) = epr_out {
-                std::fs::write(p, new.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
+                std::fs::write(p, r.epr.to_file_xml()).map_err(|e| ClientError::Usage(format!("{}: {e}", p.display())))?;
             }
             if xml_out {
-                print!("{}", new.to_file_xml());
+                print!("{}", r.epr.to_file_xml());
             } else {
                 println!("{:<38} NEW", "SOURCE");
-                println!("{:<38} {}", attr_of(&r, "source"), new.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
+                println!("{:<38} {}", r.source, r.epr.properties.first().map(|(_, v)| v.as_str()).unwrap_or("-"));
             }
         }
-        RepoCmd::Register { .. } | RepoCmd::Images | RepoCmd::Gc { .. } => {
-            println!("{:<64} {:>12} {:>4} {:<6} OWNER", "SHA256", "BYTES", "REFS", "NEW");
-            for i in r.elements() {
-                println!(
-                    "{:<64} {:>12} {:>4} {:<6} {}",
-                    attr_of(i, "sha256"),
-                    attr_of(i, "size"),
-                    attr_of(i, "refs"),
-                    attr_of(i, "new"),
-                    attr_of(i, "owner")
-                );
-            }
+        RepoCmd::Register { source, digest } => {
+            let r = c.invoke(&epr, &rm::Register { source: source.clone(), digest: digest.clone() }).await?;
+            print_images(&r, xml_out);
         }
-        RepoCmd::Checkout { .. } | RepoCmd::Release { .. } | RepoCmd::BreakLock { .. } => {
-            println!("{:<38} {:<40} {:<24} UNTIL", "WORKSPACE", "HOLDER", "SINCE");
-            for l in r.elements() {
-                println!(
-                    "{:<38} {:<40} {:<24} {}",
-                    attr_of(l, "workspace"),
-                    attr_of(l, "holder"),
-                    attr_of(l, "since"),
-                    attr_of(l, "until")
-                );
-                println!("  manager {}", attr_of(l, "manager"));
-            }
+        RepoCmd::Images => {
+            print_images(&c.invoke(&epr, &rm::ImagesRequest { op: rm::ImagesOp::Images, grace_secs: None }).await?, xml_out)
+        }
+        RepoCmd::Gc { grace } => {
+            print_images(&c.invoke(&epr, &rm::ImagesRequest { op: rm::ImagesOp::Gc, grace_secs: Some(*grace) }).await?, xml_out)
+        }
+        RepoCmd::Checkout { workspace, manager, lease } => {
+            print_lock(&c.invoke(&epr, &lock(LockOp::Checkout, workspace, manager, *lease)?).await?, xml_out)
+        }
+        RepoCmd::Release { workspace, manager } => {
+            print_lock(&c.invoke(&epr, &lock(LockOp::Release, workspace, manager, None)?).await?, xml_out)
+        }
+        RepoCmd::BreakLock { workspace } => {
+            print_lock(&c.invoke(&epr, &lock(LockOp::BreakLock, workspace, &None, None)?).await?, xml_out)
         }
     }
     Ok(0)

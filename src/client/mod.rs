@@ -76,6 +76,17 @@ impl Client {
         Ok(c)
     }
 
+    /// A client speaking GSI transport with `cred` (a host credential: one vwsd calling
+    /// another's Repository) and the CAs of `cert_dir`.
+    pub fn with_credential(cred: &crate::security::Credential, cert_dir: &std::path::Path) -> Result<Self, ClientError> {
+        use crate::security::{tls, CertDir};
+        let trust = CertDir::load(cert_dir).map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
+        let connector = tls::connector(Some(cred)).map_err(|e| ClientError::Usage(format!("TLS: {e}")))?.build();
+        let mut c = Client::new();
+        c.gsi = Some(Gsi { connector, trust });
+        Ok(c)
+    }
+
     /// Sign every request (WS-Security X.509) with the proxy from `proxy` or the standard places,
     /// and require signed answers from a host trusted by `X509_CERT_DIR`.
     pub fn sign_with(mut self, proxy: Option<&std::path::Path>) -> Result<Self, ClientError> {

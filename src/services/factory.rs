@@ -24,6 +24,10 @@ pub struct FactoryService {
     pub shared: Arc<Shared>,
     pub policy: Policy,
     pub workspaces: Arc<Home>,
+    /// The Repository's checkouts (issue 12): a create holds off its image gc until the new
+    /// workspace's references are in the catalogue, and with a remote site Repository enrols
+    /// the workspace there before it answers.
+    pub checkouts: Option<Arc<super::repository::Checkouts>>,
 }
 
 impl FactoryService {
@@ -68,7 +72,25 @@ impl FactoryService {
         let epr = self.workspaces.epr(&service_url, &key);
         let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
         let st = workspace::new_resource(&self.workspaces.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
+        // gc waits until the new workspace's image references are in the catalogue.
+        let _no_gc = match &self.checkouts {
+            Some(c) => Some(c.gc_lock.read().await),
+            None => None,
+        };
         let key = self.workspaces.create(st).await?;
+        if let Some(c) = &self.checkouts {
+            if let Err(e) = c.enrol(&self.workspaces, &key).await {
+                // Not in the site's catalogue: not made at all.
+                tracing::warn!(
+                    caller = req.caller.name(),
+                    key,
+                    "workspace not enrolled at the site Repository: {}",
+                    e.description
+                );
+                let _ = self.workspaces.destroy(&key, FaultType::RpResourceUnknown, |_| Ok(())).await;
+                return Err(e);
+            }
+        }
         tracing::info!(caller = req.caller.name(), key, lifetime_s = lifetime, "workspace created");
         Ok(answer(&msg, &CreateResponse { epr }))
     }

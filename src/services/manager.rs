@@ -39,8 +39,10 @@ pub struct ManagerService {
     shared: Arc<Shared>,
     host: Arc<Host>,
     vms: Arc<Vms>,
-    /// The Repository's checkout lock (issue 12): deploy checks out, undeploy releases.
-    checkouts: std::sync::OnceLock<Arc<super::repository::Checkouts>>,
+    /// The Repository (issue 12): deploy checks out, undeploy releases (its `Checkouts`: this
+    /// process's tables or a remote site Repository); a workspace another host enrolled is
+    /// adopted for a deploy here.
+    checkouts: std::sync::OnceLock<Arc<super::repository::RepositoryService>>,
 }
 
 /// The VM side of the Manager, shared with its ledger and background tasks.
@@ -351,25 +353,34 @@ impl ManagerService {
     }
 
     // --- Repository checkout lock (issue 12) ---
-    /// Deploys check workspaces out through `c` from now on (set once, at wiring).
-    pub fn set_checkouts(&self, c: Arc<super::repository::Checkouts>) {
-        let _ = self.checkouts.set(c);
+    /// Deploys check workspaces out through `r`'s `Checkouts` from now on (set once, at wiring).
+    pub fn set_checkouts(&self, r: Arc<super::repository::RepositoryService>) {
+        let _ = self.checkouts.set(r);
     }
 
     /// Checks `key` out to this Manager for the caller (a lock this Manager holds is taken again).
     async fn check_out(&self, req: &SoapRequest, key: &str) -> Result<(), BaseFault> {
         match self.checkouts.get() {
-            Some(c) => {
+            Some(r) => {
                 let manager = format!("{}/wsrf/services/{}", req.base_url, super::workspace::NAME);
-                c.checkout(key, req.caller.name(), &manager, true).await
+                r.checkouts.checkout(key, req.caller.name(), &manager, true).await
             }
             None => Ok(()),
         }
     }
 
     async fn check_in(&self, key: &str) {
-        if let Some(c) = self.checkouts.get() {
-            c.release(key).await;
+        if let Some(r) = self.checkouts.get() {
+            r.checkouts.release(key).await;
+        }
+    }
+
+    /// A key this home lacks but the site catalogue (this process's Repository) has from another
+    /// Manager host becomes a workspace here, so it can be deployed here (under its lock).
+    async fn adopt(&self, req: &SoapRequest, key: &str) -> Result<(), BaseFault> {
+        match self.checkouts.get() {
+            Some(r) if r.checkouts.remote().is_none() && !self.home.contains(key) => r.adopt(req, key).await.map(drop),
+            _ => Ok(()),
         }
     }
     // --- end checkout lock ---
@@ -397,6 +408,7 @@ impl ManagerService {
         let home = &self.home;
         let key = home.key_from(&req.env, FaultType::RpResourceUnknown)?;
         let hot = arguments(req)?.hot;
+        self.adopt(req, &key).await?;
         let lock = self.host.lock_of(&key);
         let _guard = lock.lock().await;
         let description = home

@@ -20,13 +20,19 @@ use crate::host::images::{ImageError, ImageStore};
 use crate::host::Host;
 use crate::security::{Action, Owner};
 use crate::soap::envelope::SoapFault;
+use crate::soap::epr::Epr;
 use crate::soap::epr::WSA_DECL;
 use crate::soap::message::Message;
 use crate::soap::ns::{self, VWS};
-use crate::soap::xml::{escape_attr, Element, QName};
-use crate::store::repo::{Lock, RepoError, RepoTables};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::QName;
+use crate::store::repo::{Enrolled, Lock, RepoError, RepoTables};
 use crate::workspace::description::{Category, ImageState};
 use crate::workspace::description::{Range, Vmm};
+use crate::workspace::repo_messages::{
+    CloneRequest, Enrol, EnrolResponse, ImageInfo, Images, ImagesOp, ImagesRequest, LockInfo, LockOp, LockRequest, LockResponse,
+    Match, Matches, NewWorkspace, Refine, Register, Select, Target, Withdraw, WithdrawResponse,
+};
 use crate::workspace::{Description, Policy, State};
 use crate::wsrf::messages as m;
 use crate::wsrf::{properties, time, BaseFault, FaultType, Home, PropertyDecl, ResourceState, ResourceType};
@@ -42,10 +48,6 @@ pub const SITE_KEY: &str = "site";
 
 pub fn key_name() -> QName {
     QName::new(VWS, "RepositoryKey")
-}
-
-fn reply(action: String, payload: String) -> SoapReply {
-    SoapReply { action, payload }
 }
 
 /// `{vws}RepositoryResourceProperties`.
@@ -84,11 +86,16 @@ pub struct Summary {
     pub software: Vec<(String, Option<String>)>,
     /// SHA-256 digests of its images (hex).
     pub digests: Vec<String>,
+    /// The EPR of a workspace another Manager host keeps (enrolled); None: this host's.
+    pub epr: Option<Epr>,
 }
 
 impl Summary {
     fn of(key: &str, owner: &Owner, d: &WorkspaceData) -> Summary {
-        let desc = &d.description;
+        Summary::of_description(key, owner, d.state, &d.description)
+    }
+
+    fn of_description(key: &str, owner: &Owner, state: State, desc: &Description) -> Summary {
         let hw = desc.hardware.as_ref();
         let sized: Vec<Range> = hw.map(|h| h.disks.iter().filter_map(|d| d.size).collect()).unwrap_or_default();
         let disk =
@@ -102,7 +109,7 @@ impl Summary {
         Summary {
             key: key.to_string(),
             owner: owner.clone(),
-            state: d.state,
+            state,
             image_state: desc.state,
             category: desc.category.name(),
             vmm: match &desc.category {
@@ -124,6 +131,7 @@ impl Summary {
                         .collect()
                 })
                 .unwrap_or_default(),
+            epr: None,
         }
     }
 
@@ -159,58 +167,49 @@ impl Summary {
         s
     }
 
+    /// The `entry` resource property.
     fn xml(&self) -> String {
-        let mut s = format!(
-            "<w:entry xmlns:w=\"{VWS}\" key=\"{}\" state=\"{}\" owner=\"{}\" category=\"{}\"",
-            escape_attr(&self.key),
-            self.state.as_str(),
-            escape_attr(self.owner.dn.as_deref().unwrap_or("anonymous")),
-            self.category
-        );
+        let mut w = XmlWriter::with_capacity(512);
+        let nums = |r: Option<Range>| r.map(|r| (r.min.to_string(), r.max.to_string()));
+        let (ram, disk) = (nums(self.ram), nums(self.disk));
+        let mut a: Vec<(&str, &str)> = vec![
+            ("xmlns:w", VWS),
+            ("key", &self.key),
+            ("state", self.state.as_str()),
+            ("owner", self.owner.dn.as_deref().unwrap_or("anonymous")),
+            ("category", self.category),
+        ];
         if let Some(v) = self.vmm {
-            let _ = write!(s, " vmm=\"{}\"", v.as_str());
+            a.push(("vmm", v.as_str()));
         }
-        if let Some(r) = self.ram {
-            let _ = write!(s, " ramMin=\"{}\" ramMax=\"{}\"", r.min, r.max);
+        if let Some((min, max)) = &ram {
+            a.extend([("ramMin", min.as_str()), ("ramMax", max.as_str())]);
         }
-        if let Some(r) = self.disk {
-            let _ = write!(s, " diskMin=\"{}\" diskMax=\"{}\"", r.min, r.max);
+        if let Some((min, max)) = &disk {
+            a.extend([("diskMin", min.as_str()), ("diskMax", max.as_str())]);
         }
         if let Some(d) = &self.distribution {
-            let _ = write!(s, " distribution=\"{}\"", escape_attr(d));
+            a.push(("distribution", d));
         }
         if let Some(k) = &self.kernel {
-            let _ = write!(s, " kernel=\"{}\"", escape_attr(k));
+            a.push(("kernel", k));
         }
-        s.push('>');
+        w.start("w:entry", &a);
         for (n, v) in &self.software {
-            let _ = write!(s, "<w:software name=\"{}\"", escape_attr(n));
-            if let Some(v) = v {
-                let _ = write!(s, " version=\"{}\"", escape_attr(v));
-            }
-            s.push_str("/>");
+            match v {
+                Some(v) => w.empty("w:software", &[("name", n), ("version", v)]),
+                None => w.empty("w:software", &[("name", n)]),
+            };
         }
         for d in &self.digests {
-            let _ = write!(s, "<w:image sha256=\"{d}\"/>");
+            w.empty("w:image", &[("sha256", d)]);
         }
-        s.push_str("</w:entry>");
-        s
+        w.end("w:entry");
+        w.into_string()
     }
 }
 
-/// What `select` asks for; every given constraint must hold.
-#[derive(Clone, Debug, Default)]
-pub struct Constraints {
-    pub category: Option<String>,
-    pub vmm: Option<String>,
-    pub ram: Option<Range>,
-    pub disk: Option<Range>,
-    pub distribution: Option<String>,
-    /// A kernel version or its prefix at a component boundary (`6.1` matches `6.1.0-18`).
-    pub kernel: Option<String>,
-    pub state: Option<String>,
-    pub software: Vec<(String, Option<String>)>,
-}
+pub use crate::workspace::repo_messages::Constraints;
 
 fn intersects(have: Option<Range>, want: Option<Range>) -> bool {
     match (have, want) {
@@ -243,50 +242,10 @@ impl Constraints {
                     .any(|(hn, hv)| hn == n && v.as_ref().is_none_or(|v| hv.as_deref().is_some_and(|h| version_matches(h, v))))
             })
     }
-
-    /// Reads `<select>`'s children.
-    pub fn from_element(p: &Element) -> Result<Constraints, BaseFault> {
-        let bad = |m: String| BaseFault::new(FaultType::InvalidRequest, m);
-        let mut c = Constraints::default();
-        for e in p.elements() {
-            if e.name.ns != VWS {
-                return Err(bad(format!("select: element {} is not in the workspace namespace", e.name)));
-            }
-            let text = || Some(e.text().trim().to_string()).filter(|t| !t.is_empty());
-            match e.name.local.as_str() {
-                "category" => c.category = text(),
-                "vmm" => c.vmm = text(),
-                "distribution" => c.distribution = text(),
-                "kernel" => c.kernel = text(),
-                "state" => c.state = text(),
-                "ram" => c.ram = Some(range_of(e, "select/ram")?),
-                "disk" => c.disk = Some(range_of(e, "select/disk")?),
-                "software" => {
-                    let n = e.attr("", "name").ok_or_else(|| bad("select/software needs a name attribute".into()))?;
-                    c.software.push((n.to_string(), e.attr("", "version").map(str::to_string)));
-                }
-                other => {
-                    return Err(bad(format!(
-                        "select: unknown constraint '{other}' (expected category, vmm, ram, disk, distribution, kernel, state, software)"
-                    )))
-                }
-            }
-        }
-        Ok(c)
-    }
 }
 
-/// `min`/`max` attributes (either may be left out: 0 / unbounded).
-fn range_of(e: &Element, field: &str) -> Result<Range, BaseFault> {
-    let num = |a: &str, dflt: u64| -> Result<u64, BaseFault> {
-        match e.attr("", a) {
-            None => Ok(dflt),
-            Some(v) => v.trim().parse().map_err(|_| {
-                BaseFault::new(FaultType::InvalidRequest, format!("{field}: {a}='{v}' is not a non-negative integer")).code(field)
-            }),
-        }
-    };
-    let r = Range { min: num("min", 0)?, max: num("max", u64::MAX)? };
+/// A requested range, refused when its min lies above its max (the fault names the field).
+fn check_range(r: Range, field: &str) -> Result<Range, BaseFault> {
     if r.min > r.max {
         return Err(BaseFault::new(FaultType::InvalidRequest, format!("{field}: min {} > max {}", r.min, r.max)).code(field));
     }
@@ -296,71 +255,256 @@ fn range_of(e: &Element, field: &str) -> Result<Range, BaseFault> {
 /// A summary and the data text it was made from.
 type Cached = (Arc<str>, Arc<Summary>);
 
-/// The in-memory catalogue: summaries of the workspace home, re-made only for resources whose
-/// data changed since they were last summarised.
+/// The catalogue's index: one summary per workspace of the home, and the last snapshot.
+#[derive(Default)]
+struct Index {
+    /// Filled by one full pass over the home, then kept current from its change events.
+    primed: bool,
+    /// Each summary with the data text it was made from (data is replaced, never edited in
+    /// place: the same text is the same summary).
+    map: HashMap<String, Cached>,
+    /// Every summary (the home's and the enrolled ones), until something changes.
+    snapshot: Option<Arc<Vec<Arc<Summary>>>>,
+}
+
+/// The in-memory catalogue: summaries of the workspace home kept in an index that the home's
+/// change events keep current (a change marks its key; the next read re-summarises only the
+/// marked keys), plus the workspaces other Manager hosts enrolled.
 pub struct Catalogue {
     pub workspaces: Arc<Home>,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// Serialises reads of the index, so a slow re-summary never overwrites a newer one.
+    index: tokio::sync::Mutex<Index>,
+    /// Keys changed (created, updated, destroyed) since the index last looked.
+    changed: Arc<Mutex<HashSet<String>>>,
+    /// Workspaces other Manager hosts keep, enrolled here (`repo_catalogue`), summarised once.
+    enrolled: Mutex<HashMap<String, Arc<Summary>>>,
+    /// Set when `enrolled` changed since the last snapshot.
+    enrolled_changed: AtomicBool,
+}
+
+/// The summary of an enrolled workspace (None when its description no longer reads).
+pub fn enrolled_summary(e: &Enrolled) -> Option<Summary> {
+    let el = crate::soap::xml::parse(&e.description, &Default::default()).ok()?;
+    let desc = Description::from_element(&el).ok()?;
+    let owner = Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() };
+    let state = State::ALL.into_iter().find(|s| s.as_str() == e.state).unwrap_or(State::Unstaged);
+    let mut s = Summary::of_description(&e.key, &owner, state, &desc);
+    s.epr = Some(Epr::from_element(&crate::soap::xml::parse(&e.epr, &Default::default()).ok()?).ok()?);
+    Some(s)
 }
 
 impl Catalogue {
+    /// The catalogue of `workspaces` (registers a change hook on the home).
     pub fn new(workspaces: Arc<Home>) -> Catalogue {
-        Catalogue { workspaces, cache: Mutex::new(HashMap::new()) }
+        let changed: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let c = changed.clone();
+        workspaces.on_change(Box::new(move |ch| {
+            c.lock().unwrap().insert(ch.key.clone());
+        }));
+        Catalogue {
+            workspaces,
+            index: Default::default(),
+            changed,
+            enrolled: Mutex::new(HashMap::new()),
+            enrolled_changed: AtomicBool::new(false),
+        }
     }
 
-    /// Every workspace's summary (in no particular order). One synchronous pass over the
-    /// home; only resources whose data changed since they were last summarised are parsed.
-    pub async fn summaries(&self) -> Vec<Arc<Summary>> {
-        let mut out = Vec::with_capacity(self.workspaces.len());
-        let mut todo: Vec<(String, Arc<str>, Owner)> = Vec::new();
-        let busy = {
-            let cache = self.cache.lock().unwrap();
-            self.workspaces.visit(|k, st| match cache.get(k) {
-                // Data is replaced, never edited in place: the same text is the same summary.
-                Some((data, s)) if Arc::ptr_eq(data, &st.data) => out.push(s.clone()),
-                _ => todo.push((k.to_string(), st.data.clone(), st.owner.clone())),
-            })
-        };
-        for k in busy {
-            if let Ok((data, owner)) =
-                self.workspaces.read(&k, FaultType::RpResourceUnknown, |st| Ok((st.data.clone(), st.owner.clone()))).await
-            {
-                todo.push((k, data, owner));
+    /// Puts (or replaces) an enrolled workspace's summary.
+    pub fn set_enrolled(&self, e: &Enrolled) {
+        match enrolled_summary(e) {
+            Some(s) => drop(self.enrolled.lock().unwrap().insert(e.key.clone(), Arc::new(s))),
+            None => tracing::error!(key = e.key, "enrolled workspace with an unreadable description left out of the catalogue"),
+        }
+        self.enrolled_changed.store(true, Ordering::Release);
+    }
+
+    pub fn drop_enrolled(&self, key: &str) {
+        self.enrolled.lock().unwrap().remove(key);
+        self.enrolled_changed.store(true, Ordering::Release);
+    }
+
+    /// The summary of an enrolled workspace.
+    pub fn enrolled(&self, key: &str) -> Option<Arc<Summary>> {
+        self.enrolled.lock().unwrap().get(key).cloned()
+    }
+
+    fn summarise(key: &str, data: &str, owner: &Owner) -> Option<Arc<Summary>> {
+        match serde_json::from_str::<WorkspaceData>(data) {
+            Ok(d) => Some(Arc::new(Summary::of(key, owner, &d))),
+            Err(_) => {
+                tracing::error!(key, "workspace with unreadable data left out of the catalogue");
+                None
             }
         }
-        let mut cache = self.cache.lock().unwrap();
-        for (k, data, owner) in todo {
-            let Ok(d) = serde_json::from_str::<WorkspaceData>(&data) else {
-                tracing::error!(key = k, "workspace with unreadable data left out of the catalogue");
+    }
+
+    /// Every workspace's summary (in no particular order). Unchanged since the last call: the
+    /// same snapshot; otherwise only the workspaces that changed are read and parsed again.
+    pub async fn summaries(&self) -> Arc<Vec<Arc<Summary>>> {
+        let mut idx = self.index.lock().await;
+        let changed = std::mem::take(&mut *self.changed.lock().unwrap());
+        let enrolled_changed = self.enrolled_changed.swap(false, Ordering::AcqRel);
+        if let Some(s) = &idx.snapshot {
+            if changed.is_empty() && !enrolled_changed {
+                return s.clone();
+            }
+        }
+        let mut todo: Vec<String> = Vec::new();
+        let mut moved = enrolled_changed || idx.snapshot.is_none();
+        if !idx.primed {
+            // One full pass; resources locked right now are read below.
+            let mut seen = Vec::with_capacity(self.workspaces.len());
+            let busy = self.workspaces.visit(|k, st| seen.push((k.to_string(), st.data.clone(), st.owner.clone())));
+            // Parsed outside the home's map lock.
+            idx.map = seen
+                .into_iter()
+                .filter_map(|(k, data, owner)| {
+                    let s = Self::summarise(&k, &data, &owner)?;
+                    Some((k, (data, s)))
+                })
+                .collect();
+            idx.primed = true;
+            todo.extend(busy);
+        }
+        todo.extend(changed);
+        for k in todo {
+            let r = self.workspaces.read(&k, FaultType::RpResourceUnknown, |st| Ok((st.data.clone(), st.owner.clone()))).await;
+            let Ok((data, owner)) = r else {
+                moved |= idx.map.remove(&k).is_some();
                 continue;
             };
-            let s = Arc::new(Summary::of(&k, &owner, &d));
-            out.push(s.clone());
-            cache.insert(k, (data, s));
+            if idx.map.get(&k).is_some_and(|(d, _)| Arc::ptr_eq(d, &data)) {
+                continue; // a change of properties only: the same description and state
+            }
+            moved = true;
+            match Self::summarise(&k, &data, &owner) {
+                Some(s) => drop(idx.map.insert(k, (data, s))),
+                None => drop(idx.map.remove(&k)),
+            }
         }
-        if cache.len() > out.len() {
-            let live: HashSet<&str> = out.iter().map(|s| s.key.as_str()).collect();
-            cache.retain(|k, _| live.contains(k.as_str()));
+        if let (false, Some(s)) = (moved, &idx.snapshot) {
+            return s.clone();
         }
-        out
+        let mut all: Vec<Arc<Summary>> = idx.map.values().map(|(_, s)| s.clone()).collect();
+        {
+            // Workspaces of other Manager hosts; one this host adopted shows once, as its own.
+            let enrolled = self.enrolled.lock().unwrap();
+            all.extend(enrolled.values().filter(|s| !idx.map.contains_key(&s.key)).cloned());
+        }
+        let snap = Arc::new(all);
+        idx.snapshot = Some(snap.clone());
+        snap
     }
 }
 
-/// The checkout lock as the Manager's deploy and undeploy use it (in-process: the site's
-/// tables; a remote Repository would implement the same over SOAP).
+/// Where this host's Manager takes checkout locks and keeps its workspaces catalogued: this
+/// process's own Repository (the site's tables), or another vwsd's RepositoryService over SOAP
+/// (`repository.url`).
+pub enum Site {
+    Local,
+    Remote(Box<RemoteSite>),
+}
+
+/// A remote site Repository: its address, the client that calls it (GSI transport with this
+/// host's credential when the address is `https://`), and how long a call may take.
+pub struct RemoteSite {
+    pub url: String,
+    client: crate::client::Client,
+    timeout: std::time::Duration,
+    /// The Manager address this host checks out as (set at start from `server.public_url` or
+    /// the listener's address; the first deploy's address until then).
+    pub manager: std::sync::OnceLock<String>,
+}
+
+impl RemoteSite {
+    pub fn new(url: &str, client: crate::client::Client, timeout: std::time::Duration) -> RemoteSite {
+        RemoteSite { url: url.to_string(), client, timeout, manager: std::sync::OnceLock::new() }
+    }
+
+    /// The site Repository's resource EPR.
+    fn epr(&self) -> crate::soap::epr::Epr {
+        crate::soap::epr::Epr::with_key(self.url.clone(), key_name(), SITE_KEY)
+    }
+
+    /// Sends `msg` to the site Repository; a fault it answers comes back as the same fault
+    /// type and text, an unreachable or silent Repository as a fault naming it.
+    async fn invoke<R: crate::soap::message::Request>(&self, msg: &R) -> Result<R::Response, BaseFault> {
+        use crate::client::ClientError;
+        let epr = self.epr();
+        let unreachable = |why: String| {
+            BaseFault::new(
+                FaultType::Internal,
+                format!(
+                    "the site Repository at {} cannot be reached ({why}); no checkout lock can be taken or catalogue entry made until it answers",
+                    self.url
+                ),
+            )
+            .code(self.url.clone())
+        };
+        match tokio::time::timeout(self.timeout, self.client.invoke(&epr, msg)).await {
+            Err(_) => Err(unreachable(format!("no answer within {} s", self.timeout.as_secs()))),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(ClientError::Fault { fault, kind })) => {
+                let kind = kind.as_deref().and_then(fault_type_named).unwrap_or(FaultType::Internal);
+                Err(BaseFault::new(kind, format!("site Repository {}: {fault}", self.url)))
+            }
+            Ok(Err(e @ (ClientError::Transport { .. } | ClientError::Usage(_)))) => Err(unreachable(e.to_string())),
+            Ok(Err(e)) => Err(BaseFault::internal(format!("site Repository {}: {e}", self.url))),
+        }
+    }
+}
+
+/// The fault type of a fault element's local name (as a remote Repository answered it).
+fn fault_type_named(local: &str) -> Option<FaultType> {
+    use FaultType::*;
+    [
+        RpResourceUnknown,
+        InvalidRequest,
+        InvalidDescription,
+        PolicyRejected,
+        AuthorizationFailed,
+        InvalidState,
+        WorkspaceLocked,
+        WorkspaceCorrupted,
+        QuotaExceeded,
+        Internal,
+    ]
+    .into_iter()
+    .find(|k| k.qname().1 == local)
+}
+
+/// The checkout lock as the Manager's deploy and undeploy use it, and the site catalogue the
+/// Factory enrols this host's workspaces in: in-process ([`Site::Local`], the site's tables)
+/// or at a remote site Repository ([`Site::Remote`], over SOAP).
 pub struct Checkouts {
     pub tables: Arc<RepoTables>,
     pub lease_ms: i64,
     /// Manager addresses this process's Manager checked out as (since it started).
     pub local: Mutex<HashSet<String>>,
+    pub site: Site,
+    /// gc takes it exclusively; the Factory, clone and refine share it while they create, so gc
+    /// never sees a half-made reference.
+    pub gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Checkouts {
     pub fn new(tables: Arc<RepoTables>, lease_ms: i64) -> Checkouts {
-        Checkouts { tables, lease_ms, local: Mutex::new(HashSet::new()) }
+        Checkouts::with_site(tables, lease_ms, Site::Local)
+    }
+
+    pub fn with_site(tables: Arc<RepoTables>, lease_ms: i64, site: Site) -> Checkouts {
+        Checkouts { tables, lease_ms, local: Mutex::new(HashSet::new()), site, gc_lock: tokio::sync::RwLock::new(()) }
+    }
+
+    /// The remote site, when there is one.
+    pub fn remote(&self) -> Option<&RemoteSite> {
+        match &self.site {
+            Site::Remote(r) => Some(r.as_ref()),
+            Site::Local => None,
+        }
     }
 }
-
 /// The fault for a held lock.
 fn locked_fault(l: &Lock) -> BaseFault {
     BaseFault::new(
@@ -407,6 +551,22 @@ impl Checkouts {
     /// Checks `key` out to `manager` for `holder`. The Manager that already holds it (a deploy
     /// after a failed staging) takes it again.
     pub async fn checkout(&self, key: &str, holder: &str, manager: &str, reentrant: bool) -> Result<(), BaseFault> {
+        if let Site::Remote(r) = &self.site {
+            let manager = r.manager.get_or_init(|| manager.to_string()).clone();
+            let mut req = LockRequest::new(LockOp::Checkout, key);
+            req.manager = Some(manager.clone());
+            req.lease_secs = Some((self.lease_ms / 1000).max(1) as u64);
+            req.holder = Some(holder.to_string());
+            return match r.invoke(&req).await {
+                Ok(_) => Ok(()),
+                Err(e) if reentrant && e.kind == FaultType::WorkspaceLocked => {
+                    // Held already: by this Manager (a renewal takes it again) or by another.
+                    req.op = LockOp::Renew;
+                    r.invoke(&req).await.map(drop).map_err(|_| e)
+                }
+                Err(e) => Err(e),
+            };
+        }
         if reentrant {
             self.local.lock().unwrap().insert(manager.to_string());
         }
@@ -430,16 +590,81 @@ impl Checkouts {
         }
     }
 
-    /// Releases `key` (quietly when it is not checked out).
+    /// Releases `key` (quietly when it is not checked out; a remote Repository that cannot be
+    /// reached lets the lease lapse, logged).
     pub async fn release(&self, key: &str) {
+        if let Site::Remote(r) = &self.site {
+            let mut req = LockRequest::new(LockOp::Release, key);
+            req.manager = r.manager.get().cloned();
+            if let Err(e) = r.invoke(&req).await {
+                if e.kind != FaultType::InvalidState {
+                    tracing::warn!(key, "checkout not released at the site Repository (its lease will lapse): {}", e.description);
+                }
+            }
+            return;
+        }
         let (t, k) = (self.tables.clone(), key.to_string());
         let _ = tokio::task::spawn_blocking(move || t.release(&k, None)).await;
     }
 
-    /// The in-process holder's renewal: renews the leases of workspaces deployed here, releases
-    /// this Manager's locks of workspaces back to Unstaged (a failed staging), forgets those of
-    /// workspaces that are gone; other holders' locks of undeployed workspaces are left to lapse.
+    /// Puts this host's workspace `key` in the remote site's catalogue (or updates its entry);
+    /// nothing to do in-process, where the catalogue is the workspace home itself.
+    pub async fn enrol(&self, workspaces: &Home, key: &str) -> Result<(), BaseFault> {
+        let Site::Remote(r) = &self.site else { return Ok(()) };
+        let (epr, owner, data, termination) = workspaces
+            .read(key, FaultType::RpResourceUnknown, |st| {
+                let epr = st.get(&workspaces.rtype, &QName::new(VWS, "EPR")).map(|v| v.xml.to_string()).unwrap_or_default();
+                Ok((epr, st.owner.dn.clone().unwrap_or_default(), WorkspaceData::of(st)?, st.termination_ms))
+            })
+            .await?;
+        let epr_el = crate::soap::xml::parse(&epr, &Default::default()).map_err(BaseFault::internal)?;
+        let epr = crate::soap::epr::Epr::from_element(&epr_el).map_err(BaseFault::internal)?;
+        let description = crate::soap::xml::parse(&description_xml(&data.description, true, true), &Default::default())
+            .map_err(BaseFault::internal)?;
+        let msg = Enrol {
+            epr,
+            owner,
+            state: data.state.as_str().to_string(),
+            termination: termination.map(time::format_ms),
+            description,
+        };
+        r.invoke(&msg).await.map(drop)
+    }
+
+    /// Takes `key` out of the remote site's catalogue (logged when it cannot).
+    pub async fn withdraw(&self, key: &str) {
+        let Site::Remote(r) = &self.site else { return };
+        let msg = Withdraw { target: Some(Target::Key(key.to_string())) };
+        if let Err(e) = r.invoke(&msg).await {
+            tracing::warn!(key, "workspace not withdrawn from the site Repository: {}", e.description);
+        }
+    }
+
+    /// The holder's renewal: renews the leases of workspaces deployed here, releases this
+    /// Manager's locks of workspaces back to Unstaged (a failed staging), forgets those of
+    /// workspaces that are gone; other holders' locks of undeployed workspaces are left to
+    /// lapse. With a remote site: renews there the lease of every workspace deployed here.
     pub async fn renew_local(&self, workspaces: &Home, staging: impl Fn(&str) -> bool) {
+        if let Site::Remote(r) = &self.site {
+            let Some(manager) = r.manager.get().cloned() else { return };
+            let mut deployed = Vec::new();
+            let busy = workspaces.visit(|k, st| {
+                let unstaged = serde_json::from_str::<WorkspaceData>(&st.data).is_ok_and(|d| d.state == State::Unstaged);
+                if !unstaged || staging(k) {
+                    deployed.push(k.to_string());
+                }
+            });
+            deployed.extend(busy);
+            for k in deployed {
+                let mut req = LockRequest::new(LockOp::Renew, &k);
+                req.manager = Some(manager.clone());
+                req.lease_secs = Some((self.lease_ms / 1000).max(1) as u64);
+                if let Err(e) = r.invoke(&req).await {
+                    tracing::debug!(key = k, "lease not renewed at the site Repository: {}", e.description);
+                }
+            }
+            return;
+        }
         let t = self.tables.clone();
         let Ok(Ok(locks)) = tokio::task::spawn_blocking(move || t.locks()).await else { return };
         for l in locks {
@@ -450,6 +675,14 @@ impl Checkouts {
             let unstaged = matches!(st, Ok(State::Unstaged)) && !staging(&l.key);
             let gone = st.is_err();
             if unstaged && !mine {
+                continue;
+            }
+            // A workspace another host keeps (enrolled) is not gone because this home lacks it.
+            let enrolled = {
+                let (t, k) = (self.tables.clone(), l.key.clone());
+                gone && matches!(tokio::task::spawn_blocking(move || t.enrolled(&k)).await, Ok(Ok(Some(_))))
+            };
+            if enrolled {
                 continue;
             }
             let _ = tokio::task::spawn_blocking(move || {
@@ -465,7 +698,6 @@ impl Checkouts {
         }
     }
 }
-
 /// The Repository port type.
 pub struct RepositoryService {
     pub shared: Arc<Shared>,
@@ -479,8 +711,6 @@ pub struct RepositoryService {
     pub settings: RepositorySettings,
     /// Set when the catalogue, locks or images changed since the property document was made.
     dirty: Arc<AtomicBool>,
-    /// gc takes it exclusively; clone and refine share it, so gc never sees a half-made reference.
-    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl RepositoryService {
@@ -521,18 +751,16 @@ impl RepositoryService {
                 }
             }));
         }
-        Ok(Arc::new(RepositoryService {
-            shared,
-            policy,
-            home,
-            catalogue: Catalogue::new(workspaces),
-            checkouts,
-            images,
-            host,
-            settings,
-            dirty,
-            gc_lock: tokio::sync::RwLock::new(()),
-        }))
+        let catalogue = Catalogue::new(workspaces);
+        let t = checkouts.tables.clone();
+        for e in tokio::task::spawn_blocking(move || t.enrolled_all())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("loading the catalogue of other Manager hosts: {e}"))?
+        {
+            catalogue.set_enrolled(&e);
+        }
+        Ok(Arc::new(RepositoryService { shared, policy, home, catalogue, checkouts, images, host, settings, dirty }))
     }
 
     fn workspace_url(req: &SoapRequest) -> String {
@@ -542,14 +770,12 @@ impl RepositoryService {
     pub async fn dispatch(&self, req: &SoapRequest) -> Result<SoapReply, SoapFault> {
         let p = req.env.payload();
         let r = match (p.name.ns.as_str(), p.name.local.as_str()) {
-            (VWS, "list") => self.select(req, true).await,
-            (VWS, "select") => self.select(req, false).await,
+            (VWS, "list" | "select") => self.select(req).await,
             (VWS, "clone") => self.clone_op(req).await,
             (VWS, "refine") => self.refine(req).await,
-            (VWS, "checkout") => self.checkout(req).await,
-            (VWS, "renew") => self.renew(req).await,
-            (VWS, "release") => self.release(req).await,
-            (VWS, "breakLock") => self.break_lock(req).await,
+            (VWS, "checkout" | "renew" | "release" | "breakLock") => self.lock_op(req).await,
+            (VWS, "enrol") => self.enrol(req).await,
+            (VWS, "withdraw") => self.withdraw(req).await,
             (VWS, "register") => self.register(req).await,
             (VWS, "images") => self.list_images(req).await,
             (VWS, "gc") => self.gc_op(req).await,
@@ -600,31 +826,32 @@ impl RepositoryService {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut all = self.catalogue.summaries().await;
+        let mut all: Vec<Arc<Summary>> = self.catalogue.summaries().await.to_vec();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &all {
             *by_state.entry(s.state.as_str()).or_default() += 1;
         }
-        let mut counts = format!("<w:workspaces xmlns:w=\"{VWS}\" total=\"{}\">", all.len());
+        let mut w = XmlWriter::with_capacity(256);
+        w.start("w:workspaces", &[("xmlns:w", VWS), ("total", &all.len().to_string())]);
         for (st, n) in &by_state {
-            let _ = write!(counts, "<w:state name=\"{st}\" count=\"{n}\"/>");
+            w.empty("w:state", &[("name", st), ("count", &n.to_string())]);
         }
-        counts.push_str("</w:workspaces>");
+        w.end("w:workspaces");
+        let counts = w.into_string();
         let (t, q) = (self.checkouts.tables.clone(), self.images.quotas);
         let (imgs, locks) = tokio::task::spawn_blocking(move || Ok::<_, RepoError>((t.images()?, t.locks()?)))
             .await
             .map_err(BaseFault::internal)?
             .map_err(repo_fault)?;
         let bytes: u64 = imgs.iter().map(|i| i.size).sum();
-        let mut images = format!("<w:imageStore xmlns:w=\"{VWS}\" count=\"{}\" bytes=\"{bytes}\"", imgs.len());
-        if let Some(b) = q.site_bytes {
-            let _ = write!(images, " quota=\"{b}\"");
-        }
-        if let Some(b) = q.owner_bytes {
-            let _ = write!(images, " ownerQuota=\"{b}\"");
-        }
-        images.push_str("/>");
+        let (count, bytes) = (imgs.len().to_string(), bytes.to_string());
+        let quotas = [("quota", q.site_bytes), ("ownerQuota", q.owner_bytes)].map(|(n, b)| (n, b.map(|b| b.to_string())));
+        let mut a = vec![("xmlns:w", VWS), ("count", count.as_str()), ("bytes", bytes.as_str())];
+        a.extend(quotas.iter().filter_map(|(n, b)| Some((*n, b.as_deref()?))));
+        let mut w = XmlWriter::with_capacity(160);
+        w.empty("w:imageStore", &a);
+        let images = w.into_string();
         let locks: Vec<String> = locks.iter().map(lock_xml).collect();
         let summaries: Vec<String> = all.iter().map(|s| s.xml()).collect();
         let rt = self.home.rtype.clone();
@@ -639,51 +866,36 @@ impl RepositoryService {
             .await
     }
 
-    /// The workspace key a Repository operation names (`<workspace>KEY</workspace>` or a
-    /// `wsa:EndpointReference` of the workspace).
-    fn target(&self, req: &SoapRequest) -> Result<String, BaseFault> {
-        let p = req.env.payload();
-        if let Some(e) = p.child(VWS, "workspace") {
-            let k = e.text().trim().to_string();
-            if !k.is_empty() {
-                return Ok(k);
-            }
+    /// A catalogued workspace's EPR: where the host that keeps it answers.
+    fn epr_of(&self, req: &SoapRequest, s: &Summary) -> Epr {
+        match &s.epr {
+            Some(e) => e.clone(),
+            None => self.catalogue.workspaces.epr(&Self::workspace_url(req), &s.key),
         }
-        if let Some(e) = p.child(ns::WSA, "EndpointReference") {
-            let epr = crate::soap::epr::Epr::from_element(e).map_err(|m| BaseFault::new(FaultType::InvalidRequest, m))?;
-            if let Some((_, v)) = epr.properties.iter().find(|(q, _)| *q == workspace::key_name()) {
-                return Ok(v.clone());
-            }
-        }
-        Err(BaseFault::new(
-            FaultType::InvalidRequest,
-            format!("{} needs <workspace>KEY</workspace> or the workspace's wsa:EndpointReference", p.name.local),
-        ))
-    }
-
-    fn epr_xml(&self, req: &SoapRequest, key: &str) -> String {
-        self.catalogue.workspaces.epr(&Self::workspace_url(req), key).to_xml("wsa:EndpointReference", &[WSA_DECL])
     }
 
     /// list / select: EPRs and one-line summaries of the workspaces the caller may read.
-    pub async fn select(&self, req: &SoapRequest, all: bool) -> Result<SoapReply, BaseFault> {
-        let c = if all { Constraints::default() } else { Constraints::from_element(req.env.payload())? };
-        let op = if all { "list" } else { "select" };
-        let found = self.find(&req.caller, &c).await;
-        let mut out = format!("<{op}Response xmlns=\"{VWS}\" count=\"{}\">", found.len());
-        for s in &found {
-            let _ = write!(out, "<match key=\"{}\" summary=\"{}\">", escape_attr(&s.key), escape_attr(&s.line()));
-            out.push_str(&self.epr_xml(req, &s.key));
-            out.push_str("</match>");
+    pub async fn select(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let r = Select::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let c = &r.constraints;
+        for (range, field) in [(c.ram, "select/ram"), (c.disk, "select/disk")] {
+            if let Some(x) = range {
+                check_range(x, field)?;
+            }
         }
-        let _ = write!(out, "</{op}Response>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/{op}Response"), out))
+        let found = self.find(&req.caller, c).await;
+        let matches = found.iter().map(|s| Match { key: s.key.clone(), summary: s.line(), epr: self.epr_of(req, s) }).collect();
+        Ok(answer(&r, &Matches { list: r.list, matches }))
     }
 
     /// The summaries matching `c` that `caller` may read.
     pub async fn find(&self, caller: &crate::security::Caller, c: &Constraints) -> Vec<Arc<Summary>> {
-        let mut out = self.catalogue.summaries().await;
-        out.retain(|s| c.matches(s) && self.shared.auth.authorize(caller, Action::Read, Some(&s.owner)).is_ok());
+        let all = self.catalogue.summaries().await;
+        let mut out: Vec<Arc<Summary>> = all
+            .iter()
+            .filter(|s| c.matches(s) && self.shared.auth.authorize(caller, Action::Read, Some(&s.owner)).is_ok())
+            .cloned()
+            .collect();
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         out
     }
@@ -700,7 +912,7 @@ impl RepositoryService {
     }
 
     /// Creates a workspace with `description` for the caller (the Factory's way); its EPR.
-    async fn create_from(&self, req: &SoapRequest, description: Description, what: &str) -> Result<String, BaseFault> {
+    async fn create_from(&self, req: &SoapRequest, description: Description, what: &str) -> Result<Epr, BaseFault> {
         let lifetime = self.policy.admit(&description).map_err(|r| {
             BaseFault::new(FaultType::PolicyRejected, format!("rejected by site policy rule '{}': {}", r.rule, r.message))
                 .code(r.rule)
@@ -712,14 +924,15 @@ impl RepositoryService {
         let st = workspace::new_resource(&home.rtype, key, epr_xml, req.caller.as_owner(), description, lifetime);
         let key = home.create(st).await?;
         tracing::info!(caller = req.caller.name(), key, what, "workspace created by the Repository");
-        Ok(epr.to_xml("wsa:EndpointReference", &[WSA_DECL]))
+        Ok(epr)
     }
 
     /// clone: a new workspace (new key, the caller's) with the description copied; its images
     /// are the same (by URL and digest), never changed underneath the original.
     pub async fn clone_op(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
-        let _shared = self.gc_lock.read().await;
+        let r = CloneRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&r.target, "clone")?;
+        let _shared = self.checkouts.gc_lock.read().await;
         let (data, owner) = self.source(req, &key, Action::Read).await?;
         if Summary::of(&key, &owner, &data).corrupted() {
             return Err(BaseFault::new(
@@ -732,18 +945,16 @@ impl RepositoryService {
             .code(key));
         }
         let epr = self.create_from(req, data.description, "clone").await?;
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/cloneResponse"),
-            format!("<cloneResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</cloneResponse>", escape_attr(&key)),
-        ))
+        Ok(answer(&r, &NewWorkspace { refined: false, source: key, epr }))
     }
 
     /// refine: a new workspace whose ranges lie within the original's (`<ram>`, `<cpu>`,
     /// `<disk name>`) and whose `<software>` / `<capability>` replace the original's; the result
     /// is validated as a description.
     pub async fn refine(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
-        let _shared = self.gc_lock.read().await;
+        let r = Refine::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&r.target, "refine")?;
+        let _shared = self.checkouts.gc_lock.read().await;
         let (data, owner) = self.source(req, &key, Action::Read).await?;
         if Summary::of(&key, &owner, &data).corrupted() {
             return Err(BaseFault::new(
@@ -752,90 +963,109 @@ impl RepositoryService {
             )
             .code(key));
         }
-        let d = refine_description(&data.description, req.env.payload())?;
+        let d = refine_description(&data.description, &r)?;
         let epr = self.create_from(req, d, "refine").await?;
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/refineResponse"),
-            format!("<refineResponse xmlns=\"{VWS}\" source=\"{}\">{epr}</refineResponse>", escape_attr(&key)),
-        ))
+        Ok(answer(&r, &NewWorkspace { refined: true, source: key, epr }))
     }
 
-    fn lease_of(&self, p: &Element) -> Result<i64, BaseFault> {
-        match p.child(VWS, "leaseSeconds") {
-            None => Ok(self.checkouts.lease_ms),
-            Some(e) => {
-                e.text().trim().parse::<i64>().ok().filter(|s| *s > 0 && *s <= 86400 * 365).map(|s| s * 1000).ok_or_else(|| {
-                    BaseFault::new(FaultType::InvalidRequest, format!("leaseSeconds '{}' is not 1..31536000", e.text().trim()))
-                })
-            }
+    /// The key a lock / withdraw request names.
+    fn key_of(&self, t: &Option<Target>, op: &str) -> Result<String, BaseFault> {
+        match t {
+            Some(Target::Key(k)) => Ok(k.clone()),
+            Some(Target::Epr(e)) => e
+                .properties
+                .iter()
+                .find(|(q, _)| *q == workspace::key_name())
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, format!("{op}: the EPR carries no workspace key"))),
+            None => Err(BaseFault::new(
+                FaultType::InvalidRequest,
+                format!("{op} needs <workspace>KEY</workspace> or the workspace's wsa:EndpointReference"),
+            )),
         }
     }
 
-    fn manager_of(req: &SoapRequest) -> String {
-        req.env
-            .payload()
-            .child(VWS, "manager")
-            .map(|m| m.text().trim().to_string())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| Self::workspace_url(req))
-    }
-
-    /// checkout: lock the workspace to a Manager (holder = the caller).
-    pub async fn checkout(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
-        self.source(req, &key, Action::Deploy).await?;
-        let lease = self.lease_of(req.env.payload())?;
-        let manager = Self::manager_of(req);
-        let c = Checkouts::new(self.checkouts.tables.clone(), lease);
-        c.checkout(&key, req.caller.name(), &manager, false).await.inspect_err(|e| {
-            tracing::info!(caller = req.caller.name(), key, "checkout refused: {}", e.description);
-        })?;
-        self.dirty.store(true, Ordering::Relaxed);
-        tracing::info!(caller = req.caller.name(), key, manager, "workspace checked out");
-        self.lock_reply(&key, "checkout").await
-    }
-
-    async fn lock_reply(&self, key: &str, op: &str) -> Result<SoapReply, BaseFault> {
+    /// Authorises a lock operation on `key` and says who holds it: a workspace of this host's
+    /// home by its owner's rights (holder: the caller); one another Manager host enrolled by
+    /// that host (holder: the user it names in `<holder>`) or its owner.
+    async fn lock_target(&self, req: &SoapRequest, key: &str, holder: Option<&str>) -> Result<String, BaseFault> {
+        if self.catalogue.workspaces.contains(key) {
+            self.source(req, key, Action::Deploy).await?;
+            return Ok(req.caller.name().to_string());
+        }
         let (t, k) = (self.checkouts.tables.clone(), key.to_string());
-        let l = tokio::task::spawn_blocking(move || t.lock(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
-        let body = l.as_ref().map(lock_xml).unwrap_or_default();
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/{op}Response"), format!("<{op}Response xmlns=\"{VWS}\">{body}</{op}Response>")))
-    }
-
-    /// renew: extend the lease of a lock the named Manager holds.
-    pub async fn renew(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
-        self.source(req, &key, Action::Deploy).await?;
-        let lease = self.lease_of(req.env.payload())?;
-        let (t, k, m) = (self.checkouts.tables.clone(), key.clone(), Self::manager_of(req));
-        tokio::task::spawn_blocking(move || t.renew(&k, &m, time::now_ms(), lease))
+        let e = tokio::task::spawn_blocking(move || t.enrolled(&k))
             .await
             .map_err(BaseFault::internal)?
-            .map_err(repo_fault)?;
-        self.dirty.store(true, Ordering::Relaxed);
-        self.lock_reply(&key, "renew").await
+            .map_err(repo_fault)?
+            .ok_or_else(|| {
+                BaseFault::new(FaultType::RpResourceUnknown, format!("no workspace '{key}' in the site's catalogue"))
+            })?;
+        if e.enrolled_by == req.caller.name() {
+            return Ok(holder.unwrap_or(req.caller.name()).to_string());
+        }
+        let owner = Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() };
+        self.shared.authorize(&req.caller, Action::Deploy, Some(&owner))?;
+        Ok(req.caller.name().to_string())
     }
 
-    /// release: the holder gives the lock back.
-    pub async fn release(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
-        self.source(req, &key, Action::Deploy).await?;
-        let (t, k, m) = (self.checkouts.tables.clone(), key.clone(), Self::manager_of(req));
-        let l = tokio::task::spawn_blocking(move || t.release(&k, Some(&m)))
-            .await
-            .map_err(BaseFault::internal)?
-            .map_err(repo_fault)?;
+    fn lock_info(l: &Lock) -> LockInfo {
+        LockInfo {
+            workspace: l.key.clone(),
+            holder: l.holder.clone(),
+            manager: l.manager.clone(),
+            since: time::format_ms(l.since_ms),
+            until: time::format_ms(l.until_ms),
+        }
+    }
+
+    /// checkout / renew / release: the lock of a workspace, for the Manager the request names
+    /// (default: this host's WorkspaceService).
+    pub async fn lock_op(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let r = LockRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        if r.op == LockOp::BreakLock {
+            return self.break_lock(req, &r).await;
+        }
+        let key = self.key_of(&r.target, r.op.name())?;
+        let holder = self.lock_target(req, &key, r.holder.as_deref()).await?;
+        let lease = r.lease_secs.map(|s| s as i64 * 1000).unwrap_or(self.checkouts.lease_ms);
+        let manager = r.manager.clone().unwrap_or_else(|| Self::workspace_url(req));
+        let t = self.checkouts.tables.clone();
+        let lock = match r.op {
+            LockOp::Checkout => {
+                let c = Checkouts::new(t.clone(), lease);
+                c.checkout(&key, &holder, &manager, false).await.inspect_err(|e| {
+                    tracing::info!(caller = req.caller.name(), key, "checkout refused: {}", e.description);
+                })?;
+                tracing::info!(caller = req.caller.name(), key, holder, manager, "workspace checked out");
+                let k = key.clone();
+                tokio::task::spawn_blocking(move || t.lock(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?
+            }
+            LockOp::Renew => {
+                let (k, m) = (key.clone(), manager.clone());
+                let l = tokio::task::spawn_blocking(move || t.renew(&k, &m, time::now_ms(), lease))
+                    .await
+                    .map_err(BaseFault::internal)?
+                    .map_err(repo_fault)?;
+                Some(l)
+            }
+            LockOp::Release | LockOp::BreakLock => {
+                let (k, m) = (key.clone(), manager.clone());
+                let l = tokio::task::spawn_blocking(move || t.release(&k, Some(&m)))
+                    .await
+                    .map_err(BaseFault::internal)?
+                    .map_err(repo_fault)?;
+                tracing::info!(caller = req.caller.name(), key, holder = l.holder, "checkout released");
+                Some(l)
+            }
+        };
         self.dirty.store(true, Ordering::Relaxed);
-        tracing::info!(caller = req.caller.name(), key, holder = l.holder, "checkout released");
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/releaseResponse"),
-            format!("<releaseResponse xmlns=\"{VWS}\">{}</releaseResponse>", lock_xml(&l)),
-        ))
+        Ok(answer(&r, &LockResponse { op: r.op, lock: lock.as_ref().map(Self::lock_info) }))
     }
 
     /// breakLock: a site administrator (ACL action `break_lock`) removes anyone's lock; logged.
-    pub async fn break_lock(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
-        let key = self.target(req)?;
+    async fn break_lock(&self, req: &SoapRequest, r: &LockRequest) -> Result<SoapReply, BaseFault> {
+        let key = self.key_of(&r.target, "breakLock")?;
         self.shared.authorize(&req.caller, Action::BreakLock, None)?;
         let (t, k) = (self.checkouts.tables.clone(), key.clone());
         let l =
@@ -848,22 +1078,111 @@ impl RepositoryService {
             manager = l.manager,
             "checkout lock broken by an administrator"
         );
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/breakLockResponse"),
-            format!("<breakLockResponse xmlns=\"{VWS}\">{}</breakLockResponse>", lock_xml(&l)),
-        ))
+        Ok(answer(r, &LockResponse { op: r.op, lock: Some(Self::lock_info(&l)) }))
     }
 
+    /// enrol: a Manager host using this site Repository puts one of its workspaces in the
+    /// catalogue (or updates its entry); the caller (that host) may then lock it for its users.
+    pub async fn enrol(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        self.shared.authorize(&req.caller, Action::Create, None)?;
+        let m = Enrol::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = m
+            .epr
+            .properties
+            .iter()
+            .find(|(q, _)| *q == workspace::key_name())
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, "enrol: the EPR carries no workspace key"))?;
+        Description::from_element(&m.description).map_err(|e| {
+            BaseFault::new(FaultType::InvalidDescription, format!("enrol: invalid description: {}: {}", e.path, e.message))
+                .code(e.path.clone())
+        })?;
+        if !State::ALL.iter().any(|s| s.as_str() == m.state) {
+            return Err(BaseFault::new(FaultType::InvalidRequest, format!("enrol: unknown state '{}'", m.state)));
+        }
+        let e = Enrolled {
+            key: key.clone(),
+            epr: m.epr.to_xml("wsa:EndpointReference", &[WSA_DECL]),
+            owner: m.owner.clone(),
+            enrolled_by: req.caller.name().to_string(),
+            state: m.state.clone(),
+            description: m.description.to_fragment(),
+            termination_ms: m.termination.as_deref().and_then(time::parse_ms),
+            updated_ms: time::now_ms(),
+        };
+        let (t, row) = (self.checkouts.tables.clone(), e.clone());
+        tokio::task::spawn_blocking(move || t.enrol(&row)).await.map_err(BaseFault::internal)?.map_err(|err| match err {
+            RepoError::NotHolder { holder, .. } => {
+                BaseFault::new(FaultType::AuthorizationFailed, format!("enrol: workspace '{key}' is {holder}")).code(key.clone())
+            }
+            e => repo_fault(e),
+        })?;
+        self.catalogue.set_enrolled(&e);
+        self.dirty.store(true, Ordering::Relaxed);
+        tracing::info!(caller = req.caller.name(), key = e.key, state = e.state, "workspace enrolled by a Manager host");
+        Ok(answer(&m, &EnrolResponse { workspace: e.key }))
+    }
+
+    /// withdraw: the Manager host that enrolled a workspace says it is gone (its lock goes too).
+    pub async fn withdraw(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let m = Withdraw::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&m.target, "withdraw")?;
+        let (t, k) = (self.checkouts.tables.clone(), key.clone());
+        let e = tokio::task::spawn_blocking(move || t.enrolled(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
+        let Some(e) = e else { return Ok(answer(&m, &WithdrawResponse { removed: false })) };
+        if e.enrolled_by != req.caller.name() {
+            self.shared.authorize(&req.caller, Action::Admin, None)?;
+        }
+        let (t, k) = (self.checkouts.tables.clone(), key.clone());
+        let removed =
+            tokio::task::spawn_blocking(move || t.withdraw(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
+        self.catalogue.drop_enrolled(&key);
+        self.dirty.store(true, Ordering::Relaxed);
+        tracing::info!(caller = req.caller.name(), key, "workspace withdrawn from the catalogue");
+        Ok(answer(&m, &WithdrawResponse { removed }))
+    }
+
+    /// Makes a workspace another Manager host enrolled deployable here: a resource of this
+    /// host's home with the same key, owner and description (this process must be the site
+    /// Repository). Ok(false): not enrolled here.
+    pub async fn adopt(&self, req: &SoapRequest, key: &str) -> Result<bool, BaseFault> {
+        let (t, k) = (self.checkouts.tables.clone(), key.to_string());
+        let Some(e) =
+            tokio::task::spawn_blocking(move || t.enrolled(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?
+        else {
+            return Ok(false);
+        };
+        let owner = Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() };
+        self.shared.authorize(&req.caller, Action::Deploy, Some(&owner))?;
+        let el = crate::soap::xml::parse(&e.description, &Default::default()).map_err(BaseFault::internal)?;
+        let description = Description::from_element(&el).map_err(|x| BaseFault::new(FaultType::InvalidDescription, x.message))?;
+        let now = time::now_ms();
+        let lifetime = e.termination_ms.map(|t| ((t - now).max(1000) / 1000) as u64).unwrap_or(86400);
+        let home = &self.catalogue.workspaces;
+        let epr = home.epr(&Self::workspace_url(req), key);
+        let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
+        let st = workspace::new_resource(&home.rtype, key.to_string(), epr_xml, owner, description, lifetime);
+        match home.create(st).await {
+            Ok(_) => {
+                tracing::info!(
+                    caller = req.caller.name(),
+                    key,
+                    kept_by = e.enrolled_by,
+                    "enrolled workspace adopted for a deploy here"
+                );
+                Ok(true)
+            }
+            // A concurrent deploy adopted it first.
+            Err(_) if home.contains(key) => Ok(true),
+            Err(x) => Err(x),
+        }
+    }
     /// register: an image into the store by content, from a local path or a URL the stager reads.
     pub async fn register(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
-        let p = req.env.payload();
-        let source = p
-            .child(VWS, "source")
-            .map(|s| s.text().trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| BaseFault::new(FaultType::InvalidRequest, "register needs <source>PATH or URL</source>"))?;
-        let expect = match p.child(VWS, "digest").map(|d| d.text().trim().to_ascii_lowercase()) {
+        let m = Register::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let source = m.source.clone();
+        let expect = match m.digest.as_deref().map(str::to_ascii_lowercase) {
             None => None,
             Some(d) => {
                 let hex = d.strip_prefix("sha256:").unwrap_or(&d).to_string();
@@ -896,22 +1215,20 @@ impl RepositoryService {
             })?;
         self.dirty.store(true, Ordering::Relaxed);
         tracing::info!(caller = req.caller.name(), sha256 = r.image.sha256, size = r.image.size, new = r.new, "image registered");
-        Ok(reply(
-            format!("{VWS}/{PORT_TYPE}/registerResponse"),
-            format!(
-                "<registerResponse xmlns=\"{VWS}\"><image sha256=\"{}\" size=\"{}\" owner=\"{}\" new=\"{}\"/></registerResponse>",
-                r.image.sha256,
-                r.image.size,
-                escape_attr(&r.image.owner),
-                r.new
-            ),
-        ))
+        let image = ImageInfo {
+            sha256: r.image.sha256,
+            size: r.image.size,
+            owner: Some(r.image.owner),
+            new: Some(r.new),
+            ..Default::default()
+        };
+        Ok(answer(&m, &Images { op: ImagesOp::Register, images: vec![image] }))
     }
 
     /// How many workspaces reference each image.
     async fn references(&self) -> HashMap<String, usize> {
         let mut refs: HashMap<String, usize> = HashMap::new();
-        for s in self.catalogue.summaries().await {
+        for s in self.catalogue.summaries().await.iter() {
             for d in &s.digests {
                 *refs.entry(d.clone()).or_default() += 1;
             }
@@ -922,29 +1239,28 @@ impl RepositoryService {
     /// images: the store's images with their reference counts.
     pub async fn list_images(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
+        let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
         let refs = self.references().await;
         let t = self.checkouts.tables.clone();
         let imgs = tokio::task::spawn_blocking(move || t.images()).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
-        let mut out = format!("<imagesResponse xmlns=\"{VWS}\" count=\"{}\">", imgs.len());
-        for i in imgs {
-            let _ = write!(
-                out,
-                "<image sha256=\"{}\" size=\"{}\" owner=\"{}\" source=\"{}\" created=\"{}\" refs=\"{}\"/>",
-                i.sha256,
-                i.size,
-                escape_attr(&i.owner),
-                escape_attr(&i.source),
-                time::format_ms(i.created_ms),
-                refs.get(&i.sha256).copied().unwrap_or(0)
-            );
-        }
-        out.push_str("</imagesResponse>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/imagesResponse"), out))
+        let images = imgs
+            .into_iter()
+            .map(|i| ImageInfo {
+                refs: Some(refs.get(&i.sha256).copied().unwrap_or(0)),
+                created: Some(time::format_ms(i.created_ms)),
+                owner: Some(i.owner),
+                source: Some(i.source),
+                sha256: i.sha256,
+                size: i.size,
+                new: None,
+            })
+            .collect();
+        Ok(answer(&m, &Images { op: ImagesOp::Images, images }))
     }
 
     /// Removes unreferenced images older than `grace_ms`; never one a workspace references.
     pub async fn gc(&self, grace_ms: i64) -> Result<Vec<crate::store::repo::ImageRow>, BaseFault> {
-        let _exclusive = self.gc_lock.write().await;
+        let _exclusive = self.checkouts.gc_lock.write().await;
         let referenced: HashSet<String> = self.references().await.into_keys().collect();
         let images = self.images.clone();
         let removed = tokio::task::spawn_blocking(move || images.gc(&referenced, time::now_ms(), grace_ms))
@@ -960,32 +1276,17 @@ impl RepositoryService {
     /// gc: `<graceSeconds>` (default 0) — administrators only (ACL action `admin`).
     pub async fn gc_op(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Admin, None)?;
-        let grace = match req.env.payload().child(VWS, "graceSeconds") {
-            None => 0,
-            Some(e) => e.text().trim().parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
-                BaseFault::new(FaultType::InvalidRequest, format!("graceSeconds '{}' is not a number", e.text().trim()))
-            })?,
-        };
-        let removed = self.gc(grace.saturating_mul(1000)).await?;
+        let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let grace = m.grace_secs.unwrap_or(0).min(i64::MAX as u64 / 1000) as i64;
+        let removed = self.gc(grace * 1000).await?;
         tracing::info!(caller = req.caller.name(), removed = removed.len(), "image store gc");
-        let mut out = format!("<gcResponse xmlns=\"{VWS}\" removed=\"{}\">", removed.len());
-        for i in removed {
-            let _ = write!(out, "<image sha256=\"{}\" size=\"{}\"/>", i.sha256, i.size);
-        }
-        out.push_str("</gcResponse>");
-        Ok(reply(format!("{VWS}/{PORT_TYPE}/gcResponse"), out))
+        let images = removed.into_iter().map(|i| ImageInfo { sha256: i.sha256, size: i.size, ..Default::default() }).collect();
+        Ok(answer(&m, &Images { op: ImagesOp::Gc, images }))
     }
 }
 
 fn lock_xml(l: &Lock) -> String {
-    format!(
-        "<w:lock xmlns:w=\"{VWS}\" workspace=\"{}\" holder=\"{}\" manager=\"{}\" since=\"{}\" until=\"{}\"/>",
-        escape_attr(&l.key),
-        escape_attr(&l.holder),
-        escape_attr(&l.manager),
-        time::format_ms(l.since_ms),
-        time::format_ms(l.until_ms)
-    )
+    RepositoryService::lock_info(l).to_xml()
 }
 
 fn out_of_range(field: &str, want: Range, have: Range) -> BaseFault {
@@ -999,68 +1300,58 @@ fn out_of_range(field: &str, want: Range, have: Range) -> BaseFault {
     .code(field)
 }
 
+/// A description as a `{vws}virtualWorkspace` element (XML), its software and capability
+/// sections when asked for.
+pub fn description_xml(d: &Description, software: bool, capability: bool) -> String {
+    let mut w = crate::soap::writer::XmlWriter::with_capacity(1024);
+    w.start("virtualWorkspace", &[("xmlns", VWS)]).raw(&d.category_xml()).leaf("state", &[], d.state.as_str());
+    if let Some(l) = d.life_cycle {
+        w.leaf("lifeCycle", &[], &l.to_string());
+    }
+    for part in [d.hardware_xml(), d.network_xml()].into_iter().flatten() {
+        w.raw(&part);
+    }
+    if software {
+        w.raw(&d.software_xml().unwrap_or_default());
+    }
+    if capability {
+        w.raw(&d.capability_xml().unwrap_or_default());
+    }
+    w.end("virtualWorkspace");
+    w.into_string()
+}
+
 /// The refined description: narrowed ranges (each inside the original's), software and
 /// capability replaced; validated as a whole by the description reader.
-pub fn refine_description(orig: &Description, p: &Element) -> Result<Description, BaseFault> {
+pub fn refine_description(orig: &Description, r: &Refine) -> Result<Description, BaseFault> {
     let mut d = orig.clone();
-    let mut software = None;
-    let mut capability = None;
-    let narrow = |field: &str, have: Option<Range>, want: Range| match have {
-        Some(h) if want.min < h.min || want.max > h.max => Err(out_of_range(field, want, h)),
-        _ => Ok(want),
+    let narrow = |field: &str, have: Option<Range>, want: Range| {
+        let want = check_range(want, field)?;
+        match have {
+            Some(h) if want.min < h.min || want.max > h.max => Err(out_of_range(field, want, h)),
+            _ => Ok(want),
+        }
     };
-    for e in p.elements() {
-        if e.name.ns != VWS {
-            continue;
-        }
-        match e.name.local.as_str() {
-            "workspace" => {}
-            "ram" => {
-                let want = range_of(e, "hardware/ram")?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                hw.ram = Some(narrow("hardware/ram", hw.ram, want)?);
-            }
-            "cpu" => {
-                let want = range_of(e, "hardware/cpu")?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                hw.cpus = Some(narrow("hardware/cpu", hw.cpus, want)?);
-            }
-            "disk" => {
-                let name = e.attr("", "name").unwrap_or("");
-                let field = format!("hardware/disk[@name='{name}']");
-                let want = range_of(e, &field)?;
-                let hw = d.hardware.get_or_insert_with(Default::default);
-                let disk = hw.disks.iter_mut().find(|x| x.name == name).ok_or_else(|| {
-                    BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'"))
-                        .code(field.clone())
-                })?;
-                disk.size = Some(narrow(&field, disk.size, want)?);
-            }
-            "software" => software = Some(e.clone()),
-            "capability" => capability = Some(e.clone()),
-            other => {
-                return Err(BaseFault::new(
-                    FaultType::InvalidRequest,
-                    format!("refine: unknown element '{other}' (expected workspace, ram, cpu, disk, software, capability)"),
-                ))
-            }
-        }
+    if let Some(want) = r.ram {
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        hw.ram = Some(narrow("hardware/ram", hw.ram, want)?);
     }
+    if let Some(want) = r.cpu {
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        hw.cpus = Some(narrow("hardware/cpu", hw.cpus, want)?);
+    }
+    for (name, want) in &r.disks {
+        let field = format!("hardware/disk[@name='{name}']");
+        let hw = d.hardware.get_or_insert_with(Default::default);
+        let disk = hw.disks.iter_mut().find(|x| x.name == *name).ok_or_else(|| {
+            BaseFault::new(FaultType::RefineOutOfRange, format!("refine: the original has no disk named '{name}'"))
+                .code(field.clone())
+        })?;
+        disk.size = Some(narrow(&field, disk.size, *want)?);
+    }
+    let (software, capability) = (r.software.clone(), r.capability.clone());
     // Validate the whole: the refined sections as the description reader reads them.
-    let mut xml = format!("<virtualWorkspace xmlns=\"{VWS}\">{}", d.category_xml());
-    let _ = write!(xml, "<state>{}</state>", d.state.as_str());
-    if let Some(l) = d.life_cycle {
-        let _ = write!(xml, "<lifeCycle>{l}</lifeCycle>");
-    }
-    xml.extend(d.hardware_xml());
-    xml.extend(d.network_xml());
-    if software.is_none() {
-        xml.extend(d.software_xml());
-    }
-    if capability.is_none() {
-        xml.extend(d.capability_xml());
-    }
-    xml.push_str("</virtualWorkspace>");
+    let xml = description_xml(&d, software.is_none(), capability.is_none());
     let mut el = crate::soap::xml::parse(&xml, &Default::default()).map_err(BaseFault::internal)?;
     // Replaced sections go in schema order: software before capability, both last.
     if let Some(mut s) = software {

@@ -23,7 +23,50 @@ CREATE TABLE IF NOT EXISTS repo_images (
     source TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repo_catalogue (
+    key TEXT PRIMARY KEY,
+    epr TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    enrolled_by TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    termination_ms INTEGER,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// A workspace another Manager host keeps, enrolled in this site's catalogue (remote
+/// Repository, issue 12): where it lives (its EPR), whose it is, its state and description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrolled {
+    pub key: String,
+    /// The workspace's EPR (XML) at the Manager host that keeps it.
+    pub epr: String,
+    /// Owner DN ("" when anonymous).
+    pub owner: String,
+    /// DN of the Manager host that enrolled it ("anonymous" without security).
+    pub enrolled_by: String,
+    pub state: String,
+    /// The `virtualWorkspace` description (XML).
+    pub description: String,
+    pub termination_ms: Option<i64>,
+    pub updated_ms: i64,
+}
+
+fn enrolled_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Enrolled> {
+    Ok(Enrolled {
+        key: r.get(0)?,
+        epr: r.get(1)?,
+        owner: r.get(2)?,
+        enrolled_by: r.get(3)?,
+        state: r.get(4)?,
+        description: r.get(5)?,
+        termination_ms: r.get(6)?,
+        updated_ms: r.get(7)?,
+    })
+}
+
+const ENROLLED_COLS: &str = "key, epr, owner, enrolled_by, state, description, termination_ms, updated_ms";
 
 /// One checkout lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +237,51 @@ impl RepoTables {
         let conn = self.conn.lock().unwrap();
         conn.execute("DELETE FROM repo_locks WHERE key = ?1", params![key])?;
         Ok(())
+    }
+
+    // --- workspaces of other Manager hosts ---------------------------------------------------
+
+    /// Enrols (or updates) a workspace another host keeps. Refused with
+    /// [`RepoError::NotHolder`] when another host enrolled the key.
+    pub fn enrol(&self, e: &Enrolled) -> Result<(), RepoError> {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let by: Option<String> =
+            tx.query_row("SELECT enrolled_by FROM repo_catalogue WHERE key = ?1", params![e.key], |r| r.get(0)).optional()?;
+        if let Some(by) = by.filter(|b| *b != e.enrolled_by) {
+            return Err(RepoError::NotHolder { key: e.key.clone(), holder: format!("enrolled by {by}") });
+        }
+        tx.execute(
+            &format!("INSERT OR REPLACE INTO repo_catalogue ({ENROLLED_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![e.key, e.epr, e.owner, e.enrolled_by, e.state, e.description, e.termination_ms, e.updated_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes an enrolled workspace (and its lock); false when it was not enrolled.
+    pub fn withdraw(&self, key: &str) -> Result<bool, RepoError> {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM repo_catalogue WHERE key = ?1", params![key])?;
+        tx.execute("DELETE FROM repo_locks WHERE key = ?1", params![key])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn enrolled(&self, key: &str) -> Result<Option<Enrolled>, RepoError> {
+        let conn = self.conn.lock().unwrap();
+        Ok(conn
+            .query_row(&format!("SELECT {ENROLLED_COLS} FROM repo_catalogue WHERE key = ?1"), params![key], enrolled_of)
+            .optional()?)
+    }
+
+    /// Every enrolled workspace.
+    pub fn enrolled_all(&self) -> Result<Vec<Enrolled>, RepoError> {
+        let conn = self.conn.lock().unwrap();
+        let mut st = conn.prepare_cached(&format!("SELECT {ENROLLED_COLS} FROM repo_catalogue"))?;
+        let rows = st.query_map([], enrolled_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // --- images ---------------------------------------------------------------------------
