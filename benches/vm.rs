@@ -332,12 +332,12 @@ fn main() {
     rows.push(("vwsd CPU time per save".into(), median(cpu_save), f64::NAN, "ms"));
     rows.push(("vwsd CPU time per restore".into(), median(cpu_restore), f64::NAN, "ms"));
     drop(raw);
+    // With VWS_TEST_LOG=debug: where the service's deploy, save and restore spent their time.
+    let marks = ["VM provisioned", "VM saved", "VM restored", "state durable", "long operation finished"];
+    for l in s.log().lines().filter(|l| marks.iter().any(|k| l.contains(k))) {
+        eprintln!("{l}");
+    }
     if quick {
-        // With VWS_TEST_LOG=debug: where the service's save and restore spent their time.
-        let keys = ["VM saved", "VM restored", "state durable", "long operation finished"];
-        for l in s.log().lines().filter(|l| keys.iter().any(|k| l.contains(k))) {
-            eprintln!("{l}");
-        }
         print_rows(rounds, rows);
         return;
     }
