@@ -16,11 +16,12 @@ use crate::soap::xml::Element;
 /// The factory's port type name (in its actions).
 pub const FACTORY_PORT_TYPE: &str = "WorkspaceFactoryPortType";
 
-fn err(msg: String) -> DecodeError {
+pub(super) fn err(msg: String) -> DecodeError {
     DecodeError(msg)
 }
 
-fn expect(e: &Element, local: &str) -> Result<(), DecodeError> {
+/// Is `e` the vws element `local`? (else a decode error naming both).
+pub(super) fn expect(e: &Element, local: &str) -> Result<(), DecodeError> {
     if e.is(VWS, local) {
         Ok(())
     } else {

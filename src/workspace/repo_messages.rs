@@ -13,21 +13,10 @@ use crate::soap::ns::{VWS, WSA};
 use crate::soap::writer::XmlWriter;
 use crate::soap::xml::Element;
 use crate::workspace::description::Range;
+use crate::workspace::messages::{err, expect};
 
 /// The Repository's port type name (in its actions).
 pub const REPOSITORY_PORT_TYPE: &str = "RepositoryPortType";
-
-fn err(msg: String) -> DecodeError {
-    DecodeError(msg)
-}
-
-fn expect(e: &Element, local: &str) -> Result<(), DecodeError> {
-    if e.is(VWS, local) {
-        Ok(())
-    } else {
-        Err(err(format!("expected {{{VWS}}}{local}, got {}", e.name)))
-    }
-}
 
 fn text_of(e: &Element, local: &str) -> Option<String> {
     e.child(VWS, local).map(|c| c.text().trim().to_string()).filter(|t| !t.is_empty())
