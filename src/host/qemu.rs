@@ -11,7 +11,7 @@
 //! Acceleration: KVM only when a probe guest really boots under it (on some machines `/dev/kvm`
 //! opens but KVM guests hang before their first console line); TCG otherwise.
 
-use super::vmm::{DiskSpec, VmInfo, VmSpec, VmState, Vmm, VmmError};
+use super::vmm::{DiskSpec, Laps, VmInfo, VmSpec, VmState, Vmm, VmmError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -740,19 +740,13 @@ impl Vmm for QemuDriver {
     /// which reconciliation resumes.
     fn save_when(&self, name: &str, path: &Path, proceed: &mut dyn FnMut() -> bool) -> Result<(), VmmError> {
         // Where save's time goes, step by step (logged at debug level).
-        let t0 = Instant::now();
-        let mut t = t0;
-        let mut steps: Vec<(&str, f64)> = Vec::new();
-        let mut lap = |step: &'static str| {
-            steps.push((step, t.elapsed().as_secs_f64() * 1e3));
-            t = Instant::now();
-        };
+        let mut laps = Laps::start();
         let Some(p) = self.proc_of(name) else { return Err(VmmError::NotFound(name.to_string())) };
         let tmp = path.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
         let was_running = self.status(name)? == "running";
         self.qmp(name, "stop", None)?;
-        lap("stop");
+        laps.lap("stop");
         let fail = |e: VmmError| {
             let _ = std::fs::remove_file(&tmp);
             if was_running {
@@ -772,7 +766,7 @@ impl Vmm for QemuDriver {
             drop(stop);
             r
         });
-        lap("migrate");
+        laps.lap("migrate");
         if let Err(desc) = migrated {
             return Err(fail(match desc {
                 MigrationEnd::Failed(desc) => {
@@ -794,11 +788,11 @@ impl Vmm for QemuDriver {
         if let Err(e) = file.and_then(|f| f.sync_data()) {
             return Err(fail(io(format!("save file {}", path.display()), e)));
         }
-        lap("fdatasync");
+        laps.lap("fdatasync");
         if !proceed() {
             return Err(fail(VmmError::Abandoned(format!("saving {name}"))));
         }
-        lap("proceed");
+        laps.lap("proceed");
         if let Err(e) = std::fs::rename(&tmp, path) {
             return Err(fail(io(format!("save file {}", path.display()), e)));
         }
@@ -821,8 +815,8 @@ impl Vmm for QemuDriver {
             }
         });
         self.forget(name);
-        lap("quit");
-        tracing::debug!(name, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM saved");
+        laps.lap("quit");
+        tracing::debug!(name, total_ms = laps.total_ms(), steps = ?laps.steps, "VM saved");
         Ok(())
     }
 

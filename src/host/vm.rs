@@ -10,7 +10,7 @@
 //! Its VM is named `vws-<key>`; its run directory is `<run>/vws-<key>/`.
 
 use super::ca::{HostCa, Issued};
-use super::vmm::{DiskFormat, DiskSpec, NicSpec, VmSpec, VmState, Vmm, VmmError};
+use super::vmm::{DiskFormat, DiskSpec, Laps, NicSpec, VmSpec, VmState, Vmm, VmmError};
 use crate::store::leases::{Lease, LeaseError, Leases};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -231,15 +231,9 @@ impl VmEngine {
             }
         }
         // Where deploy's time goes, step by step (logged at debug level).
-        let t0 = Instant::now();
-        let mut steps: Vec<(&str, f64)> = Vec::new();
-        let mut lap = |name: &'static str, since: &mut Instant| {
-            steps.push((name, since.elapsed().as_secs_f64() * 1e3));
-            *since = Instant::now();
-        };
-        let mut t = t0;
+        let mut laps = Laps::start();
         let lease = self.allocate(key)?;
-        lap("lease", &mut t);
+        laps.lap("lease");
         let dir = self.dir(key);
         std::fs::create_dir_all(&dir).map_err(|e| setup(dir.display(), e))?;
         for (i, d) in disks.iter().enumerate() {
@@ -253,23 +247,23 @@ impl VmEngine {
                 None => self.make_blank(&self.overlay(key, i), d.blank_mib.max(1))?,
             }
         }
-        lap("overlays", &mut t);
+        laps.lap("overlays");
         let issued = self.ca.issue(key).map_err(EngineError::Setup)?;
         std::fs::write(dir.join("cert.pem"), &issued.cert_pem).map_err(|e| setup("cert.pem", e))?;
-        lap("certificate", &mut t);
+        laps.lap("certificate");
         self.write_config_disk(key, &lease, &issued)?;
-        lap("config_disk", &mut t);
+        laps.lap("config_disk");
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
         self.vmm.create_paused(&spec)?;
-        lap("vm_defined", &mut t);
+        laps.lap("vm_defined");
         if hot {
             let from = std::fs::metadata(self.console(key)).map(|m| m.len()).unwrap_or(0);
             self.vmm.unpause(&spec.name)?;
             self.wait_ready(key, from)?;
             self.vmm.pause(&spec.name)?;
-            lap("hot_boot", &mut t);
+            laps.lap("hot_boot");
         }
-        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM provisioned");
+        tracing::debug!(key, total_ms = laps.total_ms(), steps = ?laps.steps, "VM provisioned");
         Ok(Placement {
             vm: spec.name,
             ip: lease.ip,
@@ -460,30 +454,24 @@ impl VmEngine {
         proceed: &mut dyn FnMut() -> bool,
     ) -> Result<(), EngineError> {
         // Where restore's time goes, step by step (logged at debug level).
-        let t0 = Instant::now();
-        let mut t = t0;
-        let mut steps: Vec<(&str, f64)> = Vec::new();
-        let mut lap = |step: &'static str| {
-            steps.push((step, t.elapsed().as_secs_f64() * 1e3));
-            t = Instant::now();
-        };
+        let mut laps = Laps::start();
         // A saved workspace keeps its address: read it (allocated again only when it has none).
         let lease = match self.leases.get(key)? {
             Some(l) => l,
             None => self.allocate(key)?,
         };
-        lap("lease");
+        laps.lap("lease");
         let spec = self.spec(key, disks, memory_mib, vcpus, &lease.mac, lease.ip);
         let file = self.saved_file(key).unwrap_or_else(|| self.save_file(key));
         self.vmm.restore_paused(&spec, &file)?;
-        lap("restore_paused");
+        laps.lap("restore_paused");
         if !proceed() {
             self.vmm.destroy(&spec.name)?;
             return Err(VmmError::Abandoned(format!("restoring {}", spec.name)).into());
         }
-        lap("proceed");
+        laps.lap("proceed");
         self.vmm.unpause(&spec.name)?;
-        lap("unpause");
+        laps.lap("unpause");
         // Unlinking 88 MiB takes tens of ms on a busy disk: the file only changes its name
         // now, [`VmEngine::purge_save_file`] removes it once the new state is durable.
         for p in self.save_files(key) {
@@ -493,8 +481,8 @@ impl VmEngine {
                 }
             }
         }
-        lap("set_aside");
-        tracing::debug!(key, total_ms = t0.elapsed().as_secs_f64() * 1e3, ?steps, "VM restored");
+        laps.lap("set_aside");
+        tracing::debug!(key, total_ms = laps.total_ms(), steps = ?laps.steps, "VM restored");
         Ok(())
     }
 

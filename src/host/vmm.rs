@@ -8,7 +8,7 @@
 //! [`VmmError`] whose text a person can act on (the tool's stderr is kept verbatim).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One disk of a VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,5 +138,31 @@ pub trait Vmm: Send + Sync + 'static {
     /// One VM's state; None when it does not exist.
     fn state(&self, name: &str) -> Result<Option<VmState>, VmmError> {
         Ok(self.list()?.into_iter().find(|v| v.name == name).map(|v| v.state))
+    }
+}
+
+/// Where an operation's time goes, step by step (for its debug log line): each [`Laps::lap`]
+/// records the milliseconds since the previous one.
+pub struct Laps {
+    t0: Instant,
+    last: Instant,
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+impl Laps {
+    pub fn start() -> Laps {
+        let now = Instant::now();
+        Laps { t0: now, last: now, steps: Vec::new() }
+    }
+
+    /// Ends step `name`.
+    pub fn lap(&mut self, name: &'static str) {
+        self.steps.push((name, self.last.elapsed().as_secs_f64() * 1e3));
+        self.last = Instant::now();
+    }
+
+    /// Milliseconds since the start.
+    pub fn total_ms(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64() * 1e3
     }
 }
