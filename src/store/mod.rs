@@ -302,10 +302,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         metrics::histogram!("vws_store_commit_seconds").record(t0.elapsed().as_secs_f64());
         metrics::histogram!("vws_store_commit_writes").record(jobs.len() as f64);
         if result.is_ok() && jobs.iter().any(|j| matches!(j.op, Op::Checkpoint)) {
+            // The mark first (its FULL commit syncs every record before it), then the checkpoint,
+            // so the mark is not left behind in a WAL the checkpoint was meant to empty.
+            marked_clean = mark_clean(&conn, &mut synchronous);
             result = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").map(|_| Vec::new()).map_err(|e| e.to_string());
-            if result.is_ok() {
-                marked_clean = mark_clean(&conn, &mut synchronous);
-            }
         }
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = jobs.len(), "store commit failed; writes not applied");
@@ -318,14 +318,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             let _ = j.done.send(r);
         }
     }
-    // All senders gone: checkpoint so the database file is self-contained.
-    if conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").is_ok() {
-        mark_clean(&conn, &mut synchronous);
+    // All senders gone: mark the clean shutdown, then checkpoint so the database file is
+    // self-contained (and the WAL empty).
+    mark_clean(&conn, &mut synchronous);
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!(error = %e, "store: checkpoint at close failed (the WAL is replayed at the next open)");
     }
     tracing::debug!("store writer closed");
 }
 
-/// Everything is synced (after a checkpoint): note it, durably, for [`Store::replay_may_be_lost`].
+/// Everything is synced: note it, durably, for [`Store::replay_may_be_lost`] (a FULL commit
+/// syncs the WAL, and with it every commit before it).
 fn mark_clean(conn: &Connection, synchronous: &mut &'static str) -> bool {
     let r = conn.pragma_update(None, "synchronous", "FULL").and_then(|_| set_meta(conn, "replay_synced", "1"));
     *synchronous = "FULL";
