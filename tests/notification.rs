@@ -389,22 +389,30 @@ fn pause_resume_lifetime_and_destroy_of_a_subscription() {
     }
 }
 
+/// A counter whose subscribed consumer saw its first change (1) and then went down while three
+/// more were made (2, 3, 4); returns the counter, the subscription, and the consumer's address
+/// and inbox.
+fn changes_while_the_consumer_is_down(s: &Server) -> (String, String, String, Received) {
+    let mut consumer = Consumer::start();
+    let counter = s.create_counter("CounterService");
+    let sub = counter_sub(s, &counter, &consumer.url());
+    add(s, &counter, 1);
+    consumer.wait(1, s);
+    let (addr, got) = (consumer.addr.clone(), consumer.got.clone());
+    consumer.shut();
+    for i in 2..=4 {
+        add(s, &counter, i);
+    }
+    (counter, sub, addr, got)
+}
+
 #[test]
 fn a_consumer_down_for_10_s_gets_the_missed_messages_when_it_returns() {
     let s = Server::start_with(Conf {
         host: "\n[notification]\nretry_initial_ms = 100\nretry_max_ms = 1000\ngive_up_secs = 60\n".into(),
         ..Default::default()
     });
-    let mut consumer = Consumer::start();
-    let counter = s.create_counter("CounterService");
-    counter_sub(&s, &counter, &consumer.url());
-    add(&s, &counter, 1);
-    consumer.wait(1, &s);
-    let (addr, got) = (consumer.addr.clone(), consumer.got.clone());
-    consumer.shut();
-    for i in 2..=4 {
-        add(&s, &counter, i);
-    }
+    let (_counter, _sub, addr, got) = changes_while_the_consumer_is_down(&s);
     std::thread::sleep(Duration::from_secs(10));
     let consumer = Consumer::start_at(&addr, got);
     let got = consumer.wait(4, &s);
@@ -472,16 +480,7 @@ fn notifications_queued_for_a_down_consumer_at_kill9_are_delivered_after_restart
         host: "\n[notification]\nretry_initial_ms = 200\nretry_max_ms = 1000\ngive_up_secs = 120\n".into(),
         ..Default::default()
     });
-    let mut consumer = Consumer::start();
-    let counter = s.create_counter("CounterService");
-    let sub = counter_sub(&s, &counter, &consumer.url());
-    add(&s, &counter, 1);
-    consumer.wait(1, &s);
-    let (addr, got) = (consumer.addr.clone(), consumer.got.clone());
-    consumer.shut();
-    for i in 2..=4 {
-        add(&s, &counter, i);
-    }
+    let (counter, sub, addr, got) = changes_while_the_consumer_is_down(&s);
     // Let the worker queue them all and fail a first attempt.
     std::thread::sleep(Duration::from_millis(500));
     s.kill9();
