@@ -48,6 +48,8 @@ pub struct Conf {
     /// Whole `[vmm]`, `[network]`, `[credentials]`, `[host]` sections (TOML, with headers).
     /// Without a `[vmm]` section the server runs with `driver = "none"` (deploy only stages).
     pub host: String,
+    /// Extra environment variables for the vwsd process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Conf {
@@ -119,6 +121,7 @@ impl Server {
             .arg("--config")
             .arg(&cfg_path)
             .args(&self.conf.args)
+            .envs(self.conf.env.iter().map(|(k, v)| (k, v)))
             .env("VWS_LOG", std::env::var("VWS_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
