@@ -20,10 +20,10 @@ use crate::security::Action;
 use crate::soap::envelope::SoapFault;
 use crate::soap::message::Message;
 use crate::soap::ns::{self, VWS};
-use crate::soap::xml::{escape, escape_attr, QName};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::QName;
 use crate::wsrf::messages as m;
 use crate::wsrf::{time, BaseFault, FaultType};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub const NAME: &str = "WorkspaceManagerService";
@@ -81,30 +81,39 @@ impl HostManagerService {
     /// One property's value(s) as XML (empty when it has none).
     async fn property(&self, name: &str) -> String {
         let m = &self.manager;
+        let mut w = XmlWriter::new();
+        let xmlns = [("xmlns:w", VWS)];
         match name {
-            "host" => format!("<w:host xmlns:w=\"{VWS}\">{}</w:host>", escape(&super::manager::host_name())),
-            "driver" => format!("<w:driver xmlns:w=\"{VWS}\">{}</w:driver>", m.driver()),
+            "host" => w.leaf("w:host", &xmlns, &super::manager::host_name()),
+            "driver" => w.leaf("w:driver", &xmlns, m.driver()),
             "orphans" => {
-                let mut s = format!("<w:orphans xmlns:w=\"{VWS}\">");
+                w.start("w:orphans", &xmlns);
                 for o in m.orphans() {
-                    let _ = write!(s, "<w:vm name=\"{}\" driver=\"{}\"", escape_attr(&o.name), o.driver);
-                    if let Some(id) = o.id {
-                        let _ = write!(s, " id=\"{id}\"");
-                    }
+                    let id = o.id.map(|id| id.to_string());
                     let state = format!("{:?}", o.state).to_lowercase();
-                    let _ = write!(s, " state=\"{state}\" since=\"{}\"/>", time::format_ms(o.since_ms));
+                    let since = time::format_ms(o.since_ms);
+                    let mut attrs = vec![("name", o.name.as_str()), ("driver", o.driver)];
+                    attrs.extend(id.as_deref().map(|id| ("id", id)));
+                    attrs.extend([("state", state.as_str()), ("since", since.as_str())]);
+                    w.empty("w:vm", &attrs);
                 }
-                s.push_str("</w:orphans>");
-                s
+                w.end("w:orphans")
             }
             _ => match m.addresses().await {
-                Some((first, last, used, size)) => format!(
-                    "<w:addresses xmlns:w=\"{VWS}\" first=\"{first}\" last=\"{last}\" inUse=\"{used}\" free=\"{}\"/>",
-                    size.saturating_sub(used)
+                Some((first, last, used, size)) => w.empty(
+                    "w:addresses",
+                    &[
+                        ("xmlns:w", VWS),
+                        ("first", &first.to_string()),
+                        ("last", &last.to_string()),
+                        ("inUse", &used.to_string()),
+                        ("free", &size.saturating_sub(used).to_string()),
+                    ],
                 ),
-                None => String::new(),
+                None => &mut w,
             },
-        }
+        };
+        w.into_string()
     }
 }
 
