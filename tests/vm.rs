@@ -139,21 +139,10 @@ fn sha256_file(p: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
 }
 
-/// Stops every QEMU of a server (a test that failed half-way must not leave VMs behind).
-struct Reaper(PathBuf);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in qemus_in(&self.0) {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
 #[test]
 fn the_full_life_cycle_on_real_qemu() {
     let ca = common::gsi::kit().ca();
     let s = vm_server("10.20.0.10", "10.20.0.12", Some(ca.clone()));
-    let _reaper = Reaper(s.data_dir());
     let base = guest::dir().join("root.qcow2");
     let base_sum = sha256_file(&base);
     let key = s.create_workspace_from(&demo_description());
@@ -236,7 +225,6 @@ fn the_full_life_cycle_on_real_qemu() {
 #[test]
 fn a_qemu_killed_from_outside_makes_the_workspace_corrupted_and_cleanup_works() {
     let s = vm_server("10.20.0.20", "10.20.0.21", None);
-    let _reaper = Reaper(s.data_dir());
     let key = s.create_workspace_from(&demo_description());
     deploy_and_wait(&s, &key);
     assert_eq!(ok(&s, &key, "start"), "Running");
@@ -263,7 +251,6 @@ fn a_qemu_killed_from_outside_makes_the_workspace_corrupted_and_cleanup_works() 
 #[test]
 fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
     let mut s = vm_server("10.20.0.30", "10.20.0.31", None);
-    let _reaper = Reaper(s.data_dir());
     let key = s.create_workspace_from(&demo_description());
     deploy_and_wait(&s, &key);
     s.kill9();
@@ -299,7 +286,6 @@ fn kill_9_of_vwsd_after_deploy_and_after_start_leaves_everything_consistent() {
 #[test]
 fn two_hundred_concurrent_deploys_on_a_fifty_address_pool() {
     let s = vm_server("10.20.0.100", "10.20.0.149", None);
-    let _reaper = Reaper(s.data_dir());
     let keys: Vec<String> = (0..200).map(|_| s.create_workspace_from(&demo_description())).collect();
     let results: Vec<(String, HttpResponse)> = std::thread::scope(|sc| {
         let hs: Vec<_> = keys
@@ -507,7 +493,6 @@ fn the_full_life_cycle_through_vwsd_on_xen_xl() {
 #[test]
 fn a_qemu_no_workspace_owns_is_listed_as_an_orphan_and_left_running() {
     let s = vm_server("10.20.0.40", "10.20.0.41", None);
-    let _reaper = Reaper(s.data_dir());
     // A QEMU started by hand under vwsd's run root (paused before its first instruction: cheap).
     let run = s.data_dir().join("run").canonicalize().unwrap().join("stray");
     std::fs::create_dir_all(&run).unwrap();
@@ -577,7 +562,6 @@ fn with_a_bridge_each_vm_gets_a_tap_on_it_and_answers_on_its_address() {
         ),
         ..Default::default()
     });
-    let _reaper = Reaper(s.data_dir());
     let key = s.create_workspace_from(&demo_description());
     deploy_and_wait(&s, &key);
     let mac = text_prop(&s, &key, "mac").unwrap();
