@@ -375,18 +375,25 @@ impl Element {
 
 /// Escape text or attribute content.
 pub fn escape_into(out: &mut String, s: &str, attr: bool) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if attr => out.push_str("&quot;"),
-            '\r' => out.push_str("&#13;"),
-            '\n' if attr => out.push_str("&#10;"),
-            '\t' if attr => out.push_str("&#9;"),
-            c => out.push(c),
-        }
+    // Every character escaped is ASCII, so the runs between them are copied whole (their ends
+    // are char boundaries).
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'\r' => "&#13;",
+            b'"' if attr => "&quot;",
+            b'\n' if attr => "&#10;",
+            b'\t' if attr => "&#9;",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        out.push_str(esc);
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
 }
 
 pub fn escape(s: &str) -> String {
@@ -644,6 +651,16 @@ impl Default for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_text_and_attributes_around_non_ascii() {
+        let s = "é<a&b>\"c\"\r\n\tö€";
+        assert_eq!(escape(s), "é&lt;a&amp;b&gt;\"c\"&#13;\n\tö€");
+        assert_eq!(escape_attr(s), "é&lt;a&amp;b&gt;&quot;c&quot;&#13;&#10;&#9;ö€");
+        assert_eq!(escape("plain ascii"), "plain ascii");
+        assert_eq!(escape(""), "");
+        assert_eq!(escape("&"), "&amp;");
+    }
 
     #[test]
     fn resolves_qname_text_with_prefix_declared_on_same_element() {
