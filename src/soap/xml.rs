@@ -490,7 +490,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
                     return Err(XmlError::TooDeep(limits.max_depth, line));
                 }
                 let parent_scope = stack.last().map(|p| p.scope.clone()).unwrap_or_else(|| base_scope.clone());
-                let el = start_element(e, parent_scope, line, limits)?;
+                let el = start_element(input, e, parent_scope, line, limits)?;
                 if is_empty {
                     attach(&mut stack, &mut root, el);
                 } else {
@@ -505,8 +505,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
             }
             Event::Text(t) => {
                 let line = lines.at(start_pos);
-                let text = t.unescape().map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
-                check_chars(&text, |_| line)?;
+                let text = unescape(input, &t, line)?;
                 match stack.last_mut() {
                     Some(top) => push_text(top, &text),
                     None if text.trim().is_empty() => {}
@@ -550,9 +549,31 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     }
 }
 
-fn split_name(raw: &[u8]) -> (String, String) {
-    // The input is a &str, so names are valid UTF-8.
-    let s = std::str::from_utf8(raw).unwrap_or_default();
+/// `raw` (a slice quick-xml handed out of `input`) as the `&str` it is in `input`: no second
+/// UTF-8 validation. Anything else (never expected) is validated.
+fn in_input<'a>(input: &'a str, raw: &'a [u8]) -> &'a str {
+    let off = (raw.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    match off.checked_add(raw.len()).filter(|&end| end <= input.len()).and_then(|end| input.get(off..end)) {
+        Some(s) if s.as_ptr() == raw.as_ptr() => s,
+        _ => std::str::from_utf8(raw).unwrap_or_default(),
+    }
+}
+
+/// Text or an attribute value with its references resolved; one that has none is borrowed.
+/// Characters that come from references are checked against XML's `Char` (the literal ones
+/// were, with the whole document).
+fn unescape<'a>(input: &'a str, raw: &'a [u8], line: u32) -> Result<std::borrow::Cow<'a, str>, XmlError> {
+    let s = in_input(input, raw);
+    if memchr::memchr(b'&', s.as_bytes()).is_none() {
+        return Ok(std::borrow::Cow::Borrowed(s));
+    }
+    let u = quick_xml::escape::unescape(s).map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
+    check_chars(&u, |_| line)?;
+    Ok(u)
+}
+
+fn split_name(input: &str, raw: &[u8]) -> (String, String) {
+    let s = in_input(input, raw);
     // ':' is one byte, so both sides of it are char boundaries.
     match memchr::memchr(b':', s.as_bytes()) {
         Some(i) => (s[..i].to_string(), s[i + 1..].to_string()),
@@ -560,8 +581,8 @@ fn split_name(raw: &[u8]) -> (String, String) {
     }
 }
 
-fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
-    let (prefix, local) = split_name(e.name().as_ref());
+fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
+    let (prefix, local) = split_name(input, e.name().into_inner());
     let mut decls = Vec::new();
     let mut raw_attrs = Vec::new();
     for (i, a) in e.attributes().enumerate() {
@@ -569,9 +590,8 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
         }
         let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
-        let value = a.unescape_value().map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?.into_owned();
-        check_chars(&value, |_| line)?;
-        let key = a.key.as_ref();
+        let value = unescape(input, &a.value, line)?.into_owned();
+        let key = a.key.into_inner();
         if key == b"xmlns" {
             decls.push((String::new(), value));
         } else if let Some(p) = key.strip_prefix(b"xmlns:") {
@@ -581,7 +601,7 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             }
             decls.push((p, value));
         } else {
-            raw_attrs.push((split_name(key), value));
+            raw_attrs.push((split_name(input, key), value));
         }
     }
     let own_scope = !decls.is_empty();
