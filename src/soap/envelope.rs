@@ -144,7 +144,8 @@ pub fn action_names(action: &str, op: &str) -> bool {
     if !action.contains('/') {
         return true;
     }
-    let last = action.rsplit(['/', '#', ':']).next().unwrap_or(action);
+    // The separators are ASCII: the byte after the last one starts a char.
+    let last = action.bytes().rposition(|b| matches!(b, b'/' | b'#' | b':')).map_or(action, |i| &action[i + 1..]);
     last == op || last.strip_suffix("Request") == Some(op)
 }
 
