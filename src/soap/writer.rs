@@ -31,7 +31,8 @@ fn text_escape(s: &str) -> Cow<'_, str> {
 /// An attribute value, escaped.
 fn attr_escape(s: &str) -> Cow<'_, str> {
     let e = quick_xml::escape::escape(s);
-    if e.contains(['\r', '\n', '\t']) {
+    // A byte test (vectorised) rather than a char pattern: these are ASCII.
+    if e.as_bytes().iter().fold(false, |any, &b| any | matches!(b, b'\r' | b'\n' | b'\t')) {
         Cow::Owned(e.replace('\r', "&#13;").replace('\n', "&#10;").replace('\t', "&#9;"))
     } else {
         e
