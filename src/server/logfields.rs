@@ -34,7 +34,7 @@ pub struct PlainVisitor<'a> {
 /// Whether `Debug` would write `s` as it is between the quotes.
 fn debug_is_verbatim(s: &str) -> bool {
     // Whole chunks without an early exit, so the test vectorises.
-    let plain = |b: u8| (b >= 0x20) & (b < 0x7f) & (b != b'"') & (b != b'\\');
+    let plain = |b: u8| (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\');
     s.as_bytes().chunks(32).all(|c| c.iter().fold(true, |ok, &b| ok & plain(b)))
 }
 
