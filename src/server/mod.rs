@@ -7,6 +7,7 @@
 //! dispatch, signing) is [`soap`]. Services never see the transport.
 
 pub mod conn;
+pub mod logfields;
 pub mod metrics;
 pub mod soap;
 

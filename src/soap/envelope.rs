@@ -2,7 +2,7 @@
 //! responses and faults the way a GT 4.0 container does.
 
 use super::ns;
-use super::xml::{self, escape, Element, Limits, QName, XmlError};
+use super::xml::{self, escape, escape_into, Element, Limits, QName, XmlError};
 
 /// WS-Addressing request headers (2004/03).
 #[derive(Clone, Debug, Default)]
@@ -144,7 +144,8 @@ pub fn action_names(action: &str, op: &str) -> bool {
     if !action.contains('/') {
         return true;
     }
-    let last = action.rsplit(['/', '#', ':']).next().unwrap_or(action);
+    // The separators are ASCII: the byte after the last one starts a char.
+    let last = action.bytes().rposition(|b| matches!(b, b'/' | b'#' | b':')).map_or(action, |i| &action[i + 1..]);
     last == op || last.strip_suffix("Request") == Some(op)
 }
 
@@ -184,6 +185,13 @@ pub fn must_understand(e: &Element) -> bool {
 }
 
 pub fn new_message_id() -> String {
+    let mut out = String::with_capacity(41);
+    push_message_id(&mut out);
+    out
+}
+
+/// Appends a new `uuid:` message id (a version 1 UUID, random node) to `out`.
+fn push_message_id(out: &mut String) {
     use std::sync::OnceLock;
     static NODE: OnceLock<[u8; 6]> = OnceLock::new();
     let node = NODE.get_or_init(|| {
@@ -191,7 +199,9 @@ pub fn new_message_id() -> String {
         n[0] |= 0x01; // multicast bit: a random, not a MAC-derived, node id
         n
     });
-    format!("uuid:{}", uuid::Uuid::now_v1(node))
+    let mut buf = uuid::Uuid::encode_buffer();
+    out.push_str("uuid:");
+    out.push_str(uuid::Uuid::now_v1(node).hyphenated().encode_lower(&mut buf));
 }
 
 const ENVELOPE_OPEN: &str = concat!(
@@ -205,7 +215,7 @@ const ENVELOPE_OPEN: &str = concat!(
 /// From (the address the request was sent to), RelatesTo (the request's MessageID).
 fn write_headers(out: &mut String, req: &Addressing, service_url: &str, action: &str, fault: bool) {
     out.push_str("<soapenv:Header><wsa:MessageID soapenv:mustUnderstand=\"0\">");
-    out.push_str(&new_message_id());
+    push_message_id(out);
     out.push_str("</wsa:MessageID>");
     if !fault {
         out.push_str("<wsa:To soapenv:mustUnderstand=\"0\">");
@@ -213,13 +223,13 @@ fn write_headers(out: &mut String, req: &Addressing, service_url: &str, action: 
         out.push_str("</wsa:To>");
     }
     out.push_str("<wsa:Action soapenv:mustUnderstand=\"0\">");
-    out.push_str(&escape(action));
+    escape_into(out, action, false);
     out.push_str("</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>");
-    out.push_str(&escape(req.to.as_deref().unwrap_or(service_url)));
+    escape_into(out, req.to.as_deref().unwrap_or(service_url), false);
     out.push_str("</wsa:Address></wsa:From>");
     if let Some(id) = &req.message_id {
         out.push_str("<wsa:RelatesTo RelationshipType=\"wsa:Reply\" soapenv:mustUnderstand=\"0\">");
-        out.push_str(&escape(id));
+        escape_into(out, id, false);
         out.push_str("</wsa:RelatesTo>");
     }
     out.push_str("</soapenv:Header>");

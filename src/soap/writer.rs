@@ -1,5 +1,7 @@
-//! Writing XML: [`XmlWriter`], a thin layer over quick-xml's `Writer` that every message
-//! encoder uses, so escaping is done in one place, by the library. Element names are written as
+//! Writing XML: [`XmlWriter`], the writer every message encoder uses, so escaping is done in one
+//! place, by quick-xml's escape functions. It writes the bytes quick-xml's `Writer` writes for the
+//! same start/end/empty/text events (no indentation), straight into its buffer: building
+//! quick-xml's events copied every name and attribute once more. Element names are written as
 //! given (with their prefix); namespace declarations are ordinary attributes (`xmlns`,
 //! `xmlns:p`). Already-serialized fragments (stored property values, DOM fragments) go in with
 //! [`XmlWriter::raw`].
@@ -9,13 +11,11 @@
 //! `\r`, `\n`, `\t` in attribute values) are written as character references, so a value reads
 //! back exactly as written.
 
-use quick_xml::events::attributes::Attribute;
-use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use std::borrow::Cow;
 
 /// An XML writer into memory.
 pub struct XmlWriter {
-    w: quick_xml::Writer<Vec<u8>>,
+    out: Vec<u8>,
 }
 
 /// Text content, escaped.
@@ -31,7 +31,8 @@ fn text_escape(s: &str) -> Cow<'_, str> {
 /// An attribute value, escaped.
 fn attr_escape(s: &str) -> Cow<'_, str> {
     let e = quick_xml::escape::escape(s);
-    if e.contains(['\r', '\n', '\t']) {
+    // A byte test (vectorised) rather than a char pattern: these are ASCII.
+    if e.as_bytes().iter().fold(false, |any, &b| any | matches!(b, b'\r' | b'\n' | b'\t')) {
         Cow::Owned(e.replace('\r', "&#13;").replace('\n', "&#10;").replace('\t', "&#9;"))
     } else {
         e
@@ -44,46 +45,48 @@ impl XmlWriter {
     }
 
     pub fn with_capacity(bytes: usize) -> Self {
-        XmlWriter { w: quick_xml::Writer::new(Vec::with_capacity(bytes)) }
+        XmlWriter { out: Vec::with_capacity(bytes) }
     }
 
-    fn tag<'a>(tag: &'a str, attrs: &[(&str, &str)]) -> BytesStart<'a> {
-        let mut s = BytesStart::new(tag);
+    /// `<tag k="v"…` — what quick-xml's `Writer` writes for a `BytesStart` built with
+    /// `push_attribute`, without building one (no copy of the name and attributes).
+    fn open(&mut self, tag: &str, attrs: &[(&str, &str)]) {
+        self.out.push(b'<');
+        self.out.extend_from_slice(tag.as_bytes());
         for (k, v) in attrs {
-            let v = attr_escape(v);
-            s.push_attribute(Attribute::from((k.as_bytes(), v.as_bytes())));
+            self.out.push(b' ');
+            self.out.extend_from_slice(k.as_bytes());
+            self.out.extend_from_slice(b"=\"");
+            self.out.extend_from_slice(attr_escape(v).as_bytes());
+            self.out.push(b'"');
         }
-        s
-    }
-
-    fn event(&mut self, e: Event<'_>) {
-        // Writing into a Vec cannot fail.
-        let _ = self.w.write_event(e);
     }
 
     /// `<tag attrs…>`.
     pub fn start(&mut self, tag: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        self.event(Event::Start(Self::tag(tag, attrs)));
+        self.open(tag, attrs);
+        self.out.push(b'>');
         self
     }
 
     /// `</tag>`.
     pub fn end(&mut self, tag: &str) -> &mut Self {
-        self.event(Event::End(BytesEnd::new(tag)));
+        self.out.extend_from_slice(b"</");
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.push(b'>');
         self
     }
 
     /// `<tag attrs…/>`.
     pub fn empty(&mut self, tag: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        self.event(Event::Empty(Self::tag(tag, attrs)));
+        self.open(tag, attrs);
+        self.out.extend_from_slice(b"/>");
         self
     }
 
     /// Character data, escaped.
     pub fn text(&mut self, s: &str) -> &mut Self {
-        if !s.is_empty() {
-            self.event(Event::Text(BytesText::from_escaped(text_escape(s))));
-        }
+        self.out.extend_from_slice(text_escape(s).as_bytes());
         self
     }
 
@@ -94,13 +97,13 @@ impl XmlWriter {
 
     /// Already-serialized XML, written as is.
     pub fn raw(&mut self, xml: &str) -> &mut Self {
-        self.w.get_mut().extend_from_slice(xml.as_bytes());
+        self.out.extend_from_slice(xml.as_bytes());
         self
     }
 
     pub fn into_string(self) -> String {
         // Everything written came from &str: the bytes are UTF-8.
-        String::from_utf8(self.w.into_inner()).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        String::from_utf8(self.out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -127,6 +130,35 @@ mod tests {
         assert_eq!(e.attr("", "v"), Some(nasty));
         assert_eq!(e.text(), nasty);
         assert!(e.child("urn:a&b", "y").is_some());
+    }
+
+    #[test]
+    fn writes_what_quick_xml_writer_writes() {
+        use quick_xml::events::attributes::Attribute;
+        use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+        let attrs: &[(&str, &str)] = &[("xmlns:p", "urn:x"), ("a", "1 < 2 & \"3\"\t"), ("b", "")];
+        let mut ours = XmlWriter::new();
+        ours.start("p:x", attrs).text("t & <u>\r").empty("p:e", attrs).empty("f", &[]).leaf("g", &[], "").end("p:x");
+        let mut theirs = quick_xml::Writer::new(Vec::new());
+        let start = |tag| {
+            let mut s = BytesStart::new(tag);
+            for (k, v) in attrs {
+                s.push_attribute(Attribute::from((k.as_bytes(), attr_escape(v).as_bytes())));
+            }
+            s
+        };
+        for e in [
+            Event::Start(start("p:x")),
+            Event::Text(BytesText::from_escaped(text_escape("t & <u>\r"))),
+            Event::Empty(start("p:e")),
+            Event::Empty(BytesStart::new("f")),
+            Event::Start(BytesStart::new("g")),
+            Event::End(BytesEnd::new("g")),
+            Event::End(BytesEnd::new("p:x")),
+        ] {
+            theirs.write_event(e).unwrap();
+        }
+        assert_eq!(ours.into_string(), String::from_utf8(theirs.into_inner()).unwrap());
     }
 
     #[test]

@@ -375,18 +375,25 @@ impl Element {
 
 /// Escape text or attribute content.
 pub fn escape_into(out: &mut String, s: &str, attr: bool) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if attr => out.push_str("&quot;"),
-            '\r' => out.push_str("&#13;"),
-            '\n' if attr => out.push_str("&#10;"),
-            '\t' if attr => out.push_str("&#9;"),
-            c => out.push(c),
-        }
+    // Every character escaped is ASCII, so the runs between them are copied whole (their ends
+    // are char boundaries).
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let esc = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'\r' => "&#13;",
+            b'"' if attr => "&quot;",
+            b'\n' if attr => "&#10;",
+            b'\t' if attr => "&#9;",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        out.push_str(esc);
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
 }
 
 pub fn escape(s: &str) -> String {
@@ -416,10 +423,12 @@ struct LineCounter<'a> {
 impl LineCounter<'_> {
     fn at(&mut self, pos: usize) -> u32 {
         let pos = pos.min(self.src.len());
+        // Most steps are a few dozen bytes: a plain (vectorised) count beats memchr's setup.
+        let newlines = |b: &[u8]| b.iter().fold(0u32, |n, &c| n + (c == b'\n') as u32);
         if pos >= self.pos {
-            self.line += memchr::memchr_iter(b'\n', &self.src[self.pos..pos]).count() as u32;
+            self.line += newlines(&self.src[self.pos..pos]);
         } else {
-            self.line = 1 + memchr::memchr_iter(b'\n', &self.src[..pos]).count() as u32;
+            self.line = 1 + newlines(&self.src[..pos]);
         }
         self.pos = pos;
         self.line
@@ -483,7 +492,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
                     return Err(XmlError::TooDeep(limits.max_depth, line));
                 }
                 let parent_scope = stack.last().map(|p| p.scope.clone()).unwrap_or_else(|| base_scope.clone());
-                let el = start_element(e, parent_scope, line, limits)?;
+                let el = start_element(input, e, parent_scope, line, limits)?;
                 if is_empty {
                     attach(&mut stack, &mut root, el);
                 } else {
@@ -498,8 +507,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
             }
             Event::Text(t) => {
                 let line = lines.at(start_pos);
-                let text = t.unescape().map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
-                check_chars(&text, |_| line)?;
+                let text = unescape(input, &t, line)?;
                 match stack.last_mut() {
                     Some(top) => push_text(top, &text),
                     None if text.trim().is_empty() => {}
@@ -543,9 +551,31 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
     }
 }
 
-fn split_name(raw: &[u8]) -> (String, String) {
-    // The input is a &str, so names are valid UTF-8.
-    let s = std::str::from_utf8(raw).unwrap_or_default();
+/// `raw` (a slice quick-xml handed out of `input`) as the `&str` it is in `input`: no second
+/// UTF-8 validation. Anything else (never expected) is validated.
+fn in_input<'a>(input: &'a str, raw: &'a [u8]) -> &'a str {
+    let off = (raw.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    match off.checked_add(raw.len()).filter(|&end| end <= input.len()).and_then(|end| input.get(off..end)) {
+        Some(s) if s.as_ptr() == raw.as_ptr() => s,
+        _ => std::str::from_utf8(raw).unwrap_or_default(),
+    }
+}
+
+/// Text or an attribute value with its references resolved; one that has none is borrowed.
+/// Characters that come from references are checked against XML's `Char` (the literal ones
+/// were, with the whole document).
+fn unescape<'a>(input: &'a str, raw: &'a [u8], line: u32) -> Result<std::borrow::Cow<'a, str>, XmlError> {
+    let s = in_input(input, raw);
+    if memchr::memchr(b'&', s.as_bytes()).is_none() {
+        return Ok(std::borrow::Cow::Borrowed(s));
+    }
+    let u = quick_xml::escape::unescape(s).map_err(|e| XmlError::Malformed { line, msg: e.to_string() })?;
+    check_chars(&u, |_| line)?;
+    Ok(u)
+}
+
+fn split_name(input: &str, raw: &[u8]) -> (String, String) {
+    let s = in_input(input, raw);
     // ':' is one byte, so both sides of it are char boundaries.
     match memchr::memchr(b':', s.as_bytes()) {
         Some(i) => (s[..i].to_string(), s[i + 1..].to_string()),
@@ -553,8 +583,8 @@ fn split_name(raw: &[u8]) -> (String, String) {
     }
 }
 
-fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
-    let (prefix, local) = split_name(e.name().as_ref());
+fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
+    let (prefix, local) = split_name(input, e.name().into_inner());
     let mut decls = Vec::new();
     let mut raw_attrs = Vec::new();
     for (i, a) in e.attributes().enumerate() {
@@ -562,9 +592,8 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
         }
         let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
-        let value = a.unescape_value().map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?.into_owned();
-        check_chars(&value, |_| line)?;
-        let key = a.key.as_ref();
+        let value = unescape(input, &a.value, line)?.into_owned();
+        let key = a.key.into_inner();
         if key == b"xmlns" {
             decls.push((String::new(), value));
         } else if let Some(p) = key.strip_prefix(b"xmlns:") {
@@ -574,7 +603,7 @@ fn start_element(e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits
             }
             decls.push((p, value));
         } else {
-            raw_attrs.push((split_name(key), value));
+            raw_attrs.push((split_name(input, key), value));
         }
     }
     let own_scope = !decls.is_empty();
@@ -644,6 +673,16 @@ impl Default for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_text_and_attributes_around_non_ascii() {
+        let s = "é<a&b>\"c\"\r\n\tö€";
+        assert_eq!(escape(s), "é&lt;a&amp;b&gt;\"c\"&#13;\n\tö€");
+        assert_eq!(escape_attr(s), "é&lt;a&amp;b&gt;&quot;c&quot;&#13;&#10;&#9;ö€");
+        assert_eq!(escape("plain ascii"), "plain ascii");
+        assert_eq!(escape(""), "");
+        assert_eq!(escape("&"), "&amp;");
+    }
 
     #[test]
     fn resolves_qname_text_with_prefix_declared_on_same_element() {

@@ -1,226 +1,310 @@
-//! `http://` and `https://` endpoints: HTTP/1.1 GET (downloads, with `Range` to resume) and PUT
-//! (uploads) over a plain or OpenSSL-protected socket, every read under a timeout. HTTPS trusts
-//! the system roots plus `X509_CERT_DIR`.
+//! `http://` and `https://` endpoints on hyper-util's client: HEAD (the size), GET (downloads,
+//! streamed into the target file by position, `Range` to resume) and PUT (uploads, streamed from
+//! the source file).
+//!
+//! The [`Endpoint`] trait is blocking: the async client runs on a small runtime of its own (one
+//! worker thread, shared by every HTTP endpoint of the process, see [`runtime`]) and the calling
+//! thread waits with `Handle::block_on` — callers are blocking threads (staging jobs, the CLI),
+//! never a task of the server's runtime. The body is written to disk by the calling thread as
+//! each frame arrives; nothing holds the whole image.
+//!
+//! Policy: GET and HEAD follow up to [`MAX_REDIRECTS`] redirects (301, 302, 303, 307, 308) to
+//! `http(s)://` locations, never from `https` down to `http`; PUT follows none. The connect, the
+//! TLS handshake, the response head and every body frame are each bounded by
+//! [`Options::timeout`]. A download never writes past the size the server announced (HEAD's
+//! `Content-Length`), and a `206` must start where the `Range` asked. HTTPS verifies the server's
+//! chain and host name with OpenSSL against the system roots plus the CAs of the GSI trusted
+//! certificates directory ([`Options::cert_dir`], else `X509_CERT_DIR` /
+//! `/etc/grid-security/certificates`, read by [`CertDir`]). Errors name the URL: 404/410 →
+//! not found, 401/407 → authentication, 403 → denied, other statuses → the server refused,
+//! refused connections → connect, TLS failures → authentication ("TLS: …"), silence → timeout.
 
+use std::error::Error as StdError;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::future::Future;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use openssl::ssl::{SslConnector, SslMethod};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_openssl::SslStream;
 
 use super::{Endpoint, Options, Progress, Result, TransferError, Url};
+use crate::security::certdir::CertDir;
 
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+/// Redirects a GET or HEAD follows before it fails.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Bytes per read of an upload.
+const CHUNK: usize = 1 << 20;
+
+/// The runtime HTTP transfers run on: one worker thread (`vws-http`), made at first use. Blocking
+/// callers wait on it with `Handle::block_on`; it is never the server's runtime, so no `block_on`
+/// nests inside a runtime's async context.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vws-http")
+            .enable_all()
+            .build()
+            .expect("the HTTP transfer runtime")
+    })
+}
 
 pub struct HttpEndpoint {
     url: Url,
     opts: Options,
-}
-
-struct Response {
-    status: u16,
-    reason: String,
-    headers: Vec<(String, String)>,
-    body: BufReader<Box<dyn Stream>>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
+    client: OnceLock<std::result::Result<Client<Connector, UploadBody>, TransferError>>,
 }
 
 impl HttpEndpoint {
     pub fn new(url: Url, opts: Options) -> HttpEndpoint {
-        HttpEndpoint { url, opts }
+        HttpEndpoint { url, opts, client: OnceLock::new() }
     }
 
-    fn err_connect(&self, reason: impl std::fmt::Display) -> TransferError {
-        TransferError::Connect { url: self.url.to_string(), reason: reason.to_string() }
+    /// The client, made at first use (https: the trust directory is read then).
+    fn client(&self) -> Result<&Client<Connector, UploadBody>> {
+        self.client.get_or_init(|| self.make_client()).as_ref().map_err(Clone::clone)
     }
 
-    fn connect(&self) -> Result<Box<dyn Stream>> {
-        let port = self.url.port_or_default();
-        let addrs: Vec<_> = (self.url.host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| self.err_connect(format!("cannot resolve {}: {e}", self.url.host)))?
-            .collect();
-        let mut last = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, self.opts.timeout) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(self.opts.timeout)).ok();
-                    s.set_write_timeout(Some(self.opts.timeout)).ok();
-                    s.set_nodelay(true).ok();
-                    if self.url.scheme == "https" {
-                        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| self.err_connect(e))?;
-                        if let Some(d) = std::env::var_os("X509_CERT_DIR") {
-                            if let Ok(rd) = std::fs::read_dir(d) {
-                                for ent in rd.flatten() {
-                                    if let Ok(pem) = std::fs::read(ent.path()) {
-                                        if let Ok(c) = openssl::x509::X509::from_pem(&pem) {
-                                            let _ = b.cert_store_mut().add_cert(c);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        let c = b.build();
-                        let tls = c
-                            .connect(&self.url.host, s)
-                            .map_err(|e| TransferError::Auth { url: self.url.to_string(), reason: format!("TLS: {e}") })?;
-                        return Ok(Box::new(tls));
-                    }
-                    return Ok(Box::new(s));
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(self.err_connect(last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into())))
+    fn make_client(&self) -> Result<Client<Connector, UploadBody>> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.opts.timeout));
+        let tls = if self.url.scheme == "https" { Some(Arc::new(self.tls_connector()?)) } else { None };
+        let connector = Connector { http, tls, timeout: self.opts.timeout };
+        Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
     }
 
-    fn request(&self, method: &str, extra: &[(&str, String)], body: Option<(&File, u64)>) -> Result<Response> {
-        let mut s = self.connect()?;
-        let host = match self.url.port {
-            Some(p) => format!("{}:{p}", self.url.host),
-            None => self.url.host.clone(),
+    /// OpenSSL's verifying connector: system roots plus the GSI trusted CAs.
+    fn tls_connector(&self) -> Result<SslConnector> {
+        let auth = |reason: String| TransferError::Auth { url: self.url.to_string(), reason };
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| auth(format!("TLS: {e}")))?;
+        let dir = match &self.opts.cert_dir {
+            Some(d) => Some(CertDir::load(d).map_err(|e| auth(format!("trusted certificates: {e}")))?),
+            // The usual trust directory need not exist: then the system roots alone.
+            None => CertDir::from_env().inspect_err(|e| tracing::debug!("https: no GSI trusted CAs: {e}")).ok(),
         };
-        let mut req = format!(
-            "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vws\r\nConnection: close\r\n",
-            self.url.path.replace(' ', "%20")
-        );
-        for (k, v) in extra {
-            req.push_str(&format!("{k}: {v}\r\n"));
+        for ca in dir.iter().flat_map(|d| d.cas()) {
+            // A CA also in the system roots is already there.
+            let _ = b.cert_store_mut().add_cert(ca.cert.clone());
         }
-        if let Some((_, len)) = body {
-            req.push_str(&format!("Content-Length: {len}\r\n"));
+        Ok(b.build())
+    }
+
+    fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        runtime().handle().block_on(f)
+    }
+
+    /// The request URI of `u`: its path percent-encoded again (transfer URLs keep it decoded).
+    fn uri(&self, u: &Url) -> Result<Uri> {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+        const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`');
+        let host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
+        let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let s = format!("{}://{host}{port}{}", u.scheme, utf8_percent_encode(&u.path, PATH));
+        s.parse().map_err(|e| TransferError::BadUrl { url: u.to_string(), reason: format!("{e}") })
+    }
+
+    /// Sends one request, following redirects for GET and HEAD; the answer's head arrives within
+    /// the timeout.
+    async fn send(
+        &self,
+        method: Method,
+        range: Option<u64>,
+        body: Option<(UploadBody, u64)>,
+    ) -> Result<Response<hyper::body::Incoming>> {
+        let client = self.client()?;
+        let mut at = self.url.clone();
+        let mut body = body;
+        for hop in 0..=MAX_REDIRECTS {
+            let mut req = Request::builder().method(method.clone()).uri(self.uri(&at)?).header("user-agent", "vws");
+            if let Some(from) = range {
+                req = req.header("range", format!("bytes={from}-"));
+            }
+            let b = match body.take() {
+                Some((b, len)) => {
+                    req = req.header("content-length", len);
+                    b
+                }
+                None => UploadBody::empty(),
+            };
+            let req = req.body(b).map_err(|e| self.protocol(format!("request: {e}")))?;
+            let resp = match tokio::time::timeout(self.opts.timeout, client.request(req)).await {
+                Err(_) => return Err(self.timeout(format!("no response within {:?}", self.opts.timeout))),
+                Ok(Err(e)) => return Err(self.client_err(&e)),
+                Ok(Ok(r)) => r,
+            };
+            let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+            if !redirect || method == Method::PUT {
+                return Ok(resp);
+            }
+            if hop == MAX_REDIRECTS {
+                return Err(self.protocol(format!("more than {MAX_REDIRECTS} redirects (last to {at})")));
+            }
+            at = self.redirect_target(&at, &resp)?;
+            tracing::debug!(url = %self.url, to = %at, "following redirect {}", resp.status().as_u16());
         }
-        req.push_str("\r\n");
-        let io = |e: std::io::Error| self.io_err(e);
-        s.write_all(req.as_bytes()).map_err(io)?;
-        if let Some((f, len)) = body {
-            let mut buf = vec![0u8; 1 << 20];
+        unreachable!("the loop returns")
+    }
+
+    fn redirect_target(&self, at: &Url, resp: &Response<hyper::body::Incoming>) -> Result<Url> {
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.protocol(format!("{} without a Location", resp.status())))?;
+        let base = url::Url::parse(&self.uri(at)?.to_string()).map_err(|e| self.protocol(format!("redirect base: {e}")))?;
+        let next = base.join(loc).map_err(|e| self.protocol(format!("bad redirect Location {loc:?}: {e}")))?;
+        let next = Url::parse(next.as_str())?;
+        match (at.scheme.as_str(), next.scheme.as_str()) {
+            (_, "https") | ("http", "http") => Ok(next),
+            ("https", "http") => Err(self.protocol(format!("redirect from https to http ({next}) refused"))),
+            (_, other) => Err(self.protocol(format!("redirect to {other}:// ({next}) refused"))),
+        }
+    }
+
+    fn protocol(&self, reason: String) -> TransferError {
+        TransferError::Protocol { url: self.url.to_string(), reason }
+    }
+
+    fn timeout(&self, reason: String) -> TransferError {
+        TransferError::Timeout { url: self.url.to_string(), reason }
+    }
+
+    /// What a client error means: walks its causes for a TLS failure, a timed-out or refused
+    /// connect, or a broken connection.
+    fn client_err(&self, e: &hyper_util::client::legacy::Error) -> TransferError {
+        let url = self.url.to_string();
+        let mut chain = vec![e.to_string()];
+        let mut src: Option<&(dyn StdError + 'static)> = e.source();
+        let mut io_kind = None;
+        while let Some(s) = src {
+            if let Some(t) = s.downcast_ref::<TlsFailure>() {
+                return TransferError::Auth { url, reason: format!("TLS: {}", t.0) };
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                io_kind = Some(io.kind());
+            }
+            chain.push(s.to_string());
+            src = s.source();
+        }
+        chain.dedup();
+        let reason = chain.join(": ");
+        match io_kind {
+            Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => TransferError::Timeout { url, reason },
+            _ if e.is_connect() => TransferError::Connect { url, reason },
+            _ => TransferError::Interrupted { url, reason },
+        }
+    }
+
+    fn body_err(&self, e: &hyper::Error, off: u64) -> TransferError {
+        let mut reason = format!("at byte {off}: {e}");
+        if let Some(s) = e.source() {
+            reason.push_str(&format!(": {s}"));
+        }
+        TransferError::Interrupted { url: self.url.to_string(), reason }
+    }
+
+    fn status_error(&self, method: &Method, status: StatusCode) -> TransferError {
+        let url = self.url.to_string();
+        let text = status.canonical_reason().unwrap_or("").to_string();
+        match status.as_u16() {
+            404 | 410 => TransferError::NotFound { url, reason: format!("{} {text}", status.as_u16()) },
+            401 | 407 => TransferError::Auth { url, reason: format!("{} {text}", status.as_u16()) },
+            403 => TransferError::Denied { url, reason: format!("{} {text}", status.as_u16()) },
+            c => TransferError::Remote { url, command: method.to_string(), code: c, text },
+        }
+    }
+
+    /// One GET from byte `from` (a `Range` request when > 0), written by position into `dest`.
+    async fn fetch_from(&self, dest: &File, from: u64, progress: &Progress) -> Result<u64> {
+        let resp = self.send(Method::GET, (from > 0).then_some(from), None).await?;
+        let start = match resp.status().as_u16() {
+            200 => 0,
+            206 => {
+                let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let first = cr.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|n| n.parse::<u64>().ok());
+                if first != Some(from) {
+                    return Err(self.protocol(format!("asked for bytes from {from}, got Content-Range {cr:?}")));
+                }
+                from
+            }
+            _ => return Err(self.status_error(&Method::GET, resp.status())),
+        };
+        let limit = progress.total();
+        let mut body = resp.into_body();
+        let mut off = start;
+        loop {
+            let frame = match tokio::time::timeout(self.opts.timeout, body.frame()).await {
+                Err(_) => return Err(self.timeout(format!("no data for {:?} at byte {off}", self.opts.timeout))),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(self.body_err(&e, off)),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if let Some(l) = limit.filter(|&l| off + data.len() as u64 > l) {
+                return Err(self.protocol(format!("the server sends more than the {l} bytes it announced")));
+            }
+            dest.write_all_at(&data, off).map_err(|e| TransferError::io("target file", e))?;
+            progress.add(off, data.len() as u64);
+            off += data.len() as u64;
+            progress.check()?;
+        }
+        Ok(off)
+    }
+
+    async fn put(&self, src: &File, len: u64, progress: &Progress) -> Result<u64> {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
+        let sending = self.send(Method::PUT, None, Some((UploadBody { rx: Some(rx), left: len }, len)));
+        // The file is read here, on the calling thread, while the connection task sends.
+        let feed = async {
             let mut off = 0;
             while off < len {
-                let n = f.read_at(&mut buf[..((len - off) as usize).min(1 << 20)], off).map_err(io)?;
+                let mut buf = vec![0u8; ((len - off) as usize).min(CHUNK)];
+                let n = src.read_at(&mut buf, off).map_err(|e| TransferError::io("source file", e))?;
                 if n == 0 {
-                    break;
+                    let _ = tx.send(Err(std::io::Error::other("source file shorter than announced"))).await;
+                    return Err(TransferError::io("source file", std::io::ErrorKind::UnexpectedEof.into()));
                 }
-                s.write_all(&buf[..n]).map_err(io)?;
-                off += n as u64;
-            }
-        }
-        s.flush().map_err(io)?;
-        let mut r = BufReader::with_capacity(1 << 20, s);
-        let mut line = String::new();
-        r.read_line(&mut line).map_err(io)?;
-        let mut parts = line.trim_end().splitn(3, ' ');
-        let proto = parts.next().unwrap_or("");
-        if !proto.starts_with("HTTP/") {
-            return Err(TransferError::Protocol { url: self.url.to_string(), reason: format!("not an HTTP response: {line:?}") });
-        }
-        let status: u16 = parts
-            .next()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| TransferError::Protocol { url: self.url.to_string(), reason: format!("bad status line {line:?}") })?;
-        let reason = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).map_err(io)? == 0 || line.trim_end().is_empty() {
-                break;
-            }
-            if headers.len() > 200 {
-                return Err(TransferError::Protocol { url: self.url.to_string(), reason: "too many headers".into() });
-            }
-            if let Some((k, v)) = line.trim_end().split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        Ok(Response { status, reason, headers, body: r })
-    }
-
-    fn io_err(&self, e: std::io::Error) -> TransferError {
-        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-            TransferError::Timeout { url: self.url.to_string(), reason: e.to_string() }
-        } else {
-            TransferError::Interrupted { url: self.url.to_string(), reason: e.to_string() }
-        }
-    }
-
-    fn status_error(&self, method: &str, r: &Response) -> TransferError {
-        let url = self.url.to_string();
-        match r.status {
-            404 | 410 => TransferError::NotFound { url, reason: format!("{} {}", r.status, r.reason) },
-            401 | 407 => TransferError::Auth { url, reason: format!("{} {}", r.status, r.reason) },
-            403 => TransferError::Denied { url, reason: format!("{} {}", r.status, r.reason) },
-            c => TransferError::Remote { url, command: method.into(), code: c, text: r.reason.clone() },
-        }
-    }
-
-    fn fetch_from(&self, dest: &File, from: u64, progress: &Progress) -> Result<u64> {
-        let extra = if from > 0 { vec![("Range", format!("bytes={from}-"))] } else { vec![] };
-        let mut r = self.request("GET", &extra, None)?;
-        let start = match r.status {
-            200 => 0,
-            206 => from,
-            _ => return Err(self.status_error("GET", &r)),
-        };
-        let chunked = r.header("Transfer-Encoding").map(|v| v.eq_ignore_ascii_case("chunked")).unwrap_or(false);
-        let len: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
-        let mut off = start;
-        let mut buf = vec![0u8; 1 << 20];
-        let io = |e: std::io::Error| self.io_err(e);
-        if chunked {
-            loop {
-                let mut line = String::new();
-                r.body.read_line(&mut line).map_err(io)?;
-                let n = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| {
-                    TransferError::Protocol { url: self.url.to_string(), reason: format!("bad chunk size {line:?}") }
-                })?;
-                if n == 0 {
-                    break;
-                }
-                let mut left = n;
-                while left > 0 {
-                    let k = (left as usize).min(buf.len());
-                    r.body.read_exact(&mut buf[..k]).map_err(io)?;
-                    dest.write_all_at(&buf[..k], off).map_err(|e| TransferError::io("target file", e))?;
-                    progress.add(off, k as u64);
-                    off += k as u64;
-                    left -= k as u64;
-                    progress.check()?;
-                }
-                line.clear();
-                r.body.read_line(&mut line).map_err(io)?;
-            }
-        } else {
-            let end = len.map(|l| start + l);
-            loop {
-                let want = match end {
-                    Some(e) if off >= e => break,
-                    Some(e) => ((e - off) as usize).min(buf.len()),
-                    None => buf.len(),
-                };
-                let n = r.body.read(&mut buf[..want]).map_err(io)?;
-                if n == 0 {
-                    if let Some(e) = end {
-                        return Err(TransferError::Interrupted {
-                            url: self.url.to_string(),
-                            reason: format!("connection closed at {off} of {e} bytes"),
-                        });
+                buf.truncate(n);
+                match tokio::time::timeout(self.opts.timeout, tx.send(Ok(Bytes::from(buf)))).await {
+                    Err(_) => {
+                        return Err(self.timeout(format!("the server read nothing for {:?} at byte {off}", self.opts.timeout)))
                     }
-                    break;
+                    // The request ended (the server answered early): its answer says why.
+                    Ok(Err(_)) => return Ok(()),
+                    Ok(Ok(())) => {}
                 }
-                dest.write_all_at(&buf[..n], off).map_err(|e| TransferError::io("target file", e))?;
                 progress.add(off, n as u64);
                 off += n as u64;
                 progress.check()?;
             }
+            Ok(())
+        };
+        let (resp, fed) = tokio::join!(sending, feed);
+        let resp = match (resp, fed) {
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+            (Ok(r), Ok(())) => r,
+        };
+        if resp.status().as_u16() >= 300 {
+            return Err(self.status_error(&Method::PUT, resp.status()));
         }
-        Ok(off)
+        Ok(len)
     }
 }
 
@@ -229,11 +313,13 @@ impl Endpoint for HttpEndpoint {
         &self.url
     }
     fn size(&self) -> Result<Option<u64>> {
-        let r = self.request("HEAD", &[], None)?;
-        if r.status >= 300 {
-            return Err(self.status_error("HEAD", &r));
-        }
-        Ok(r.header("Content-Length").and_then(|v| v.parse().ok()))
+        self.block_on(async {
+            let r = self.send(Method::HEAD, None, None).await?;
+            if r.status().as_u16() >= 300 {
+                return Err(self.status_error(&Method::HEAD, r.status()));
+            }
+            Ok(r.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok()))
+        })
     }
     fn download(&self, dest: &File, progress: &Progress) -> Result<u64> {
         // Up to `retries` resumptions from the verified prefix, 500 ms apart plus jitter; a
@@ -248,7 +334,7 @@ impl Endpoint for HttpEndpoint {
             if !std::mem::take(&mut first) {
                 progress.check()?;
             }
-            self.fetch_from(dest, progress.prefix(), progress)
+            self.block_on(self.fetch_from(dest, progress.prefix(), progress))
         })
         .retry(backoff)
         .sleep(std::thread::sleep)
@@ -257,11 +343,147 @@ impl Endpoint for HttpEndpoint {
         .call()
     }
     fn upload(&self, src: &File, len: u64, progress: &Progress) -> Result<u64> {
-        let r = self.request("PUT", &[], Some((src, len)))?;
-        if r.status >= 300 {
-            return Err(self.status_error("PUT", &r));
+        self.block_on(self.put(src, len, progress))
+    }
+}
+
+/// A request body: empty, or the chunks of an upload fed through a channel by the caller.
+pub struct UploadBody {
+    rx: Option<mpsc::Receiver<std::io::Result<Bytes>>>,
+    left: u64,
+}
+
+impl UploadBody {
+    fn empty() -> UploadBody {
+        UploadBody { rx: None, left: 0 }
+    }
+}
+
+impl Body for UploadBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Frame<Bytes>>>> {
+        let Some(rx) = self.rx.as_mut() else { return Poll::Ready(None) };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.left = self.left.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                self.rx = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        progress.add(0, len);
-        Ok(len)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none() || self.left == 0
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// A failed TLS handshake (the verification result included), told apart from other connect
+/// errors by [`HttpEndpoint::client_err`].
+#[derive(Debug)]
+struct TlsFailure(String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for TlsFailure {}
+
+/// hyper-util's TCP connector, plus OpenSSL for `https` URIs.
+#[derive(Clone)]
+pub struct Connector {
+    http: HttpConnector,
+    tls: Option<Arc<SslConnector>>,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl tower::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = std::result::Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let tcp = self.http.call(uri.clone());
+        let (tls, timeout) = (self.tls.clone(), self.timeout);
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            if !https {
+                return Ok(Conn::Plain(tcp));
+            }
+            let tls = tls.ok_or_else(|| TlsFailure("no TLS context for this endpoint".into()))?;
+            let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let ssl = tls.configure().and_then(|c| c.into_ssl(host)).map_err(|e| TlsFailure(e.to_string()))?;
+            let mut s = SslStream::new(ssl, tcp.into_inner()).map_err(|e| TlsFailure(e.to_string()))?;
+            match tokio::time::timeout(timeout, Pin::new(&mut s).connect()).await {
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out").into()),
+                Ok(Err(e)) => {
+                    let v = s.ssl().verify_result();
+                    let why = if v == openssl::x509::X509VerifyResult::OK { e.to_string() } else { format!("{e} ({v})") };
+                    Err(TlsFailure(why).into())
+                }
+                Ok(Ok(())) => Ok(Conn::Tls(TokioIo::new(s))),
+            }
+        })
+    }
+}
+
+/// A client connection: plain TCP or TLS over it.
+pub enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<SslStream<TcpStream>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(t) => t.connected(),
+            Conn::Tls(t) => t.inner().get_ref().connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(t) => Pin::new(t).poll_read(cx, buf),
+            Conn::Tls(t) => Pin::new(t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(t) => Pin::new(t).poll_write(cx, buf),
+            Conn::Tls(t) => Pin::new(t).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(t) => Pin::new(t).poll_flush(cx),
+            Conn::Tls(t) => Pin::new(t).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(t) => Pin::new(t).poll_shutdown(cx),
+            Conn::Tls(t) => Pin::new(t).poll_shutdown(cx),
+        }
     }
 }
