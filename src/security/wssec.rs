@@ -65,20 +65,18 @@
 //! `verify` and `sign` are thread-safe and hold no lock but the replay cache's, briefly.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 use libxml::parser::{Parser, ParserOptions};
 use libxml::readonly::RoNode;
-use libxml::tree::{Document, SaveOptions};
+use libxml::tree::Document;
 use openssl::x509::X509;
 use quick_xml::events::Event;
 use quick_xml::name::{QName as QxName, ResolveResult};
 use quick_xml::NsReader;
-use xmlsec::bindings as xs;
-use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
 
 use super::{Caller, Credential, GsiError, TrustConfig};
 use crate::soap::envelope::SoapFault;
@@ -418,128 +416,6 @@ fn parse_datetime(s: &str, what: &str) -> Result<i64, WsSecError> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
-// ------------------------------------------------------------------------------ xmlsec glue
-
-thread_local! {
-    static XMLSEC_ERRORS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-extern "C" {
-    // xmlsec/errors.h (not in the crate's bindings; the library is linked by the crate).
-    fn xmlSecErrorsSetCallback(
-        cb: Option<
-            unsafe extern "C" fn(
-                file: *const c_char,
-                line: c_int,
-                func: *const c_char,
-                object: *const c_char,
-                subject: *const c_char,
-                reason: c_int,
-                msg: *const c_char,
-            ),
-        >,
-    );
-}
-
-/// Collects xmlsec's error reports of this thread instead of printing them on stderr.
-unsafe extern "C" fn xmlsec_error_cb(
-    _file: *const c_char,
-    _line: c_int,
-    func: *const c_char,
-    _object: *const c_char,
-    subject: *const c_char,
-    _reason: c_int,
-    msg: *const c_char,
-) {
-    let s = |p: *const c_char| if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() };
-    let line = format!("{}: {} {}", s(func), s(subject), s(msg));
-    XMLSEC_ERRORS.with(|e| {
-        let mut e = e.borrow_mut();
-        if e.len() < 8 {
-            e.push(line);
-        }
-    });
-}
-
-fn take_xmlsec_errors() -> String {
-    XMLSEC_ERRORS.with(|e| {
-        let v: Vec<String> = e.borrow_mut().drain(..).collect();
-        if v.is_empty() {
-            "xmlsec reported no detail".into()
-        } else {
-            v.join("; ")
-        }
-    })
-}
-
-fn init_xmlsec() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        drop(XmlSecSignatureContext::new()); // initialises libxml2 + xmlsec + its OpenSSL engine
-                                             // SAFETY: installs a global callback; it only touches thread-local storage.
-        unsafe { xmlSecErrorsSetCallback(Some(xmlsec_error_cb)) };
-    });
-}
-
-/// A signature context restricted to exclusive C14N, RSA-SHA1/SHA256, SHA-1/SHA-256 and
-/// same-document `#id` references, holding `key`.
-fn dsig_context(key: XmlSecKey) -> Result<XmlSecSignatureContext, WsSecError> {
-    init_xmlsec();
-    let mut ctx = XmlSecSignatureContext::new();
-    ctx.insert_key(key);
-    // SAFETY: ctx is a valid, exclusively owned xmlSecDSigCtx; the klass getters return static
-    // transform descriptions.
-    unsafe {
-        let c = ctx.as_ptr();
-        (*c).flags |= xs::XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS;
-        (*c).enabledReferenceUris = xs::xmlSecTransformUriTypeSameDocument as xs::xmlSecTransformUriType;
-        let sig = [
-            xs::xmlSecTransformExclC14NGetKlass(),
-            xs::xmlSecOpenSSLTransformRsaSha1GetKlass(),
-            xs::xmlSecOpenSSLTransformRsaSha256GetKlass(),
-        ];
-        for t in sig {
-            if xs::xmlSecDSigCtxEnableSignatureTransform(c, t) < 0 {
-                return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
-            }
-        }
-        let refs = [
-            xs::xmlSecTransformExclC14NGetKlass(),
-            xs::xmlSecOpenSSLTransformSha1GetKlass(),
-            xs::xmlSecOpenSSLTransformSha256GetKlass(),
-        ];
-        for t in refs {
-            if xs::xmlSecDSigCtxEnableReferenceTransform(c, t) < 0 {
-                return Err(WsSecError::SignatureRefused(format!("xmlsec setup: {}", take_xmlsec_errors())));
-            }
-        }
-    }
-    Ok(ctx)
-}
-
-/// The references of the last processed SignedInfo: (URI, status).
-///
-/// # Safety
-/// `c` must be a valid context after xmlSecDSigCtxVerify/Sign.
-unsafe fn references(c: *mut xs::xmlSecDSigCtx) -> Vec<(String, xs::xmlSecDSigStatus)> {
-    let list = &mut (*c).signedInfoReferences as *mut xs::xmlSecPtrList;
-    let n = xs::xmlSecPtrListGetSize(list);
-    let mut out = Vec::new();
-    for i in 0..n {
-        let r = xs::xmlSecPtrListGetItem(list, i) as *mut xs::xmlSecDSigReferenceCtx;
-        if r.is_null() {
-            continue;
-        }
-        let uri = if (*r).uri.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr((*r).uri as *const c_char).to_string_lossy().into_owned()
-        };
-        out.push((uri, (*r).status));
-    }
-    out
-}
-
 // ------------------------------------------------------------------------------ libxml2 helpers
 
 fn parse_libxml(body: &[u8]) -> Result<Document, WsSecError> {
@@ -771,31 +647,21 @@ fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-/// Certificates decoded from security tokens, and the xmlsec keys made from leaves, by the
-/// SHA-256 of their DER encoding. OpenSSL 3.0 takes about 0.2 ms to decode one certificate (and
-/// as long again to make an xmlsec key of it), which a peer signing many messages with one
+/// Certificates decoded from security tokens, by the SHA-256 of their DER encoding. OpenSSL 3.0
+/// takes about 0.2 ms to decode one certificate, which a peer signing many messages with one
 /// chain would otherwise pay for every message. Only the decoding is remembered: a cached
-/// certificate is the very certificate those bytes encode, and the chain is still validated
-/// (through the validated-chain cache, [`super::proxy::set_chain_cache_ttl`]) per message.
+/// certificate is the very certificate those bytes encode (its public key decoded once with
+/// it), and the chain is still validated (through the validated-chain cache,
+/// [`super::proxy::set_chain_cache_ttl`]) per message.
 mod decoded {
     use super::*;
 
     /// Entries kept; the cache is emptied when it is full (a bounded, cheap policy).
     const MAX: usize = 1024;
 
-    struct Entry {
-        cert: X509,
-        key: Option<KeyBox>,
-    }
+    static CACHE: Mutex<Option<HashMap<[u8; 32], X509>>> = Mutex::new(None);
 
-    /// An xmlsec key only touched under the cache's mutex (to duplicate it).
-    struct KeyBox(XmlSecKey);
-    // SAFETY: the key is only accessed under CACHE's mutex; callers get their own duplicate.
-    unsafe impl Send for KeyBox {}
-
-    static CACHE: Mutex<Option<HashMap<[u8; 32], Entry>>> = Mutex::new(None);
-
-    fn with<R>(f: impl FnOnce(&mut HashMap<[u8; 32], Entry>) -> R) -> R {
+    fn with<R>(f: impl FnOnce(&mut HashMap<[u8; 32], X509>) -> R) -> R {
         let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
         let map = g.get_or_insert_with(HashMap::new);
         if map.len() >= MAX {
@@ -807,40 +673,14 @@ mod decoded {
     /// The certificate `der` encodes.
     pub(super) fn cert(der: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
         let h = openssl::sha::sha256(der);
-        if let Some(c) = with(|m| m.get(&h).map(|e| e.cert.clone())) {
+        if let Some(c) = with(|m| m.get(&h).cloned()) {
             return Ok(c);
         }
         let c = X509::from_der(der)?;
-        with(|m| m.entry(h).or_insert_with(|| Entry { cert: c.clone(), key: None }).cert.clone());
+        // Decode the public key now, while the certificate is cached (X509_get_pubkey keeps it).
+        let _ = c.public_key();
+        with(|m| m.entry(h).or_insert_with(|| c.clone()).clone());
         Ok(c)
-    }
-
-    /// An xmlsec key holding `leaf`'s public key (a duplicate, for one verification; cheap:
-    /// it shares the EVP_PKEY).
-    pub(super) fn key(leaf: &X509) -> Result<XmlSecKey, WsSecError> {
-        let der = leaf.to_der().map_err(|e| WsSecError::UnsupportedToken(e.to_string()))?;
-        let h = openssl::sha::sha256(&der);
-        if let Some(k) = with(|m| m.get(&h).and_then(|e| e.key.as_ref().map(|k| k.0.clone()))) {
-            return Ok(k);
-        }
-        // The public key alone (SubjectPublicKeyInfo): duplicating a key that carries the
-        // certificate would decode the certificate again.
-        let spki = leaf
-            .public_key()
-            .and_then(|k| k.public_key_to_der())
-            .map_err(|e| WsSecError::UnsupportedToken(format!("the key of {}: {e}", crate::security::x509::subject(leaf))))?;
-        init_xmlsec();
-        take_xmlsec_errors();
-        let key = XmlSecKey::from_memory(&spki, XmlSecKeyFormat::Der, None).map_err(|_| {
-            WsSecError::UnsupportedToken(format!(
-                "cannot use the key of {}: {}",
-                crate::security::x509::subject(leaf),
-                take_xmlsec_errors()
-            ))
-        })?;
-        let copy = key.clone();
-        with(|m| m.entry(h).or_insert_with(|| Entry { cert: leaf.clone(), key: None }).key = Some(KeyBox(copy)));
-        Ok(key)
     }
 }
 
@@ -910,6 +750,296 @@ fn token_chain(m: &Located) -> Result<Vec<X509>, WsSecError> {
         Ok(chain)
     } else {
         Err(unsupported(format!("ValueType '{vt}' (X509v3 or X509PKIPathv1 expected)")))
+    }
+}
+
+// ------------------------------------------------------------------------------ XML-DSig core
+
+/// The XML-Signature core of this profile, on the libxml2 document: exclusive C14N 1.0 of each
+/// referenced element (libxml2's `xmlC14NExecute`, streamed into the digest, with a visibility
+/// callback that only walks the node's ancestors), the reference digests, and the RSA
+/// signature over the canonical SignedInfo (OpenSSL). xmlsec1 did the same through a node set
+/// per reference and a transform chain per step, at several times the cost; this accepts
+/// exactly the shapes it was configured to accept (exclusive C14N, optionally with
+/// `ec:InclusiveNamespaces`, RSA-SHA1/SHA256, SHA-1/SHA-256, same-document `#id` references),
+/// and each reference must name its exclusive C14N transform (GT 4.0 always does).
+mod dsig {
+    use super::*;
+    use libxml::bindings as lx;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::{HasPublic, Id, PKeyRef, Private};
+    use std::ffi::c_void;
+
+    /// `xmlC14NMode::XML_C14N_EXCLUSIVE_1_0`.
+    const EXCLUSIVE_1_0: c_int = 1;
+
+    /// A digest algorithm of a Reference.
+    #[derive(Clone, Copy)]
+    pub(super) enum Digest {
+        Sha1,
+        Sha256,
+    }
+
+    impl Digest {
+        fn from_uri(u: &str) -> Option<Digest> {
+            match u {
+                SHA1 => Some(Digest::Sha1),
+                SHA256 => Some(Digest::Sha256),
+                _ => None,
+            }
+        }
+    }
+
+    /// The message digest of a SignatureMethod.
+    fn signature_digest(u: &str) -> Option<MessageDigest> {
+        match u {
+            RSA_SHA1 => Some(MessageDigest::sha1()),
+            RSA_SHA256 => Some(MessageDigest::sha256()),
+            _ => None,
+        }
+    }
+
+    /// Visible: the node (for a namespace node: its element) is `apex` or inside it.
+    unsafe extern "C" fn in_subtree(apex: *mut c_void, node: lx::xmlNodePtr, parent: lx::xmlNodePtr) -> c_int {
+        let apex = apex as lx::xmlNodePtr;
+        // xmlNs and xmlNode both carry their type second; a namespace node is judged by its element.
+        let mut cur = if node.is_null() || (*node).type_ == lx::xmlElementType_XML_NAMESPACE_DECL { parent } else { node };
+        while !cur.is_null() {
+            if cur == apex {
+                return 1;
+            }
+            cur = (*cur).parent;
+        }
+        0
+    }
+
+    unsafe extern "C" fn write_to_sink(ctx: *mut c_void, buf: *const c_char, len: c_int) -> c_int {
+        if len > 0 {
+            let sink = &mut *(ctx as *mut &mut dyn FnMut(&[u8]));
+            sink(std::slice::from_raw_parts(buf as *const u8, len as usize));
+        }
+        len
+    }
+
+    /// Exclusive C14N 1.0 (without comments) of the subtree at `apex`, an element of `doc`,
+    /// with `inclusive` as the InclusiveNamespaces PrefixList, streamed into `sink`.
+    pub(super) fn exc_c14n(
+        doc: &Document,
+        apex: *mut lx::xmlNode,
+        inclusive: &[String],
+        mut sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), WsSecError> {
+        let prefixes: Vec<CString> = inclusive.iter().filter_map(|p| CString::new(p.as_str()).ok()).collect();
+        let mut list: Vec<*mut u8> = prefixes.iter().map(|p| p.as_ptr() as *mut u8).collect();
+        list.push(std::ptr::null_mut());
+        let list_ptr = if prefixes.is_empty() { std::ptr::null_mut() } else { list.as_mut_ptr() };
+        let sink_ptr: *mut &mut dyn FnMut(&[u8]) = &mut sink;
+        // SAFETY: `apex` belongs to `doc`, which outlives the call; the output buffer only calls
+        // `write_to_sink` with `sink_ptr` until it is closed below, within this function; the
+        // prefix list is NULL-terminated and outlives the call.
+        unsafe {
+            let out = lx::xmlOutputBufferCreateIO(Some(write_to_sink), None, sink_ptr as *mut c_void, std::ptr::null_mut());
+            if out.is_null() {
+                return Err(WsSecError::SignatureRefused("C14N: no output buffer".into()));
+            }
+            let rc = lx::xmlC14NExecute(doc.doc_ptr(), Some(in_subtree), apex as *mut c_void, EXCLUSIVE_1_0, list_ptr, 0, out);
+            let closed = lx::xmlOutputBufferClose(out);
+            if rc < 0 || closed < 0 {
+                return Err(WsSecError::SignatureRefused("exclusive C14N failed".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest of the exclusive C14N of `apex`.
+    fn digest_of(doc: &Document, apex: *mut lx::xmlNode, inclusive: &[String], d: Digest) -> Result<Vec<u8>, WsSecError> {
+        match d {
+            Digest::Sha1 => {
+                let mut h = openssl::sha::Sha1::new();
+                exc_c14n(doc, apex, inclusive, &mut |b| h.update(b))?;
+                Ok(h.finish().to_vec())
+            }
+            Digest::Sha256 => {
+                let mut h = openssl::sha::Sha256::new();
+                exc_c14n(doc, apex, inclusive, &mut |b| h.update(b))?;
+                Ok(h.finish().to_vec())
+            }
+        }
+    }
+
+    /// The PrefixList of an `ec:InclusiveNamespaces` child of a CanonicalizationMethod or
+    /// Transform (the only child allowed).
+    fn inclusive_prefixes(n: RoNode, what: &str) -> Result<Vec<String>, WsSecError> {
+        let mut out = Vec::new();
+        for c in n.get_child_elements() {
+            if is(c, EXC_C14N, "InclusiveNamespaces") && out.is_empty() {
+                let list = c.get_property_no_ns("PrefixList").unwrap_or_default();
+                out = list.split_ascii_whitespace().map(str::to_string).collect();
+                if out.is_empty() {
+                    out.push("#default".into()); // harmless when no default namespace is in scope
+                    out.clear();
+                }
+            } else {
+                return Err(WsSecError::SignatureRefused(format!("unexpected {} in {what}", qname_of(c))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `ds:Reference` of a SignedInfo.
+    pub(super) struct Reference {
+        pub uri: String,
+        id: String,
+        inclusive: Vec<String>,
+        digest: Digest,
+        value: RoNode,
+    }
+
+    /// A parsed `ds:SignedInfo`.
+    pub(super) struct SignedInfo {
+        pub node: RoNode,
+        inclusive: Vec<String>,
+        method: MessageDigest,
+        pub references: Vec<Reference>,
+    }
+
+    fn algorithm(n: RoNode) -> String {
+        n.get_property_no_ns("Algorithm").unwrap_or_default()
+    }
+
+    /// Reads `ds:SignedInfo` (the first child of `signature`), refusing every algorithm,
+    /// transform or reference form outside this profile.
+    pub(super) fn signed_info(signature: RoNode) -> Result<(SignedInfo, RoNode), WsSecError> {
+        let refuse = |s: String| WsSecError::SignatureRefused(s);
+        let kids = signature.get_child_elements();
+        let (si, sv) = match kids.as_slice() {
+            [si, sv, ..] if is(*si, DS, "SignedInfo") && is(*sv, DS, "SignatureValue") => (*si, *sv),
+            _ => return Err(refuse("ds:Signature must start with ds:SignedInfo and ds:SignatureValue".into())),
+        };
+        let parts = si.get_child_elements();
+        let (cm, sm, refs) = match parts.as_slice() {
+            [cm, sm, refs @ ..] if is(*cm, DS, "CanonicalizationMethod") && is(*sm, DS, "SignatureMethod") => (*cm, *sm, refs),
+            _ => return Err(refuse("ds:SignedInfo must start with CanonicalizationMethod and SignatureMethod".into())),
+        };
+        if algorithm(cm) != EXC_C14N {
+            return Err(refuse(format!("CanonicalizationMethod {} (only exclusive C14N is accepted)", algorithm(cm))));
+        }
+        let inclusive = inclusive_prefixes(cm, "CanonicalizationMethod")?;
+        let method = signature_digest(&algorithm(sm))
+            .ok_or_else(|| refuse(format!("SignatureMethod {} (RSA-SHA1 or RSA-SHA256 expected)", algorithm(sm))))?;
+        if let Some(c) = sm.get_child_elements().first() {
+            return Err(refuse(format!("unexpected {} in SignatureMethod", qname_of(*c))));
+        }
+        if refs.is_empty() {
+            return Err(refuse("ds:SignedInfo has no ds:Reference".into()));
+        }
+        let mut references = Vec::with_capacity(refs.len());
+        for r in refs {
+            if !is(*r, DS, "Reference") {
+                return Err(refuse(format!("unexpected {} in ds:SignedInfo", qname_of(*r))));
+            }
+            let uri = r.get_property_no_ns("URI").unwrap_or_default();
+            let id = uri
+                .strip_prefix('#')
+                .filter(|s| !s.is_empty() && !s.starts_with("xpointer("))
+                .ok_or_else(|| refuse(format!("reference URI '{uri}' is not a same-document #id")))?
+                .to_string();
+            let rk = r.get_child_elements();
+            let (tr, dm, dv) = match rk.as_slice() {
+                [tr, dm, dv] if is(*tr, DS, "Transforms") && is(*dm, DS, "DigestMethod") && is(*dv, DS, "DigestValue") => {
+                    (*tr, *dm, *dv)
+                }
+                _ => {
+                    return Err(refuse(format!(
+                        "reference {uri} must hold Transforms (exclusive C14N), DigestMethod and DigestValue"
+                    )))
+                }
+            };
+            let t = tr.get_child_elements();
+            let inclusive = match t.as_slice() {
+                [t] if is(*t, DS, "Transform") && algorithm(*t) == EXC_C14N => inclusive_prefixes(*t, "Transform")?,
+                _ => return Err(refuse(format!("reference {uri}: the only transform accepted is exclusive C14N"))),
+            };
+            let digest = Digest::from_uri(&algorithm(dm))
+                .ok_or_else(|| refuse(format!("DigestMethod {} (SHA-1 or SHA-256 expected)", algorithm(dm))))?;
+            references.push(Reference { uri, id, inclusive, digest, value: dv });
+        }
+        Ok((SignedInfo { node: si, inclusive, method, references }, sv))
+    }
+
+    /// The element `#id` names (through the document's ID table, which [`register_ids`] filled).
+    fn target(doc: &Document, id: &str) -> Option<*mut lx::xmlNode> {
+        id_target(doc, id).map(|p| p as *mut lx::xmlNode)
+    }
+
+    /// The outcome of [`verify`]: the references (URI, digest matched) and whether the
+    /// SignatureValue verifies.
+    pub(super) struct Outcome {
+        pub references: Vec<(String, bool)>,
+        pub signature_ok: bool,
+    }
+
+    /// Verifies the signature at `signature` with `key` (an RSA public key).
+    pub(super) fn verify<T: HasPublic>(doc: &Document, signature: RoNode, key: &PKeyRef<T>) -> Result<Outcome, WsSecError> {
+        if key.id() != Id::RSA {
+            return Err(WsSecError::SignatureRefused("the signer's key is not an RSA key".into()));
+        }
+        let (si, sv) = signed_info(signature)?;
+        let mut references = Vec::with_capacity(si.references.len());
+        for r in &si.references {
+            let expected =
+                b64_decode(&r.value.get_content()).map_err(|e| WsSecError::SignatureRefused(format!("DigestValue: {e}")))?;
+            let ok = match target(doc, &r.id) {
+                Some(t) => {
+                    let got = digest_of(doc, t, &r.inclusive, r.digest)?;
+                    got.len() == expected.len() && openssl::memcmp::eq(&got, &expected)
+                }
+                None => return Err(WsSecError::SignatureRefused(format!("reference {}: no element has this Id", r.uri))),
+            };
+            references.push((r.uri.clone(), ok));
+        }
+        let value = b64_decode(&sv.get_content()).map_err(|e| WsSecError::SignatureRefused(format!("SignatureValue: {e}")))?;
+        let ssl = |e: openssl::error::ErrorStack| WsSecError::SignatureRefused(format!("RSA: {e}"));
+        let mut v = openssl::sign::Verifier::new(si.method, key).map_err(ssl)?;
+        let mut failed = None;
+        exc_c14n(doc, si.node.node_ptr() as *mut lx::xmlNode, &si.inclusive, &mut |b| {
+            if let Err(e) = v.update(b) {
+                failed.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(ssl(e));
+        }
+        let signature_ok = v.verify(&value).unwrap_or(false);
+        Ok(Outcome { references, signature_ok })
+    }
+
+    /// Fills in the DigestValues and the SignatureValue of the (template) signature at
+    /// `signature` and returns them, base64: (digest values in reference order, signature value).
+    pub(super) fn sign(doc: &Document, signature: RoNode, key: &PKeyRef<Private>) -> Result<(Vec<String>, String), WsSecError> {
+        let bad = |s: String| WsSecError::Signing(s);
+        let (si, _) = signed_info(signature).map_err(|e| bad(e.to_string()))?;
+        let mut values = Vec::with_capacity(si.references.len());
+        for r in &si.references {
+            let t = target(doc, &r.id).ok_or_else(|| bad(format!("no element has the Id {}", r.id)))?;
+            let d = openssl::base64::encode_block(&digest_of(doc, t, &r.inclusive, r.digest)?);
+            let c = CString::new(d.as_str()).map_err(|e| bad(e.to_string()))?;
+            // SAFETY: the DigestValue element belongs to `doc`; the content is copied.
+            unsafe { lx::xmlNodeSetContent(r.value.node_ptr() as lx::xmlNodePtr, c.as_ptr() as *const u8) };
+            values.push(d);
+        }
+        let ssl = |e: openssl::error::ErrorStack| bad(format!("RSA: {e}"));
+        let mut s = openssl::sign::Signer::new(si.method, key).map_err(ssl)?;
+        let mut failed = None;
+        exc_c14n(doc, si.node.node_ptr() as *mut lx::xmlNode, &si.inclusive, &mut |b| {
+            if let Err(e) = s.update(b) {
+                failed.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(ssl(e));
+        }
+        Ok((values, openssl::base64::encode_block(&s.sign_to_vec().map_err(ssl)?)))
     }
 }
 
@@ -1011,27 +1141,17 @@ fn verify_checked(
     let chain = token_chain(&m)?;
     let leaf = &chain[0];
 
-    // 6. The signature, by xmlsec, with the leaf's key.
-    let key = decoded::key(leaf)?;
-    init_xmlsec();
-    take_xmlsec_errors();
-    let ctx = dsig_context(key)?;
-    // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
-    let (rc, status, refs) = unsafe {
-        let c = ctx.as_ptr();
-        let rc = xs::xmlSecDSigCtxVerify(c, m.signature.node_ptr() as xs::xmlNodePtr);
-        (rc, (*c).status, references(c))
-    };
-    if rc < 0 {
-        return Err(WsSecError::SignatureRefused(take_xmlsec_errors()));
+    // 6. The signature, with the leaf's key (the certificate's cached EVP_PKEY).
+    let key =
+        leaf.public_key().map_err(|e| WsSecError::UnsupportedToken(format!("the key of {}: {e}", super::x509::subject(leaf))))?;
+    let outcome = dsig::verify(&doc, m.signature, &key)?;
+    if let Some((uri, _)) = outcome.references.iter().find(|(_, ok)| !ok) {
+        return Err(WsSecError::DigestMismatch { uri: uri.clone() });
     }
-    if status != xs::xmlSecDSigStatus_xmlSecDSigStatusSucceeded {
-        take_xmlsec_errors();
-        if let Some((uri, _)) = refs.iter().find(|(_, s)| *s != xs::xmlSecDSigStatus_xmlSecDSigStatusSucceeded) {
-            return Err(WsSecError::DigestMismatch { uri: uri.clone() });
-        }
+    if !outcome.signature_ok {
         return Err(WsSecError::BadSignature { subject: super::x509::subject(leaf) });
     }
+    let refs = outcome.references;
     let verified: Vec<&str> = refs.iter().map(|(u, _)| u.as_str()).collect();
 
     // 7. Coverage: each required part, located by position, is what its Id resolves to, and is
@@ -1148,15 +1268,10 @@ pub fn sign_with(envelope_xml: &str, cred: &Credential, opts: &SignOptions) -> R
 /// A credential prepared for signing: the private key loaded into xmlsec and the PkiPath token
 /// encoded, once. Thread-safe; keep one per process for the host credential.
 pub struct Signer {
-    key: Mutex<XmlSecKey>,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
     token_b64: String,
     identity: String,
 }
-
-// SAFETY: the xmlsec key is only touched under the mutex (to duplicate it for one signature);
-// each signature uses its own duplicate.
-unsafe impl Send for Signer {}
-unsafe impl Sync for Signer {}
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1175,12 +1290,10 @@ impl Signer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(e.to_string()))?;
         let token_b64 = openssl::base64::encode_block(&der_sequence(&ders));
-        let key_der = cred.key.private_key_to_der().map_err(|e| bad(e.to_string()))?;
-        init_xmlsec();
-        take_xmlsec_errors();
-        let key = XmlSecKey::from_memory(&key_der, XmlSecKeyFormat::Der, None)
-            .map_err(|_| bad(format!("xmlsec cannot use the private key: {}", take_xmlsec_errors())))?;
-        Ok(Signer { key: Mutex::new(key), token_b64, identity: cred.identity_dn() })
+        if cred.key.id() != openssl::pkey::Id::RSA {
+            return Err(bad("the credential's key is not an RSA key (RSA-SHA1/SHA256 signatures)".into()));
+        }
+        Ok(Signer { key: cred.key.clone(), token_b64, identity: cred.identity_dn() })
     }
 
     /// The signer's identity (end-entity DN).
@@ -1195,8 +1308,8 @@ impl Signer {
 
     /// See [`sign_with`].
     pub fn sign_with(&self, envelope_xml: &str, opts: &SignOptions) -> Result<String, WsSecError> {
-        let key = self.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        sign_prepared(envelope_xml, key, &self.token_b64, opts)
+        let _clear = super::x509::ClearErrorsOnDrop;
+        sign_prepared(envelope_xml, &self.key, &self.token_b64, opts)
     }
 }
 
@@ -1212,7 +1325,12 @@ struct Edit {
 /// Signature over the Body, the Timestamp and every other header present (WS-Addressing and
 /// reference properties alike; adding `wsu:Id` attributes where they have none). The rest of the envelope
 /// is kept byte for byte before xmlsec signs it.
-fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOptions) -> Result<String, WsSecError> {
+fn sign_prepared(
+    envelope_xml: &str,
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    token: &str,
+    opts: &SignOptions,
+) -> Result<String, WsSecError> {
     let bad = |s: String| WsSecError::Signing(s);
     let uid = || uuid::Uuid::new_v4().simple().to_string();
     let (token_id, ts_id) = (format!("CertId-{}", uid()), format!("Timestamp-{}", uid()));
@@ -1341,19 +1459,31 @@ fn sign_prepared(envelope_xml: &str, key: XmlSecKey, token: &str, opts: &SignOpt
         out.replace_range(e.at..e.at + e.remove, &e.text);
     }
 
-    // Sign with xmlsec.
+    // Sign: digests and signature over the document these very bytes parse to, then the values
+    // are written into the text (the rest of it stays as it was).
     let doc = parse_libxml(out.as_bytes())?;
     register_ids(&doc).map_err(|e| bad(e.to_string()))?;
     let m = locate(&doc).map_err(|e| bad(e.to_string()))?;
-    take_xmlsec_errors();
-    let ctx = dsig_context(key)?;
-    // SAFETY: the signature node belongs to `doc`, alive for the whole call; ctx is ours.
-    let rc = unsafe { xs::xmlSecDSigCtxSign(ctx.as_ptr(), m.signature.node_ptr() as xs::xmlNodePtr) };
-    if rc < 0 {
-        return Err(bad(format!("xmlsec: {}", take_xmlsec_errors())));
+    let (digests, signature) = dsig::sign(&doc, m.signature, key)?;
+    drop(doc);
+    let marker = format!("wsu:Id=\"{token_id}\"");
+    let mut at = out.find(&marker).ok_or_else(|| bad("the security header is missing".into()))?;
+    let mut signed = String::with_capacity(out.len() + digests.len() * 44 + signature.len());
+    let fill = |signed: &mut String, at: &mut usize, empty: &str, value: &str| -> Result<(), WsSecError> {
+        let i = *at + out[*at..].find(empty).ok_or_else(|| bad(format!("no {empty} in the template")))?;
+        let j = i + empty.find("></").expect("an empty element") + 1;
+        signed.push_str(&out[*at..j]);
+        signed.push_str(value);
+        *at = j;
+        Ok(())
+    };
+    signed.push_str(&out[..at]);
+    for d in &digests {
+        fill(&mut signed, &mut at, "<ds:DigestValue></ds:DigestValue>", d)?;
     }
-    let s = doc.to_string_with_options(SaveOptions { no_declaration: true, ..Default::default() });
-    Ok(s.trim_end().to_string())
+    fill(&mut signed, &mut at, "<ds:SignatureValue></ds:SignatureValue>", &signature)?;
+    signed.push_str(&out[at..]);
+    Ok(signed.trim_end().to_string())
 }
 
 /// The wsu:Id of the element whose start tag ends at `tag_end` (its `>` or `/>`), adding one
