@@ -450,47 +450,65 @@ fn wsu_id(n: RoNode) -> Option<String> {
 /// Registers every wsu:Id as an XML ID (xmlsec resolves `#id` through them) and refuses any Id
 /// value (wsu:Id, xml:id, Id) carried by two elements.
 fn register_ids(doc: &Document) -> Result<(), WsSecError> {
+    use libxml::bindings as lx;
     let root = doc.get_root_readonly().ok_or_else(|| WsSecError::Malformed("no root element".into()))?;
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut stack = vec![root];
-    while let Some(n) = stack.pop() {
-        let me = n.node_ptr() as usize;
-        let mut note = |v: String| -> Result<(), WsSecError> {
-            match seen.get(&v) {
-                Some(&other) if other != me => {
-                    Err(WsSecError::Wrapping(format!("the Id '{v}' is carried by more than one element")))
-                }
-                _ => {
-                    seen.insert(v, me);
-                    Ok(())
-                }
-            }
-        };
-        if let Some(v) = wsu_id(n) {
-            note(v.clone())?;
-            if let Some(attr) = n.get_property_node_ns("Id", WSU) {
-                let cv = CString::new(v.clone()).map_err(|_| WsSecError::Malformed("NUL in an Id".into()))?;
-                // SAFETY: doc owns both the attribute node and the ID table; xmlAddID copies the value.
-                let r = unsafe {
-                    libxml::bindings::xmlAddID(
-                        std::ptr::null_mut(),
-                        doc.doc_ptr(),
-                        cv.as_ptr() as *const u8,
-                        attr.node_ptr() as libxml::bindings::xmlAttrPtr,
-                    )
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    let mut stack: Vec<*mut lx::xmlNode> = vec![root.node_ptr() as *mut lx::xmlNode];
+    // SAFETY: a read-only walk over the elements and attributes of `doc`, which outlives it
+    // (the borrowed names and values are the document's own strings); xmlAddID copies the value.
+    unsafe {
+        let text = |p: *const u8| if p.is_null() { &b""[..] } else { CStr::from_ptr(p as *const c_char).to_bytes() };
+        while let Some(n) = stack.pop() {
+            let mut a = (*n).properties;
+            while !a.is_null() {
+                let name = text((*a).name);
+                let ns = if (*a).ns.is_null() { None } else { Some(text((*(*a).ns).href)) };
+                let kind = match (name, ns) {
+                    (b"Id", Some(u)) if u == WSU.as_bytes() => Some(true),
+                    (b"id", Some(u)) if u == xml::XML_NS.as_bytes() => Some(false),
+                    (b"Id", None) => Some(false),
+                    _ => None,
                 };
-                if r.is_null() {
-                    return Err(WsSecError::Wrapping(format!("the Id '{v}' is defined twice")));
+                if let Some(register) = kind {
+                    // The value: the attribute's single text child (no entities reach here).
+                    let c = (*a).children;
+                    let v = if c.is_null() {
+                        &b""[..]
+                    } else if (*c).next.is_null() && (*c).type_ == lx::xmlElementType_XML_TEXT_NODE {
+                        text((*c).content)
+                    } else {
+                        return Err(WsSecError::Malformed("an Id attribute with markup in its value".into()));
+                    };
+                    let shown = || String::from_utf8_lossy(v).into_owned();
+                    match seen.get(v) {
+                        Some(&other) if other != n as usize => {
+                            return Err(WsSecError::Wrapping(format!(
+                                "the Id '{}' is carried by more than one element",
+                                shown()
+                            )));
+                        }
+                        _ => {
+                            seen.insert(v, n as usize);
+                        }
+                    }
+                    if register {
+                        let cv = CString::new(v).map_err(|_| WsSecError::Malformed("NUL in an Id".into()))?;
+                        let r = lx::xmlAddID(std::ptr::null_mut(), doc.doc_ptr(), cv.as_ptr() as *const u8, a);
+                        if r.is_null() {
+                            return Err(WsSecError::Wrapping(format!("the Id '{}' is defined twice", shown())));
+                        }
+                    }
                 }
+                a = (*a).next;
+            }
+            let mut c = (*n).children;
+            while !c.is_null() {
+                if (*c).type_ == lx::xmlElementType_XML_ELEMENT_NODE {
+                    stack.push(c);
+                }
+                c = (*c).next;
             }
         }
-        if let Some(v) = n.get_property_ns("id", xml::XML_NS) {
-            note(v)?;
-        }
-        if let Some(v) = n.get_property_no_ns("Id") {
-            note(v)?;
-        }
-        stack.extend(n.get_child_elements());
     }
     Ok(())
 }
@@ -1675,11 +1693,16 @@ fn sign_prepared(
             });
         }
     }
-    let mut out = envelope_xml.to_string();
-    edits.sort_by_key(|e| std::cmp::Reverse(e.at));
+    // One pass over the text, the edits in order (none overlap: each is at a distinct tag end).
+    edits.sort_by_key(|e| e.at);
+    let mut out = String::with_capacity(envelope_xml.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
+    let mut from = 0;
     for e in edits {
-        out.replace_range(e.at..e.at + e.remove, &e.text);
+        out.push_str(&envelope_xml[from..e.at]);
+        out.push_str(&e.text);
+        from = e.at + e.remove;
     }
+    out.push_str(&envelope_xml[from..]);
 
     // Sign: digests and signature over the document these very bytes parse to, then the values
     // are written into the text (the rest of it stays as it was).
