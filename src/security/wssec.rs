@@ -1,5 +1,7 @@
 //! WS-Security X.509 signed messages: GT 4.0's "GSI Secure Message" (signature only, no
-//! encryption), verified and produced with xmlsec1 (the `xmlsec` crate over libxml2).
+//! encryption), verified and produced on libxml2's document by this module's XML-Signature core
+//! (`dsig`: exclusive C14N of each referenced element, digests and RSA with OpenSSL; xmlsec1,
+//! which did this before, is kept as the cross-check of its tests).
 //!
 //! # Wire format (what GT 4.0 sends and accepts)
 //! One `wsse:Security` header (`soapenv:mustUnderstand="1"`) holding
@@ -29,9 +31,10 @@
 //!    Signature in it, at most one of each wsa header, and no Id value used twice anywhere;
 //! 4. the Timestamp window: Created ≤ now + skew; now ≤ min(Expires, Created + max_age) + skew;
 //! 5. the token (STR → BinarySecurityToken of this Security header) and its certificates;
-//! 6. the signature, by xmlsec, with the leaf's public key and only the algorithms above;
+//! 6. the signature, with the leaf's public key and only the algorithms above (each Reference
+//!    names one exclusive C14N transform, optionally with `ec:InclusiveNamespaces`);
 //! 7. coverage: the Id of the real Body / Timestamp / every header resolves to that very element
-//!    (not to a copy elsewhere) and is among the references xmlsec verified; an unsigned header
+//!    (not to a copy elsewhere) and is among the references verified; an unsigned header
 //!    is refused by name;
 //! 8. the chain, by [`super::authenticate_at`] (proxy validation, CRLs, signing policies, VOMS,
 //!    grid-mapfile) → the [`Caller`];
@@ -447,7 +450,7 @@ fn wsu_id(n: RoNode) -> Option<String> {
     n.get_property_ns("Id", WSU)
 }
 
-/// Registers every wsu:Id as an XML ID (xmlsec resolves `#id` through them) and refuses any Id
+/// Registers every wsu:Id as an XML ID (`#id` references resolve through them) and refuses any Id
 /// value (wsu:Id, xml:id, Id) carried by two elements.
 fn register_ids(doc: &Document) -> Result<(), WsSecError> {
     use libxml::bindings as lx;
