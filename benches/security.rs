@@ -121,6 +121,52 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// `VWS_BENCH_ONLY=inproc`: the four WS-Security steps of (c) in this process, without HTTP or
+/// vwsd (for profiling with perf or callgrind): the client signs a request, the host verifies it,
+/// the host signs an answer, the client verifies that. Prints thread CPU µs per step (median).
+fn in_process(kit: &Kit, chain2: &Path) {
+    let n: usize = std::env::var("VWS_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(SIGNED_N);
+    let user = Signer::new(&Credential::load_proxy(chain2).unwrap()).unwrap();
+    let host = Signer::new(&Credential::load(kit.var("GSI_HOST_CERT"), kit.var("GSI_HOST_KEY")).unwrap()).unwrap();
+    let trust = kit.trust();
+    let (server_replay, client_replay) = (ReplayCache::new(), ReplayCache::new());
+    let to = "http://127.0.0.1:8080/wsrf/services/WorkspaceService";
+    let req = get_rp_body(to, "7");
+    let answer = envelope(
+        to,
+        &format!("{WSRP_ACTION}/GetResourcePropertyResponse"),
+        "",
+        &format!("<wsrp:GetResourcePropertyResponse xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\"><w:owner>/O=Grid/CN=someone</w:owner></wsrp:GetResourcePropertyResponse>"),
+    );
+    let pid_id = format!("uuid:test-{}<", std::process::id());
+    let mut t: [Vec<f64>; 4] = Default::default();
+    for i in 0..n + 50 {
+        let id = format!("uuid:{}<", uuid::Uuid::new_v4());
+        let (r, a) = (req.replace(&pid_id, &id), answer.replace(&pid_id, &id));
+        let c0 = thread_cpu_ms();
+        let signed = user.sign(&r).unwrap();
+        let c1 = thread_cpu_ms();
+        let v = wssec::verify(signed.as_bytes(), &trust, &server_replay, wssec::now_ms()).unwrap();
+        assert!(v.is_some());
+        let c2 = thread_cpu_ms();
+        let out = host.sign(&a).unwrap();
+        let c3 = thread_cpu_ms();
+        let v = wssec::verify(out.as_bytes(), &trust, &client_replay, wssec::now_ms()).unwrap();
+        assert!(v.is_some());
+        let c4 = thread_cpu_ms();
+        if i >= 50 {
+            for (k, d) in [c1 - c0, c2 - c1, c3 - c2, c4 - c3].into_iter().enumerate() {
+                t[k].push(d * 1000.0);
+            }
+        }
+    }
+    let [a, b, c, d] = t.map(|v| stats(v).median);
+    println!(
+        "in-process WS-Security, thread CPU medians over {n}: client signs {a:.0} µs, host verifies {b:.0} µs, host signs {c:.0} µs, client verifies {d:.0} µs, total {:.0} µs",
+        a + b + c + d
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -128,6 +174,10 @@ fn main() {
     let kit: Kit = gsi::bring_up(&gsi::repo().join("target/gsikit-bench"), &gsi::port());
     // A proxy of a proxy (2-level chain): grid-proxy-init from the kit's RFC proxy.
     let chain2 = gsi::gpi_from(&kit, &kit.path("GSI_PROXY_RFC"), "bench-rfc2.pem", &["-rfc"]);
+    if std::env::var("VWS_BENCH_ONLY").is_ok_and(|v| v == "inproc") {
+        in_process(&kit, &chain2);
+        return;
+    }
     // `VWS_BENCH_CHAIN_CACHE_SECS=0` measures without the validated-chain cache (client and vwsd).
     let cache_secs: u64 = std::env::var("VWS_BENCH_CHAIN_CACHE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     vws::security::proxy::set_chain_cache_ttl(Duration::from_secs(cache_secs));

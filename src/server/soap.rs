@@ -113,9 +113,15 @@ fn unquote(s: &str) -> &str {
 /// Message security: a signed request is verified before anything else reads it, and its
 /// signer becomes the caller. `Ok(None)`: the message is not signed.
 /// wsa:To must name `service_url`, the endpoint that received the request.
-async fn verify_signed(ms: &MessageSecurity, body: &[u8], service_url: &str) -> Result<Option<Caller>, SoapFault> {
+async fn verify_signed(
+    ms: &MessageSecurity,
+    body: &[u8],
+    env: &Envelope,
+    service_url: &str,
+) -> Result<Option<Caller>, SoapFault> {
     use crate::security::wssec;
-    match wssec::verify_at(body, &ms.trust.current().config, &ms.replay, wssec::now_ms(), service_url).await {
+    // The body was read by the hardened parser already (`env`): wssec does not read it again.
+    match wssec::verify_parsed_at(body, Some(env), &ms.trust.current().config, &ms.replay, wssec::now_ms(), service_url).await {
         Ok(None) => Ok(None),
         Ok(Some(sig)) => Ok(Some(sig.caller)),
         Err(e) => {
@@ -285,7 +291,7 @@ async fn handle_post(
     record_action_key(env.addressing.action.as_deref(), key.as_deref().map(str::trim));
     let mut signed = false;
     if let Some(ms) = &edge.msec {
-        match verify_signed(ms, &body, &service_url).await {
+        match verify_signed(ms, &body, &env, &service_url).await {
             Ok(None) => {}
             Ok(Some(signer)) => {
                 if caller.dn.is_some() && caller.dn != signer.dn {
