@@ -46,8 +46,9 @@ pub struct NotifyChange {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NotifyCursors {
     pub stream: StreamId,
-    /// Some: set the stream's mark; None: leave it (see `drop_stream`).
-    pub mark: Option<i64>,
+    /// Some((mark, trimmed)): set the stream's mark, and the sequence up to which its changes
+    /// were dropped for subscriptions too far behind (they get a resync instead); None: leave it.
+    pub mark: Option<(i64, i64)>,
     /// Per subscription: Some(seq) its own position, None: it is at the mark.
     pub subs: Vec<(String, Option<i64>)>,
     /// Delete the stream's changes with a sequence up to this (delivered to every subscription).
@@ -61,7 +62,8 @@ pub struct NotifyCursors {
 pub struct NotifyState {
     /// In sequence order.
     pub changes: Vec<NotifyChange>,
-    pub marks: Vec<(StreamId, i64)>,
+    /// (stream, mark, trimmed), see [`NotifyCursors::mark`].
+    pub marks: Vec<(StreamId, i64, i64)>,
     pub cursors: Vec<(String, i64)>,
     /// Per-subscription messages (resyncs; rows of the pre-stream format), (sub, seq, body) in
     /// sub and seq order.
@@ -162,6 +164,7 @@ CREATE TABLE IF NOT EXISTS notify_mark (
     key TEXT NOT NULL,
     topic TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    trimmed INTEGER NOT NULL,
     PRIMARY KEY (service, key, topic)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notify_cursor (
@@ -342,8 +345,8 @@ impl Store {
             })
         })?;
         out.changes = rows.collect::<Result<Vec<_>, _>>()?;
-        let mut st = conn.prepare("SELECT service, key, topic, seq FROM notify_mark")?;
-        let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+        let mut st = conn.prepare("SELECT service, key, topic, seq, trimmed FROM notify_mark")?;
+        let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?, r.get(4)?)))?;
         out.marks = rows.collect::<Result<Vec<_>, _>>()?;
         let mut st = conn.prepare("SELECT sub, seq FROM notify_cursor")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -513,9 +516,9 @@ fn notify_cursors(tx: &rusqlite::Transaction, c: &NotifyCursors) -> Result<(), r
             .execute(params![service, key, topic])?;
         return Ok(());
     }
-    if let Some(mark) = c.mark {
-        tx.prepare_cached("INSERT OR REPLACE INTO notify_mark (service, key, topic, seq) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![service, key, topic, mark])?;
+    if let Some((mark, trimmed)) = c.mark {
+        tx.prepare_cached("INSERT OR REPLACE INTO notify_mark (service, key, topic, seq, trimmed) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![service, key, topic, mark, trimmed])?;
     }
     if let Some(upto) = c.delivered {
         tx.prepare_cached("DELETE FROM notify_change WHERE service = ?1 AND key = ?2 AND topic = ?3 AND seq <= ?4")?
@@ -557,6 +560,44 @@ mod tests {
         assert!(!s.record_replay("b", 300, 200).await.unwrap());
         // "a" ended at 100: pruned by the write at 200.
         assert_eq!(s.replay_keys(0).unwrap(), vec![("b".to_string(), 300)]);
+    }
+
+    #[tokio::test]
+    async fn notification_changes_cursors_and_their_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id: StreamId = ("S".into(), "k".into(), "{urn:t}P".into());
+        for seq in 1..=3 {
+            s.notify_change(NotifyChange {
+                seq,
+                stream: id.clone(),
+                old: (seq > 1).then(|| format!("<v>{}</v>", seq - 1).into()),
+                new: format!("<v>{seq}</v>").into(),
+            });
+        }
+        s.notify_cursors(NotifyCursors {
+            stream: id.clone(),
+            mark: Some((2, 0)),
+            subs: vec![("a".into(), Some(1)), ("b".into(), None)],
+            delivered: Some(1),
+            drop_stream: false,
+        });
+        s.outbox_queue("c", 5, "<resync/>");
+        s.put(Row { service: "X".into(), key: "sync".into(), termination_ms: None, record: "{}".into() }).await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let st = s.notify_state().unwrap();
+        assert_eq!(st.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2, 3], "delivered to all: deleted");
+        assert_eq!(st.changes[0].old.as_deref(), Some("<v>1</v>"));
+        assert_eq!(st.marks, vec![(id.clone(), 2, 0)]);
+        assert_eq!(st.cursors, vec![("a".to_string(), 1), ("c".to_string(), 5)], "a resync moves the cursor with it");
+        assert_eq!(st.outbox, vec![("c".to_string(), 5, "<resync/>".to_string())]);
+        s.outbox_delete("c", None);
+        s.notify_cursors(NotifyCursors { stream: id.clone(), drop_stream: true, ..Default::default() });
+        s.put(Row { service: "X".into(), key: "sync".into(), termination_ms: None, record: "{}".into() }).await.unwrap();
+        let st = s.notify_state().unwrap();
+        assert!(st.changes.is_empty() && st.marks.is_empty() && st.outbox.is_empty());
+        assert_eq!(st.cursors, vec![("a".to_string(), 1)]);
     }
 
     #[tokio::test]

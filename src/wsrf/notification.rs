@@ -203,8 +203,10 @@ struct StreamLog {
     /// The producer is gone: workers end their subscription once past the log's end.
     closed: bool,
     workers: Vec<Arc<Worker>>,
-    /// The stream's mark as stored (`notify_mark`).
-    saved_mark: Option<i64>,
+    /// The stream's mark and `trimmed_upto` as stored (`notify_mark`).
+    saved_mark: Option<(i64, i64)>,
+    /// Changes up to this sequence were deleted from the store.
+    saved_delivered: i64,
 }
 
 const NO_CURSOR: i64 = i64::MIN;
@@ -262,7 +264,15 @@ impl Stream {
         Stream {
             id,
             topic,
-            inner: Mutex::new(StreamLog { log, trimmed_upto, last: None, closed: false, workers: Vec::new(), saved_mark: None }),
+            inner: Mutex::new(StreamLog {
+                log,
+                trimmed_upto,
+                last: None,
+                closed: false,
+                workers: Vec::new(),
+                saved_mark: None,
+                saved_delivered: NO_CURSOR,
+            }),
             head: watch::Sender::new(head),
             dirty: AtomicBool::new(false),
         }
@@ -282,13 +292,20 @@ impl Stream {
         };
         n.subs.store().notify_change(NotifyChange { seq, stream: self.id.clone(), old, new });
         g.log.push_back(Arc::new(Rec { seq, msg }));
+        let mut trimmed = false;
         while g.log.len() > n.settings.queue_len.max(1) {
             if let Some(r) = g.log.pop_front() {
                 g.trimmed_upto = r.seq;
+                trimmed = true;
             }
         }
         drop(g);
         self.head.send_replace(seq);
+        if trimmed {
+            // The store may drop those rows too: whoever needed them gets a resync.
+            self.dirty.store(true, Ordering::Release);
+            n.flush_wake.notify_one();
+        }
     }
 
     fn append_value(&self, n: &Notifier, new: &Values) {
@@ -316,8 +333,8 @@ impl Stream {
 
     /// Every worker is at the head, or retrying a dead consumer.
     fn settled(&self) -> bool {
-        let head = *self.head.borrow();
         let g = self.inner.lock().unwrap();
+        let Some(head) = g.log.back().map(|r| r.seq) else { return true };
         g.workers.iter().all(|w| {
             w.pos.load(Ordering::Acquire) >= head || w.retrying.load(Ordering::Acquire) || w.stopped.load(Ordering::Acquire)
         })
@@ -339,10 +356,18 @@ impl Stream {
         }
         let mark = counts.into_iter().max_by_key(|(p, c)| (*c, *p)).map(|(p, _)| p).unwrap_or(NO_CURSOR);
         let min = pos.iter().copied().min().unwrap_or(NO_CURSOR);
+        // Changes every worker passed, and those dropped for workers too far behind (they
+        // resync), are needed by nobody.
+        let upto = min.max(g.trimmed_upto);
+        while g.log.front().is_some_and(|r| r.seq <= min) {
+            g.log.pop_front();
+        }
+        g.trimmed_upto = g.trimmed_upto.max(min);
         let mut out = NotifyCursors { stream: self.id.clone(), ..Default::default() };
-        if g.saved_mark != Some(mark) {
-            out.mark = Some(mark);
-            g.saved_mark = Some(mark);
+        let saved = Some((mark, g.trimmed_upto));
+        if g.saved_mark != saved {
+            out.mark = saved;
+            g.saved_mark = saved;
         }
         for (w, p) in g.workers.iter().zip(&pos) {
             let want = if *p == mark { NO_CURSOR } else { *p };
@@ -350,12 +375,9 @@ impl Stream {
                 out.subs.push((w.key.clone(), (want != NO_CURSOR).then_some(want)));
             }
         }
-        if g.log.front().is_some_and(|r| r.seq <= min) {
-            out.delivered = Some(min);
-            while g.log.front().is_some_and(|r| r.seq <= min) {
-                g.log.pop_front();
-            }
-            g.trimmed_upto = g.trimmed_upto.max(min);
+        if upto > NO_CURSOR && g.saved_delivered < upto {
+            out.delivered = Some(upto);
+            g.saved_delivered = upto;
         }
         if out.mark.is_some() || !out.subs.is_empty() || out.delivered.is_some() {
             // Under the stream's lock, so the writes of one stream reach the store in order.
@@ -395,7 +417,7 @@ pub struct Notifier {
 #[derive(Default)]
 struct Loaded {
     changes: HashMap<StreamId, Vec<NotifyChange>>,
-    marks: HashMap<StreamId, i64>,
+    marks: HashMap<StreamId, (i64, i64)>,
     cursors: HashMap<String, i64>,
     outbox: HashMap<String, Vec<(i64, String)>>,
 }
@@ -446,7 +468,7 @@ impl Notifier {
                     .changes
                     .iter()
                     .map(|c| c.seq)
-                    .chain(st.marks.iter().map(|m| m.1))
+                    .chain(st.marks.iter().map(|m| m.1.max(m.2)))
                     .chain(st.cursors.iter().map(|c| c.1))
                     .max()
                     .unwrap_or(0);
@@ -454,7 +476,7 @@ impl Notifier {
                 for c in st.changes {
                     loaded.changes.entry(c.stream.clone()).or_default().push(c);
                 }
-                loaded.marks = st.marks.into_iter().collect();
+                loaded.marks = st.marks.into_iter().map(|(id, mark, trimmed)| (id, (mark, trimmed))).collect();
                 loaded.cursors = st.cursors.into_iter().collect();
                 for (sub, seq, body) in st.outbox {
                     loaded.outbox.entry(sub).or_default().push((seq, body));
@@ -659,6 +681,7 @@ impl Notifier {
                 let mut mark = None;
                 if let Some(l) = loaded.as_deref_mut() {
                     mark = l.marks.get(&id).copied();
+                    trimmed = mark.map_or(NO_CURSOR, |m| m.1);
                     for c in l.changes.remove(&id).unwrap_or_default() {
                         let msg = if topic == termination_topic() {
                             RecMsg::Terminated(c.new)
@@ -691,7 +714,7 @@ impl Notifier {
         // after the last change; a new position is stored at once.
         let (pos, saved) = match (own, g.saved_mark) {
             (Some(c), _) => (c, c),
-            (None, Some(m)) if loaded.is_some() => (m, NO_CURSOR),
+            (None, Some((m, _))) if loaded.is_some() => (m, NO_CURSOR),
             _ => {
                 store.notify_cursors(NotifyCursors {
                     stream: id.clone(),
