@@ -104,8 +104,25 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A process's CPU time (user + system), ms, from /proc.
+fn process_cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / hz
+}
+
+/// vwsd's CPU ms per change (the change and all its deliveries) over the last `latency` run.
+static CPU_PER_CHANGE: Mutex<f64> = Mutex::new(0.0);
+
 /// (latency median, p99 in ms over `n` changes with `subs` subscriptions; add median ms)
 fn latency(s: &Server, counter: &str, got: &Received, subs: usize, n: usize) -> (f64, f64, f64) {
+    let pid = s.child.as_ref().map_or(0, |c| c.id());
+    let cpu0 = process_cpu_ms(pid);
     let mut c = Conn::new(s);
     let hdr = Server::counter_key_header(counter);
     let mut lat = Vec::new();
@@ -136,6 +153,7 @@ fn latency(s: &Server, counter: &str, got: &Received, subs: usize, n: usize) -> 
             std::thread::sleep(Duration::from_micros(200));
         }
     }
+    *CPU_PER_CHANGE.lock().unwrap() = (process_cpu_ms(pid) - cpu0) / n as f64;
     (pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut adds, 0.5))
 }
 
@@ -163,22 +181,30 @@ fn main() {
     let counter = s.create_counter("CounterService");
     let base_rate = getrp_rate(&s, &counter, Duration::from_secs(3));
     let (_, _, base_add) = latency(&s, &counter, &got, 0, 200);
+    let cpu0 = *CPU_PER_CHANGE.lock().unwrap();
     subscribe(&s, &counter, &url);
     let (m1, p1, add1) = latency(&s, &counter, &got, 1, 300);
+    let cpu1 = *CPU_PER_CHANGE.lock().unwrap();
     for _ in 1..1000 {
         subscribe(&s, &counter, &url);
     }
-    let (m1000, p1000, add1000) = latency(&s, &counter, &got, 1000, 30);
+    let (m1000, p1000, add1000) = latency(&s, &counter, &got, 1000, 100);
+    let cpu1000 = *CPU_PER_CHANGE.lock().unwrap();
     let rate1000 = getrp_rate(&s, &counter, Duration::from_secs(3));
     println!();
     println!("vws WS-BaseNotification benchmarks (vwsd on loopback, one counter; times in ms)");
     println!("| {:<58} | {:>10} | {:>10} |", "measurement", "median", "p99");
     println!("|{:-<60}|{:->12}|{:->12}|", "", "", "");
     println!("| {:<58} | {:>10.3} | {:>10.3} |", "(a) commit → consumer receipt, 1 subscriber (300 changes)", m1, p1);
-    println!("| {:<58} | {:>10.3} | {:>10.3} |", "(a) commit → consumer receipt, 1,000 subscribers (30 changes)", m1000, p1000);
+    println!("| {:<58} | {:>10.3} | {:>10.3} |", "(a) commit → consumer receipt, 1,000 subscribers (100 changes)", m1000, p1000);
     println!("| {:<58} | {:>10.3} | {:>10} |", "(c) add (one change) round trip, 0 subscribers", base_add, "");
     println!("| {:<58} | {:>10.3} | {:>10} |", "(c) add round trip, 1 subscriber", add1, "");
     println!("| {:<58} | {:>10.3} | {:>10} |", "(c) add round trip, 1,000 subscribers", add1000, "");
+    println!("(c) add with 1,000 subscribers / add with 0: {:.2}× (goal ≤ 1.10×)", add1000 / base_add);
+    println!(
+        "vwsd CPU per change (the add and all its Notify deliveries): {cpu0:.3} ms with 0, {cpu1:.3} ms with 1, {cpu1000:.3} ms with 1,000 subscribers ({:.1} µs per delivered Notify)",
+        (cpu1000 - cpu0) / 1000.0 * 1000.0
+    );
     println!(
         "(b) GetResourceProperty on the counter: {base_rate:.0}/s with no subscriptions, {rate1000:.0}/s with 1,000 ({:+.1} %)",
         (rate1000 / base_rate - 1.0) * 100.0
