@@ -6,9 +6,12 @@
 //!
 //! Topics are the producer's declared properties (value-change topics, Simple dialect: the
 //! property's QName) and `wsrl:ResourceTermination`. The [`Notifier`] reads every producer home's
-//! change events ([`Home::subscribe`]) in one task per home and hands each change of a subscribed
-//! property to the subscription's own worker: a queue bounded by `queue_len` and one task, so a
-//! slow or dead consumer delays nobody else and never the operation that made the change.
+//! change events ([`Home::subscribe`]) in one task per home and appends each change of a
+//! subscribed property once to that topic's *stream* of the resource (one log entry, one store
+//! row and one wake-up, whatever the number of subscriptions; nothing is built or allocated per
+//! subscription). Each subscription has its own worker (one task) that keeps only its position
+//! in the stream and builds its Notify when it delivers, so a slow or dead consumer delays
+//! nobody else and never the operation that made the change.
 //!
 //! Delivery: HTTP POST (SOAP 1.1, plain `http://` consumers only), the consumer's reference
 //! properties and parameters copied as headers, one `NotificationMessage` per Notify with Topic,
@@ -18,22 +21,38 @@
 //! message still undelivered after `give_up_secs` marks the subscription **Failed**
 //! (`{vws}SubscriptionState` = Failed, `{vws}deliveryFailure` says why), and it then delivers
 //! nothing until `ResumeSubscription`, which re-activates it and sends the current value.
-//! Overflow: when `queue_len` messages wait, further changes are not queued; instead one resync
-//! is queued, which sends the property's value at that time (intermediate values are lost, the
-//! consumer ends up with the latest one). The same resync is sent to every subscription of a home
-//! whose change stream lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)).
+//! Overflow: a stream keeps at most `queue_len` changes not yet delivered to all its
+//! subscriptions; a worker that falls further behind skips to the end and sends one resync,
+//! the property's value at that time (intermediate values are lost, the consumer ends up with
+//! the latest one). The same resync is sent to every subscription of a home whose change stream
+//! lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)) and on ResumeSubscription of a Failed
+//! one.
 //!
-//! Subscriptions are stored like every resource and reloaded at start. Each value change's
-//! Notify is put in the store's `outbox` (written to the WAL, not fsynced) as soon as the change
-//! is handed to the subscription, right after its commit, and removed once delivered or given
-//! up (resyncs and ResourceTermination before their first attempt), so messages waiting for a slow or dead consumer when vwsd
-//! dies (kill -9 included) are delivered after the restart, first and in order — at least once:
-//! one being delivered at the crash may arrive twice (same wsa:MessageID). Not covered: a change
-//! committed in the instant before the crash, before its message reached the outbox, and (after
-//! a system crash or power loss) the outbox's last unsynced writes; the next change or a resume
+//! Subscriptions are stored like every resource and reloaded at start. Durable delivery (store
+//! tables, written to the WAL without an fsync, in commit order behind the change itself):
+//! - `notify_change`: one row per committed change of a stream (seq, producer, topic, old and
+//!   new values), written as the change is appended right after its commit; each subscription's
+//!   envelope is built from it at delivery, with a wsa:MessageID derived from the subscription's
+//!   key and the change's seq ([`message_id`]), so a message sent again is the same message.
+//! - delivered positions, stored in batches by one flusher task once a stream's deliveries
+//!   settle (at most [`FLUSH_WAIT`] later): the most common position of a stream's
+//!   subscriptions as its `notify_mark` (with the seq up to which changes were dropped for
+//!   overflowing workers), a `notify_cursor` row only for a subscription elsewhere (a slow one),
+//!   each written only when it changed — usually one row per batch. The same write deletes the
+//!   changes every subscription passed (or that were dropped), so rows do not accumulate.
+//! - `outbox`: a resync's envelope, with the subscription's cursor moved to it in the same write,
+//!   until delivered.
+//!
+//! So changes waiting for a slow or dead consumer when vwsd dies (kill -9 included) are delivered
+//! after the restart, first and in order — at least once: those delivered since the last stored
+//! position arrive again, with the same wsa:MessageID. Destroying a subscription deletes its
+//! cursor and messages, and its stream's rows when it was the last. Not covered: a change
+//! committed in the instant before a crash, before its row reached the store, and (after a
+//! system crash or power loss) the last unsynced writes; the next change or a resume
 //! brings the consumer up to date. Destroying a producer
 //! sends the `ResourceTermination` message to subscribers of that topic, then destroys all its
-//! subscriptions. Paused subscriptions drop the changes made while paused (as GT 4.0 does).
+//! subscriptions (after a restart that finds the producer gone: once what was stored for them
+//! is delivered). Paused subscriptions drop the changes made while paused (as GT 4.0 does).
 //! `UseNotify` false is accepted and stored, and, as in GT 4.0, nothing is sent for it.
 
 use super::faults::{BaseFault, FaultType};
@@ -1340,6 +1359,16 @@ mod tests {
             "<c:K xmlns:c=\"urn:a>b\" soapenv:mustUnderstand=\"0\">42</c:K>"
         );
         assert_eq!(with_must_understand_0("<c:K xmlns:c=\"urn:c\"/>"), "<c:K xmlns:c=\"urn:c\" soapenv:mustUnderstand=\"0\"/>");
+    }
+
+    #[test]
+    fn a_message_id_is_the_same_for_the_same_change_and_subscription_only() {
+        let a = message_id("sub-1", 7);
+        assert_eq!(a, message_id("sub-1", 7), "sent again after a restart: the same MessageID");
+        assert!(a.starts_with("uuid:") && uuid::Uuid::parse_str(&a[5..]).is_ok(), "{a}");
+        assert_ne!(a, message_id("sub-1", 8));
+        assert_ne!(a, message_id("sub-2", 7));
+        assert_ne!(message_id("sub-1", 17), message_id("sub-11", 7));
     }
 
     #[test]
