@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 const WSNT_ACTION: &str = "http://docs.oasis-open.org/wsn/2004/06/wsn-WS-BaseNotification";
 const SIMPLE: &str = "http://docs.oasis-open.org/wsn/2004/06/TopicExpression/Simple";
 
+/// Pause before each measured change.
+const PAUSE: Duration = Duration::from_millis(20);
+
 /// A consumer that records the receipt time of every Notify carrying each NewValue.
 type Received = Arc<Mutex<Vec<(Instant, String)>>>;
 
@@ -132,8 +135,9 @@ fn latency(s: &Server, counter: &str, got: &Received, subs: usize, n: usize) -> 
     for _ in 0..n {
         got.lock().unwrap().clear();
         // The same pause before every change whatever the number of subscribers (with none, the
-        // loop would otherwise send back to back, which measures something else).
-        std::thread::sleep(Duration::from_millis(2));
+        // loop would otherwise send back to back, which measures something else), long enough
+        // for vwsd to finish the previous change's deliveries (answers, cursor write).
+        std::thread::sleep(PAUSE);
         let t = Instant::now();
         let r = c.post(
             s,
@@ -172,7 +176,7 @@ fn interleaved(s: &Server, quiet: &str, watched: &str, got: &Received, subs: usi
     for _ in 0..n {
         for (i, counter) in [quiet, watched].into_iter().enumerate() {
             got.lock().unwrap().clear();
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(PAUSE);
             let t = Instant::now();
             let r = c.post(
                 s,
