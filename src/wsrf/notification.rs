@@ -58,6 +58,7 @@
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, PropertyDecl, ResourceState, ResourceType, Values};
 use super::lifetime::{check_termination, LifetimePolicy};
+use super::notify_messages::{notify_envelope as envelope, Notify, NotifyContent};
 use crate::soap::ns;
 use crate::soap::time;
 use crate::soap::xml::{escape, Element, QName};
@@ -191,10 +192,12 @@ enum RecMsg {
 }
 
 impl Rec {
-    fn message(&self) -> String {
+    fn content(&self) -> NotifyContent {
         match &self.msg {
-            RecMsg::Value { old, new } => value_message(old.as_deref(), new),
-            RecMsg::Terminated(at) => termination_message(at),
+            RecMsg::Value { old, new } => {
+                NotifyContent::ValueChange { old: old.as_deref().map(str::to_string), new: new.to_string() }
+            }
+            RecMsg::Terminated(at) => NotifyContent::Termination { time: at.to_string() },
         }
     }
 }
@@ -956,7 +959,13 @@ impl Notifier {
         }
         let Some((_, pk)) = &w.notify else { return };
         let Some(v) = self.current_value(&w.producer.0, &w.producer.1, topic).await else { return };
-        let env = notify_envelope(d, pk, topic, &value_message(None, &v.xml), &crate::soap::envelope::new_message_id());
+        let env = notify_envelope(
+            d,
+            pk,
+            topic,
+            NotifyContent::ValueChange { old: None, new: v.xml.to_string() },
+            &crate::soap::envelope::new_message_id(),
+        );
         let at = {
             let g = w.stream.inner.lock().unwrap();
             let at = w.pos.load(Ordering::Acquire);
@@ -1111,7 +1120,7 @@ async fn run_worker(n: std::sync::Weak<Notifier>, w: Arc<Worker>, d: SubData, qu
             Next::Deliver(rec) => {
                 if w.state() == SubState::Active {
                     if let Some((d, pk)) = &w.notify {
-                        let env = notify_envelope(d, pk, &topic, &rec.message(), &message_id(&w.key, rec.seq));
+                        let env = notify_envelope(d, pk, &topic, rec.content(), &message_id(&w.key, rec.seq));
                         n.deliver(&w, d, &env).await;
                     }
                 }
@@ -1287,65 +1296,16 @@ fn subscription_url(service_url: &str) -> String {
     }
 }
 
-/// The `Message` element of a value change.
-fn value_message(old: Option<&str>, new: &str) -> String {
-    let mut m = format!(
-        "<Message xsi:type=\"ns3:ResourcePropertyValueChangeNotificationElementType\" xmlns:ns3=\"{}\"><ns4:ResourcePropertyValueChangeNotification xmlns:ns4=\"{}\">",
-        ns::GLOBUS_NOTIFICATION,
-        ns::WSRP
-    );
-    if let Some(o) = old {
-        m.push_str("<ns4:OldValue>");
-        m.push_str(o);
-        m.push_str("</ns4:OldValue>");
-    }
-    m.push_str("<ns4:NewValue>");
-    m.push_str(new);
-    m.push_str("</ns4:NewValue></ns4:ResourcePropertyValueChangeNotification></Message>");
-    m
-}
-
-/// The `Message` of a ResourceTermination notification: the time of destruction (as GT 4.0).
-fn termination_message(at: &str) -> String {
-    format!("<Message><ns3:TerminationTime xmlns:ns3=\"{}\">{}</ns3:TerminationTime></Message>", ns::WSRL, at)
-}
-
-/// The whole Notify envelope, shaped as GT 4.0's.
-fn notify_envelope(d: &SubData, producer_key_name: &QName, topic: &QName, message: &str, message_id: &str) -> String {
-    let mut out = String::with_capacity(1600 + message.len());
-    out.push_str(concat!(
-        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" ",
-        "xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" ",
-        "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ",
-        "xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/03/addressing\">"
-    ));
-    out.push_str(&format!(
-        "<soapenv:Header><wsa:MessageID soapenv:mustUnderstand=\"0\">{}</wsa:MessageID><wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To><wsa:Action soapenv:mustUnderstand=\"0\">{}/Notify</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>{}</wsa:Address></wsa:From>",
-        escape(message_id),
-        escape(&d.consumer_address),
-        ns::WSNT_ACTION,
-        ns::WSA_ANONYMOUS
-    ));
-    for h in &d.consumer_headers {
-        out.push_str(h);
-    }
-    out.push_str(&format!(
-        "</soapenv:Header><soapenv:Body><Notify xmlns=\"{}\"><NotificationMessage><Topic Dialect=\"{}\" xmlns:ns1=\"{}\">ns1:{}</Topic>",
-        ns::WSNT,
-        ns::SIMPLE_TOPIC_DIALECT,
-        escape(&topic.ns),
-        topic.local
-    ));
-    out.push_str(&format!(
-        "<ProducerReference><wsa:Address>{addr}</wsa:Address><wsa:ReferenceProperties><ns2:{local} xmlns:ns2=\"{kns}\">{key}</ns2:{local}></wsa:ReferenceProperties><wsa:ReferenceParameters/></ProducerReference>",
-        addr = escape(&d.producer_address),
-        kns = escape(&producer_key_name.ns),
-        local = producer_key_name.local,
-        key = escape(&d.producer_key)
-    ));
-    out.push_str(message);
-    out.push_str("</NotificationMessage></Notify></soapenv:Body></soapenv:Envelope>");
-    out
+/// The whole Notify envelope of one message to subscription `d`.
+fn notify_envelope(d: &SubData, producer_key_name: &QName, topic: &QName, content: NotifyContent, message_id: &str) -> String {
+    let body = Notify {
+        topic: topic.clone(),
+        producer_address: d.producer_address.clone(),
+        producer_key_name: producer_key_name.clone(),
+        producer_key: d.producer_key.clone(),
+        content,
+    };
+    envelope(message_id, &d.consumer_address, &d.consumer_headers, &body)
 }
 
 #[cfg(test)]
