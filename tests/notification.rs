@@ -501,6 +501,92 @@ fn notifications_queued_for_a_down_consumer_at_kill9_are_delivered_after_restart
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "delivered messages leave the outbox");
+    wait_rows(&s, "notify_change", 0);
+}
+
+/// Rows of a store table, read while vwsd runs.
+fn rows(s: &Server, table: &str) -> i64 {
+    rusqlite::Connection::open(s.data_dir().join("vws.db"))
+        .unwrap()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Waits (10 s at most) until `table` has `n` rows.
+fn wait_rows(s: &Server, table: &str, n: i64) {
+    let start = Instant::now();
+    while rows(s, table) != n {
+        assert!(start.elapsed() < Duration::from_secs(10), "{table}: {} rows, not {n}; log: {}", rows(s, table), s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn store_rows_go_once_delivered_and_with_their_subscriptions() {
+    let s = Server::start();
+    let consumer = Consumer::start();
+    let counter = s.create_counter("CounterService");
+    let live = counter_sub(&s, &counter, &consumer.url());
+    let paused = counter_sub(&s, &counter, &consumer.url());
+    let r = sub_call(&s, &paused, &format!("{WSNT_ACTION}/PauseSubscription"), &format!("<PauseSubscription xmlns=\"{WSNT}\"/>"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for i in 1..=20 {
+        add(&s, &counter, i);
+    }
+    let got = consumer.wait(20, &s);
+    let values: Vec<String> = got.iter().map(|n| value_of(n, "NewValue").unwrap()).collect();
+    let expected: Vec<String> = (1..=20).map(|i| (i * (i + 1) / 2).to_string()).collect();
+    assert_eq!(values, expected, "the live subscription gets all, in order; the paused one nothing");
+    let ids: std::collections::HashSet<String> = got.iter().map(|n| find(n, "MessageID").unwrap().text()).collect();
+    assert_eq!(ids.len(), 20, "one MessageID per message");
+    // One row per change, whatever the number of subscriptions, gone once every one passed it.
+    wait_rows(&s, "notify_change", 0);
+    wait_rows(&s, "notify_cursor", 0);
+    assert_eq!(rows(&s, "notify_mark"), 1, "both subscriptions at the stream's mark");
+    for sub in [&live, &paused] {
+        let r = sub_call(&s, sub, &format!("{WSRL_ACTION}/Destroy"), &format!("<wsrl:Destroy xmlns:wsrl=\"{WSRL}\"/>"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    wait_rows(&s, "notify_mark", 0);
+    add(&s, &counter, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rows(&s, "notify_change"), 0, "no subscription: nothing written");
+    assert_eq!(rows(&s, "notify_cursor") + rows(&s, "outbox"), 0);
+}
+
+#[test]
+fn a_consumer_behind_more_than_queue_len_gets_the_current_value_and_rows_stay_bounded() {
+    let s = Server::start_with(Conf {
+        host: "\n[notification]\nqueue_len = 3\nretry_initial_ms = 100\nretry_max_ms = 300\ngive_up_secs = 60\n".into(),
+        ..Default::default()
+    });
+    let mut consumer = Consumer::start();
+    let counter = s.create_counter("CounterService");
+    counter_sub(&s, &counter, &consumer.url());
+    add(&s, &counter, 1);
+    consumer.wait(1, &s);
+    let (addr, got) = (consumer.addr.clone(), consumer.got.clone());
+    consumer.shut();
+    for i in 2..=30 {
+        add(&s, &counter, i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rows(&s, "notify_change") <= 5, "changes beyond queue_len are not kept: {}", rows(&s, "notify_change"));
+    let consumer = Consumer::start_at(&addr, got);
+    let start = Instant::now();
+    let values = loop {
+        let got = consumer.wait(2, &s);
+        let values: Vec<i64> = got.iter().map(|n| value_of(n, "NewValue").unwrap().parse().unwrap()).collect();
+        if values.last() == Some(&465) {
+            break values;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no resync to the current value: {values:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "in order: {values:?}");
+    assert!(values.len() <= 6, "changes beyond queue_len were replaced by one resync: {values:?}");
+    wait_rows(&s, "notify_change", 0);
+    wait_rows(&s, "outbox", 0);
 }
 
 #[test]

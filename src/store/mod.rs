@@ -25,6 +25,51 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// A notification stream: (producer service, producer key, topic in Clark notation).
+pub type StreamId = (String, String, String);
+
+/// One committed change of a notification stream (table `notify_change`), from which each
+/// subscription's Notify is built when it is delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyChange {
+    /// Commit sequence, increasing over the whole store.
+    pub seq: i64,
+    pub stream: StreamId,
+    /// The property's values before the change (None: unknown), as XML.
+    pub old: Option<std::sync::Arc<str>>,
+    /// The values after it (for `wsrl:ResourceTermination`: the termination time).
+    pub new: std::sync::Arc<str>,
+}
+
+/// Cursor writes of one stream (table `notify_mark`: the position of every subscription of the
+/// stream that has no row of its own in `notify_cursor`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NotifyCursors {
+    pub stream: StreamId,
+    /// Some((mark, trimmed)): set the stream's mark, and the sequence up to which its changes
+    /// were dropped for subscriptions too far behind (they get a resync instead); None: leave it.
+    pub mark: Option<(i64, i64)>,
+    /// Per subscription: Some(seq) its own position, None: it is at the mark.
+    pub subs: Vec<(String, Option<i64>)>,
+    /// Delete the stream's changes with a sequence up to this (delivered to every subscription).
+    pub delivered: Option<i64>,
+    /// The stream has no subscription any more: delete its mark and every change.
+    pub drop_stream: bool,
+}
+
+/// What the notification tables hold at start-up.
+#[derive(Debug, Default)]
+pub struct NotifyState {
+    /// In sequence order.
+    pub changes: Vec<NotifyChange>,
+    /// (stream, mark, trimmed), see [`NotifyCursors::mark`].
+    pub marks: Vec<(StreamId, i64, i64)>,
+    pub cursors: Vec<(String, i64)>,
+    /// Per-subscription messages (resyncs; rows of the pre-stream format), (sub, seq, body) in
+    /// sub and seq order.
+    pub outbox: Vec<(String, i64, String)>,
+}
+
 /// One stored resource.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -44,17 +89,24 @@ enum Op {
     },
     /// Checkpoint the WAL into the database file (at shutdown).
     Checkpoint,
-    /// Queue an undelivered notification (`sub`, `seq`) with its message.
+    /// Queue an undelivered message of one subscription (`sub`, at position `seq` of its
+    /// stream) and set its cursor to `seq` (not below what it was).
     OutboxPut {
         sub: String,
         seq: i64,
         body: String,
     },
-    /// A notification was delivered (or dropped): forget it (`seq` None: all of `sub`'s).
+    /// A message of `OutboxPut` was delivered (or dropped): forget it (`seq` None: everything of
+    /// `sub`, its cursor included: the subscription is gone).
     OutboxDelete {
         sub: String,
         seq: Option<i64>,
     },
+    /// One committed change of a notification stream (one row whatever the number of
+    /// subscriptions).
+    NotifyChange(NotifyChange),
+    /// Delivered positions of one stream's subscriptions, and what none of them still needs.
+    NotifyCursors(NotifyCursors),
     /// Remember a signed message (its replay key) until `end_ms`; answers `false` when it was
     /// already remembered. Rows past their end are pruned in the same transaction.
     Replay {
@@ -97,6 +149,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (sub, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notify_change (
+    seq INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,
+    key TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    old TEXT,
+    new TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notify_change_stream ON notify_change(service, key, topic, seq);
+CREATE TABLE IF NOT EXISTS notify_mark (
+    service TEXT NOT NULL,
+    key TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    trimmed INTEGER NOT NULL,
+    PRIMARY KEY (service, key, topic)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notify_cursor (
+    sub TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
@@ -228,33 +301,60 @@ impl Store {
         self.submit(Op::Replay { key: key.into(), end_ms, now_ms }).await
     }
 
-    /// Queue a notification message of subscription `sub` (number `seq`, increasing), in the
-    /// WAL when this returns (like replay records: it survives a vwsd crash; a system crash may
-    /// lose the last ones).
-    pub async fn outbox_put(&self, sub: &str, seq: i64, body: &str) -> Result<(), StoreError> {
-        self.submit(Op::OutboxPut { sub: sub.into(), seq, body: body.into() }).await.map(drop)
+    /// Queue a write without waiting for its commit: it is applied after every write submitted
+    /// before it, in the WAL (not fsynced) once committed, like replay records — it survives a
+    /// vwsd crash; a system crash may lose the last ones.
+    fn queue(&self, op: Op) {
+        let (done, _) = oneshot::channel();
+        let _ = self.tx.send(Job { op, done });
     }
 
-    /// [`Store::outbox_put`] without waiting for the commit (queued behind the writes submitted
-    /// before it, so a later [`Store::outbox_delete`] of it is applied after it).
+    /// Queue a message of subscription `sub` at position `seq` of its stream (a resync) and
+    /// move its cursor to `seq`; does not wait for the commit.
     pub fn outbox_queue(&self, sub: &str, seq: i64, body: &str) {
-        let (done, _) = oneshot::channel();
-        let _ = self.tx.send(Job { op: Op::OutboxPut { sub: sub.into(), seq, body: body.into() }, done });
+        self.queue(Op::OutboxPut { sub: sub.into(), seq, body: body.into() });
     }
 
-    /// Forget a queued notification (None: every one of `sub`). Queued behind the writes
-    /// submitted before it; does not wait for the commit.
+    /// Forget a queued message (None: every one of `sub`, and its cursor). Does not wait.
     pub fn outbox_delete(&self, sub: &str, seq: Option<i64>) {
-        let (done, _) = oneshot::channel();
-        let _ = self.tx.send(Job { op: Op::OutboxDelete { sub: sub.into(), seq }, done });
+        self.queue(Op::OutboxDelete { sub: sub.into(), seq });
     }
 
-    /// The queued notifications of every subscription, (sub, seq, body) in sub and seq order.
-    pub fn outbox(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+    /// Record one committed change of a notification stream; does not wait.
+    pub fn notify_change(&self, change: NotifyChange) {
+        self.queue(Op::NotifyChange(change));
+    }
+
+    /// Write a stream's delivered positions and delete what none of its subscriptions needs;
+    /// does not wait.
+    pub fn notify_cursors(&self, cursors: NotifyCursors) {
+        self.queue(Op::NotifyCursors(cursors));
+    }
+
+    /// The notification tables (start-up).
+    pub fn notify_state(&self) -> Result<NotifyState, StoreError> {
         let conn = Connection::open(&self.path)?;
+        let mut out = NotifyState::default();
+        let mut st = conn.prepare("SELECT seq, service, key, topic, old, new FROM notify_change ORDER BY seq")?;
+        let rows = st.query_map([], |r| {
+            Ok(NotifyChange {
+                seq: r.get(0)?,
+                stream: (r.get(1)?, r.get(2)?, r.get(3)?),
+                old: r.get::<_, Option<String>>(4)?.map(Into::into),
+                new: r.get::<_, String>(5)?.into(),
+            })
+        })?;
+        out.changes = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare("SELECT service, key, topic, seq, trimmed FROM notify_mark")?;
+        let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?, r.get(4)?)))?;
+        out.marks = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare("SELECT sub, seq FROM notify_cursor")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        out.cursors = rows.collect::<Result<Vec<_>, _>>()?;
         let mut st = conn.prepare("SELECT sub, seq, body FROM outbox ORDER BY sub, seq")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        out.outbox = rows.collect::<Result<Vec<_>, _>>()?;
+        Ok(out)
     }
 
     /// The replay keys still inside their window at `now_ms` (start-up), oldest end first.
@@ -281,8 +381,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         // Replay records and the notification outbox alone are committed without an fsync (see
         // [`Store::record_replay`]); any other write syncs the WAL, and every record before it.
-        let unsynced_only =
-            jobs.iter().all(|j| matches!(j.op, Op::Replay { .. } | Op::OutboxPut { .. } | Op::OutboxDelete { .. }));
+        let unsynced_only = jobs.iter().all(|j| {
+            matches!(
+                j.op,
+                Op::Replay { .. } | Op::OutboxPut { .. } | Op::OutboxDelete { .. } | Op::NotifyChange(_) | Op::NotifyCursors(_)
+            )
+        });
         // After a clean-shutdown mark, the first group clears it durably.
         let sync = if unsynced_only && !marked_clean { "NORMAL" } else { "FULL" };
         if sync != synchronous {
@@ -357,13 +461,26 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<bool>, rusqlite::Er
                 Op::OutboxPut { sub, seq, body } => {
                     tx.prepare_cached("INSERT OR REPLACE INTO outbox (sub, seq, body) VALUES (?1, ?2, ?3)")?
                         .execute(params![sub, seq, body])?;
+                    tx.prepare_cached(
+                        "INSERT INTO notify_cursor (sub, seq) VALUES (?1, ?2) ON CONFLICT(sub) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    )?
+                    .execute(params![sub, seq])?;
                 }
                 Op::OutboxDelete { sub, seq: Some(seq) } => {
                     tx.prepare_cached("DELETE FROM outbox WHERE sub = ?1 AND seq = ?2")?.execute(params![sub, seq])?;
                 }
                 Op::OutboxDelete { sub, seq: None } => {
                     tx.prepare_cached("DELETE FROM outbox WHERE sub = ?1")?.execute(params![sub])?;
+                    tx.prepare_cached("DELETE FROM notify_cursor WHERE sub = ?1")?.execute(params![sub])?;
                 }
+                Op::NotifyChange(c) => {
+                    let (service, key, topic) = &c.stream;
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO notify_change (seq, service, key, topic, old, new) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![c.seq, service, key, topic, c.old.as_deref(), &*c.new])?;
+                }
+                Op::NotifyCursors(c) => notify_cursors(&tx, c)?,
                 Op::Replay { key, end_ms, now_ms } => {
                     if !pruned {
                         tx.prepare_cached("DELETE FROM replay WHERE end_ms < ?1")?.execute(params![now_ms])?;
@@ -380,6 +497,34 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<bool>, rusqlite::Er
     }
     tx.commit()?;
     Ok(changed)
+}
+
+fn notify_cursors(tx: &rusqlite::Transaction, c: &NotifyCursors) -> Result<(), rusqlite::Error> {
+    let (service, key, topic) = &c.stream;
+    for (sub, seq) in &c.subs {
+        match seq {
+            Some(seq) => tx
+                .prepare_cached("INSERT OR REPLACE INTO notify_cursor (sub, seq) VALUES (?1, ?2)")?
+                .execute(params![sub, seq])?,
+            None => tx.prepare_cached("DELETE FROM notify_cursor WHERE sub = ?1")?.execute(params![sub])?,
+        };
+    }
+    if c.drop_stream {
+        tx.prepare_cached("DELETE FROM notify_mark WHERE service = ?1 AND key = ?2 AND topic = ?3")?
+            .execute(params![service, key, topic])?;
+        tx.prepare_cached("DELETE FROM notify_change WHERE service = ?1 AND key = ?2 AND topic = ?3")?
+            .execute(params![service, key, topic])?;
+        return Ok(());
+    }
+    if let Some((mark, trimmed)) = c.mark {
+        tx.prepare_cached("INSERT OR REPLACE INTO notify_mark (service, key, topic, seq, trimmed) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![service, key, topic, mark, trimmed])?;
+    }
+    if let Some(upto) = c.delivered {
+        tx.prepare_cached("DELETE FROM notify_change WHERE service = ?1 AND key = ?2 AND topic = ?3 AND seq <= ?4")?
+            .execute(params![service, key, topic, upto])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -415,6 +560,44 @@ mod tests {
         assert!(!s.record_replay("b", 300, 200).await.unwrap());
         // "a" ended at 100: pruned by the write at 200.
         assert_eq!(s.replay_keys(0).unwrap(), vec![("b".to_string(), 300)]);
+    }
+
+    #[tokio::test]
+    async fn notification_changes_cursors_and_their_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id: StreamId = ("S".into(), "k".into(), "{urn:t}P".into());
+        for seq in 1..=3 {
+            s.notify_change(NotifyChange {
+                seq,
+                stream: id.clone(),
+                old: (seq > 1).then(|| format!("<v>{}</v>", seq - 1).into()),
+                new: format!("<v>{seq}</v>").into(),
+            });
+        }
+        s.notify_cursors(NotifyCursors {
+            stream: id.clone(),
+            mark: Some((2, 0)),
+            subs: vec![("a".into(), Some(1)), ("b".into(), None)],
+            delivered: Some(1),
+            drop_stream: false,
+        });
+        s.outbox_queue("c", 5, "<resync/>");
+        s.put(Row { service: "X".into(), key: "sync".into(), termination_ms: None, record: "{}".into() }).await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let st = s.notify_state().unwrap();
+        assert_eq!(st.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2, 3], "delivered to all: deleted");
+        assert_eq!(st.changes[0].old.as_deref(), Some("<v>1</v>"));
+        assert_eq!(st.marks, vec![(id.clone(), 2, 0)]);
+        assert_eq!(st.cursors, vec![("a".to_string(), 1), ("c".to_string(), 5)], "a resync moves the cursor with it");
+        assert_eq!(st.outbox, vec![("c".to_string(), 5, "<resync/>".to_string())]);
+        s.outbox_delete("c", None);
+        s.notify_cursors(NotifyCursors { stream: id.clone(), drop_stream: true, ..Default::default() });
+        s.put(Row { service: "X".into(), key: "sync".into(), termination_ms: None, record: "{}".into() }).await.unwrap();
+        let st = s.notify_state().unwrap();
+        assert!(st.changes.is_empty() && st.marks.is_empty() && st.outbox.is_empty());
+        assert_eq!(st.cursors, vec![("a".to_string(), 1)]);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod intern;
 pub mod lifetime;
 pub mod messages;
 pub mod notification;
+pub mod notify_messages;
 pub mod properties;
 pub mod sweeper;
 /// xsd:dateTime helpers live with the wire vocabulary; kept here under their old path.

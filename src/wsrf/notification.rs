@@ -6,9 +6,12 @@
 //!
 //! Topics are the producer's declared properties (value-change topics, Simple dialect: the
 //! property's QName) and `wsrl:ResourceTermination`. The [`Notifier`] reads every producer home's
-//! change events ([`Home::subscribe`]) in one task per home and hands each change of a subscribed
-//! property to the subscription's own worker: a queue bounded by `queue_len` and one task, so a
-//! slow or dead consumer delays nobody else and never the operation that made the change.
+//! change events ([`Home::subscribe`]) in one task per home and appends each change of a
+//! subscribed property once to that topic's *stream* of the resource (one log entry, one store
+//! row and one wake-up, whatever the number of subscriptions; nothing is built or allocated per
+//! subscription). Each subscription has its own worker (one task) that keeps only its position
+//! in the stream and builds its Notify when it delivers, so a slow or dead consumer delays
+//! nobody else and never the operation that made the change.
 //!
 //! Delivery: HTTP POST (SOAP 1.1, plain `http://` consumers only), the consumer's reference
 //! properties and parameters copied as headers, one `NotificationMessage` per Notify with Topic,
@@ -18,40 +21,58 @@
 //! message still undelivered after `give_up_secs` marks the subscription **Failed**
 //! (`{vws}SubscriptionState` = Failed, `{vws}deliveryFailure` says why), and it then delivers
 //! nothing until `ResumeSubscription`, which re-activates it and sends the current value.
-//! Overflow: when `queue_len` messages wait, further changes are not queued; instead one resync
-//! is queued, which sends the property's value at that time (intermediate values are lost, the
-//! consumer ends up with the latest one). The same resync is sent to every subscription of a home
-//! whose change stream lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)).
+//! Overflow: a stream keeps at most `queue_len` changes not yet delivered to all its
+//! subscriptions; a worker that falls further behind skips to the end and sends one resync,
+//! the property's value at that time (intermediate values are lost, the consumer ends up with
+//! the latest one). The same resync is sent to every subscription of a home whose change stream
+//! lagged ([`CHANGE_BUFFER`](super::home::CHANGE_BUFFER)) and on ResumeSubscription of a Failed
+//! one.
 //!
-//! Subscriptions are stored like every resource and reloaded at start. Each value change's
-//! Notify is put in the store's `outbox` (written to the WAL, not fsynced) as soon as the change
-//! is handed to the subscription, right after its commit, and removed once delivered or given
-//! up (resyncs and ResourceTermination before their first attempt), so messages waiting for a slow or dead consumer when vwsd
-//! dies (kill -9 included) are delivered after the restart, first and in order — at least once:
-//! one being delivered at the crash may arrive twice (same wsa:MessageID). Not covered: a change
-//! committed in the instant before the crash, before its message reached the outbox, and (after
-//! a system crash or power loss) the outbox's last unsynced writes; the next change or a resume
+//! Subscriptions are stored like every resource and reloaded at start. Durable delivery (store
+//! tables, written to the WAL without an fsync, in commit order behind the change itself):
+//! - `notify_change`: one row per committed change of a stream (seq, producer, topic, old and
+//!   new values), written as the change is appended right after its commit; each subscription's
+//!   envelope is built from it at delivery, with a wsa:MessageID derived from the subscription's
+//!   key and the change's seq ([`message_id`]), so a message sent again is the same message.
+//! - delivered positions, stored in batches by one flusher task once a stream's deliveries
+//!   settle (at most [`FLUSH_WAIT`] later): the most common position of a stream's
+//!   subscriptions as its `notify_mark` (with the seq up to which changes were dropped for
+//!   overflowing workers), a `notify_cursor` row only for a subscription elsewhere (a slow one),
+//!   each written only when it changed — usually one row per batch. The same write deletes the
+//!   changes every subscription passed (or that were dropped), so rows do not accumulate.
+//! - `outbox`: a resync's envelope, with the subscription's cursor moved to it in the same write,
+//!   until delivered.
+//!
+//! So changes waiting for a slow or dead consumer when vwsd dies (kill -9 included) are delivered
+//! after the restart, first and in order — at least once: those delivered since the last stored
+//! position arrive again, with the same wsa:MessageID. Destroying a subscription deletes its
+//! cursor and messages, and its stream's rows when it was the last. Not covered: a change
+//! committed in the instant before a crash, before its row reached the store, and (after a
+//! system crash or power loss) the last unsynced writes; the next change or a resume
 //! brings the consumer up to date. Destroying a producer
 //! sends the `ResourceTermination` message to subscribers of that topic, then destroys all its
-//! subscriptions. Paused subscriptions drop the changes made while paused (as GT 4.0 does).
+//! subscriptions (after a restart that finds the producer gone: once what was stored for them
+//! is delivered). Paused subscriptions drop the changes made while paused (as GT 4.0 does).
 //! `UseNotify` false is accepted and stored, and, as in GT 4.0, nothing is sent for it.
 
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, PropertyDecl, ResourceState, ResourceType, Values};
 use super::lifetime::{check_termination, LifetimePolicy};
+use super::notify_messages::{notify_envelope as envelope, Notify, NotifyContent};
 use crate::soap::ns;
 use crate::soap::time;
 use crate::soap::xml::{escape, Element, QName};
+use crate::store::{NotifyChange, NotifyCursors, StreamId};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, watch};
 
 /// The subscription manager's service name.
 pub const SERVICE: &str = "SubscriptionManagerService";
@@ -155,35 +176,80 @@ struct SubData {
     state: SubState,
 }
 
-/// One queued delivery.
-enum Item {
-    /// A value change's Notify, already in the store's outbox as number `seq`.
-    Queued { seq: i64, env: String },
-    /// Send the property's current value (after an overflow or a lagged change stream).
-    Resync,
-    /// The producer was destroyed at this time.
-    Terminated(i64),
-    /// The producer is gone: destroy the subscription after what is queued.
-    End,
+/// One committed change of a stream, as its subscriptions' workers read it.
+struct Rec {
+    /// Commit sequence (store-wide, increasing); with the subscription's key it makes the
+    /// Notify's wsa:MessageID.
+    seq: i64,
+    msg: RecMsg,
 }
 
-/// A live subscription's worker, as the dispatcher sees it.
+enum RecMsg {
+    /// A value change: the property's values before (when known) and after.
+    Value { old: Option<Arc<str>>, new: Arc<str> },
+    /// The producer was destroyed at this time (`wsrl:ResourceTermination`), as xsd:dateTime.
+    Terminated(Arc<str>),
+}
+
+impl Rec {
+    fn content(&self) -> NotifyContent {
+        match &self.msg {
+            RecMsg::Value { old, new } => {
+                NotifyContent::ValueChange { old: old.as_deref().map(str::to_string), new: new.to_string() }
+            }
+            RecMsg::Terminated(at) => NotifyContent::Termination { time: at.to_string() },
+        }
+    }
+}
+
+/// The changes of one topic of one producer resource, shared by all its subscriptions: one log
+/// entry (and one store row) per change whatever the number of subscriptions; each subscription
+/// only keeps its position in it.
+struct Stream {
+    id: StreamId,
+    topic: QName,
+    inner: Mutex<StreamLog>,
+    /// The sequence of the last change appended (workers wait on it).
+    head: watch::Sender<i64>,
+    /// A worker moved since the last cursor flush.
+    dirty: AtomicBool,
+}
+
+struct StreamLog {
+    /// Changes not yet delivered to every subscription, at most `queue_len`, in sequence order.
+    log: VecDeque<Arc<Rec>>,
+    /// Changes up to this sequence may be gone from `log`: a worker behind it overflowed.
+    trimmed_upto: i64,
+    /// The property's last value (the next change's OldValue).
+    last: Option<Values>,
+    /// The producer is gone: workers end their subscription once past the log's end.
+    closed: bool,
+    workers: Vec<Arc<Worker>>,
+    /// The stream's mark and `trimmed_upto` as stored (`notify_mark`).
+    saved_mark: Option<(i64, i64)>,
+    /// Changes up to this sequence were deleted from the store.
+    saved_delivered: i64,
+}
+
+const NO_CURSOR: i64 = i64::MIN;
+
+/// A live subscription's worker, as the dispatcher and the cursor flusher see it.
 struct Worker {
     key: String,
     producer: (String, String),
     topic: QName,
-    tx: mpsc::UnboundedSender<Item>,
-    queued: AtomicUsize,
+    stream: Arc<Stream>,
+    /// Every change of the stream up to this sequence has been delivered (or skipped).
+    pos: AtomicI64,
+    /// Its own row in `notify_cursor` (NO_CURSOR: none, it is at the stream's mark); changed
+    /// under the stream's lock only.
+    saved: AtomicI64,
     resync_pending: AtomicBool,
     state: AtomicU8,
     stopped: AtomicBool,
+    /// A delivery attempt failed and is being retried (not settled: the flusher does not wait).
+    retrying: AtomicBool,
     wake: tokio::sync::Notify,
-    /// The last value handed to the queue (the next message's OldValue).
-    last: Mutex<Option<Values>>,
-    /// The number of the next message put in the store's outbox.
-    next_seq: std::sync::atomic::AtomicI64,
-    /// Where the outbox lives.
-    store: crate::store::Store,
     /// What a Notify is built from: the subscription and the producer's key name (None: nothing
     /// is sent, `UseNotify` false).
     notify: Option<(SubData, QName)>,
@@ -194,30 +260,9 @@ impl Worker {
         SubState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// Queue a value change (or a resync when the queue is full).
-    fn offer_value(&self, new: Values, limit: usize) {
-        let old = self.last.lock().unwrap().replace(new.clone());
-        if self.state() != SubState::Active {
-            return;
-        }
-        if self.queued.load(Ordering::Acquire) >= limit {
-            self.resync();
-            return;
-        }
-        let Some((d, pk)) = &self.notify else { return };
-        // Built and put in the outbox now, right after the commit of the change, so that a
-        // crash does not lose it while it waits behind a slow consumer.
-        let env = notify_envelope(d, pk, &self.topic, &value_message(&self.topic, old.as_ref(), &new));
-        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-        self.store.outbox_queue(&self.key, seq, &env);
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(Item::Queued { seq, env });
-    }
-
     fn resync(&self) {
-        if !self.resync_pending.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Item::Resync);
-        }
+        self.resync_pending.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn stop(&self) {
@@ -226,10 +271,150 @@ impl Worker {
     }
 }
 
+/// What a worker does next.
+enum Next {
+    Deliver(Arc<Rec>),
+    /// Changes it had not reached were dropped (more than `queue_len` behind): resync.
+    Overflow,
+    /// The producer is gone and everything was delivered.
+    End,
+    Wait,
+}
+
+impl Stream {
+    fn new(id: StreamId, topic: QName, log: VecDeque<Arc<Rec>>, trimmed_upto: i64, head: i64) -> Stream {
+        Stream {
+            id,
+            topic,
+            inner: Mutex::new(StreamLog {
+                log,
+                trimmed_upto,
+                last: None,
+                closed: false,
+                workers: Vec::new(),
+                saved_mark: None,
+                saved_delivered: NO_CURSOR,
+            }),
+            head: watch::Sender::new(head),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Append one committed change: one store row, one log entry, one wake-up of the stream's
+    /// waiting workers — nothing per subscription.
+    fn append(&self, n: &Notifier, msg: RecMsg) {
+        let mut g = self.inner.lock().unwrap();
+        if g.closed {
+            return;
+        }
+        let seq = n.next_seq.fetch_add(1, Ordering::AcqRel);
+        let (old, new) = match &msg {
+            RecMsg::Value { old, new } => (old.clone(), new.clone()),
+            RecMsg::Terminated(at) => (None, at.clone()),
+        };
+        n.subs.store().notify_change(NotifyChange { seq, stream: self.id.clone(), old, new });
+        g.log.push_back(Arc::new(Rec { seq, msg }));
+        let mut trimmed = false;
+        while g.log.len() > n.settings.queue_len.max(1) {
+            if let Some(r) = g.log.pop_front() {
+                g.trimmed_upto = r.seq;
+                trimmed = true;
+            }
+        }
+        drop(g);
+        self.head.send_replace(seq);
+        if trimmed {
+            // The store may drop those rows too: whoever needed them gets a resync.
+            self.dirty.store(true, Ordering::Release);
+            n.flush_wake.notify_one();
+        }
+    }
+
+    fn append_value(&self, n: &Notifier, new: &Values) {
+        let old = self.inner.lock().unwrap().last.replace(new.clone()).map(|v| v.xml);
+        self.append(n, RecMsg::Value { old, new: new.xml.clone() });
+    }
+
+    fn close(&self) {
+        self.inner.lock().unwrap().closed = true;
+        self.head.send_modify(|_| {});
+    }
+
+    fn next(&self, pos: i64) -> Next {
+        let g = self.inner.lock().unwrap();
+        if pos < g.trimmed_upto {
+            return Next::Overflow;
+        }
+        let i = g.log.partition_point(|r| r.seq <= pos);
+        match g.log.get(i) {
+            Some(r) => Next::Deliver(r.clone()),
+            None if g.closed => Next::End,
+            None => Next::Wait,
+        }
+    }
+
+    /// Every worker is at the head, or retrying a dead consumer.
+    fn settled(&self) -> bool {
+        let g = self.inner.lock().unwrap();
+        let Some(head) = g.log.back().map(|r| r.seq) else { return true };
+        g.workers.iter().all(|w| {
+            w.pos.load(Ordering::Acquire) >= head || w.retrying.load(Ordering::Acquire) || w.stopped.load(Ordering::Acquire)
+        })
+    }
+
+    /// Store the workers' positions: the most common one as the stream's mark, a row of its own
+    /// for each worker elsewhere (usually none: all are at the head), written only when changed;
+    /// and delete the changes every worker has passed (from the store and from memory).
+    fn flush(&self, store: &crate::store::Store) {
+        self.dirty.store(false, Ordering::Release);
+        let mut g = self.inner.lock().unwrap();
+        if g.workers.is_empty() {
+            return;
+        }
+        let pos: Vec<i64> = g.workers.iter().map(|w| w.pos.load(Ordering::Acquire)).collect();
+        let mut counts: HashMap<i64, usize> = HashMap::new();
+        for p in &pos {
+            *counts.entry(*p).or_default() += 1;
+        }
+        let mark = counts.into_iter().max_by_key(|(p, c)| (*c, *p)).map(|(p, _)| p).unwrap_or(NO_CURSOR);
+        let min = pos.iter().copied().min().unwrap_or(NO_CURSOR);
+        // Changes every worker passed, and those dropped for workers too far behind (they
+        // resync), are needed by nobody.
+        let upto = min.max(g.trimmed_upto);
+        while g.log.front().is_some_and(|r| r.seq <= min) {
+            g.log.pop_front();
+        }
+        g.trimmed_upto = g.trimmed_upto.max(min);
+        let mut out = NotifyCursors { stream: self.id.clone(), ..Default::default() };
+        let saved = Some((mark, g.trimmed_upto));
+        if g.saved_mark != saved {
+            out.mark = saved;
+            g.saved_mark = saved;
+        }
+        for (w, p) in g.workers.iter().zip(&pos) {
+            let want = if *p == mark { NO_CURSOR } else { *p };
+            if w.saved.swap(want, Ordering::AcqRel) != want {
+                out.subs.push((w.key.clone(), (want != NO_CURSOR).then_some(want)));
+            }
+        }
+        if upto > NO_CURSOR && g.saved_delivered < upto {
+            out.delivered = Some(upto);
+            g.saved_delivered = upto;
+        }
+        if out.mark.is_some() || !out.subs.is_empty() || out.delivered.is_some() {
+            // Under the stream's lock, so the writes of one stream reach the store in order.
+            store.notify_cursors(out);
+        }
+    }
+}
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 type ChangeStream = broadcast::Receiver<Arc<super::home::Change>>;
 /// A producer resource: (service, key).
 type Producer = (String, String);
+
+/// How long the cursor flusher waits for a stream's deliveries to settle before writing anyway.
+const FLUSH_WAIT: Duration = Duration::from_millis(50);
 
 /// Subscriptions and their delivery, for every producer home of the container.
 pub struct Notifier {
@@ -238,11 +423,25 @@ pub struct Notifier {
     producers: Mutex<HashMap<String, Arc<Home>>>,
     /// Change streams taken at [`Notifier::watch`], read once [`Notifier::start`]ed.
     pending: Mutex<Vec<(Arc<Home>, ChangeStream)>>,
-    /// Live subscriptions by producer (service, key).
-    index: Mutex<HashMap<Producer, Vec<Arc<Worker>>>>,
+    /// The streams of each producer (service, key) with live subscriptions; appending to a
+    /// stream and adding or removing its workers happen under this lock.
+    index: Mutex<HashMap<Producer, Vec<Arc<Stream>>>>,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
+    /// The next change's sequence.
+    next_seq: AtomicI64,
+    /// A worker moved: the cursor flusher has work.
+    flush_wake: Arc<tokio::sync::Notify>,
     settings: Settings,
     http: HttpClient,
+}
+
+/// What the notification tables held at start, handed out to the streams and workers.
+#[derive(Default)]
+struct Loaded {
+    changes: HashMap<StreamId, Vec<NotifyChange>>,
+    marks: HashMap<StreamId, (i64, i64)>,
+    cursors: HashMap<String, i64>,
+    outbox: HashMap<String, Vec<(i64, String)>>,
 }
 
 impl Notifier {
@@ -258,6 +457,8 @@ impl Notifier {
             pending: Mutex::new(Vec::new()),
             index: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
+            next_seq: AtomicI64::new(1),
+            flush_wake: Arc::new(tokio::sync::Notify::new()),
             settings,
             http,
         });
@@ -280,17 +481,32 @@ impl Notifier {
 
     /// Load the stored subscriptions and start delivering (inside the runtime).
     pub async fn start(self: &Arc<Self>) {
-        // Messages queued but not delivered when the process stopped, by subscription.
-        let mut outbox: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-        match self.subs.store().outbox() {
-            Ok(rows) => {
-                for (sub, seq, body) in rows {
-                    outbox.entry(sub).or_default().push((seq, body));
+        // Changes not yet delivered to every subscription when the process stopped, and where
+        // each subscription was.
+        let mut loaded = Loaded::default();
+        match self.subs.store().notify_state() {
+            Ok(st) => {
+                let max = st
+                    .changes
+                    .iter()
+                    .map(|c| c.seq)
+                    .chain(st.marks.iter().map(|m| m.1.max(m.2)))
+                    .chain(st.cursors.iter().map(|c| c.1))
+                    .max()
+                    .unwrap_or(0);
+                self.next_seq.store(max.max(0) + 1, Ordering::Release);
+                for c in st.changes {
+                    loaded.changes.entry(c.stream.clone()).or_default().push(c);
+                }
+                loaded.marks = st.marks.into_iter().map(|(id, mark, trimmed)| (id, (mark, trimmed))).collect();
+                loaded.cursors = st.cursors.into_iter().collect();
+                for (sub, seq, body) in st.outbox {
+                    loaded.outbox.entry(sub).or_default().push((seq, body));
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read the queued notifications; they are not delivered"),
         }
-        let mut ended = Vec::new();
+        let mut subs_seen = std::collections::HashSet::new();
         for key in self.subs.keys() {
             let d = match self.subs.read(&key, FaultType::NtResourceUnknown, |st| Ok(data_of(st))).await {
                 Ok(Some(d)) => d,
@@ -302,23 +518,52 @@ impl Notifier {
                 None => false,
             };
             if !alive {
-                ended.push(key);
-                continue;
+                // Its worker delivers what was queued, then ends it.
+                tracing::info!(key, "subscription ending: its producer is gone");
             }
-            let queued = outbox.remove(&key).unwrap_or_default();
+            let queued = loaded.outbox.remove(&key).unwrap_or_default();
             if !queued.is_empty() {
                 tracing::info!(subscription = %key, messages = queued.len(), "delivering notifications queued before the restart");
             }
-            self.spawn_worker(&key, &d, queued).await;
+            subs_seen.insert(key.clone());
+            self.spawn_worker(&key, &d, queued, Some((&mut loaded, alive))).await;
         }
-        for sub in outbox.into_keys() {
-            self.subs.store().outbox_delete(&sub, None);
+        // What no live subscription needs any more.
+        let store = self.subs.store();
+        for sub in loaded.outbox.into_keys().chain(loaded.cursors.into_keys()) {
+            if !subs_seen.contains(&sub) {
+                store.outbox_delete(&sub, None);
+            }
         }
-        for key in ended {
-            tracing::info!(key, "subscription ended: its producer is gone");
-            let _ = self.subs.destroy(&key, FaultType::NtResourceUnknown, |_| Ok(())).await;
+        let live: std::collections::HashSet<StreamId> =
+            self.index.lock().unwrap().values().flatten().map(|s| s.id.clone()).collect();
+        for id in loaded.changes.into_keys().chain(loaded.marks.into_keys()) {
+            if !live.contains(&id) {
+                store.notify_cursors(NotifyCursors { stream: id, drop_stream: true, ..Default::default() });
+            }
         }
         tracing::info!(subscriptions = self.workers.lock().unwrap().len(), "notification delivery started");
+        let n = Arc::downgrade(self);
+        let wake = self.flush_wake.clone();
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                let start = Instant::now();
+                loop {
+                    let Some(n) = n.upgrade() else { return };
+                    let dirty: Vec<Arc<Stream>> =
+                        n.index.lock().unwrap().values().flatten().filter(|s| s.dirty.load(Ordering::Acquire)).cloned().collect();
+                    if start.elapsed() >= FLUSH_WAIT || dirty.iter().all(|s| s.settled()) {
+                        for s in dirty {
+                            s.flush(n.subs.store());
+                        }
+                        break;
+                    }
+                    drop(n);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         for (home, mut rx) in pending {
             let n = Arc::downgrade(self);
@@ -348,32 +593,29 @@ impl Notifier {
         self.len() == 0
     }
 
+    /// One committed change: appended once to each subscribed stream of the resource (work and
+    /// store writes independent of the number of subscriptions).
     fn on_change(&self, home: &Home, change: &super::home::Change) {
         use super::home::ChangeKind;
-        let list = {
-            let idx = self.index.lock().unwrap();
-            match idx.get(&(home.service.clone(), change.key.clone())) {
-                Some(l) => l.clone(),
-                None => return,
-            }
-        };
+        let idx = self.index.lock().unwrap();
+        let Some(list) = idx.get(&(home.service.clone(), change.key.clone())) else { return };
         match change.kind {
             ChangeKind::Create => {}
             ChangeKind::Update => {
-                for w in list {
-                    if let Some(v) = change.get(&w.topic) {
-                        w.offer_value(v.clone(), self.settings.queue_len);
+                for s in list {
+                    if let Some(v) = change.get(&s.topic) {
+                        s.append_value(self, v);
                     }
                 }
             }
             ChangeKind::Destroy => {
-                let now = time::now_ms();
+                let at: Arc<str> = time::format_ms(time::now_ms()).into();
                 let term = termination_topic();
-                for w in list {
-                    if w.topic == term && w.state() == SubState::Active {
-                        let _ = w.tx.send(Item::Terminated(now));
+                for s in list {
+                    if s.topic == term {
+                        s.append(self, RecMsg::Terminated(at.clone()));
                     }
-                    let _ = w.tx.send(Item::End);
+                    s.close();
                 }
             }
         }
@@ -383,29 +625,44 @@ impl Notifier {
         let idx = self.index.lock().unwrap();
         for ((s, _), list) in idx.iter() {
             if s == service {
-                for w in list {
-                    if w.state() == SubState::Active {
-                        w.resync();
+                for st in list {
+                    for w in &st.inner.lock().unwrap().workers {
+                        if w.state() == SubState::Active {
+                            w.resync();
+                        }
                     }
                 }
             }
         }
     }
 
-    /// A subscription resource is gone: stop its worker.
+    /// A subscription resource is gone: stop its worker, forget its cursor and messages, and
+    /// drop its stream (changes and mark) when it was the stream's last subscription.
     fn forget(&self, key: &str) {
         let w = self.workers.lock().unwrap().remove(key);
+        let store = self.subs.store();
         if let Some(w) = w {
             let mut idx = self.index.lock().unwrap();
-            if let Some(list) = idx.get_mut(&w.producer) {
-                list.retain(|x| x.key != key);
-                if list.is_empty() {
-                    idx.remove(&w.producer);
+            let mut g = w.stream.inner.lock().unwrap();
+            g.workers.retain(|x| x.key != key);
+            store.outbox_delete(key, None);
+            if g.workers.is_empty() {
+                store.notify_cursors(NotifyCursors { stream: w.stream.id.clone(), drop_stream: true, ..Default::default() });
+                g.log.clear();
+                g.closed = true;
+                if let Some(list) = idx.get_mut(&w.producer) {
+                    list.retain(|s| !Arc::ptr_eq(s, &w.stream));
+                    if list.is_empty() {
+                        idx.remove(&w.producer);
+                    }
                 }
             }
+            drop(g);
+            drop(idx);
             w.stop();
+        } else {
+            store.outbox_delete(key, None);
         }
-        self.subs.store().outbox_delete(key, None);
     }
 
     async fn current_value(&self, service: &str, key: &str, topic: &QName) -> Option<Values> {
@@ -413,32 +670,103 @@ impl Notifier {
         home.read(key, FaultType::NtResourceUnknown, |st| Ok(current_values(&home.rtype, st, topic))).await.ok().flatten()
     }
 
-    async fn spawn_worker(self: &Arc<Self>, key: &str, d: &SubData, queued: Vec<(i64, String)>) {
+    /// Start a subscription's worker: `queued` are its own stored messages (delivered first);
+    /// `loaded` what the store held at start-up (and whether the producer lives), None for a
+    /// new subscription.
+    async fn spawn_worker(
+        self: &Arc<Self>,
+        key: &str,
+        d: &SubData,
+        queued: Vec<(i64, String)>,
+        loaded: Option<(&mut Loaded, bool)>,
+    ) {
         let topic = QName::from_clark(&d.topic).unwrap_or_else(|| QName::new("", &d.topic));
         let last = self.current_value(&d.producer_service, &d.producer_key, &topic).await;
-        let (tx, rx) = mpsc::unbounded_channel();
         let pk = self.producers.lock().unwrap().get(&d.producer_service).map(|h| h.key_name.clone());
         let notify = pk.filter(|_| d.use_notify).map(|pk| (d.clone(), pk));
+        let producer = (d.producer_service.clone(), d.producer_key.clone());
+        let id: StreamId = (d.producer_service.clone(), d.producer_key.clone(), d.topic.clone());
+        let store = self.subs.store();
+        let (mut loaded, alive) = match loaded {
+            Some((l, alive)) => (Some(l), alive),
+            None => (None, true),
+        };
+        let mut idx = self.index.lock().unwrap();
+        let list = idx.entry(producer.clone()).or_default();
+        let stream = match list.iter().find(|s| s.id == id) {
+            Some(s) => s.clone(),
+            None => {
+                // A new stream: at start-up, with the changes the store kept for it.
+                let head = self.next_seq.load(Ordering::Acquire) - 1;
+                let mut rows: VecDeque<Arc<Rec>> = VecDeque::new();
+                let mut trimmed = NO_CURSOR;
+                let mut mark = None;
+                if let Some(l) = loaded.as_deref_mut() {
+                    mark = l.marks.get(&id).copied();
+                    trimmed = mark.map_or(NO_CURSOR, |m| m.1);
+                    for c in l.changes.remove(&id).unwrap_or_default() {
+                        let msg = if topic == termination_topic() {
+                            RecMsg::Terminated(c.new)
+                        } else {
+                            RecMsg::Value { old: c.old, new: c.new }
+                        };
+                        rows.push_back(Arc::new(Rec { seq: c.seq, msg }));
+                        if rows.len() > self.settings.queue_len.max(1) {
+                            if let Some(r) = rows.pop_front() {
+                                trimmed = r.seq;
+                            }
+                        }
+                    }
+                }
+                let s = Arc::new(Stream::new(id.clone(), topic.clone(), rows, trimmed, head));
+                {
+                    let mut g = s.inner.lock().unwrap();
+                    g.last = last;
+                    g.saved_mark = mark;
+                    g.closed = !alive;
+                }
+                list.push(s.clone());
+                s
+            }
+        };
+        let mut g = stream.inner.lock().unwrap();
+        let own = loaded.as_deref_mut().and_then(|l| l.cursors.remove(key));
+        let head = *stream.head.borrow();
+        // Where it starts: its own cursor, else the stream's mark, else (a new subscription)
+        // after the last change; a new position is stored at once.
+        let (pos, saved) = match (own, g.saved_mark) {
+            (Some(c), _) => (c, c),
+            (None, Some((m, _))) if loaded.is_some() => (m, NO_CURSOR),
+            _ => {
+                store.notify_cursors(NotifyCursors {
+                    stream: id.clone(),
+                    subs: vec![(key.to_string(), Some(head))],
+                    ..Default::default()
+                });
+                (head, head)
+            }
+        };
         let w = Arc::new(Worker {
             key: key.to_string(),
-            producer: (d.producer_service.clone(), d.producer_key.clone()),
+            producer,
             topic,
-            tx,
-            queued: AtomicUsize::new(0),
+            stream: stream.clone(),
+            pos: AtomicI64::new(pos),
+            saved: AtomicI64::new(saved),
             resync_pending: AtomicBool::new(false),
             state: AtomicU8::new(d.state.to_u8()),
             stopped: AtomicBool::new(false),
+            retrying: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
-            last: Mutex::new(last),
-            next_seq: std::sync::atomic::AtomicI64::new(queued.last().map_or(0, |(seq, _)| seq + 1)),
-            store: self.subs.store().clone(),
             notify,
         });
+        g.workers.push(w.clone());
+        drop(g);
+        drop(idx);
         self.workers.lock().unwrap().insert(key.to_string(), w.clone());
-        self.index.lock().unwrap().entry(w.producer.clone()).or_default().push(w.clone());
         let n = Arc::downgrade(self);
         let d = d.clone();
-        tokio::spawn(async move { run_worker(n, w, d, rx, queued).await });
+        tokio::spawn(async move { run_worker(n, w, d, queued).await });
     }
 
     /// Subscribe: `payload` is the `wsnt:Subscribe` element sent to resource `key` of `home`,
@@ -528,7 +856,7 @@ impl Notifier {
         st.set(rtype, ns::WSNT, "CreationTime", vec![wsnt_text("CreationTime", &time::format_ms(now))]);
         write_state(rtype, &mut st, &data, None);
         let sub_key = self.subs.create(st).await?;
-        self.spawn_worker(&sub_key, &data, Vec::new()).await;
+        self.spawn_worker(&sub_key, &data, Vec::new(), None).await;
         tracing::info!(subscription = %sub_key, producer = %home.service, key, topic = %topic, consumer = %data.consumer_address, "subscribed");
         let mut out = format!("<SubscribeResponse xmlns=\"{}\">", ns::WSNT);
         out.push_str(
@@ -612,6 +940,45 @@ impl Notifier {
         .await
     }
 
+    /// Send the property's current value (after an overflow — `skip`: move past every change
+    /// in the stream first —, a lagged change stream or a resume). The message sits in the
+    /// store's `outbox` at the subscription's position until delivered, its cursor moved there
+    /// in the same write, so after a crash it is sent again before any later change.
+    async fn resync(&self, w: &Worker, d: &SubData, topic: &QName, skip: bool) {
+        if skip {
+            let g = w.stream.inner.lock().unwrap();
+            let head = g.log.back().map_or(g.trimmed_upto, |r| r.seq).max(*w.stream.head.borrow());
+            w.pos.fetch_max(head, Ordering::AcqRel);
+            drop(g);
+            w.stream.dirty.store(true, Ordering::Release);
+            self.flush_wake.notify_one();
+            tracing::warn!(subscription = %w.key, "notification queue full; the consumer gets the current value instead");
+        }
+        if w.state() != SubState::Active {
+            return;
+        }
+        let Some((_, pk)) = &w.notify else { return };
+        let Some(v) = self.current_value(&w.producer.0, &w.producer.1, topic).await else { return };
+        let env = notify_envelope(
+            d,
+            pk,
+            topic,
+            NotifyContent::ValueChange { old: None, new: v.xml.to_string() },
+            &crate::soap::envelope::new_message_id(),
+        );
+        let at = {
+            let g = w.stream.inner.lock().unwrap();
+            let at = w.pos.load(Ordering::Acquire);
+            // Under the stream's lock: ordered with the cursor flushes of its stream.
+            self.subs.store().outbox_queue(&w.key, at, &env);
+            w.saved.store(at, Ordering::Release);
+            drop(g);
+            at
+        };
+        self.deliver(w, d, &env).await;
+        self.subs.store().outbox_delete(&w.key, Some(at));
+    }
+
     /// Mark a subscription Failed (store first), with why.
     async fn fail(&self, w: &Worker, why: &str) {
         let rtype = &self.subs.rtype;
@@ -666,12 +1033,14 @@ impl Notifier {
         let start = Instant::now();
         let mut delay = self.settings.retry_initial;
         let mut attempts = 0u32;
+        let _retrying = Retrying(&w.retrying);
         loop {
             attempts += 1;
             let err = match self.post(&d.consumer_address, body).await {
                 Ok(()) => return true,
                 Err(e) => e,
             };
+            w.retrying.store(true, Ordering::Release);
             if w.stopped.load(Ordering::Acquire) {
                 return false;
             }
@@ -699,15 +1068,33 @@ impl Notifier {
     }
 }
 
-async fn run_worker(
-    n: std::sync::Weak<Notifier>,
-    w: Arc<Worker>,
-    d: SubData,
-    mut rx: mpsc::UnboundedReceiver<Item>,
-    queued: Vec<(i64, String)>,
-) {
+/// The wsa:MessageID of the Notify of change `seq` to subscription `sub`: the same every time
+/// it is sent (after a restart too), different for every other pair.
+fn message_id(sub: &str, seq: i64) -> String {
+    let mut input = Vec::with_capacity(sub.len() + 24);
+    input.extend_from_slice(b"vws-notify\0");
+    input.extend_from_slice(sub.as_bytes());
+    input.push(0);
+    input.extend_from_slice(&seq.to_be_bytes());
+    let h = openssl::sha::sha1(&input);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    format!("uuid:{}", uuid::Builder::from_sha1_bytes(b).into_uuid())
+}
+
+/// Clears a worker's `retrying` flag when its delivery ends.
+struct Retrying<'a>(&'a AtomicBool);
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn run_worker(n: std::sync::Weak<Notifier>, w: Arc<Worker>, d: SubData, queued: Vec<(i64, String)>) {
     let topic = w.topic.clone();
-    // First what was queued before a restart, in order (sent again as it was: same MessageID).
+    // First its own messages queued before a restart, in order (sent again as they were: same
+    // MessageID).
     for (seq, env) in queued {
         let Some(n) = n.upgrade() else { return };
         if w.stopped.load(Ordering::Acquire) {
@@ -718,60 +1105,42 @@ async fn run_worker(
         }
         n.subs.store().outbox_delete(&w.key, Some(seq));
     }
+    let mut head = w.stream.head.subscribe();
     loop {
-        let item = tokio::select! {
-            i = rx.recv() => i,
-            _ = w.wake.notified() => None,
-        };
         if w.stopped.load(Ordering::Acquire) {
             break;
         }
-        let Some(item) = item else { continue };
         let Some(n) = n.upgrade() else { break };
-        let body = match item {
-            Item::End => {
+        if w.resync_pending.swap(false, Ordering::AcqRel) {
+            n.resync(&w, &d, &topic, false).await;
+            continue;
+        }
+        head.borrow_and_update();
+        match w.stream.next(w.pos.load(Ordering::Acquire)) {
+            Next::Deliver(rec) => {
+                if w.state() == SubState::Active {
+                    if let Some((d, pk)) = &w.notify {
+                        let env = notify_envelope(d, pk, &topic, rec.content(), &message_id(&w.key, rec.seq));
+                        n.deliver(&w, d, &env).await;
+                    }
+                }
+                w.pos.fetch_max(rec.seq, Ordering::AcqRel);
+                w.stream.dirty.store(true, Ordering::Release);
+                n.flush_wake.notify_one();
+            }
+            Next::Overflow => n.resync(&w, &d, &topic, true).await,
+            Next::End => {
                 let _ = n.subs.destroy(&w.key, FaultType::NtResourceUnknown, |_| Ok(())).await;
                 tracing::info!(subscription = %w.key, "subscription ended: its producer was destroyed");
                 break;
             }
-            Item::Queued { seq, env } => {
-                w.queued.fetch_sub(1, Ordering::AcqRel);
-                if w.state() == SubState::Active {
-                    n.deliver(&w, &d, &env).await;
-                }
-                n.subs.store().outbox_delete(&w.key, Some(seq));
-                continue;
-            }
-            Item::Resync => {
-                w.resync_pending.store(false, Ordering::Release);
-                if w.state() != SubState::Active {
-                    continue;
-                }
-                match n.current_value(&w.producer.0, &w.producer.1, &topic).await {
-                    Some(v) => value_message(&topic, None, &v),
-                    None => continue,
+            Next::Wait => {
+                drop(n);
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = w.wake.notified() => {}
                 }
             }
-            Item::Terminated(at) => termination_message(at),
-        };
-        if !d.use_notify {
-            continue;
-        }
-        let producer_key_name = n.producers.lock().unwrap().get(&d.producer_service).map(|h| h.key_name.clone());
-        let Some(pk) = producer_key_name else { continue };
-        let env = notify_envelope(&d, &pk, &topic, &body);
-        // In the outbox until delivered (or given up), so a crash does not lose it.
-        let seq = w.next_seq.fetch_add(1, Ordering::AcqRel);
-        let stored = match n.subs.store().outbox_put(&w.key, seq, &env).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(subscription = %w.key, error = %e, "cannot queue the notification in the store; delivering it anyway");
-                false
-            }
-        };
-        n.deliver(&w, &d, &env).await;
-        if stored {
-            n.subs.store().outbox_delete(&w.key, Some(seq));
         }
     }
 }
@@ -927,65 +1296,16 @@ fn subscription_url(service_url: &str) -> String {
     }
 }
 
-/// The `Message` element of a value change.
-fn value_message(_topic: &QName, old: Option<&Values>, new: &Values) -> String {
-    let mut m = format!(
-        "<Message xsi:type=\"ns3:ResourcePropertyValueChangeNotificationElementType\" xmlns:ns3=\"{}\"><ns4:ResourcePropertyValueChangeNotification xmlns:ns4=\"{}\">",
-        ns::GLOBUS_NOTIFICATION,
-        ns::WSRP
-    );
-    if let Some(o) = old {
-        m.push_str("<ns4:OldValue>");
-        m.push_str(&o.xml);
-        m.push_str("</ns4:OldValue>");
-    }
-    m.push_str("<ns4:NewValue>");
-    m.push_str(&new.xml);
-    m.push_str("</ns4:NewValue></ns4:ResourcePropertyValueChangeNotification></Message>");
-    m
-}
-
-/// The `Message` of a ResourceTermination notification: the time of destruction (as GT 4.0).
-fn termination_message(at: i64) -> String {
-    format!("<Message><ns3:TerminationTime xmlns:ns3=\"{}\">{}</ns3:TerminationTime></Message>", ns::WSRL, time::format_ms(at))
-}
-
-/// The whole Notify envelope, shaped as GT 4.0's.
-fn notify_envelope(d: &SubData, producer_key_name: &QName, topic: &QName, message: &str) -> String {
-    let mut out = String::with_capacity(1600 + message.len());
-    out.push_str(concat!(
-        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" ",
-        "xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" ",
-        "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ",
-        "xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/03/addressing\">"
-    ));
-    out.push_str(&format!(
-        "<soapenv:Header><wsa:MessageID soapenv:mustUnderstand=\"0\">{}</wsa:MessageID><wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To><wsa:Action soapenv:mustUnderstand=\"0\">{}/Notify</wsa:Action><wsa:From soapenv:mustUnderstand=\"0\"><wsa:Address>{}</wsa:Address></wsa:From>",
-        crate::soap::envelope::new_message_id(),
-        escape(&d.consumer_address),
-        ns::WSNT_ACTION,
-        ns::WSA_ANONYMOUS
-    ));
-    for h in &d.consumer_headers {
-        out.push_str(h);
-    }
-    out.push_str(&format!(
-        "</soapenv:Header><soapenv:Body><Notify xmlns=\"{}\"><NotificationMessage><Topic Dialect=\"{}\" xmlns:ns1=\"{}\">ns1:{}</Topic>",
-        ns::WSNT,
-        ns::SIMPLE_TOPIC_DIALECT,
-        escape(&topic.ns),
-        topic.local
-    ));
-    out.push_str(&format!(
-        "<ProducerReference><wsa:Address>{addr}</wsa:Address><wsa:ReferenceProperties><ns2:{local} xmlns:ns2=\"{kns}\">{key}</ns2:{local}></wsa:ReferenceProperties><wsa:ReferenceParameters/></ProducerReference>",
-        addr = escape(&d.producer_address),
-        kns = escape(&producer_key_name.ns),
-        local = producer_key_name.local,
-        key = escape(&d.producer_key)
-    ));
-    out.push_str(message);
-    out.push_str("</NotificationMessage></Notify></soapenv:Body></soapenv:Envelope>");
-    out
+/// The whole Notify envelope of one message to subscription `d`.
+fn notify_envelope(d: &SubData, producer_key_name: &QName, topic: &QName, content: NotifyContent, message_id: &str) -> String {
+    let body = Notify {
+        topic: topic.clone(),
+        producer_address: d.producer_address.clone(),
+        producer_key_name: producer_key_name.clone(),
+        producer_key: d.producer_key.clone(),
+        content,
+    };
+    envelope(message_id, &d.consumer_address, &d.consumer_headers, &body)
 }
 
 #[cfg(test)]
@@ -999,6 +1319,16 @@ mod tests {
             "<c:K xmlns:c=\"urn:a>b\" soapenv:mustUnderstand=\"0\">42</c:K>"
         );
         assert_eq!(with_must_understand_0("<c:K xmlns:c=\"urn:c\"/>"), "<c:K xmlns:c=\"urn:c\" soapenv:mustUnderstand=\"0\"/>");
+    }
+
+    #[test]
+    fn a_message_id_is_the_same_for_the_same_change_and_subscription_only() {
+        let a = message_id("sub-1", 7);
+        assert_eq!(a, message_id("sub-1", 7), "sent again after a restart: the same MessageID");
+        assert!(a.starts_with("uuid:") && uuid::Uuid::parse_str(&a[5..]).is_ok(), "{a}");
+        assert_ne!(a, message_id("sub-1", 8));
+        assert_ne!(a, message_id("sub-2", 7));
+        assert_ne!(message_id("sub-1", 17), message_id("sub-11", 7));
     }
 
     #[test]
