@@ -634,3 +634,100 @@ fn two_hosts_share_one_site_repository_catalogue_and_locks() {
     assert_eq!(f.status, 500, "{}", f.body);
     assert!(f.faultstring().unwrap_or_default().contains("cannot be reached"), "{}", f.body);
 }
+
+/// `GET path` on `addr` with extra header lines: (status, headers text, body bytes).
+fn get_bytes(addr: &str, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, all[split + 4..].to_vec())
+}
+
+fn staging_of(s: &Server, key: &str) -> String {
+    let action = format!("{WSRP_ACTION}/GetResourceProperty");
+    s.call(
+        "WorkspaceService",
+        &Server::ws_key_header(key),
+        &action,
+        &format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:staging</wsrp:GetResourceProperty>"),
+    )
+    .body
+}
+
+#[test]
+fn two_hosts_share_one_image_store_by_digest() {
+    let roots = tempfile::tempdir().unwrap();
+    let data = image(3 << 20, 11);
+    let sha = sha256_hex(&data);
+    let src = roots.path().join("base.img");
+    std::fs::write(&src, &data).unwrap();
+    let a = server_with(roots.path(), "");
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 5", a.url(REPO)));
+    let (a_store, b_store) = (a.data_dir().join("repository/images"), b.data_dir().join("repository/images"));
+    // Registration through B stores at the site: one store.
+    let r = ok(repo(&b, "register", &format!("<source>{}</source>", src.display())));
+    assert!(r.contains(&format!("sha256=\"{sha}\"")) && r.contains("new=\"true\""), "{r}");
+    assert!(a_store.join(&sha).is_file(), "stored at the site");
+    assert_eq!(std::fs::read_dir(&b_store).unwrap().count(), 0, "nothing stored on B");
+    assert!(ok(repo(&b, "images", "")).contains(&sha), "B lists the site's images");
+
+    // The site's image route: whole, ranges, unknown, not a digest.
+    let (st, head, body) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), "");
+    assert_eq!(st, 200, "{head}");
+    assert!(body == data, "the image's bytes");
+    assert!(head.to_ascii_lowercase().contains(&format!("etag: \"{sha}\"")), "{head}");
+    let (st, head, body) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), "Range: bytes=1000-1999\r\n");
+    assert_eq!(st, 206, "{head}");
+    assert!(head.contains(&format!("bytes 1000-1999/{}", data.len())), "{head}");
+    assert!(body == data[1000..2000], "the range's bytes");
+    let (st, head, _) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), &format!("Range: bytes={}-\r\n", data.len()));
+    assert_eq!(st, 416, "{head}");
+    assert_eq!(get_bytes(&a.addr, &format!("/wsrf/images/{}", sha256_hex(b"absent")), "").0, 404);
+    assert_eq!(get_bytes(&a.addr, "/wsrf/images/..%2Fvws.db", "").0, 400);
+    let served = |s: &Server| s.log().matches("image served").count();
+    let before = served(&a);
+
+    // Deploy on B: the image comes from the site's store (its URL is never read), once.
+    let (url, gets) = http_image(data.clone());
+    let disk = format!("<disk name=\"root\"><image digest=\"sha256:{sha}\">{url}</image></disk>");
+    let w1 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w1, "deploy"));
+    wait_state(&b, &w1, "Staged");
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "not staged from its URL");
+    assert_eq!(served(&a), before + 1, "one transfer from the site");
+    assert_eq!(std::fs::read(b_store.join(&sha)).unwrap(), data, "in B's cache");
+    assert!(b.log().contains("image fetched from the site Repository"), "{}", b.log());
+    let w2 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w2, "deploy"));
+    wait_state(&b, &w2, "Staged");
+    assert_eq!(served(&a), before + 1, "the second deploy on B makes no second transfer");
+    assert_eq!(gets.load(Ordering::SeqCst), 0);
+
+    // A tampered byte at the site is refused at B: no file kept, the deploy back to Unstaged.
+    let data3 = image(1 << 20, 13);
+    let sha3 = sha256_hex(&data3);
+    std::fs::write(roots.path().join("three.img"), &data3).unwrap();
+    ok(repo(&a, "register", &format!("<source>{}</source>", roots.path().join("three.img").display())));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(a_store.join(&sha3)).unwrap();
+        f.write_all_at(&[data3[4096] ^ 0xff], 4096).unwrap();
+    }
+    let disk3 = format!("<disk name=\"root\"><image digest=\"sha256:{sha3}\">{url}</image></disk>");
+    let w3 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk3));
+    ok(manager_op(&b, &w3, "deploy"));
+    wait_state(&b, &w3, "Unstaged");
+    let st = staging_of(&b, &w3);
+    assert!(st.contains("checksum_mismatch") && st.contains(&sha3), "{st}");
+    assert!(b.log().contains("image fetched from the site has other bytes"), "logged");
+    assert!(!b_store.join(&sha3).exists(), "no file under the digest");
+    assert_eq!(std::fs::read_dir(b.data_dir().join("repository/tmp")).unwrap().count(), 0, "no temp file left");
+    assert!(!b.data_dir().join("pool").join(&w3).join("disk00-root").exists());
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "a refused site image is not fetched from elsewhere");
+}

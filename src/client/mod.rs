@@ -193,6 +193,17 @@ impl Client {
         Ok(first)
     }
 
+    /// `GET url` (plain, or GSI transport for `https://` with this client's credential, the
+    /// server's credential checked); the response with its body unread, to be streamed.
+    pub async fn get(&self, url: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let authority = url.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
+        let req = hyper::Request::get(url)
+            .header("Host", authority)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Usage(format!("bad URL {url}: {e}")))?;
+        self.send(url, req).await
+    }
+
     /// Send request `msg` to the resource `epr` names; its typed response, decoded by the same
     /// codec the service encodes it with.
     pub async fn invoke<R: Request>(&self, epr: &Epr, msg: &R) -> Result<R::Response, ClientError> {

@@ -410,7 +410,7 @@ pub enum Site {
 /// host's credential when the address is `https://`), and how long a call may take.
 pub struct RemoteSite {
     pub url: String,
-    client: crate::client::Client,
+    client: Arc<crate::client::Client>,
     timeout: std::time::Duration,
     /// The Manager address this host checks out as (set at start from `server.public_url` or
     /// the listener's address; the first deploy's address until then).
@@ -419,7 +419,17 @@ pub struct RemoteSite {
 
 impl RemoteSite {
     pub fn new(url: &str, client: crate::client::Client, timeout: std::time::Duration) -> RemoteSite {
-        RemoteSite { url: url.to_string(), client, timeout, manager: std::sync::OnceLock::new() }
+        RemoteSite { url: url.to_string(), client: Arc::new(client), timeout, manager: std::sync::OnceLock::new() }
+    }
+
+    /// The site's image route (`GET <site>/wsrf/images/<sha256>`) as this host's engine fetches
+    /// images from it, over the same client (GSI with the host credential for `https://`).
+    pub fn images(&self) -> SiteImages {
+        let base = match self.url.find("/wsrf/services/") {
+            Some(i) => &self.url[..i],
+            None => self.url.trim_end_matches('/'),
+        };
+        SiteImages { base: format!("{base}/wsrf/images/"), site: self.url.clone(), client: self.client.clone(), timeout: self.timeout }
     }
 
     /// The site Repository's resource EPR.
@@ -452,6 +462,70 @@ impl RemoteSite {
             Ok(Err(e @ (ClientError::Transport { .. } | ClientError::Usage(_)))) => Err(unreachable(e.to_string())),
             Ok(Err(e)) => Err(BaseFault::internal(format!("site Repository {}: {e}", self.url))),
         }
+    }
+}
+
+/// Images fetched by digest from a remote site Repository's store (see [`RemoteSite::images`]).
+pub struct SiteImages {
+    /// `scheme://host:port/wsrf/images/`.
+    pub base: String,
+    site: String,
+    client: Arc<crate::client::Client>,
+    /// Longest wait for the answer's head and between two pieces of its body.
+    timeout: std::time::Duration,
+}
+
+impl crate::host::images::ImageSource for SiteImages {
+    fn origin(&self) -> String {
+        self.base.clone()
+    }
+
+    fn fetch<'a>(&'a self, sha256: &'a str) -> crate::host::images::FetchFuture<'a> {
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let url = format!("{}{sha256}", self.base);
+            let unreachable = |why: String| format!("the site Repository at {} cannot be reached ({why})", self.site);
+            let resp = match tokio::time::timeout(self.timeout, self.client.get(&url)).await {
+                Err(_) => return Err(unreachable(format!("no answer within {} s", self.timeout.as_secs()))),
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status().as_u16();
+            if status == 404 {
+                return Ok(None);
+            }
+            if status != 200 {
+                let body = tokio::time::timeout(self.timeout, resp.into_body().collect()).await;
+                let text = body.ok().and_then(|b| b.ok()).map(|b| b.to_bytes()).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text[..text.len().min(300)]).trim().to_string();
+                return Err(format!("the site Repository refused image {sha256}: HTTP {status}: {text}"));
+            }
+            let total = resp
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let (timeout, mut body) = (self.timeout, resp.into_body());
+            tokio::spawn(async move {
+                loop {
+                    let chunk = match tokio::time::timeout(timeout, body.frame()).await {
+                        Err(_) => Err(format!("stalled for more than {} s", timeout.as_secs())),
+                        Ok(None) => return,
+                        Ok(Some(Err(e))) => Err(e.to_string()),
+                        Ok(Some(Ok(f))) => match f.into_data() {
+                            Ok(d) => Ok(d),
+                            Err(_) => continue,
+                        },
+                    };
+                    let end = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+            Ok(Some((total, rx)))
+        })
     }
 }
 
@@ -1181,6 +1255,12 @@ impl RepositoryService {
     pub async fn register(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
         let m = Register::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        if let Some(site) = self.checkouts.remote() {
+            // One image store: the site's. It reads the source itself (its own file roots).
+            let r = site.invoke(&m).await?;
+            tracing::info!(caller = req.caller.name(), source = m.source, site = site.url, "image registered at the site Repository");
+            return Ok(answer(&m, &r));
+        }
         let source = m.source.clone();
         let expect = match m.digest.as_deref().map(str::to_ascii_lowercase) {
             None => None,
@@ -1240,6 +1320,9 @@ impl RepositoryService {
     pub async fn list_images(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
         let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        if let Some(site) = self.checkouts.remote() {
+            return Ok(answer(&m, &site.invoke(&m).await?));
+        }
         let refs = self.references().await;
         let t = self.checkouts.tables.clone();
         let imgs = tokio::task::spawn_blocking(move || t.images()).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
@@ -1282,6 +1365,25 @@ impl RepositoryService {
         tracing::info!(caller = req.caller.name(), removed = removed.len(), "image store gc");
         let images = removed.into_iter().map(|i| ImageInfo { sha256: i.sha256, size: i.size, ..Default::default() }).collect();
         Ok(answer(&m, &Images { op: ImagesOp::Gc, images }))
+    }
+}
+
+impl super::request::ImageFiles for RepositoryService {
+    /// An image of this host's store for `GET /wsrf/images/<sha256>`: any caller who may read
+    /// the site's catalogue (ACL `read`, else `create`) may read its images.
+    fn image_file(&self, caller: &crate::security::Caller, sha256: &str) -> Result<std::path::PathBuf, super::request::ImageRefusal> {
+        use super::request::ImageRefusal;
+        if !crate::host::images::is_sha256(sha256) {
+            return Err(ImageRefusal::BadName(format!("'{sha256}' is not a SHA-256 digest (64 lowercase hex digits)")));
+        }
+        self.shared
+            .authorize(caller, Action::Read, None)
+            .or_else(|e| self.shared.authorize(caller, Action::Create, None).map_err(|_| e))
+            .map_err(|e| ImageRefusal::Denied(e.description))?;
+        if !self.images.has(sha256) {
+            return Err(ImageRefusal::Unknown(format!("image {sha256} is not in this site's image store")));
+        }
+        Ok(self.images.path(sha256))
     }
 }
 
