@@ -436,7 +436,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         })
     });
     let services: Arc<dyn Dispatcher> = app.services.clone();
-    let router = server::router(Arc::new(Edge { services, cfg: http_cfg.clone(), msec, health, images: Some(app.repository.clone()) }));
+    let router =
+        server::router(Arc::new(Edge { services, cfg: http_cfg.clone(), msec, health, images: Some(app.repository.clone()) }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     let stop = || {

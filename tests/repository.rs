@@ -629,10 +629,18 @@ fn two_hosts_share_one_site_repository_catalogue_and_locks() {
     assert_eq!(f.status, 500, "{}", f.body);
     let text = f.faultstring().unwrap_or_default().to_string();
     assert!(text.contains("site Repository at") && text.contains("cannot be reached"), "{}", f.body);
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "its own fault type: {}", f.body);
+    let site = a.url(REPO);
+    assert!(text.contains(&site), "the Description names the site's URL: {}", f.body);
+    assert!(text.contains("Connection refused") || text.contains("connection refused"), "and the cause: {}", f.body);
     assert_eq!(state_of(&b, &w), "Unstaged");
     let f = b.factory_create(&desc);
     assert_eq!(f.status, 500, "{}", f.body);
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "{}", f.body);
     assert!(f.faultstring().unwrap_or_default().contains("cannot be reached"), "{}", f.body);
+    let f = repo(&b, "register", &format!("<source>{}</source>", roots.path().join("a.img").display()));
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "{}", f.body);
+    assert!(f.body.contains(&site), "{}", f.body);
 }
 
 /// `GET path` on `addr` with extra header lines: (status, headers text, body bytes).
@@ -730,4 +738,50 @@ fn two_hosts_share_one_image_store_by_digest() {
     assert_eq!(std::fs::read_dir(b.data_dir().join("repository/tmp")).unwrap().count(), 0, "no temp file left");
     assert!(!b.data_dir().join("pool").join(&w3).join("disk00-root").exists());
     assert_eq!(gets.load(Ordering::SeqCst), 0, "a refused site image is not fetched from elsewhere");
+}
+
+#[test]
+fn host_b_adopts_a_workspace_the_site_host_keeps() {
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("a.img"), image(64 << 10, 6)).unwrap();
+    let a = server_with(roots.path(), "");
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
+    let desc = describe(
+        "qemu",
+        (64, 128),
+        "<os kernel=\"6.1.0\" distribution=\"debian\"/>",
+        "",
+        &format!("<disk name=\"root\"><image>file://{}</image></disk>", roots.path().join("a.img").display()),
+    );
+    let w = a.create_workspace_from(&desc);
+    let b_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", b.addr);
+    let a_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", a.addr);
+    // B deploys A's workspace (its key sent to B): adopted from the site's record, locked at A in B's name.
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    assert!(b.log().contains("adopted for a deploy here"), "{}", b.log());
+    let f = manager_op(&a, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&b_manager), "names B: {}", f.body);
+    assert_eq!(state_of(&a, &w), "Unstaged");
+    // One entry in the site's catalogue (A's own, with A's EPR): B's copy is not enrolled.
+    std::thread::sleep(Duration::from_millis(300));
+    let listed = ok(repo(&a, "list", ""));
+    assert_eq!(keys_of(&listed), vec![w.clone()], "{listed}");
+    assert!(!listed.contains(&format!("http://{}/", b.addr)), "{listed}");
+    // B undeploys: released at A; A deploys, and B is the one refused.
+    ok(manager_op(&b, &w, "undeploy"));
+    ok(manager_op(&a, &w, "deploy"));
+    wait_state(&a, &w, "Staged");
+    let f = manager_op(&b, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&a_manager), "{}", f.body);
+    assert_eq!(state_of(&b, &w), "Unstaged");
+    // A key nobody catalogues is unknown on B too.
+    let f = manager_op(&b, "no-such-workspace", "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("ResourceUnknownFault"), "{}", f.body);
+    // B destroying its adopted copy leaves A's workspace in the catalogue.
+    ok(destroy(&b, &w));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(keys_of(&ok(repo(&a, "list", ""))), vec![w.clone()]);
 }

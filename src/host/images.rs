@@ -55,8 +55,7 @@ pub trait ImageSource: Send + Sync {
 
 /// A fetch of one image: its size when known and its chunks.
 pub type ImageChunks = (Option<u64>, tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>);
-pub type FetchFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ImageChunks>, String>> + Send + 'a>>;
+pub type FetchFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ImageChunks>, String>> + Send + 'a>>;
 
 /// The outcome of a registration.
 #[derive(Clone, Debug)]

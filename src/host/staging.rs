@@ -313,7 +313,13 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
                     }
                     e => TransferError::Io { what: what.clone(), reason: e.to_string() },
                 })?;
-                tracing::info!(sha, origin = what, bytes = total, secs = t.elapsed().as_secs_f64(), "image fetched from the site Repository");
+                tracing::info!(
+                    sha,
+                    origin = what,
+                    bytes = total,
+                    secs = t.elapsed().as_secs_f64(),
+                    "image fetched from the site Repository"
+                );
             }
             let store = h.images().filter(|s| stored.as_deref().is_some_and(|d| s.has(d)));
             if let (Some(store), Some(sha)) = (store, stored.as_deref()) {

@@ -74,7 +74,11 @@ pub async fn image_get(State(edge): State<Arc<Edge>>, Path(sha): Path<String>, r
     };
     if caller.expired_at(crate::soap::time::now_ms() / 1000) {
         tracing::warn!(dn = caller.name(), "refused image request: connection credentials expired; closing the connection");
-        return refused(StatusCode::FORBIDDEN, "authentication failed: the credentials of this connection have expired".into(), true);
+        return refused(
+            StatusCode::FORBIDDEN,
+            "authentication failed: the credentials of this connection have expired".into(),
+            true,
+        );
     }
     let Some(files) = &edge.images else {
         return text_response(StatusCode::NOT_FOUND, "this vwsd serves no images\n".into());

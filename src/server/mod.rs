@@ -354,7 +354,13 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_service_becomes_a_soap_fault_and_the_app_keeps_serving() {
         let health: Health = Arc::new(|| Box::pin(async { Ok(()) }));
-        let edge = Arc::new(Edge { services: Arc::new(Panicky), cfg: Arc::new(HttpConfig::default()), msec: None, health, images: None });
+        let edge = Arc::new(Edge {
+            services: Arc::new(Panicky),
+            cfg: Arc::new(HttpConfig::default()),
+            msec: None,
+            health,
+            images: None,
+        });
         let app = router(edge);
         for _ in 0..2 {
             let resp = tower::ServiceExt::oneshot(app.clone(), request()).await.expect("infallible");
