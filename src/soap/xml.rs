@@ -427,7 +427,7 @@ impl LineCounter<'_> {
 }
 
 /// XML 1.0's `Char` production: what a document may hold, literally or as a character reference.
-fn is_xml_char(c: char) -> bool {
+pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 

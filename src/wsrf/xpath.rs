@@ -23,7 +23,7 @@ impl From<BaseFault> for Failure {
 fn is_op_limit(e: &libxml::xpath::XPathError) -> bool {
     e.code == 1225 || e.to_string().contains("Operation limit exceeded")
 }
-use crate::soap::xml::escape;
+use crate::soap::xml::{escape, is_xml_char};
 use libxml::bindings::xmlXPathObjectType_XPATH_NODESET;
 use libxml::parser::Parser;
 use libxml::tree::{Document, NodeType};
@@ -49,11 +49,23 @@ pub fn evaluate(
     if expr.is_empty() {
         return Err(BaseFault::new(FaultType::InvalidQueryExpression, "empty XPath expression").into());
     }
-    // libxml2 takes C strings: a NUL would end them early (and the bindings' wrapper panics).
-    if let Some((p, u)) = scope.iter().find(|(p, u)| p.contains('\0') || u.contains('\0')) {
+    // Expression and bindings arrived inside an XML message, so they hold only XML 1.0
+    // characters; anything else is refused: a NUL would end libxml2's C strings early (and the
+    // bindings' wrapper panics on one), and a string literal holding e.g. U+FFFF would come back
+    // in a result no XML answer can carry.
+    let bad = |s: &str| s.chars().find(|c| !is_xml_char(*c));
+    let name = |c: char| if c == '\0' { "NUL (U+0000)".to_string() } else { format!("U+{:04X}", c as u32) };
+    if let Some(c) = bad(expr) {
         return Err(BaseFault::new(
             FaultType::InvalidQueryExpression,
-            format!("namespace binding {p:?} = {u:?} holds a NUL character"),
+            format!("the XPath expression holds the character {}, which XML 1.0 does not allow", name(c)),
+        )
+        .into());
+    }
+    if let Some((p, u, c)) = scope.iter().find_map(|(p, u)| bad(p).or_else(|| bad(u)).map(|c| (p, u, c))) {
+        return Err(BaseFault::new(
+            FaultType::InvalidQueryExpression,
+            format!("namespace binding {p:?} = {u:?} holds the character {}, which XML 1.0 does not allow", name(c)),
         )
         .into());
     }
@@ -137,6 +149,10 @@ mod tests {
         assert_eq!(evaluate_once(doc, "//rp:State", &bindings).unwrap_err().kind, FaultType::InvalidQueryExpression);
         let e = evaluate_once(doc, "//rp:State\0", &[("rp".to_string(), "urn:rp".to_string())]).unwrap_err();
         assert_eq!(e.kind, FaultType::InvalidQueryExpression);
+        // Fuzzing: U+FFFF in a string literal came back in a result no XML answer can carry.
+        let e = evaluate_once(doc, "\"\u{ffff}\nx\"", &[]).unwrap_err();
+        assert_eq!(e.kind, FaultType::InvalidQueryExpression);
+        assert!(e.description.contains("U+FFFF"), "{}", e.description);
         // The bindings that are fine still work.
         assert_eq!(evaluate_once(doc, "string(//rp:State)", &[("rp".to_string(), "urn:rp".to_string())]).unwrap(), "Unstaged");
     }

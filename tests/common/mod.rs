@@ -48,6 +48,8 @@ pub struct Conf {
     /// Whole `[vmm]`, `[network]`, `[credentials]`, `[host]` sections (TOML, with headers).
     /// Without a `[vmm]` section the server runs with `driver = "none"` (deploy only stages).
     pub host: String,
+    /// Extra environment variables for the vwsd process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Conf {
@@ -119,6 +121,7 @@ impl Server {
             .arg("--config")
             .arg(&cfg_path)
             .args(&self.conf.args)
+            .envs(self.conf.env.iter().map(|(k, v)| (k, v)))
             .env("VWS_LOG", std::env::var("VWS_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -282,8 +285,23 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills vwsd, then every process whose command line names this server's directory: the
+    /// guests it started (QEMU outlives vwsd by design, so a VM survives a vwsd restart), which a
+    /// failed test or a benchmark would otherwise leave running.
     fn drop(&mut self) {
         self.kill9();
+        let run = self.data_dir().join("run");
+        // The run root may be a link to a short path (unix socket names are limited).
+        let dirs = [self.dir.path().to_path_buf(), run.canonicalize().unwrap_or(run)].map(|d| d.to_string_lossy().into_owned());
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else { continue };
+            let named = |arg: &[u8]| dirs.iter().any(|d| String::from_utf8_lossy(arg).contains(d.as_str()));
+            if cmd.split(|b| *b == 0).any(named) {
+                unsafe_kill(pid, 9);
+            }
+        }
     }
 }
 
