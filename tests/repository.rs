@@ -785,3 +785,59 @@ fn host_b_adopts_a_workspace_the_site_host_keeps() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(keys_of(&ok(repo(&a, "list", ""))), vec![w.clone()]);
 }
+
+#[test]
+fn two_hosts_over_gsi_use_the_host_credential_and_refuse_an_untrusted_host() {
+    let k = common::gsi::kit();
+    let host_dn = k.var("GSI_HOST_DN");
+    let certs = k.path("X509_CERT_DIR");
+    let roots = tempfile::tempdir().unwrap();
+    let data = image(1 << 20, 21);
+    let sha = sha256_hex(&data);
+    let src = roots.path().join("g.img");
+    std::fs::write(&src, &data).unwrap();
+    // The site: security on; its ACL lets the Manager hosts' DN (the kit's host) create.
+    let a = Server::start_with(Conf {
+        security: k.security_toml(&certs, &format!("[[security.acl]]\naction = \"create\"\ndn = \"{host_dn}\"\n")),
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50", roots.path().display()),
+        host: "[repository]\n".into(),
+        ..Default::default()
+    });
+    let manager_host = |cert: &str, key: &str| {
+        server_with(
+            roots.path(),
+            &format!(
+                "url = \"{}\"\ntimeout_secs = 5\n\n[security]\nhost_cert = \"{cert}\"\nhost_key = \"{key}\"\ncert_dir = \"{}\"\n",
+                a.https_url(REPO),
+                certs.display()
+            ),
+        )
+    };
+    let b = manager_host(&k.var("GSI_HOST_CERT"), &k.var("GSI_HOST_KEY"));
+    // Registration through B: at the site, as B's host credential.
+    let r = ok(repo(&b, "register", &format!("<source>{}</source>", src.display())));
+    assert!(r.contains(&sha) && r.contains(&format!("owner=\"{host_dn}\"")), "registered by the host DN: {r}");
+    // A workspace made on B is enrolled at the site by B's host DN; its deploy fetches the image over GSI.
+    let disk = format!("<disk name=\"root\"><image digest=\"sha256:{sha}\">http://127.0.0.1:9/never</image></disk>");
+    let w = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    let log = a.log();
+    let served = log.lines().find(|l| l.contains("image served")).unwrap_or_else(|| panic!("no image served: {log}"));
+    assert!(served.contains(&host_dn), "served to the host credential: {served}");
+    assert!(log.lines().any(|l| l.contains("workspace checked out") && l.contains(&host_dn)), "{log}");
+    assert_eq!(std::fs::read(b.data_dir().join("repository/images").join(&sha)).unwrap(), data);
+
+    // A host whose credential the site does not trust (self-signed) is refused: nothing is made.
+    let (rogue_cert, rogue_key) = common::gsi::make_ca(k, "rogue-manager-host", "/O=Grid/OU=GlobusTest/CN=rogue-host");
+    let c = manager_host(&rogue_cert.display().to_string(), &rogue_key.display().to_string());
+    let f = c.factory_create(&describe("qemu", (64, 128), "", "", &disk));
+    assert_eq!(f.status, 500, "{}", f.body);
+    let text = f.faultstring().unwrap_or_default().to_string();
+    assert!(text.contains(&a.https_url(REPO)), "names the site: {}", f.body);
+    assert!(text.to_ascii_lowercase().contains("authentication") || text.contains("refused"), "{}", f.body);
+    assert!(c.db_dump().iter().all(|(s, ..)| s != "WorkspaceService"), "no workspace left on the refused host");
+    let f = repo(&c, "register", &format!("<source>{}</source>", src.display()));
+    assert_ne!(f.status, 200, "{}", f.body);
+    assert!(a.log().contains("rogue-host"), "the site logged the refused host: {}", a.log());
+}
