@@ -126,11 +126,10 @@ async fn open_repository(
                 crate::client::Client::new()
             };
             tracing::info!(url, "using the remote site Repository");
-            repository::Site::Remote(Box::new(repository::RemoteSite::new(
-                url,
-                client,
-                Duration::from_secs(r.timeout_secs.max(1)),
-            )))
+            let remote = repository::RemoteSite::new(url, client, Duration::from_secs(r.timeout_secs.max(1)));
+            // Images this host's store lacks come from the site's store by digest.
+            host.set_image_source(Arc::new(remote.images()));
+            repository::Site::Remote(Box::new(remote))
         }
     };
     let checkouts = Arc::new(Checkouts::with_site(tables, lease_ms, site));
@@ -437,7 +436,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         })
     });
     let services: Arc<dyn Dispatcher> = app.services.clone();
-    let router = server::router(Arc::new(Edge { services, cfg: http_cfg.clone(), msec, health }));
+    let router =
+        server::router(Arc::new(Edge { services, cfg: http_cfg.clone(), msec, health, images: Some(app.repository.clone()) }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     let stop = || {

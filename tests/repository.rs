@@ -629,8 +629,215 @@ fn two_hosts_share_one_site_repository_catalogue_and_locks() {
     assert_eq!(f.status, 500, "{}", f.body);
     let text = f.faultstring().unwrap_or_default().to_string();
     assert!(text.contains("site Repository at") && text.contains("cannot be reached"), "{}", f.body);
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "its own fault type: {}", f.body);
+    let site = a.url(REPO);
+    assert!(text.contains(&site), "the Description names the site's URL: {}", f.body);
+    assert!(text.contains("Connection refused") || text.contains("connection refused"), "and the cause: {}", f.body);
     assert_eq!(state_of(&b, &w), "Unstaged");
     let f = b.factory_create(&desc);
     assert_eq!(f.status, 500, "{}", f.body);
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "{}", f.body);
     assert!(f.faultstring().unwrap_or_default().contains("cannot be reached"), "{}", f.body);
+    let f = repo(&b, "register", &format!("<source>{}</source>", roots.path().join("a.img").display()));
+    assert_eq!(f.fault_kind().as_deref(), Some("RepositoryUnavailableFault"), "{}", f.body);
+    assert!(f.body.contains(&site), "{}", f.body);
+}
+
+/// `GET path` on `addr` with extra header lines: (status, headers text, body bytes).
+fn get_bytes(addr: &str, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, all[split + 4..].to_vec())
+}
+
+fn staging_of(s: &Server, key: &str) -> String {
+    let action = format!("{WSRP_ACTION}/GetResourceProperty");
+    s.call(
+        "WorkspaceService",
+        &Server::ws_key_header(key),
+        &action,
+        &format!("<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:w=\"{VWS}\">w:staging</wsrp:GetResourceProperty>"),
+    )
+    .body
+}
+
+#[test]
+fn two_hosts_share_one_image_store_by_digest() {
+    let roots = tempfile::tempdir().unwrap();
+    let data = image(3 << 20, 11);
+    let sha = sha256_hex(&data);
+    let src = roots.path().join("base.img");
+    std::fs::write(&src, &data).unwrap();
+    let a = server_with(roots.path(), "");
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 5", a.url(REPO)));
+    let (a_store, b_store) = (a.data_dir().join("repository/images"), b.data_dir().join("repository/images"));
+    // Registration through B stores at the site: one store.
+    let r = ok(repo(&b, "register", &format!("<source>{}</source>", src.display())));
+    assert!(r.contains(&format!("sha256=\"{sha}\"")) && r.contains("new=\"true\""), "{r}");
+    assert!(a_store.join(&sha).is_file(), "stored at the site");
+    assert_eq!(std::fs::read_dir(&b_store).unwrap().count(), 0, "nothing stored on B");
+    assert!(ok(repo(&b, "images", "")).contains(&sha), "B lists the site's images");
+
+    // The site's image route: whole, ranges, unknown, not a digest.
+    let (st, head, body) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), "");
+    assert_eq!(st, 200, "{head}");
+    assert!(body == data, "the image's bytes");
+    assert!(head.to_ascii_lowercase().contains(&format!("etag: \"{sha}\"")), "{head}");
+    let (st, head, body) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), "Range: bytes=1000-1999\r\n");
+    assert_eq!(st, 206, "{head}");
+    assert!(head.contains(&format!("bytes 1000-1999/{}", data.len())), "{head}");
+    assert!(body == data[1000..2000], "the range's bytes");
+    let (st, head, _) = get_bytes(&a.addr, &format!("/wsrf/images/{sha}"), &format!("Range: bytes={}-\r\n", data.len()));
+    assert_eq!(st, 416, "{head}");
+    assert_eq!(get_bytes(&a.addr, &format!("/wsrf/images/{}", sha256_hex(b"absent")), "").0, 404);
+    assert_eq!(get_bytes(&a.addr, "/wsrf/images/..%2Fvws.db", "").0, 400);
+    let served = |s: &Server| s.log().matches("image served").count();
+    let before = served(&a);
+
+    // Deploy on B: the image comes from the site's store (its URL is never read), once.
+    let (url, gets) = http_image(data.clone());
+    let disk = format!("<disk name=\"root\"><image digest=\"sha256:{sha}\">{url}</image></disk>");
+    let w1 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w1, "deploy"));
+    wait_state(&b, &w1, "Staged");
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "not staged from its URL");
+    assert_eq!(served(&a), before + 1, "one transfer from the site");
+    assert_eq!(std::fs::read(b_store.join(&sha)).unwrap(), data, "in B's cache");
+    assert!(b.log().contains("image fetched from the site Repository"), "{}", b.log());
+    let w2 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w2, "deploy"));
+    wait_state(&b, &w2, "Staged");
+    assert_eq!(served(&a), before + 1, "the second deploy on B makes no second transfer");
+    assert_eq!(gets.load(Ordering::SeqCst), 0);
+
+    // A tampered byte at the site is refused at B: no file kept, the deploy back to Unstaged.
+    let data3 = image(1 << 20, 13);
+    let sha3 = sha256_hex(&data3);
+    std::fs::write(roots.path().join("three.img"), &data3).unwrap();
+    ok(repo(&a, "register", &format!("<source>{}</source>", roots.path().join("three.img").display())));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(a_store.join(&sha3)).unwrap();
+        f.write_all_at(&[data3[4096] ^ 0xff], 4096).unwrap();
+    }
+    let disk3 = format!("<disk name=\"root\"><image digest=\"sha256:{sha3}\">{url}</image></disk>");
+    let w3 = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk3));
+    ok(manager_op(&b, &w3, "deploy"));
+    wait_state(&b, &w3, "Unstaged");
+    let st = staging_of(&b, &w3);
+    assert!(st.contains("checksum_mismatch") && st.contains(&sha3), "{st}");
+    assert!(b.log().contains("image fetched from the site has other bytes"), "logged");
+    assert!(!b_store.join(&sha3).exists(), "no file under the digest");
+    assert_eq!(std::fs::read_dir(b.data_dir().join("repository/tmp")).unwrap().count(), 0, "no temp file left");
+    assert!(!b.data_dir().join("pool").join(&w3).join("disk00-root").exists());
+    assert_eq!(gets.load(Ordering::SeqCst), 0, "a refused site image is not fetched from elsewhere");
+}
+
+#[test]
+fn host_b_adopts_a_workspace_the_site_host_keeps() {
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("a.img"), image(64 << 10, 6)).unwrap();
+    let a = server_with(roots.path(), "");
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
+    let desc = describe(
+        "qemu",
+        (64, 128),
+        "<os kernel=\"6.1.0\" distribution=\"debian\"/>",
+        "",
+        &format!("<disk name=\"root\"><image>file://{}</image></disk>", roots.path().join("a.img").display()),
+    );
+    let w = a.create_workspace_from(&desc);
+    let b_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", b.addr);
+    let a_manager = format!("Manager http://{}/wsrf/services/WorkspaceService", a.addr);
+    // B deploys A's workspace (its key sent to B): adopted from the site's record, locked at A in B's name.
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    assert!(b.log().contains("adopted for a deploy here"), "{}", b.log());
+    let f = manager_op(&a, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&b_manager), "names B: {}", f.body);
+    assert_eq!(state_of(&a, &w), "Unstaged");
+    // One entry in the site's catalogue (A's own, with A's EPR): B's copy is not enrolled.
+    std::thread::sleep(Duration::from_millis(300));
+    let listed = ok(repo(&a, "list", ""));
+    assert_eq!(keys_of(&listed), vec![w.clone()], "{listed}");
+    assert!(!listed.contains(&format!("http://{}/", b.addr)), "{listed}");
+    // B undeploys: released at A; A deploys, and B is the one refused.
+    ok(manager_op(&b, &w, "undeploy"));
+    ok(manager_op(&a, &w, "deploy"));
+    wait_state(&a, &w, "Staged");
+    let f = manager_op(&b, &w, "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("WorkspaceLockedFault"), "{}", f.body);
+    assert!(f.body.contains(&a_manager), "{}", f.body);
+    assert_eq!(state_of(&b, &w), "Unstaged");
+    // A key nobody catalogues is unknown on B too.
+    let f = manager_op(&b, "no-such-workspace", "deploy");
+    assert_eq!(f.fault_kind().as_deref(), Some("ResourceUnknownFault"), "{}", f.body);
+    // B destroying its adopted copy leaves A's workspace in the catalogue.
+    ok(destroy(&b, &w));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(keys_of(&ok(repo(&a, "list", ""))), vec![w.clone()]);
+}
+
+#[test]
+fn two_hosts_over_gsi_use_the_host_credential_and_refuse_an_untrusted_host() {
+    let k = common::gsi::kit();
+    let host_dn = k.var("GSI_HOST_DN");
+    let certs = k.path("X509_CERT_DIR");
+    let roots = tempfile::tempdir().unwrap();
+    let data = image(1 << 20, 21);
+    let sha = sha256_hex(&data);
+    let src = roots.path().join("g.img");
+    std::fs::write(&src, &data).unwrap();
+    // The site: security on; its ACL lets the Manager hosts' DN (the kit's host) create.
+    let a = Server::start_with(Conf {
+        security: k.security_toml(&certs, &format!("[[security.acl]]\naction = \"create\"\ndn = \"{host_dn}\"\n")),
+        staging: format!("file_roots = [\"{}\"]\nprogress_interval_ms = 50", roots.path().display()),
+        host: "[repository]\n".into(),
+        ..Default::default()
+    });
+    let manager_host = |cert: &str, key: &str| {
+        server_with(
+            roots.path(),
+            &format!(
+                "url = \"{}\"\ntimeout_secs = 5\n\n[security]\nhost_cert = \"{cert}\"\nhost_key = \"{key}\"\ncert_dir = \"{}\"\n",
+                a.https_url(REPO),
+                certs.display()
+            ),
+        )
+    };
+    let b = manager_host(&k.var("GSI_HOST_CERT"), &k.var("GSI_HOST_KEY"));
+    // Registration through B: at the site, as B's host credential.
+    let r = ok(repo(&b, "register", &format!("<source>{}</source>", src.display())));
+    assert!(r.contains(&sha) && r.contains(&format!("owner=\"{host_dn}\"")), "registered by the host DN: {r}");
+    // A workspace made on B is enrolled at the site by B's host DN; its deploy fetches the image over GSI.
+    let disk = format!("<disk name=\"root\"><image digest=\"sha256:{sha}\">http://127.0.0.1:9/never</image></disk>");
+    let w = b.create_workspace_from(&describe("qemu", (64, 128), "", "", &disk));
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    let log = a.log();
+    let served = log.lines().find(|l| l.contains("image served")).unwrap_or_else(|| panic!("no image served: {log}"));
+    assert!(served.contains(&host_dn), "served to the host credential: {served}");
+    assert!(log.lines().any(|l| l.contains("workspace checked out") && l.contains(&host_dn)), "{log}");
+    assert_eq!(std::fs::read(b.data_dir().join("repository/images").join(&sha)).unwrap(), data);
+
+    // A host whose credential the site does not trust (self-signed) is refused: nothing is made.
+    let (rogue_cert, rogue_key) = common::gsi::make_ca(k, "rogue-manager-host", "/O=Grid/OU=GlobusTest/CN=rogue-host");
+    let c = manager_host(&rogue_cert.display().to_string(), &rogue_key.display().to_string());
+    let f = c.factory_create(&describe("qemu", (64, 128), "", "", &disk));
+    assert_eq!(f.status, 500, "{}", f.body);
+    let text = f.faultstring().unwrap_or_default().to_string();
+    assert!(text.contains(&a.https_url(REPO)), "names the site: {}", f.body);
+    assert!(text.to_ascii_lowercase().contains("authentication") || text.contains("refused"), "{}", f.body);
+    assert!(c.db_dump().iter().all(|(s, ..)| s != "WorkspaceService"), "no workspace left on the refused host");
+    let f = repo(&c, "register", &format!("<source>{}</source>", src.display()));
+    assert_ne!(f.status, 200, "{}", f.body);
+    assert!(a.log().contains("rogue-host"), "the site logged the refused host: {}", a.log());
 }

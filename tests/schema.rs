@@ -521,6 +521,7 @@ const WSDLS: [WsdlSpec; 5] = [
             ("release", "http://vws.dev/2026/11/workspace/RepositoryPortType/releaseRequest"),
             ("breakLock", "http://vws.dev/2026/11/workspace/RepositoryPortType/breakLockRequest"),
             ("enrol", "http://vws.dev/2026/11/workspace/RepositoryPortType/enrolRequest"),
+            ("describe", "http://vws.dev/2026/11/workspace/RepositoryPortType/describeRequest"),
             ("withdraw", "http://vws.dev/2026/11/workspace/RepositoryPortType/withdrawRequest"),
             ("register", "http://vws.dev/2026/11/workspace/RepositoryPortType/registerRequest"),
             ("images", "http://vws.dev/2026/11/workspace/RepositoryPortType/imagesRequest"),

@@ -109,7 +109,8 @@ impl Client {
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let transport = |msg: String| ClientError::Transport { url: to.to_string(), msg };
         if !to.starts_with("https://") {
-            return self.http.request(req).await.map_err(|e| transport(e.to_string()));
+            // hyper-util's error says only "client error (Connect)": name the causes too.
+            return self.http.request(req).await.map_err(|e| transport(with_causes(&e)));
         }
         let gsi = self.gsi.as_ref().ok_or_else(|| ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")))?;
         let uri: hyper::Uri = to.parse().map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
@@ -193,6 +194,17 @@ impl Client {
         Ok(first)
     }
 
+    /// `GET url` (plain, or GSI transport for `https://` with this client's credential, the
+    /// server's credential checked); the response with its body unread, to be streamed.
+    pub async fn get(&self, url: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let authority = url.parse::<hyper::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
+        let req = hyper::Request::get(url)
+            .header("Host", authority)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Usage(format!("bad URL {url}: {e}")))?;
+        self.send(url, req).await
+    }
+
     /// Send request `msg` to the resource `epr` names; its typed response, decoded by the same
     /// codec the service encodes it with.
     pub async fn invoke<R: Request>(&self, epr: &Epr, msg: &R) -> Result<R::Response, ClientError> {
@@ -204,6 +216,21 @@ impl Client {
         let answer = self.call(to, epr, &msg.action(), &msg.to_xml()).await?;
         R::Response::decode(&answer).map_err(|e| ClientError::BadAnswer { status: 200, msg: e.to_string() })
     }
+}
+
+/// An error's text followed by its sources' (`a: b: c`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Property values as a response carries them (serialized XML), as an element whose children

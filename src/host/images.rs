@@ -5,6 +5,10 @@
 //! files, files without a row and rows without a file are removed, so a crash at any point
 //! leaves no orphan file and no dangling row. An image handed to a deployment is hashed again
 //! (a file changed on disk is refused) and hard-linked into the workspace's pool directory.
+//! A Manager host using a remote site Repository keeps this store as a verified cache: an
+//! image it lacks is fetched from the site by digest ([`ImageSource`]) and written by
+//! [`ImageStore::receive`] (temp name, hashed while written, fsync, rename; a digest mismatch
+//! leaves no file).
 
 use crate::store::repo::{ImageRow, Quotas, RepoError, RepoTables};
 use crate::transfer::Stager;
@@ -38,6 +42,20 @@ impl ImageError {
         ImageError::Io { what: what.to_string(), err }
     }
 }
+
+/// Where a Manager host fetches, by SHA-256 digest, images its store lacks: the site
+/// Repository's image route (`GET /wsrf/images/<sha256>`), implemented above `host/`.
+pub trait ImageSource: Send + Sync {
+    /// Where images come from (for logs and faults).
+    fn origin(&self) -> String;
+    /// Starts fetching image `sha256`: its size when known and its bytes as chunks, in order
+    /// (an `Err` chunk ends the transfer). `Ok(None)`: the site has no such image.
+    fn fetch<'a>(&'a self, sha256: &'a str) -> FetchFuture<'a>;
+}
+
+/// A fetch of one image: its size when known and its chunks.
+pub type ImageChunks = (Option<u64>, tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>);
+pub type FetchFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ImageChunks>, String>> + Send + 'a>>;
 
 /// The outcome of a registration.
 #[derive(Clone, Debug)]
@@ -297,6 +315,56 @@ impl ImageStore {
                 Err(e.into())
             }
         }
+    }
+
+    /// Writes image `sha` from `chunks` (a fetch from the site): to a temp name, hashed while
+    /// written, fsynced, then renamed into place with its row. Other bytes → `DigestMismatch`
+    /// and no file; `cancel` true between chunks stops it (no file either). Called on a
+    /// blocking thread; `progress` gets the bytes written so far.
+    pub fn receive(
+        &self,
+        sha: &str,
+        origin: &str,
+        mut chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+        cancel: &dyn Fn() -> bool,
+        progress: &dyn Fn(u64),
+    ) -> Result<Registered, ImageError> {
+        if !is_sha256(sha) {
+            return Err(ImageError::Refused(format!("'{sha}' is not a sha256 digest")));
+        }
+        let tmp = self.temp();
+        let r = (|| {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| ImageError::io(tmp.display(), e))?;
+            let mut h = openssl::sha::Sha256::new();
+            let mut n = 0u64;
+            while let Some(chunk) = chunks.blocking_recv() {
+                if cancel() {
+                    return Err(ImageError::Transfer(format!("{origin}: cancelled")));
+                }
+                let chunk = chunk.map_err(|e| ImageError::Transfer(format!("{origin}: {e}")))?;
+                h.update(&chunk);
+                out.write_all(&chunk).map_err(|e| ImageError::io(tmp.display(), e))?;
+                n += chunk.len() as u64;
+                progress(n);
+            }
+            out.sync_all().map_err(|e| ImageError::io(tmp.display(), e))?;
+            let found = hex(&h.finish());
+            if found != sha {
+                tracing::error!(sha, found, origin, bytes = n, "image fetched from the site has other bytes: refused");
+            }
+            let r = self.adopt_temp(&tmp, &found, n, "site", origin, Some(sha))?;
+            // Just hashed: its hand-off to the deployment need not hash it again.
+            if let Some(f) = fingerprint(&self.path(sha)) {
+                self.verified.lock().unwrap().insert(sha.to_string(), f);
+            }
+            Ok(r)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        r
     }
 
     /// Takes a staged pool file into the store by hard link (after a transfer), so the next

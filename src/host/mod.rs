@@ -116,6 +116,9 @@ pub struct Host {
     /// The Repository's image store (issue 12): images with a sha256 digest it holds are
     /// hard-linked from it instead of transferred, and transferred ones are kept in it.
     images: std::sync::OnceLock<Arc<images::ImageStore>>,
+    /// A remote site Repository's images (a Manager host with `repository.url`): an image with
+    /// a sha256 digest the store lacks is fetched from there into the store first.
+    source: std::sync::OnceLock<Arc<dyn images::ImageSource>>,
 }
 
 impl Host {
@@ -136,6 +139,7 @@ impl Host {
             ledger,
             jobs: Mutex::new(HashMap::new()),
             images: std::sync::OnceLock::new(),
+            source: std::sync::OnceLock::new(),
         }))
     }
 
@@ -151,6 +155,15 @@ impl Host {
 
     pub fn images(&self) -> Option<&Arc<images::ImageStore>> {
         self.images.get()
+    }
+
+    /// Fetch images the store lacks from `source` (the remote site Repository) from now on.
+    pub fn set_image_source(&self, source: Arc<dyn images::ImageSource>) {
+        let _ = self.source.set(source);
+    }
+
+    pub fn image_source(&self) -> Option<&Arc<dyn images::ImageSource>> {
+        self.source.get()
     }
 
     /// The `file://` roots policy (registrations are checked against it too).

@@ -279,7 +279,48 @@ pub(super) async fn run(host: Arc<Host>, plan: Plan, cancelled: Arc<AtomicBool>)
         // Issue 12: an image the site's store holds is hard-linked from it (hashed again first: a
         // changed store file is refused); one transferred is kept in the store for next time.
         let stored = it.digest.as_ref().filter(|d| d.algo == transfer::checksum::Algo::Sha256).map(|d| d.hex.clone());
+        // A Manager host with a remote site: an image its store lacks comes from the site's
+        // store by digest (verified while written); one the site lacks is staged from its URL.
+        let fetched = match (h.images(), h.image_source(), stored.as_deref()) {
+            (Some(store), Some(source), Some(sha)) if !store.has(sha) => match source.fetch(sha).await {
+                Ok(f) => f.map(Ok),
+                Err(e) => Some(Err(e)),
+            },
+            _ => None,
+        };
+        let origin = h.image_source().map(|s| s.origin()).unwrap_or_default();
         let done = tokio::task::spawn_blocking(move || {
+            if let (Some(f), Some(store), Some(sha)) = (fetched, h.images(), stored.as_deref()) {
+                let what = format!("{origin}{sha}");
+                let (total, chunks) = f.map_err(|reason| TransferError::Connect { url: what.clone(), reason })?;
+                let t = std::time::Instant::now();
+                let report = |n: u64| {
+                    let secs = t.elapsed().as_secs_f64().max(1e-3);
+                    watch(&ProgressInfo {
+                        url: what.clone(),
+                        bytes: n,
+                        total,
+                        elapsed: t.elapsed(),
+                        rate: n as f64 / secs,
+                        eta: None,
+                        done: false,
+                    })
+                };
+                let c = cancel.clone();
+                store.receive(sha, &what, chunks, &move || c(), &report).map_err(|e| match e {
+                    super::images::ImageError::DigestMismatch { what, expected, found } => {
+                        TransferError::ChecksumMismatch { url: what, algo: "SHA256".into(), expected, actual: found }
+                    }
+                    e => TransferError::Io { what: what.clone(), reason: e.to_string() },
+                })?;
+                tracing::info!(
+                    sha,
+                    origin = what,
+                    bytes = total,
+                    secs = t.elapsed().as_secs_f64(),
+                    "image fetched from the site Repository"
+                );
+            }
             let store = h.images().filter(|s| stored.as_deref().is_some_and(|d| s.has(d)));
             if let (Some(store), Some(sha)) = (store, stored.as_deref()) {
                 let t = std::time::Instant::now();

@@ -6,7 +6,8 @@
 //!
 //! The series (all prefixed `vws_`): `requests_total{service,operation,outcome}` and
 //! `request_duration_seconds{service,operation}`; `resources{type,state}`;
-//! `stagings_total{outcome}`, `staging_bytes_total`, `staging_rate_bytes_per_second`;
+//! `stagings_total{outcome}`, `staging_bytes_total`, `staging_rate_bytes_per_second`,
+//! `image_served_bytes_total` (`server/images.rs`);
 //! `vm_operations_total{op,outcome}`, `vm_operation_duration_seconds{op}`;
 //! `store_commit_seconds`, `store_commit_writes`; `gsi_handshakes_total{outcome}`,
 //! `gsi_refusals_total{reason}`; `trust_reloads_total{outcome}`, `trust_generation`;
@@ -58,6 +59,7 @@ fn describe() {
     describe_gauge!("vws_resources", "Live WS-Resources by type (home) and state");
     describe_counter!("vws_stagings_total", "Image stagings finished, by outcome");
     describe_counter!("vws_staging_bytes_total", Unit::Bytes, "Bytes staged into the image pool");
+    describe_counter!("vws_image_served_bytes_total", Unit::Bytes, "Image bytes served by GET /wsrf/images/{sha256}");
     describe_histogram!("vws_staging_rate_bytes_per_second", "Rate of each finished staging");
     describe_counter!("vws_vm_operations_total", "VM operations by operation and outcome");
     describe_histogram!("vws_vm_operation_duration_seconds", Unit::Seconds, "VM operation durations");

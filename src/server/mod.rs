@@ -1,5 +1,5 @@
 //! The HTTP/HTTPS edge, on axum + tower: the [`Router`] (`POST /wsrf/services/{service}`,
-//! `GET …?wsdl`, `GET /healthz`), the listeners ([`conn`]: plain, and GSI TLS as an axum
+//! `GET …?wsdl`, `GET /healthz`, `GET /wsrf/images/{sha256}`: [`images`]), the listeners ([`conn`]: plain, and GSI TLS as an axum
 //! `Listener` whose connections carry their `Caller`), and the layers around every request: a
 //! span (peer, service, action, caller DN), caught panics (a SOAP fault and a log line), a cap on
 //! concurrent requests, and the SOAP body limits ([`soap`]: size, idle and total time → 413/408
@@ -7,6 +7,7 @@
 //! dispatch, signing) is [`soap`]. Services never see the transport.
 
 pub mod conn;
+pub mod images;
 pub mod logfields;
 pub mod metrics;
 pub mod soap;
@@ -79,6 +80,8 @@ pub struct Edge {
     pub cfg: Arc<HttpConfig>,
     pub msec: Option<Arc<MessageSecurity>>,
     pub health: Health,
+    /// The site Repository's image store for `GET /wsrf/images/{sha256}` (None: 404).
+    pub images: Option<Arc<dyn crate::services::ImageFiles>>,
 }
 
 pub(crate) fn text_response(status: StatusCode, body: String) -> Response {
@@ -254,6 +257,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/wsrf/services/{service}", service.clone())
         .route("/wsrf/services/{service}/", service)
         .route("/healthz", get(healthz))
+        .route("/wsrf/images/{sha256}", get(images::image_get))
         .fallback(not_found)
         // soap::service_post enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -351,7 +355,13 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_service_becomes_a_soap_fault_and_the_app_keeps_serving() {
         let health: Health = Arc::new(|| Box::pin(async { Ok(()) }));
-        let edge = Arc::new(Edge { services: Arc::new(Panicky), cfg: Arc::new(HttpConfig::default()), msec: None, health });
+        let edge = Arc::new(Edge {
+            services: Arc::new(Panicky),
+            cfg: Arc::new(HttpConfig::default()),
+            msec: None,
+            health,
+            images: None,
+        });
         let app = router(edge);
         for _ in 0..2 {
             let resp = tower::ServiceExt::oneshot(app.clone(), request()).await.expect("infallible");

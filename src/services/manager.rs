@@ -375,11 +375,12 @@ impl ManagerService {
         }
     }
 
-    /// A key this home lacks but the site catalogue (this process's Repository) has from another
-    /// Manager host becomes a workspace here, so it can be deployed here (under its lock).
+    /// A key this home lacks but the site catalogue has (from another Manager host, or, with a
+    /// remote site, kept by the site's host) becomes a workspace here, so it can be deployed
+    /// here (under its lock at the site).
     async fn adopt(&self, req: &SoapRequest, key: &str) -> Result<(), BaseFault> {
         match self.checkouts.get() {
-            Some(r) if r.checkouts.remote().is_none() && !self.home.contains(key) => r.adopt(req, key).await.map(drop),
+            Some(r) if !self.home.contains(key) => r.adopt(req, key).await.map(drop),
             _ => Ok(()),
         }
     }

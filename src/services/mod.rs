@@ -20,7 +20,7 @@ pub mod subscription;
 pub mod workspace;
 
 pub use registry::{Operations, PortType, Registry};
-pub use request::{DispatchFuture, Dispatcher, SoapReply, SoapRequest};
+pub use request::{DispatchFuture, Dispatcher, ImageFiles, ImageRefusal, SoapReply, SoapRequest};
 
 use crate::security::{Action, Authorizer, Caller, Owner};
 use crate::soap::envelope::SoapFault;

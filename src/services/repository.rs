@@ -30,8 +30,8 @@ use crate::store::repo::{Enrolled, Lock, RepoError, RepoTables};
 use crate::workspace::description::{Category, ImageState};
 use crate::workspace::description::{Range, Vmm};
 use crate::workspace::repo_messages::{
-    CloneRequest, Enrol, EnrolResponse, ImageInfo, Images, ImagesOp, ImagesRequest, LockInfo, LockOp, LockRequest, LockResponse,
-    Match, Matches, NewWorkspace, Refine, Register, Select, Target, Withdraw, WithdrawResponse,
+    CloneRequest, Describe, Described, Enrol, EnrolResponse, ImageInfo, Images, ImagesOp, ImagesRequest, LockInfo, LockOp,
+    LockRequest, LockResponse, Match, Matches, NewWorkspace, Refine, Register, Select, Target, Withdraw, WithdrawResponse,
 };
 use crate::workspace::{Description, Policy, State};
 use crate::wsrf::messages as m;
@@ -410,7 +410,7 @@ pub enum Site {
 /// host's credential when the address is `https://`), and how long a call may take.
 pub struct RemoteSite {
     pub url: String,
-    client: crate::client::Client,
+    client: Arc<crate::client::Client>,
     timeout: std::time::Duration,
     /// The Manager address this host checks out as (set at start from `server.public_url` or
     /// the listener's address; the first deploy's address until then).
@@ -419,7 +419,22 @@ pub struct RemoteSite {
 
 impl RemoteSite {
     pub fn new(url: &str, client: crate::client::Client, timeout: std::time::Duration) -> RemoteSite {
-        RemoteSite { url: url.to_string(), client, timeout, manager: std::sync::OnceLock::new() }
+        RemoteSite { url: url.to_string(), client: Arc::new(client), timeout, manager: std::sync::OnceLock::new() }
+    }
+
+    /// The site's image route (`GET <site>/wsrf/images/<sha256>`) as this host's engine fetches
+    /// images from it, over the same client (GSI with the host credential for `https://`).
+    pub fn images(&self) -> SiteImages {
+        let base = match self.url.find("/wsrf/services/") {
+            Some(i) => &self.url[..i],
+            None => self.url.trim_end_matches('/'),
+        };
+        SiteImages {
+            base: format!("{base}/wsrf/images/"),
+            site: self.url.clone(),
+            client: self.client.clone(),
+            timeout: self.timeout,
+        }
     }
 
     /// The site Repository's resource EPR.
@@ -434,9 +449,9 @@ impl RemoteSite {
         let epr = self.epr();
         let unreachable = |why: String| {
             BaseFault::new(
-                FaultType::Internal,
+                FaultType::RepositoryUnavailable,
                 format!(
-                    "the site Repository at {} cannot be reached ({why}); no checkout lock can be taken or catalogue entry made until it answers",
+                    "the site Repository at {} cannot be reached ({why}); no checkout lock can be taken, catalogue entry made or image registered until it answers",
                     self.url
                 ),
             )
@@ -455,6 +470,70 @@ impl RemoteSite {
     }
 }
 
+/// Images fetched by digest from a remote site Repository's store (see [`RemoteSite::images`]).
+pub struct SiteImages {
+    /// `scheme://host:port/wsrf/images/`.
+    pub base: String,
+    site: String,
+    client: Arc<crate::client::Client>,
+    /// Longest wait for the answer's head and between two pieces of its body.
+    timeout: std::time::Duration,
+}
+
+impl crate::host::images::ImageSource for SiteImages {
+    fn origin(&self) -> String {
+        self.base.clone()
+    }
+
+    fn fetch<'a>(&'a self, sha256: &'a str) -> crate::host::images::FetchFuture<'a> {
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let url = format!("{}{sha256}", self.base);
+            let unreachable = |why: String| format!("the site Repository at {} cannot be reached ({why})", self.site);
+            let resp = match tokio::time::timeout(self.timeout, self.client.get(&url)).await {
+                Err(_) => return Err(unreachable(format!("no answer within {} s", self.timeout.as_secs()))),
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status().as_u16();
+            if status == 404 {
+                return Ok(None);
+            }
+            if status != 200 {
+                let body = tokio::time::timeout(self.timeout, resp.into_body().collect()).await;
+                let text = body.ok().and_then(|b| b.ok()).map(|b| b.to_bytes()).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text[..text.len().min(300)]).trim().to_string();
+                return Err(format!("the site Repository refused image {sha256}: HTTP {status}: {text}"));
+            }
+            let total = resp
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let (timeout, mut body) = (self.timeout, resp.into_body());
+            tokio::spawn(async move {
+                loop {
+                    let chunk = match tokio::time::timeout(timeout, body.frame()).await {
+                        Err(_) => Err(format!("stalled for more than {} s", timeout.as_secs())),
+                        Ok(None) => return,
+                        Ok(Some(Err(e))) => Err(e.to_string()),
+                        Ok(Some(Ok(f))) => match f.into_data() {
+                            Ok(d) => Ok(d),
+                            Err(_) => continue,
+                        },
+                    };
+                    let end = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+            Ok(Some((total, rx)))
+        })
+    }
+}
+
 /// The fault type of a fault element's local name (as a remote Repository answered it).
 fn fault_type_named(local: &str) -> Option<FaultType> {
     use FaultType::*;
@@ -468,10 +547,37 @@ fn fault_type_named(local: &str) -> Option<FaultType> {
         WorkspaceLocked,
         WorkspaceCorrupted,
         QuotaExceeded,
+        DigestMismatch,
+        UnsupportedScheme,
+        RefineOutOfRange,
+        RepositoryUnavailable,
         Internal,
     ]
     .into_iter()
     .find(|k| k.qname().1 == local)
+}
+
+/// A workspace of `workspaces` as the site catalogue records it (EPR, owner, state,
+/// termination time, description), with its owner.
+async fn record_of(workspaces: &Home, key: &str) -> Result<(Enrol, Owner), BaseFault> {
+    let (epr, owner, data, termination) = workspaces
+        .read(key, FaultType::RpResourceUnknown, |st| {
+            let epr = st.get(&workspaces.rtype, &QName::new(VWS, "EPR")).map(|v| v.xml.to_string()).unwrap_or_default();
+            Ok((epr, st.owner.clone(), WorkspaceData::of(st)?, st.termination_ms))
+        })
+        .await?;
+    let epr_el = crate::soap::xml::parse(&epr, &Default::default()).map_err(BaseFault::internal)?;
+    let epr = crate::soap::epr::Epr::from_element(&epr_el).map_err(BaseFault::internal)?;
+    let description = crate::soap::xml::parse(&description_xml(&data.description, true, true), &Default::default())
+        .map_err(BaseFault::internal)?;
+    let msg = Enrol {
+        epr,
+        owner: owner.dn.clone().unwrap_or_default(),
+        state: data.state.as_str().to_string(),
+        termination: termination.map(time::format_ms),
+        description,
+    };
+    Ok((msg, owner))
 }
 
 /// The checkout lock as the Manager's deploy and undeploy use it, and the site catalogue the
@@ -486,6 +592,9 @@ pub struct Checkouts {
     /// gc takes it exclusively; the Factory, clone and refine share it while they create, so gc
     /// never sees a half-made reference.
     pub gc_lock: tokio::sync::RwLock<()>,
+    /// With a remote site: workspaces another host keeps that this host adopted for a deploy
+    /// here (never enrolled from here: the site catalogues them where they are kept).
+    pub adopted: Mutex<HashSet<String>>,
 }
 
 impl Checkouts {
@@ -494,7 +603,14 @@ impl Checkouts {
     }
 
     pub fn with_site(tables: Arc<RepoTables>, lease_ms: i64, site: Site) -> Checkouts {
-        Checkouts { tables, lease_ms, local: Mutex::new(HashSet::new()), site, gc_lock: tokio::sync::RwLock::new(()) }
+        Checkouts {
+            tables,
+            lease_ms,
+            local: Mutex::new(HashSet::new()),
+            site,
+            gc_lock: tokio::sync::RwLock::new(()),
+            adopted: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The remote site, when there is one.
@@ -611,29 +727,21 @@ impl Checkouts {
     /// nothing to do in-process, where the catalogue is the workspace home itself.
     pub async fn enrol(&self, workspaces: &Home, key: &str) -> Result<(), BaseFault> {
         let Site::Remote(r) = &self.site else { return Ok(()) };
-        let (epr, owner, data, termination) = workspaces
-            .read(key, FaultType::RpResourceUnknown, |st| {
-                let epr = st.get(&workspaces.rtype, &QName::new(VWS, "EPR")).map(|v| v.xml.to_string()).unwrap_or_default();
-                Ok((epr, st.owner.dn.clone().unwrap_or_default(), WorkspaceData::of(st)?, st.termination_ms))
-            })
-            .await?;
-        let epr_el = crate::soap::xml::parse(&epr, &Default::default()).map_err(BaseFault::internal)?;
-        let epr = crate::soap::epr::Epr::from_element(&epr_el).map_err(BaseFault::internal)?;
-        let description = crate::soap::xml::parse(&description_xml(&data.description, true, true), &Default::default())
-            .map_err(BaseFault::internal)?;
-        let msg = Enrol {
-            epr,
-            owner,
-            state: data.state.as_str().to_string(),
-            termination: termination.map(time::format_ms),
-            description,
-        };
+        if self.adopted.lock().unwrap().contains(key) {
+            // Kept by another host; the site catalogues it where it is kept.
+            return Ok(());
+        }
+        let (msg, _) = record_of(workspaces, key).await?;
         r.invoke(&msg).await.map(drop)
     }
 
     /// Takes `key` out of the remote site's catalogue (logged when it cannot).
     pub async fn withdraw(&self, key: &str) {
         let Site::Remote(r) = &self.site else { return };
+        if self.adopted.lock().unwrap().remove(key) {
+            // Adopted here, kept elsewhere: its entry is not this host's to withdraw.
+            return;
+        }
         let msg = Withdraw { target: Some(Target::Key(key.to_string())) };
         if let Err(e) = r.invoke(&msg).await {
             tracing::warn!(key, "workspace not withdrawn from the site Repository: {}", e.description);
@@ -776,6 +884,7 @@ impl RepositoryService {
             (VWS, "checkout" | "renew" | "release" | "breakLock") => self.lock_op(req).await,
             (VWS, "enrol") => self.enrol(req).await,
             (VWS, "withdraw") => self.withdraw(req).await,
+            (VWS, "describe") => self.describe(req).await,
             (VWS, "register") => self.register(req).await,
             (VWS, "images") => self.list_images(req).await,
             (VWS, "gc") => self.gc_op(req).await,
@@ -1100,6 +1209,10 @@ impl RepositoryService {
         if !State::ALL.iter().any(|s| s.as_str() == m.state) {
             return Err(BaseFault::new(FaultType::InvalidRequest, format!("enrol: unknown state '{}'", m.state)));
         }
+        if self.catalogue.workspaces.contains(&key) {
+            // This host keeps it (another host adopted it for a deploy there): catalogued here already.
+            return Ok(answer(&m, &EnrolResponse { workspace: key }));
+        }
         let e = Enrolled {
             key: key.clone(),
             epr: m.epr.to_xml("wsa:EndpointReference", &[WSA_DECL]),
@@ -1142,45 +1255,111 @@ impl RepositoryService {
         Ok(answer(&m, &WithdrawResponse { removed }))
     }
 
-    /// Makes a workspace another Manager host enrolled deployable here: a resource of this
-    /// host's home with the same key, owner and description (this process must be the site
-    /// Repository). Ok(false): not enrolled here.
-    pub async fn adopt(&self, req: &SoapRequest, key: &str) -> Result<bool, BaseFault> {
-        let (t, k) = (self.checkouts.tables.clone(), key.to_string());
-        let Some(e) =
-            tokio::task::spawn_blocking(move || t.enrolled(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?
-        else {
-            return Ok(false);
+    /// describe: a catalogued workspace's record — one this host keeps, or one another Manager
+    /// host enrolled — for a Manager host that adopts it for a deploy there. Readable by whoever
+    /// may read the workspace, or create (a Manager host).
+    pub async fn describe(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
+        let m = Describe::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        let key = self.key_of(&m.target, "describe")?;
+        let allowed = |owner: &Owner| {
+            self.shared
+                .authorize(&req.caller, Action::Read, Some(owner))
+                .or_else(|e| self.shared.authorize(&req.caller, Action::Create, None).map_err(|_| e))
         };
-        let owner = Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() };
+        let home = &self.catalogue.workspaces;
+        if home.contains(&key) {
+            let (record, owner) = record_of(home, &key).await?;
+            allowed(&owner)?;
+            return Ok(answer(&m, &Described(record)));
+        }
+        let (t, k) = (self.checkouts.tables.clone(), key.clone());
+        let e = tokio::task::spawn_blocking(move || t.enrolled(&k))
+            .await
+            .map_err(BaseFault::internal)?
+            .map_err(repo_fault)?
+            .ok_or_else(|| {
+                BaseFault::new(FaultType::RpResourceUnknown, format!("no workspace '{key}' in the site's catalogue"))
+            })?;
+        allowed(&Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() })?;
+        let parse = |x: &str| crate::soap::xml::parse(x, &Default::default()).map_err(BaseFault::internal);
+        let record = Enrol {
+            epr: Epr::from_element(&parse(&e.epr)?).map_err(BaseFault::internal)?,
+            owner: e.owner,
+            state: e.state,
+            termination: e.termination_ms.map(time::format_ms),
+            description: parse(&e.description)?,
+        };
+        Ok(answer(&m, &Described(record)))
+    }
+
+    /// Makes a workspace another Manager host keeps deployable here: a resource of this host's
+    /// home with the same key, owner and description. On the site Repository's host: one another
+    /// host enrolled; on a Manager host with a remote site: one the site describes (kept by the
+    /// site's host or a third host). Ok(false): not catalogued.
+    pub async fn adopt(&self, req: &SoapRequest, key: &str) -> Result<bool, BaseFault> {
+        let (owner_dn, description, termination_ms, kept_by) = if let Some(site) = self.checkouts.remote() {
+            let d = match site.invoke(&Describe { target: Some(Target::Key(key.to_string())) }).await {
+                Ok(d) => d.0,
+                Err(e) if e.kind == FaultType::RpResourceUnknown => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            (d.owner, d.description.to_fragment(), d.termination.as_deref().and_then(time::parse_ms), d.epr.address)
+        } else {
+            let (t, k) = (self.checkouts.tables.clone(), key.to_string());
+            let Some(e) =
+                tokio::task::spawn_blocking(move || t.enrolled(&k)).await.map_err(BaseFault::internal)?.map_err(repo_fault)?
+            else {
+                return Ok(false);
+            };
+            (e.owner, e.description, e.termination_ms, e.enrolled_by)
+        };
+        let owner = Owner { dn: Some(owner_dn).filter(|o| !o.is_empty()), ..Default::default() };
         self.shared.authorize(&req.caller, Action::Deploy, Some(&owner))?;
-        let el = crate::soap::xml::parse(&e.description, &Default::default()).map_err(BaseFault::internal)?;
+        let el = crate::soap::xml::parse(&description, &Default::default()).map_err(BaseFault::internal)?;
         let description = Description::from_element(&el).map_err(|x| BaseFault::new(FaultType::InvalidDescription, x.message))?;
         let now = time::now_ms();
-        let lifetime = e.termination_ms.map(|t| ((t - now).max(1000) / 1000) as u64).unwrap_or(86400);
+        let lifetime = termination_ms.map(|t| ((t - now).max(1000) / 1000) as u64).unwrap_or(86400);
         let home = &self.catalogue.workspaces;
         let epr = home.epr(&Self::workspace_url(req), key);
         let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
         let st = workspace::new_resource(&home.rtype, key.to_string(), epr_xml, owner, description, lifetime);
+        if self.checkouts.remote().is_some() {
+            // Before the create's change event reaches the enroller.
+            self.checkouts.adopted.lock().unwrap().insert(key.to_string());
+        }
         match home.create(st).await {
             Ok(_) => {
                 tracing::info!(
                     caller = req.caller.name(),
                     key,
-                    kept_by = e.enrolled_by,
-                    "enrolled workspace adopted for a deploy here"
+                    kept_by,
+                    "workspace kept by another host adopted for a deploy here"
                 );
                 Ok(true)
             }
             // A concurrent deploy adopted it first.
             Err(_) if home.contains(key) => Ok(true),
-            Err(x) => Err(x),
+            Err(x) => {
+                self.checkouts.adopted.lock().unwrap().remove(key);
+                Err(x)
+            }
         }
     }
     /// register: an image into the store by content, from a local path or a URL the stager reads.
     pub async fn register(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
         let m = Register::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        if let Some(site) = self.checkouts.remote() {
+            // One image store: the site's. It reads the source itself (its own file roots).
+            let r = site.invoke(&m).await?;
+            tracing::info!(
+                caller = req.caller.name(),
+                source = m.source,
+                site = site.url,
+                "image registered at the site Repository"
+            );
+            return Ok(answer(&m, &r));
+        }
         let source = m.source.clone();
         let expect = match m.digest.as_deref().map(str::to_ascii_lowercase) {
             None => None,
@@ -1240,6 +1419,9 @@ impl RepositoryService {
     pub async fn list_images(&self, req: &SoapRequest) -> Result<SoapReply, BaseFault> {
         self.shared.authorize(&req.caller, Action::Create, None)?;
         let m = ImagesRequest::decode(req.env.payload()).map_err(|e| BaseFault::new(FaultType::InvalidRequest, e.0))?;
+        if let Some(site) = self.checkouts.remote() {
+            return Ok(answer(&m, &site.invoke(&m).await?));
+        }
         let refs = self.references().await;
         let t = self.checkouts.tables.clone();
         let imgs = tokio::task::spawn_blocking(move || t.images()).await.map_err(BaseFault::internal)?.map_err(repo_fault)?;
@@ -1282,6 +1464,29 @@ impl RepositoryService {
         tracing::info!(caller = req.caller.name(), removed = removed.len(), "image store gc");
         let images = removed.into_iter().map(|i| ImageInfo { sha256: i.sha256, size: i.size, ..Default::default() }).collect();
         Ok(answer(&m, &Images { op: ImagesOp::Gc, images }))
+    }
+}
+
+impl super::request::ImageFiles for RepositoryService {
+    /// An image of this host's store for `GET /wsrf/images/<sha256>`: any caller who may read
+    /// the site's catalogue (ACL `read`, else `create`) may read its images.
+    fn image_file(
+        &self,
+        caller: &crate::security::Caller,
+        sha256: &str,
+    ) -> Result<std::path::PathBuf, super::request::ImageRefusal> {
+        use super::request::ImageRefusal;
+        if !crate::host::images::is_sha256(sha256) {
+            return Err(ImageRefusal::BadName(format!("'{sha256}' is not a SHA-256 digest (64 lowercase hex digits)")));
+        }
+        self.shared
+            .authorize(caller, Action::Read, None)
+            .or_else(|e| self.shared.authorize(caller, Action::Create, None).map_err(|_| e))
+            .map_err(|e| ImageRefusal::Denied(e.description))?;
+        if !self.images.has(sha256) {
+            return Err(ImageRefusal::Unknown(format!("image {sha256} is not in this site's image store")));
+        }
+        Ok(self.images.path(sha256))
     }
 }
 

@@ -38,3 +38,20 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn key_header(&self, name: &str) -> Option<&QName>;
     fn dispatch(&self, req: SoapRequest) -> DispatchFuture<'_>;
 }
+
+/// Why the image route (`GET /wsrf/images/<sha256>`) refuses a request.
+#[derive(Debug)]
+pub enum ImageRefusal {
+    /// Not a SHA-256 digest (400).
+    BadName(String),
+    /// The caller may not read the site's images (403).
+    Denied(String),
+    /// No such image in the store (404).
+    Unknown(String),
+}
+
+/// The site Repository's image store as the edge's image route needs it: the file of an image
+/// the caller may read (authorised like the Repository's other reads).
+pub trait ImageFiles: Send + Sync + 'static {
+    fn image_file(&self, caller: &Caller, sha256: &str) -> Result<std::path::PathBuf, ImageRefusal>;
+}

@@ -243,31 +243,89 @@ pub struct Enrol {
     pub description: Element,
 }
 
-impl Message for Enrol {
-    type Error = DecodeError;
-    fn encode(&self, w: &mut XmlWriter) {
-        w.start("enrol", &[("xmlns", VWS)]);
+impl Enrol {
+    /// The record as element `name` (`enrol`, or `describeResponse`).
+    fn encode_as(&self, w: &mut XmlWriter, name: &str) {
+        w.start(name, &[("xmlns", VWS)]);
         self.epr.encode(w, "wsa:EndpointReference", &[WSA_DECL]);
         w.leaf("owner", &[], &self.owner).leaf("state", &[], &self.state);
         if let Some(t) = &self.termination {
             w.leaf("terminationTime", &[], t);
         }
         w.raw(&self.description.to_fragment());
-        w.end("enrol");
+        w.end(name);
     }
-    fn decode(e: &Element) -> Result<Self, DecodeError> {
-        expect(e, "enrol")?;
-        let epr =
-            e.child(WSA, "EndpointReference").ok_or_else(|| err("enrol needs the workspace's wsa:EndpointReference".into()))?;
+
+    fn decode_as(e: &Element, name: &str) -> Result<Self, DecodeError> {
+        expect(e, name)?;
+        let epr = e
+            .child(WSA, "EndpointReference")
+            .ok_or_else(|| err(format!("{name} needs the workspace's wsa:EndpointReference")))?;
         let description =
-            e.child(VWS, "virtualWorkspace").ok_or_else(|| err(format!("enrol needs a {{{VWS}}}virtualWorkspace element")))?;
+            e.child(VWS, "virtualWorkspace").ok_or_else(|| err(format!("{name} needs a {{{VWS}}}virtualWorkspace element")))?;
         Ok(Enrol {
             epr: Epr::from_element(epr).map_err(err)?,
             owner: e.child(VWS, "owner").map(|o| o.text().trim().to_string()).unwrap_or_default(),
-            state: text_of(e, "state").ok_or_else(|| err("enrol needs <state>".into()))?,
+            state: text_of(e, "state").ok_or_else(|| err(format!("{name} needs <state>")))?,
             termination: text_of(e, "terminationTime"),
             description: description.clone(),
         })
+    }
+}
+
+impl Message for Enrol {
+    type Error = DecodeError;
+    fn encode(&self, w: &mut XmlWriter) {
+        self.encode_as(w, "enrol")
+    }
+    fn decode(e: &Element) -> Result<Self, DecodeError> {
+        Enrol::decode_as(e, "enrol")
+    }
+}
+
+/// describe: a Manager host asks the site for a catalogued workspace's record, to adopt it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Describe {
+    pub target: Option<Target>,
+}
+
+impl Message for Describe {
+    type Error = DecodeError;
+    fn encode(&self, w: &mut XmlWriter) {
+        w.start("describe", &[("xmlns", VWS)]);
+        if let Some(t) = &self.target {
+            t.encode(w);
+        }
+        w.end("describe");
+    }
+    fn decode(e: &Element) -> Result<Self, DecodeError> {
+        expect(e, "describe")?;
+        Ok(Describe { target: Target::decode(e)? })
+    }
+}
+
+impl Request for Describe {
+    type Response = Described;
+    fn action(&self) -> String {
+        action("describe", "Request")
+    }
+    fn response_action(&self) -> String {
+        action("describe", "Response")
+    }
+}
+
+/// The record `describe` answers: the same fields as an [`Enrol`] (EPR where the workspace is
+/// kept, owner, state, termination, description).
+#[derive(Clone, Debug)]
+pub struct Described(pub Enrol);
+
+impl Message for Described {
+    type Error = DecodeError;
+    fn encode(&self, w: &mut XmlWriter) {
+        self.0.encode_as(w, "describeResponse")
+    }
+    fn decode(e: &Element) -> Result<Self, DecodeError> {
+        Enrol::decode_as(e, "describeResponse").map(Described)
     }
 }
 
@@ -903,6 +961,11 @@ mod tests {
         assert_eq!(round(&EnrolResponse { workspace: "k".into() }).workspace, "k");
         let w = Withdraw { target: Some(Target::Key("k<".into())) };
         assert_eq!(round(&w), w);
+        let q = Describe { target: Some(Target::Key("k&ü".into())) };
+        assert_eq!(round(&q), q);
+        let back = round(&Described(m.clone())).0;
+        assert_eq!((back.epr, back.owner, back.state, back.termination), (m.epr.clone(), m.owner.clone(), m.state.clone(), None));
+        assert_eq!(back.description.child(VWS, "state").unwrap().text(), "Prepared");
         assert!(round(&WithdrawResponse { removed: true }).removed);
     }
 

@@ -59,6 +59,9 @@ pub enum FaultType {
     QuotaExceeded,
     /// Repository: an image URL with a scheme the stager does not read.
     UnsupportedScheme,
+    /// A Manager host's remote site Repository (`repository.url`) cannot be reached or did not
+    /// answer in time (the Description names its URL and the cause; ErrorCode is the URL).
+    RepositoryUnavailable,
     Internal,
 }
 
@@ -100,6 +103,7 @@ impl FaultType {
             DigestMismatch => (ns::VWS, "DigestMismatchFault"),
             QuotaExceeded => (ns::VWS, "QuotaExceededFault"),
             UnsupportedScheme => (ns::VWS, "UnsupportedSchemeFault"),
+            RepositoryUnavailable => (ns::VWS, "RepositoryUnavailableFault"),
             Internal => (ns::VWS, "InternalFault"),
         }
     }
@@ -109,6 +113,7 @@ impl FaultType {
         !matches!(
             self,
             FaultType::Internal
+                | FaultType::RepositoryUnavailable
                 | FaultType::ResourceNotDestroyed
                 | FaultType::SetResourcePropertyRequestFailed
                 | FaultType::HypervisorFailed
