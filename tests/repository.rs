@@ -745,7 +745,7 @@ fn host_b_adopts_a_workspace_the_site_host_keeps() {
     let roots = tempfile::tempdir().unwrap();
     std::fs::write(roots.path().join("a.img"), image(64 << 10, 6)).unwrap();
     let a = server_with(roots.path(), "");
-    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
+    let mut b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
     let desc = describe(
         "qemu",
         (64, 128),
@@ -780,10 +780,15 @@ fn host_b_adopts_a_workspace_the_site_host_keeps() {
     // A key nobody catalogues is unknown on B too.
     let f = manager_op(&b, "no-such-workspace", "deploy");
     assert_eq!(f.fault_kind().as_deref(), Some("ResourceUnknownFault"), "{}", f.body);
-    // B destroying its adopted copy leaves A's workspace in the catalogue.
+    // B still knows after a restart that its copy is kept by A: destroying it leaves A's
+    // workspace in the catalogue, and B sends the site neither an enrol nor a withdraw for it.
+    b.restart();
     ok(destroy(&b, &w));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(keys_of(&ok(repo(&a, "list", ""))), vec![w.clone()]);
+    let log = b.log();
+    assert!(!log.contains("not withdrawn from the site Repository"), "{log}");
+    assert!(!log.contains("site Repository entry not updated"), "{log}");
 }
 
 #[test]

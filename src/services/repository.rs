@@ -593,7 +593,8 @@ pub struct Checkouts {
     /// never sees a half-made reference.
     pub gc_lock: tokio::sync::RwLock<()>,
     /// With a remote site: workspaces another host keeps that this host adopted for a deploy
-    /// here (never enrolled from here: the site catalogues them where they are kept).
+    /// here (never enrolled from here: the site catalogues them where they are kept). Filled at
+    /// start from the stored workspaces' `kept_by`.
     pub adopted: Mutex<HashSet<String>>,
 }
 
@@ -858,6 +859,15 @@ impl RepositoryService {
                     Err(_) => forget(),
                 }
             }));
+        }
+        if checkouts.remote().is_some() {
+            // Workspaces adopted here before a restart: still kept by another host.
+            let mut adopted = checkouts.adopted.lock().unwrap();
+            workspaces.visit(|k, st| {
+                if WorkspaceData::of(st).is_ok_and(|d| d.kept_by.is_some()) {
+                    adopted.insert(k.to_string());
+                }
+            });
         }
         let catalogue = Catalogue::new(workspaces);
         let t = checkouts.tables.clone();
@@ -1322,8 +1332,12 @@ impl RepositoryService {
         let home = &self.catalogue.workspaces;
         let epr = home.epr(&Self::workspace_url(req), key);
         let epr_xml = epr.to_xml("w:EPR", &[("xmlns:w", VWS), WSA_DECL]);
-        let st = workspace::new_resource(&home.rtype, key.to_string(), epr_xml, owner, description, lifetime);
+        let mut st = workspace::new_resource(&home.rtype, key.to_string(), epr_xml, owner, description, lifetime);
         if self.checkouts.remote().is_some() {
+            // Stored with the resource, so a restart still knows it is kept elsewhere.
+            let mut data = WorkspaceData::of(&st)?;
+            data.kept_by = Some(kept_by.clone());
+            data.store(&home.rtype, &mut st);
             // Before the create's change event reaches the enroller.
             self.checkouts.adopted.lock().unwrap().insert(key.to_string());
         }

@@ -68,6 +68,11 @@ pub struct WorkspaceData {
     /// Deployed hot: booted once to its ready line and paused, so start only resumes.
     #[serde(default)]
     pub hot: bool,
+    /// With a remote site Repository: the Manager host that keeps this workspace, which this
+    /// host adopted for a deploy here (never enrolled from here). Stored, so it is still known
+    /// after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<String>,
 }
 
 /// Build the resource state of a new workspace.
@@ -96,7 +101,7 @@ pub fn new_resource(
     st.set(rtype, VWS, "software", opt(d.software_xml()));
     st.set(rtype, VWS, "capability", opt(d.capability_xml()));
     st.set(rtype, VWS, "owner", vec![text_property("owner", owner.dn.as_deref().unwrap_or("anonymous"))]);
-    WorkspaceData { description, state, created_ms: now, hot: false }.store(rtype, &mut st);
+    WorkspaceData { description, state, created_ms: now, hot: false, kept_by: None }.store(rtype, &mut st);
     st
 }
 
