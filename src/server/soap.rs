@@ -251,7 +251,7 @@ async fn handle_post(
     headers: &HeaderMap,
     peer: Option<&Peer>,
     body: Bytes,
-    op: &mut Option<String>,
+    op: &mut Option<crate::soap::xml::Name>,
 ) -> Response {
     let d = &*edge.services;
     let name = name.to_string();
@@ -287,7 +287,7 @@ async fn handle_post(
         }
     };
     *op = Some(env.payload().name.local.clone());
-    let key = d.key_header(&name).and_then(|k| env.header_named(k)).map(|k| k.text());
+    let key = d.key_header(&name).and_then(|k| env.header_named(k)).map(|k| k.text_ref());
     record_action_key(env.addressing.action.as_deref(), key.as_deref().map(str::trim));
     let mut signed = false;
     if let Some(ms) = &edge.msec {

@@ -83,7 +83,7 @@ impl Message for GetResourceProperty {
     }
     fn decode(e: &Element) -> Result<Self, BaseFault> {
         expect(e, ns::WSRP, "GetResourceProperty")?;
-        Ok(GetResourceProperty { name: qname_of(e, &e.text())? })
+        Ok(GetResourceProperty { name: qname_of(e, &e.text_ref())? })
     }
 }
 
