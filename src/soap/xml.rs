@@ -6,6 +6,7 @@
 //! QName-valued text such as `ns1:CurrentState` can be resolved against the declarations on that
 //! very element) and the line it started on (for validation messages).
 
+use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::fmt::Write as _;
@@ -791,18 +792,118 @@ fn split_name(input: &str, raw: &[u8]) -> (Name, Name) {
     }
 }
 
+/// The attributes of a start tag (key and raw value), scanned exactly as quick-xml's
+/// `BytesStart::attributes()` iterator scans them (XML mode, duplicate check on): the same
+/// attributes and, for bad ones, the same `AttrError` at the same position. It skips that
+/// iterator's per-byte position counting and keeps the first keys for the duplicate check on
+/// the stack instead of in a new `Vec` per element.
+struct AttrScan<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    done: bool,
+    /// (start, end) of the keys seen so far: the first ones here, the rest in `more`.
+    keys: [(usize, usize); 8],
+    nkeys: usize,
+    more: Vec<(usize, usize)>,
+}
+
+impl<'a> AttrScan<'a> {
+    fn new(e: &'a BytesStart<'a>) -> Self {
+        let buf: &'a [u8] = e;
+        AttrScan { buf, pos: e.name().as_ref().len(), done: false, keys: [(0, 0); 8], nkeys: 0, more: Vec::new() }
+    }
+
+    fn fail(&mut self, err: AttrError) -> Option<Result<(&'a [u8], &'a [u8]), AttrError>> {
+        self.done = true;
+        Some(Err(err))
+    }
+}
+
+impl<'a> Iterator for AttrScan<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), AttrError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ws = |b: u8| matches!(b, b' ' | b'\r' | b'\n' | b'\t');
+        let buf = self.buf;
+        let len = buf.len();
+        if self.done {
+            return None;
+        }
+        let mut i = self.pos;
+        while i < len && ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            self.done = true;
+            return None;
+        }
+        // The key: its first byte, then up to `=` or white space.
+        let start = i;
+        i += 1;
+        while i < len && buf[i] != b'=' && !ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            return self.fail(AttrError::ExpectedEq(len));
+        }
+        let end = i;
+        if buf[i] != b'=' {
+            i += 1;
+            while i < len && ws(buf[i]) {
+                i += 1;
+            }
+            if i == len {
+                return self.fail(AttrError::ExpectedEq(len));
+            }
+            if buf[i] != b'=' {
+                return self.fail(AttrError::ExpectedEq(i));
+            }
+        }
+        let key = &buf[start..end];
+        let seen = &self.keys[..self.nkeys.min(self.keys.len())];
+        if let Some(&(prev, _)) = seen.iter().chain(self.more.iter()).find(|&&(s, e)| &buf[s..e] == key) {
+            return self.fail(AttrError::Duplicated(start, prev));
+        }
+        if self.nkeys < self.keys.len() {
+            self.keys[self.nkeys] = (start, end);
+        } else {
+            self.more.push((start, end));
+        }
+        self.nkeys += 1;
+        // The value: white space, a quote, up to the same quote.
+        i += 1;
+        while i < len && ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            return self.fail(AttrError::ExpectedValue(len));
+        }
+        let quote = buf[i];
+        if quote != b'"' && quote != b'\'' {
+            return self.fail(AttrError::UnquotedValue(i));
+        }
+        let from = i + 1;
+        match memchr::memchr(quote, &buf[from..]) {
+            Some(n) => {
+                self.pos = from + n + 1;
+                Some(Ok((key, &buf[from..from + n])))
+            }
+            None => self.fail(AttrError::ExpectedQuote(len, quote)),
+        }
+    }
+}
+
 fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
     let (prefix, local) = split_name(input, e.name().into_inner());
     let mut decls = Vec::new();
     // Attributes get their namespace once this element's declarations are all known.
     let mut attrs: Vec<Attr> = Vec::new();
-    for (i, a) in e.attributes().enumerate() {
+    for (i, a) in AttrScan::new(e).enumerate() {
         if i >= limits.max_attributes {
             return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
         }
-        let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
-        let value = unescape(input, &a.value, line)?;
-        let key = a.key.into_inner();
+        let (key, value) = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
+        let value = unescape(input, value, line)?;
         if key == b"xmlns" {
             decls.push((Name::default(), Ns::new(&value)));
         } else if let Some(p) = key.strip_prefix(b"xmlns:") {
@@ -965,5 +1066,49 @@ mod tests {
         assert!(parse("<a>", &Limits::default()).is_err());
         assert!(parse("<p:a/>", &Limits::default()).is_err());
         assert_eq!(parse("", &Limits::default()), Err(XmlError::Empty));
+    }
+
+    /// `AttrScan` finds the attributes and errors quick-xml's own iterator finds.
+    #[test]
+    fn attribute_scan_matches_quick_xml() {
+        let many: String = (0..12).map(|i| format!(" k{i}=\"{i}\"")).collect();
+        let cases = [
+            "a".to_string(),
+            "a ".into(),
+            "a x=\"1\" y='2'".into(),
+            "a x = \"1\"  ".into(),
+            "a\tx\n=\r\"v\"\ty=''".into(),
+            "a x".into(),
+            "a x ".into(),
+            "a x y=\"1\"".into(),
+            "a x=1".into(),
+            "a x=".into(),
+            "a x= ".into(),
+            "a x==\"1\"".into(),
+            "a x=\"1".into(),
+            "a x='1\"".into(),
+            "a x=\"1\" x=\"2\"".into(),
+            "a p:x=\"1\" q:x=\"2\" p:x=\"3\"".into(),
+            "a =x\"1\"".into(),
+            "a x=\"1\"y=\"2\"".into(),
+            "a \"x\"=\"1\"".into(),
+            "a x=\"a>b&amp;\" ".into(),
+            format!("a{many}"),
+            format!("a{many} k10=\"again\""),
+            format!("a{many} k0=\"again\""),
+        ];
+        for c in &cases {
+            let e = BytesStart::from_content(c.as_str(), c.find([' ', '\t', '\r', '\n']).unwrap_or(c.len()));
+            let mut theirs = Vec::new();
+            for a in e.attributes() {
+                let stop = a.is_err();
+                theirs.push(a.map(|a| (a.key.into_inner().to_vec(), a.value.into_owned())));
+                if stop {
+                    break;
+                }
+            }
+            let ours: Vec<_> = AttrScan::new(&e).map(|a| a.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect();
+            assert_eq!(ours, theirs, "{c:?}");
+        }
     }
 }
