@@ -785,12 +785,16 @@ fn unescape<'a>(input: &'a str, raw: &'a [u8], line: u32) -> Result<std::borrow:
 
 fn split_name(input: &str, raw: &[u8]) -> (Name, Name) {
     let s = in_input(input, raw);
-    // ':' is one byte, so both sides of it are char boundaries.
-    match memchr::memchr(b':', s.as_bytes()) {
+    // ':' is one byte, so both sides of it are char boundaries. Names are short: a plain scan
+    // beats memchr's setup.
+    match s.bytes().position(|b| b == b':') {
         Some(i) => (Name::new(&s[..i]), Name::new(&s[i + 1..])),
         None => (Name::default(), Name::new(s)),
     }
 }
+
+/// An attribute's key and raw value, or why the tag's attributes are malformed.
+type ScannedAttr<'a> = Result<(&'a [u8], &'a [u8]), AttrError>;
 
 /// The attributes of a start tag (key and raw value), scanned exactly as quick-xml's
 /// `BytesStart::attributes()` iterator scans them (XML mode, duplicate check on): the same
@@ -813,14 +817,14 @@ impl<'a> AttrScan<'a> {
         AttrScan { buf, pos: e.name().as_ref().len(), done: false, keys: [(0, 0); 8], nkeys: 0, more: Vec::new() }
     }
 
-    fn fail(&mut self, err: AttrError) -> Option<Result<(&'a [u8], &'a [u8]), AttrError>> {
+    fn fail(&mut self, err: AttrError) -> Option<ScannedAttr<'a>> {
         self.done = true;
         Some(Err(err))
     }
 }
 
 impl<'a> Iterator for AttrScan<'a> {
-    type Item = Result<(&'a [u8], &'a [u8]), AttrError>;
+    type Item = ScannedAttr<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let ws = |b: u8| matches!(b, b' ' | b'\r' | b'\n' | b'\t');
