@@ -55,7 +55,7 @@ async fn set_comment(home: &Home, key: &str, text: &str) -> Result<String, vws::
 }
 
 fn names(c: &vws::wsrf::home::Change) -> Vec<String> {
-    c.names().map(|q| q.local.clone()).collect()
+    c.names().map(|q| q.local.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,7 +188,7 @@ impl Client {
             .ok_or_else(|| ClientError::BadAnswer { status, msg: "no SOAP Body".into() })?;
         if first.is(ns::SOAPENV, "Fault") {
             let fault = first.child("", "faultstring").map(|f| f.text()).unwrap_or_default();
-            let kind = first.child("", "detail").and_then(|d| d.first_element()).map(|e| e.name.local.clone());
+            let kind = first.child("", "detail").and_then(|d| d.first_element()).map(|e| e.name.local.to_string());
             return Err(ClientError::Fault { fault, kind });
         }
         Ok(first)

@@ -330,7 +330,7 @@ mod tests {
         fn key_header(&self, _: &str) -> Option<&QName> {
             None
         }
-        fn dispatch(&self, _req: SoapRequest) -> DispatchFuture<'_> {
+        fn dispatch<'a>(&'a self, _req: &'a SoapRequest) -> DispatchFuture<'a> {
             Box::pin(async { panic!("injected test panic") })
         }
     }

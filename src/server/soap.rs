@@ -251,7 +251,7 @@ async fn handle_post(
     headers: &HeaderMap,
     peer: Option<&Peer>,
     body: Bytes,
-    op: &mut Option<String>,
+    op: &mut Option<crate::soap::xml::Name>,
 ) -> Response {
     let d = &*edge.services;
     let name = name.to_string();
@@ -287,7 +287,7 @@ async fn handle_post(
         }
     };
     *op = Some(env.payload().name.local.clone());
-    let key = d.key_header(&name).and_then(|k| env.header_named(k)).map(|k| k.text());
+    let key = d.key_header(&name).and_then(|k| env.header_named(k)).map(|k| k.text_ref());
     record_action_key(env.addressing.action.as_deref(), key.as_deref().map(str::trim));
     let mut signed = false;
     if let Some(ms) = &edge.msec {
@@ -331,13 +331,13 @@ async fn handle_post(
             }
         }
     }
-    let addressing = env.addressing.clone();
-    let sreq = SoapRequest { service: name, env, caller, service_url: service_url.clone(), base_url };
-    let (status, out) = match d.dispatch(sreq).await {
-        Ok(reply) => (200, envelope::response(&addressing, &service_url, &reply.action, &reply.payload)),
+    let sreq = SoapRequest { service: name, env, caller, service_url, base_url };
+    let (addressing, service_url) = (&sreq.env.addressing, &sreq.service_url);
+    let (status, out) = match d.dispatch(&sreq).await {
+        Ok(reply) => (200, envelope::response(addressing, service_url, &reply.action, &reply.payload)),
         Err(f) => {
             tracing::info!("fault: {}", f.string);
-            (f.status, envelope::fault(Some(&addressing), &service_url, &f))
+            (f.status, envelope::fault(Some(addressing), service_url, &f))
         }
     };
     // Answers to signed requests are signed with the host credential.
@@ -347,7 +347,7 @@ async fn handle_post(
             Err(e) => {
                 tracing::error!(error = %e, "could not sign the response");
                 let f = SoapFault::server(format!("the response could not be signed: {e}"));
-                return fault_response(Some(&addressing), &service_url, &f, false);
+                return fault_response(Some(addressing), service_url, &f, false);
             }
         },
         _ => out,

@@ -78,12 +78,10 @@ impl Dispatcher for Registry {
         self.ports.get(name).and_then(|p| p.key_header())
     }
 
-    fn dispatch(&self, req: SoapRequest) -> DispatchFuture<'_> {
-        Box::pin(async move {
-            match self.ports.get(req.service.as_str()) {
-                Some(p) => p.dispatch(&req).await,
-                None => Err(SoapFault::client(format!("no service named '{}'", req.service))),
-            }
-        })
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> DispatchFuture<'a> {
+        match self.ports.get(req.service.as_str()) {
+            Some(p) => p.dispatch(req),
+            None => Box::pin(std::future::ready(Err(SoapFault::client(format!("no service named '{}'", req.service))))),
+        }
     }
 }

@@ -36,7 +36,7 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn understands(&self, name: &str, header: &QName) -> bool;
     /// The header that selects a resource of this service (its EPR's reference property).
     fn key_header(&self, name: &str) -> Option<&QName>;
-    fn dispatch(&self, req: SoapRequest) -> DispatchFuture<'_>;
+    fn dispatch<'a>(&'a self, req: &'a SoapRequest) -> DispatchFuture<'a>;
 }
 
 /// Why the image route (`GET /wsrf/images/<sha256>`) refuses a request.

@@ -119,9 +119,9 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Envelope, SoapFault> {
     if let Some(h) = root.child(ns::SOAPENV, "Header") {
         for e in h.elements().filter(|e| e.name.ns == ns::WSA) {
             match e.name.local.as_str() {
-                "To" => addressing.to = Some(e.text().trim().to_string()),
-                "Action" => addressing.action = Some(e.text().trim().to_string()),
-                "MessageID" => addressing.message_id = Some(e.text().trim().to_string()),
+                "To" => addressing.to = Some(e.text_ref().trim().to_string()),
+                "Action" => addressing.action = Some(e.text_ref().trim().to_string()),
+                "MessageID" => addressing.message_id = Some(e.text_ref().trim().to_string()),
                 "ReplyTo" => addressing.reply_to = address_of(e),
                 "From" => addressing.from = address_of(e),
                 _ => {}
@@ -132,7 +132,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Envelope, SoapFault> {
 }
 
 fn address_of(epr: &Element) -> Option<String> {
-    epr.child(ns::WSA, "Address").map(|a| a.text().trim().to_string())
+    epr.child(ns::WSA, "Address").map(|a| a.text_ref().trim().to_string())
 }
 
 /// Does `action` name the operation `op` (the Body element's local name)? GT 4.0 actions follow

@@ -6,6 +6,7 @@
 //! QName-valued text such as `ns1:CurrentState` can be resolved against the declarations on that
 //! very element) and the line it started on (for validation messages).
 
+use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::fmt::Write as _;
@@ -49,21 +50,194 @@ pub enum XmlError {
     NotUtf8,
 }
 
+/// A local name or prefix: short ones (≤ 24 bytes, nearly all) are held inline, not allocated.
+pub type Name = compact_str::CompactString;
+
+/// A namespace URI. The well-known ones (those of [`crate::soap::ns`] and XML's own) are static;
+/// any other is shared: one allocation per declaration, a reference count per element or
+/// attribute in it. Compares, hashes and orders as its `str`.
+#[derive(Clone)]
+pub struct Ns(NsRepr);
+
+#[derive(Clone)]
+enum NsRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Ns {
+    /// No namespace.
+    pub const EMPTY: Ns = Ns(NsRepr::Static(""));
+
+    pub const fn from_static(uri: &'static str) -> Ns {
+        Ns(NsRepr::Static(uri))
+    }
+
+    pub fn new(uri: &str) -> Ns {
+        match well_known(uri) {
+            Some(s) => Ns(NsRepr::Static(s)),
+            None => Ns(NsRepr::Shared(Arc::from(uri))),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NsRepr::Static(s) => s,
+            NsRepr::Shared(s) => s,
+        }
+    }
+}
+
+/// The static copy of a namespace URI every GT4 message uses, if `uri` is one.
+fn well_known(uri: &str) -> Option<&'static str> {
+    use super::ns::*;
+    Some(match uri {
+        "" => "",
+        SOAPENV => SOAPENV,
+        WSA => WSA,
+        WSRP => WSRP,
+        WSRL => WSRL,
+        WSBF => WSBF,
+        WSNT => WSNT,
+        VWS => VWS,
+        NIMBUS => NIMBUS,
+        XSD => XSD,
+        XSI => XSI,
+        GLOBUS_CORE => GLOBUS_CORE,
+        GLOBUS_NOTIFICATION => GLOBUS_NOTIFICATION,
+        COUNTER => COUNTER,
+        SOAP12ENV => SOAP12ENV,
+        XML_NS => XML_NS,
+        _ => return None,
+    })
+}
+
+impl Default for Ns {
+    fn default() -> Self {
+        Ns::EMPTY
+    }
+}
+
+impl std::ops::Deref for Ns {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Ns {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Ns {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Ns {
+    fn from(s: &str) -> Ns {
+        Ns::new(s)
+    }
+}
+
+impl From<String> for Ns {
+    fn from(s: String) -> Ns {
+        Ns::new(&s)
+    }
+}
+
+impl PartialEq for Ns {
+    fn eq(&self, other: &Ns) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Ns {}
+
+impl PartialEq<str> for Ns {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Ns {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Ns {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Ns> for str {
+    fn eq(&self, other: &Ns) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Ns> for &str {
+    fn eq(&self, other: &Ns) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Ns> for String {
+    fn eq(&self, other: &Ns) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl std::hash::Hash for Ns {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialOrd for Ns {
+    fn partial_cmp(&self, other: &Ns) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ns {
+    fn cmp(&self, other: &Ns) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Debug for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An expanded name: namespace URI ("" for none) and local part.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QName {
-    pub ns: String,
-    pub local: String,
+    pub ns: Ns,
+    pub local: Name,
 }
 
 impl QName {
     pub fn new(ns: &str, local: &str) -> Self {
-        QName { ns: ns.to_string(), local: local.to_string() }
+        QName { ns: Ns::new(ns), local: Name::new(local) }
     }
     /// `{ns}local` (Clark notation), as GT4 prints QNames.
     pub fn clark(&self) -> String {
         if self.ns.is_empty() {
-            self.local.clone()
+            self.local.to_string()
         } else {
             format!("{{{}}}{}", self.ns, self.local)
         }
@@ -107,8 +281,8 @@ pub fn is_ncname(s: &str) -> bool {
 pub struct Attr {
     pub name: QName,
     /// The prefix as written ("" for none).
-    pub prefix: String,
-    pub value: String,
+    pub prefix: Name,
+    pub value: Name,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +296,7 @@ pub enum Node {
 #[derive(Debug, Default, PartialEq)]
 pub struct ScopeLink {
     parent: Option<Scope>,
-    decls: Vec<(String, String)>,
+    decls: Vec<(Name, Ns)>,
 }
 
 pub type Scope = Arc<ScopeLink>;
@@ -130,6 +304,11 @@ pub type Scope = Arc<ScopeLink>;
 impl ScopeLink {
     /// The URI bound to `prefix`, innermost declaration first.
     pub fn lookup(&self, prefix: &str) -> Option<&str> {
+        self.lookup_ns(prefix).map(Ns::as_str)
+    }
+
+    /// The same, as the shared [`Ns`] of the declaration.
+    pub fn lookup_ns(&self, prefix: &str) -> Option<&Ns> {
         let mut link = Some(self);
         while let Some(l) = link {
             if let Some((_, u)) = l.decls.iter().rev().find(|(p, _)| p == prefix) {
@@ -142,13 +321,17 @@ impl ScopeLink {
 
     /// Every binding in effect, one per prefix (innermost wins), outermost first.
     pub fn bindings(&self) -> Vec<(String, String)> {
+        self.bindings_ns().into_iter().map(|(p, u)| (p.to_string(), u.to_string())).collect()
+    }
+
+    fn bindings_ns(&self) -> Vec<(Name, Ns)> {
         let mut chain = Vec::new();
         let mut link = Some(self);
         while let Some(l) = link {
             chain.push(l);
             link = l.parent.as_deref();
         }
-        let mut out: Vec<(String, String)> = Vec::new();
+        let mut out: Vec<(Name, Ns)> = Vec::new();
         for l in chain.iter().rev() {
             for (p, u) in &l.decls {
                 out.retain(|(q, _)| q != p);
@@ -162,7 +345,7 @@ impl ScopeLink {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Element {
     pub name: QName,
-    pub prefix: String,
+    pub prefix: Name,
     pub attrs: Vec<Attr>,
     /// Whether `scope`'s innermost link holds this element's own namespace declarations
     /// (see [`Element::decls`]); otherwise the element shares its parent's link.
@@ -178,7 +361,7 @@ impl Element {
     pub fn new(ns: &str, local: &str) -> Element {
         Element {
             name: QName::new(ns, local),
-            prefix: String::new(),
+            prefix: Name::default(),
             attrs: Vec::new(),
             own_scope: false,
             scope: Arc::new(ScopeLink::default()),
@@ -192,7 +375,7 @@ impl Element {
     }
 
     /// Namespace declarations written on this element (kept once, in its scope link).
-    pub fn decls(&self) -> &[(String, String)] {
+    pub fn decls(&self) -> &[(Name, Ns)] {
         if self.own_scope {
             &self.scope.decls
         } else {
@@ -220,6 +403,24 @@ impl Element {
         self.elements().next()
     }
 
+    /// Concatenated direct text content, borrowed when there is one text node (or none).
+    pub fn text_ref(&self) -> std::borrow::Cow<'_, str> {
+        let mut texts = self.children.iter().filter_map(|n| match n {
+            Node::Text(t) => Some(t.as_str()),
+            Node::Element(_) => None,
+        });
+        let first = texts.next().unwrap_or("");
+        match texts.next() {
+            None => std::borrow::Cow::Borrowed(first),
+            Some(second) => {
+                let mut s = String::from(first);
+                s.push_str(second);
+                texts.for_each(|t| s.push_str(t));
+                std::borrow::Cow::Owned(s)
+            }
+        }
+    }
+
     /// Concatenated direct text content.
     pub fn text(&self) -> String {
         let mut s = String::new();
@@ -243,6 +444,13 @@ impl Element {
         self.scope.lookup(prefix)
     }
 
+    fn lookup_ns(&self, prefix: &str) -> Option<Ns> {
+        if prefix == "xml" {
+            return Some(Ns::from_static(XML_NS));
+        }
+        self.scope.lookup_ns(prefix).cloned()
+    }
+
     /// Resolve QName-valued text (`prefix:local` or `local`) in this element's scope.
     pub fn resolve_qname(&self, text: &str) -> Result<QName, String> {
         let t = text.trim();
@@ -253,9 +461,9 @@ impl Element {
         if !is_ncname(local) || (!prefix.is_empty() && !is_ncname(prefix)) {
             return Err(format!("'{t}' is not a valid QName"));
         }
-        match self.lookup_prefix(prefix) {
-            Some(ns) => Ok(QName::new(ns, local)),
-            None if prefix.is_empty() => Ok(QName::new("", local)),
+        match self.lookup_ns(prefix) {
+            Some(ns) => Ok(QName { ns, local: Name::new(local) }),
+            None if prefix.is_empty() => Ok(QName { ns: Ns::EMPTY, local: Name::new(local) }),
             None => Err(format!("prefix '{prefix}' of QName '{t}' is not declared")),
         }
     }
@@ -314,10 +522,10 @@ impl Element {
         }
         out.push_str(&self.name.local);
         let used;
-        let decls: &[(String, String)] = if root {
+        let decls: &[(Name, Ns)] = if root {
             let mut prefixes = Vec::new();
             self.used_prefixes(&mut prefixes);
-            used = self.scope.bindings().into_iter().filter(|(p, _)| prefixes.contains(&p.as_str())).collect::<Vec<_>>();
+            used = self.scope.bindings_ns().into_iter().filter(|(p, _)| prefixes.contains(&p.as_str())).collect::<Vec<_>>();
             &used
         } else {
             self.decls()
@@ -470,7 +678,8 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
-    let base_scope: Scope = Arc::new(ScopeLink::default());
+    static BASE_SCOPE: std::sync::LazyLock<Scope> = std::sync::LazyLock::new(Scope::default);
+    let base_scope: &Scope = &BASE_SCOPE;
     loop {
         let start_pos = reader.buffer_position() as usize;
         let ev = reader
@@ -509,16 +718,16 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
                 let line = lines.at(start_pos);
                 let text = unescape(input, &t, line)?;
                 match stack.last_mut() {
-                    Some(top) => push_text(top, &text),
+                    Some(top) => push_text(top, text),
                     None if text.trim().is_empty() => {}
                     None => return Err(XmlError::Malformed { line, msg: "text outside the root element".into() }),
                 }
             }
             Event::CData(c) => {
                 let line = lines.at(start_pos);
-                let text = std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?.to_string();
+                let text = std::str::from_utf8(&c).map_err(|_| XmlError::NotUtf8)?;
                 match stack.last_mut() {
-                    Some(top) => push_text(top, &text),
+                    Some(top) => push_text(top, std::borrow::Cow::Borrowed(text)),
                     None => return Err(XmlError::Malformed { line, msg: "CDATA outside the root element".into() }),
                 }
             }
@@ -536,11 +745,11 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Element, XmlError> {
     }
 }
 
-fn push_text(top: &mut Element, text: &str) {
+fn push_text(top: &mut Element, text: std::borrow::Cow<'_, str>) {
     if let Some(Node::Text(prev)) = top.children.last_mut() {
-        prev.push_str(text);
+        prev.push_str(&text);
     } else {
-        top.children.push(Node::Text(text.to_string()));
+        top.children.push(Node::Text(text.into_owned()));
     }
 }
 
@@ -574,59 +783,159 @@ fn unescape<'a>(input: &'a str, raw: &'a [u8], line: u32) -> Result<std::borrow:
     Ok(u)
 }
 
-fn split_name(input: &str, raw: &[u8]) -> (String, String) {
+fn split_name(input: &str, raw: &[u8]) -> (Name, Name) {
     let s = in_input(input, raw);
-    // ':' is one byte, so both sides of it are char boundaries.
-    match memchr::memchr(b':', s.as_bytes()) {
-        Some(i) => (s[..i].to_string(), s[i + 1..].to_string()),
-        None => (String::new(), s.to_string()),
+    // ':' is one byte, so both sides of it are char boundaries. Names are short: a plain scan
+    // beats memchr's setup.
+    match s.bytes().position(|b| b == b':') {
+        Some(i) => (Name::new(&s[..i]), Name::new(&s[i + 1..])),
+        None => (Name::default(), Name::new(s)),
+    }
+}
+
+/// An attribute's key and raw value, or why the tag's attributes are malformed.
+type ScannedAttr<'a> = Result<(&'a [u8], &'a [u8]), AttrError>;
+
+/// The attributes of a start tag (key and raw value), scanned exactly as quick-xml's
+/// `BytesStart::attributes()` iterator scans them (XML mode, duplicate check on): the same
+/// attributes and, for bad ones, the same `AttrError` at the same position. It skips that
+/// iterator's per-byte position counting and keeps the first keys for the duplicate check on
+/// the stack instead of in a new `Vec` per element.
+struct AttrScan<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    done: bool,
+    /// (start, end) of the keys seen so far: the first ones here, the rest in `more`.
+    keys: [(usize, usize); 8],
+    nkeys: usize,
+    more: Vec<(usize, usize)>,
+}
+
+impl<'a> AttrScan<'a> {
+    fn new(e: &'a BytesStart<'a>) -> Self {
+        let buf: &'a [u8] = e;
+        AttrScan { buf, pos: e.name().as_ref().len(), done: false, keys: [(0, 0); 8], nkeys: 0, more: Vec::new() }
+    }
+
+    fn fail(&mut self, err: AttrError) -> Option<ScannedAttr<'a>> {
+        self.done = true;
+        Some(Err(err))
+    }
+}
+
+impl<'a> Iterator for AttrScan<'a> {
+    type Item = ScannedAttr<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ws = |b: u8| matches!(b, b' ' | b'\r' | b'\n' | b'\t');
+        let buf = self.buf;
+        let len = buf.len();
+        if self.done {
+            return None;
+        }
+        let mut i = self.pos;
+        while i < len && ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            self.done = true;
+            return None;
+        }
+        // The key: its first byte, then up to `=` or white space.
+        let start = i;
+        i += 1;
+        while i < len && buf[i] != b'=' && !ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            return self.fail(AttrError::ExpectedEq(len));
+        }
+        let end = i;
+        if buf[i] != b'=' {
+            i += 1;
+            while i < len && ws(buf[i]) {
+                i += 1;
+            }
+            if i == len {
+                return self.fail(AttrError::ExpectedEq(len));
+            }
+            if buf[i] != b'=' {
+                return self.fail(AttrError::ExpectedEq(i));
+            }
+        }
+        let key = &buf[start..end];
+        let seen = &self.keys[..self.nkeys.min(self.keys.len())];
+        if let Some(&(prev, _)) = seen.iter().chain(self.more.iter()).find(|&&(s, e)| &buf[s..e] == key) {
+            return self.fail(AttrError::Duplicated(start, prev));
+        }
+        if self.nkeys < self.keys.len() {
+            self.keys[self.nkeys] = (start, end);
+        } else {
+            self.more.push((start, end));
+        }
+        self.nkeys += 1;
+        // The value: white space, a quote, up to the same quote.
+        i += 1;
+        while i < len && ws(buf[i]) {
+            i += 1;
+        }
+        if i == len {
+            return self.fail(AttrError::ExpectedValue(len));
+        }
+        let quote = buf[i];
+        if quote != b'"' && quote != b'\'' {
+            return self.fail(AttrError::UnquotedValue(i));
+        }
+        let from = i + 1;
+        match memchr::memchr(quote, &buf[from..]) {
+            Some(n) => {
+                self.pos = from + n + 1;
+                Some(Ok((key, &buf[from..from + n])))
+            }
+            None => self.fail(AttrError::ExpectedQuote(len, quote)),
+        }
     }
 }
 
 fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
     let (prefix, local) = split_name(input, e.name().into_inner());
     let mut decls = Vec::new();
-    let mut raw_attrs = Vec::new();
-    for (i, a) in e.attributes().enumerate() {
+    // Attributes get their namespace once this element's declarations are all known.
+    let mut attrs: Vec<Attr> = Vec::new();
+    for (i, a) in AttrScan::new(e).enumerate() {
         if i >= limits.max_attributes {
             return Err(XmlError::TooManyAttributes(limits.max_attributes, line));
         }
-        let a = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
-        let value = unescape(input, &a.value, line)?.into_owned();
-        let key = a.key.into_inner();
+        let (key, value) = a.map_err(|err| XmlError::Malformed { line, msg: err.to_string() })?;
+        let value = unescape(input, value, line)?;
         if key == b"xmlns" {
-            decls.push((String::new(), value));
+            decls.push((Name::default(), Ns::new(&value)));
         } else if let Some(p) = key.strip_prefix(b"xmlns:") {
-            let p = String::from_utf8_lossy(p).into_owned();
+            let p = Name::new(in_input(input, p));
             if value.is_empty() {
                 return Err(XmlError::Malformed { line, msg: format!("namespace prefix '{p}' bound to empty URI") });
             }
-            decls.push((p, value));
+            decls.push((p, Ns::new(&value)));
         } else {
-            raw_attrs.push((split_name(input, key), value));
+            let (prefix, local) = split_name(input, key);
+            attrs.push(Attr { name: QName { ns: Ns::EMPTY, local }, prefix, value: Name::new(&value) });
         }
     }
     let own_scope = !decls.is_empty();
     let scope = if own_scope { Arc::new(ScopeLink { parent: Some(parent_scope), decls }) } else { parent_scope };
-    let lookup = |p: &str| -> Option<String> {
+    let lookup = |p: &str| -> Option<Ns> {
         if p == "xml" {
-            return Some(XML_NS.to_string());
+            return Some(Ns::from_static(XML_NS));
         }
-        scope.lookup(p).map(str::to_string)
+        scope.lookup_ns(p).cloned()
     };
     let ns = if prefix.is_empty() {
         lookup("").unwrap_or_default()
     } else {
-        lookup(&prefix).ok_or_else(|| XmlError::UndeclaredPrefix(prefix.clone(), line))?
+        lookup(&prefix).ok_or_else(|| XmlError::UndeclaredPrefix(prefix.to_string(), line))?
     };
-    let mut attrs = Vec::with_capacity(raw_attrs.len());
-    for ((ap, al), value) in raw_attrs {
-        let ans = if ap.is_empty() {
-            String::new()
-        } else {
-            lookup(&ap).ok_or_else(|| XmlError::UndeclaredPrefix(ap.clone(), line))?
-        };
-        attrs.push(Attr { name: QName { ns: ans, local: al }, prefix: ap, value });
+    for a in attrs.iter_mut().filter(|a| !a.prefix.is_empty()) {
+        a.name.ns = lookup(&a.prefix).ok_or_else(|| XmlError::UndeclaredPrefix(a.prefix.to_string(), line))?;
     }
     Ok(Element { name: QName { ns, local }, prefix, attrs, own_scope, scope, children: Vec::new(), line })
 }
@@ -761,5 +1070,49 @@ mod tests {
         assert!(parse("<a>", &Limits::default()).is_err());
         assert!(parse("<p:a/>", &Limits::default()).is_err());
         assert_eq!(parse("", &Limits::default()), Err(XmlError::Empty));
+    }
+
+    /// `AttrScan` finds the attributes and errors quick-xml's own iterator finds.
+    #[test]
+    fn attribute_scan_matches_quick_xml() {
+        let many: String = (0..12).map(|i| format!(" k{i}=\"{i}\"")).collect();
+        let cases = [
+            "a".to_string(),
+            "a ".into(),
+            "a x=\"1\" y='2'".into(),
+            "a x = \"1\"  ".into(),
+            "a\tx\n=\r\"v\"\ty=''".into(),
+            "a x".into(),
+            "a x ".into(),
+            "a x y=\"1\"".into(),
+            "a x=1".into(),
+            "a x=".into(),
+            "a x= ".into(),
+            "a x==\"1\"".into(),
+            "a x=\"1".into(),
+            "a x='1\"".into(),
+            "a x=\"1\" x=\"2\"".into(),
+            "a p:x=\"1\" q:x=\"2\" p:x=\"3\"".into(),
+            "a =x\"1\"".into(),
+            "a x=\"1\"y=\"2\"".into(),
+            "a \"x\"=\"1\"".into(),
+            "a x=\"a>b&amp;\" ".into(),
+            format!("a{many}"),
+            format!("a{many} k10=\"again\""),
+            format!("a{many} k0=\"again\""),
+        ];
+        for c in &cases {
+            let e = BytesStart::from_content(c.as_str(), c.find([' ', '\t', '\r', '\n']).unwrap_or(c.len()));
+            let mut theirs = Vec::new();
+            for a in e.attributes() {
+                let stop = a.is_err();
+                theirs.push(a.map(|a| (a.key.into_inner().to_vec(), a.value.into_owned())));
+                if stop {
+                    break;
+                }
+            }
+            let ours: Vec<_> = AttrScan::new(&e).map(|a| a.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect();
+            assert_eq!(ours, theirs, "{c:?}");
+        }
     }
 }

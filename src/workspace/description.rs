@@ -259,7 +259,7 @@ impl<'a> Cx<'a> {
     /// included (`xsi:type`).
     fn check_attrs(&self, allowed: &[&str]) -> Result<(), DescriptionError> {
         for a in &self.el.attrs {
-            let written = if a.prefix.is_empty() { a.name.local.clone() } else { format!("{}:{}", a.prefix, a.name.local) };
+            let written = if a.prefix.is_empty() { a.name.local.to_string() } else { format!("{}:{}", a.prefix, a.name.local) };
             if a.name.ns == XSI && matches!(a.name.local.as_str(), "schemaLocation" | "noNamespaceSchemaLocation") {
                 continue;
             }

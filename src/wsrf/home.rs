@@ -451,7 +451,7 @@ impl Home {
     /// The resource key carried in the request's headers.
     pub fn key_from(&self, env: &Envelope, unknown: FaultType) -> Result<String, BaseFault> {
         match env.header_named(&self.key_name) {
-            Some(h) => Ok(h.text().trim().to_string()),
+            Some(h) => Ok(h.text_ref().trim().to_string()),
             None => Err(BaseFault::new(unknown, format!("resource key {} missing from the request headers", self.key_name))),
         }
     }

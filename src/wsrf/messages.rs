@@ -22,7 +22,7 @@ fn qname_of(el: &Element, text: &str) -> Result<QName, BaseFault> {
 }
 
 fn wsrp_action(op: &str) -> String {
-    format!("{}/{op}", ns::WSRP_ACTION)
+    [ns::WSRP_ACTION, "/", op].concat()
 }
 
 fn wsrl_action(op: &str) -> String {
@@ -83,7 +83,7 @@ impl Message for GetResourceProperty {
     }
     fn decode(e: &Element) -> Result<Self, BaseFault> {
         expect(e, ns::WSRP, "GetResourceProperty")?;
-        Ok(GetResourceProperty { name: qname_of(e, &e.text())? })
+        Ok(GetResourceProperty { name: qname_of(e, &e.text_ref())? })
     }
 }
 
