@@ -535,6 +535,134 @@ mod tests {
         Notify::decode(&e).unwrap()
     }
 
+    /// What the service wrote with format! before these types: the bytes must not change.
+    #[test]
+    fn the_service_answers_are_the_bytes_it_wrote_before() {
+        let epr = Epr::with_key(
+            "http://h:1/wsrf/services/SubscriptionManagerService",
+            QName::new(ns::GLOBUS_CORE, "SubscriptionKey"),
+            "k&1",
+        );
+        let before = format!(
+            "<SubscribeResponse xmlns=\"{}\">{}</SubscribeResponse>",
+            ns::WSNT,
+            epr.to_xml("SubscriptionReference", &[WSA_DECL])
+        );
+        assert_eq!(SubscribeResponse { subscription: epr }.to_xml(), before);
+        assert_eq!(PauseSubscriptionResponse.to_xml(), format!("<PauseSubscriptionResponse xmlns=\"{}\"/>", ns::WSNT));
+        assert_eq!(ResumeSubscriptionResponse.to_xml(), format!("<ResumeSubscriptionResponse xmlns=\"{}\"/>", ns::WSNT));
+        let v = "<ns1:Value xmlns:ns1=\"http://counter.com\">21</ns1:Value>";
+        assert_eq!(
+            GetCurrentMessageResponse { new_value: v.into() }.to_xml(),
+            format!(
+                "<GetCurrentMessageResponse xmlns=\"{0}\"><ns1:ResourcePropertyValueChangeNotificationType xmlns:ns1=\"{1}\"><ns1:NewValue>{2}</ns1:NewValue></ns1:ResourcePropertyValueChangeNotificationType></GetCurrentMessageResponse>",
+                ns::WSNT,
+                ns::WSRP,
+                v
+            )
+        );
+        let t = QName::new("http://counter.com", "Value");
+        assert_eq!(
+            topic_property("TopicExpression", &t),
+            format!(
+                "<ns2:TopicExpression ns2:Dialect=\"{}\" xmlns:ns1=\"http://counter.com\" xmlns:ns2=\"{}\">ns1:Value</ns2:TopicExpression>",
+                ns::SIMPLE_TOPIC_DIALECT,
+                ns::WSNT
+            )
+        );
+        assert_eq!(
+            wsnt_property("UseNotify", "a<b"),
+            format!("<wsnt:UseNotify xmlns:wsnt=\"{}\">a&lt;b</wsnt:UseNotify>", ns::WSNT)
+        );
+    }
+
+    fn decode<M: Message>(xml: &str) -> Result<M, M::Error> {
+        M::decode(&parse(xml, &Default::default()).unwrap_or_else(|e| panic!("{e}: {xml}")))
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let sub = Subscribe {
+            consumer: ConsumerReference {
+                address: "https://c:8443/wsrf/services/Consumer?a=1&b=<2>".into(),
+                properties: vec!["<c:K xmlns:c=\"urn:c\">42 &amp; é</c:K>".into()],
+                parameters: vec!["<d:P xmlns:d=\"urn:d\"/>".into()],
+            },
+            topic: QName::new("urn:t?a=\"1\"&b", "Value"),
+            use_notify: Some(false),
+            initial_termination_ms: Some(1_764_700_000_123),
+        };
+        assert_eq!(decode::<Subscribe>(&sub.to_xml()).unwrap(), sub);
+        let bare = Subscribe {
+            consumer: ConsumerReference::new("http://c/x"),
+            topic: QName::new("urn:t", "V"),
+            use_notify: None,
+            initial_termination_ms: None,
+        };
+        assert_eq!(decode::<Subscribe>(&bare.to_xml()).unwrap(), bare);
+        let epr = Epr::with_key("http://h/s", QName::new(ns::GLOBUS_CORE, "SubscriptionKey"), "k");
+        let r = SubscribeResponse { subscription: epr };
+        assert_eq!(decode::<SubscribeResponse>(&r.to_xml()).unwrap(), r);
+        assert_eq!(decode::<PauseSubscription>(&PauseSubscription.to_xml()).unwrap(), PauseSubscription);
+        assert_eq!(decode::<ResumeSubscription>(&ResumeSubscription.to_xml()).unwrap(), ResumeSubscription);
+        assert_eq!(decode::<PauseSubscriptionResponse>(&PauseSubscriptionResponse.to_xml()).unwrap(), PauseSubscriptionResponse);
+        assert!(decode::<PauseSubscription>(&ResumeSubscription.to_xml()).is_err());
+        let g = GetCurrentMessage { topic: QName::new("http://counter.com", "Value") };
+        assert_eq!(decode::<GetCurrentMessage>(&g.to_xml()).unwrap(), g);
+        let v = GetCurrentMessageResponse { new_value: "<v:S xmlns:v=\"urn:v\">a &lt; b</v:S>".into() };
+        assert_eq!(decode::<GetCurrentMessageResponse>(&v.to_xml()).unwrap(), v);
+        // The consumer's property: GT 4.0's shape, both holders.
+        let p = parse(&sub.consumer.to_property(), &Default::default()).unwrap();
+        assert!(p.is(ns::WSNT, "ConsumerReference"));
+        assert_eq!(p.child(ns::WSA, "Address").unwrap().text(), sub.consumer.address);
+        assert_eq!(p.child(ns::WSA, "ReferenceProperties").unwrap().first_element().unwrap().text(), "42 & é");
+        assert!(parse(&ConsumerReference::new("http://c").to_property(), &Default::default())
+            .unwrap()
+            .child(ns::WSA, "ReferenceParameters")
+            .is_some());
+    }
+
+    #[test]
+    fn bad_subscribe_requests_decode_to_the_faults_ws_base_notification_names() {
+        let wrap = |inner: &str| {
+            format!(
+                "<wsnt:Subscribe xmlns:wsnt=\"{}\" xmlns:wsa=\"{}\" xmlns:c=\"urn:c\">{inner}</wsnt:Subscribe>",
+                ns::WSNT,
+                ns::WSA
+            )
+        };
+        let consumer = "<wsnt:ConsumerReference><wsa:Address>http://c/x</wsa:Address></wsnt:ConsumerReference>";
+        let topic =
+            |dialect: &str, text: &str| format!("<wsnt:TopicExpression Dialect=\"{dialect}\">{text}</wsnt:TopicExpression>");
+        let simple = topic(ns::SIMPLE_TOPIC_DIALECT, "c:V");
+        for (inner, kind) in [
+            (consumer.to_string(), FaultType::InvalidTopicExpression),
+            (format!("{consumer}{}", topic(ns::CONCRETE_TOPIC_DIALECT, "c:V")), FaultType::TopicPathDialectUnknown),
+            (format!("{consumer}{}", topic(ns::SIMPLE_TOPIC_DIALECT, "x:V")), FaultType::InvalidTopicExpression),
+            (format!("{consumer}{}", topic(ns::SIMPLE_TOPIC_DIALECT, "V")), FaultType::InvalidTopicExpression),
+            (simple.clone(), FaultType::SubscribeCreationFailed),
+            (format!("{consumer}{simple}<wsnt:Selector/>"), FaultType::SubscribeCreationFailed),
+            (
+                format!("<wsnt:ConsumerReference><wsa:Address>ftp://c/x</wsa:Address></wsnt:ConsumerReference>{simple}"),
+                FaultType::SubscribeCreationFailed,
+            ),
+            (format!("{consumer}{simple}<wsnt:UseNotify>yes</wsnt:UseNotify>"), FaultType::SubscribeCreationFailed),
+            (
+                format!("{consumer}{simple}<wsnt:InitialTerminationTime>soon</wsnt:InitialTerminationTime>"),
+                FaultType::UnacceptableInitialTerminationTime,
+            ),
+        ] {
+            let e = decode::<Subscribe>(&wrap(&inner)).expect_err(&inner);
+            assert_eq!(e.kind, kind, "{inner}: {}", e.description);
+        }
+        let ok = decode::<Subscribe>(&wrap(&format!(
+            "{consumer}{simple}<wsnt:InitialTerminationTime xsi:nil=\"true\" xmlns:xsi=\"{}\"/>",
+            ns::XSI
+        )))
+        .unwrap();
+        assert_eq!((ok.topic, ok.use_notify, ok.initial_termination_ms), (QName::new("urn:c", "V"), None, None));
+    }
+
     #[test]
     fn value_changes_and_terminations_round_trip() {
         for content in [
