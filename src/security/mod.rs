@@ -5,9 +5,10 @@
 //!
 //! The GSI library: [`credential`] (loading proxies and certificates), [`certdir`] (trusted CAs,
 //! CRLs, signing policies), [`proxy`] (chain validation), [`voms`] (attribute certificates),
-//! [`gridmap`], [`tls`] (OpenSSL glue for the listeners), [`https`] (the outgoing http(s) connector) and [`authenticate`], which turns a
-//! presented chain into a [`Caller`]; [`reload`] keeps the trust current as its files change and
-//! re-validates open connections against it.
+//! [`gridmap`], [`tls`] (OpenSSL glue for the listeners), [`https`] (the connector of outgoing
+//! http(s) clients) and [`authenticate`], which turns a presented chain into a [`Caller`];
+//! [`reload`] keeps the trust current as its files change and re-validates open connections
+//! against it.
 
 pub mod acl;
 pub mod certdir;
