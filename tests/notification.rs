@@ -939,3 +939,70 @@ fn an_https_consumer_with_an_untrusted_or_misnamed_certificate_is_sent_nothing_a
         );
     }
 }
+
+/// One request over GSI transport to vwsd's HTTPS listener, presenting the kit's RFC proxy.
+fn gsi_call(s: &Server, service: &str, key_header: &str, action: &str, payload: &str) -> HttpResponse {
+    let proxy = kit().path("GSI_PROXY_RFC");
+    let tcp = std::net::TcpStream::connect(&s.https_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tls = gsi::proxy_connector(Some(&proxy)).configure().unwrap().verify_hostname(false).connect("localhost", tcp).unwrap();
+    let body = envelope(&s.https_url(service), action, key_header, payload);
+    let req = format!(
+        "POST /wsrf/services/{service} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/xml; charset=utf-8\r\nSOAPAction: \"{action}\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.https_addr,
+        body.len()
+    );
+    let mut r = BufReader::new(tls);
+    r.get_mut().write_all(req.as_bytes()).unwrap();
+    read_response(&mut r).unwrap_or_else(|e| panic!("no answer ({e}); log: {}", s.log()))
+}
+
+#[test]
+fn with_security_on_https_consumers_get_the_listeners_credential_and_trust() {
+    let k = kit();
+    let s = Server::start_with(Conf {
+        security: k.security_toml(&k.path("X509_CERT_DIR"), ""),
+        host: "\n[notification]\nretry_initial_ms = 100\nretry_max_ms = 400\ngive_up_secs = 2\n".into(),
+        ..Default::default()
+    });
+    let consumer = Consumer::start_tls(&k.path("GSI_HOST_CERT"), &k.path("GSI_HOST_KEY"));
+    let r = gsi_call(
+        &s,
+        "CounterService",
+        "",
+        "http://counter.com/CounterPortType/createCounterRequest",
+        "<createCounter xmlns=\"http://counter.com\"/>",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let counter = between(&r.body, "CounterKey xmlns:k0=\"http://counter.com\">", "<").expect("counter key").to_string();
+    let hdr = Server::counter_key_header(&counter);
+    let body = subscribe_body(&consumer.url(), "xmlns:c=\"http://counter.com\"", "c:Value", "");
+    let sub = sub_key(&gsi_call(&s, "CounterService", &hdr, &format!("{WSNT_ACTION}/Subscribe"), &body));
+    for i in [2, 3] {
+        let r = gsi_call(
+            &s,
+            "CounterService",
+            &hdr,
+            "http://counter.com/CounterPortType/addRequest",
+            &format!("<add xmlns=\"{COUNTER}\">{i}</add>"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let got = consumer.wait(2, &s);
+    let values: Vec<String> = got.iter().map(|n| value_of(n, "NewValue").unwrap()).collect();
+    assert_eq!(values, ["2", "5"]);
+    let producer = find(&got[0], "ProducerReference").unwrap();
+    assert_eq!(find(producer, "Address").unwrap().text(), s.https_url("CounterService"));
+    let peers = consumer.peers.lock().unwrap().clone();
+    assert!(!peers.is_empty() && peers.iter().all(|p| *p == k.var("GSI_HOST_DN")), "{peers:?}");
+    let r = gsi_call(
+        &s,
+        SUBS,
+        &sub_header(&sub),
+        &format!("{WSRP_ACTION}/GetResourceProperty"),
+        &format!(
+            "<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:v=\"{VWS}\">v:SubscriptionState</wsrp:GetResourceProperty>"
+        ),
+    );
+    assert!(r.body.contains(">Active</v:SubscriptionState>"), "{}", r.body);
+}
