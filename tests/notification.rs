@@ -2,7 +2,9 @@
 //! delivered to a real HTTP consumer on loopback (shape compared with a real GT 4.0 container's
 //! Notify), commit order, Pause/Resume, subscription lifetime, GetCurrentMessage, a consumer
 //! down for 10 s (missed messages delivered) or for good (subscription marked Failed, others
-//! unaffected), kill -9 with live subscriptions, destroying the producer, and bad input.
+//! unaffected), kill -9 with live subscriptions, destroying the producer, bad input, and
+//! https consumers over GSI transport (the kit's credentials; untrusted and misnamed consumer
+//! certificates; with security off and on).
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
