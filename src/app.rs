@@ -16,7 +16,7 @@ use crate::services::subscription::SubscriptionService;
 use crate::services::{counter, factory, host_manager, workspace, Dispatcher, Registry, Shared};
 use crate::store::leases::Leases;
 use crate::store::Store;
-use crate::wsrf::notification::{self, Notifier};
+use crate::wsrf::notification::{self, ConsumerTls, Notifier};
 use crate::wsrf::{Home, LifetimePolicy, Sweeper};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -268,6 +268,35 @@ fn gsi(sec: &SecurityConfig, store: &Store) -> Result<Gsi, String> {
     Ok(((acceptor, authenticate), msec, trust))
 }
 
+/// How the notifier reaches `https://` consumers: with security on, presenting the host
+/// credential and trusting the live trust directory of the HTTPS listener (`trust`); with
+/// security off, the same if `security.cert_dir` holds trusted CAs (the host credential only
+/// when it loads), else Subscribe refuses https consumers, saying why.
+fn consumer_tls(sec: &SecurityConfig, trust: Option<&Arc<LiveTrust>>, notifier: &Notifier) {
+    let host = || Credential::load(&sec.host_cert, &sec.host_key);
+    let tls = match trust {
+        Some(t) => host()
+            .map(|c| ConsumerTls { credential: Some(c), trust: t.clone() })
+            .map_err(|e| format!("the host credential ({}): {e}", sec.host_cert.display())),
+        None => match crate::security::CertDir::load(&sec.cert_dir) {
+            Ok(dir) if !dir.cas().is_empty() => {
+                let credential =
+                    host().inspect_err(|e| tracing::debug!(error = %e, "https consumers: no host credential to present")).ok();
+                Ok(ConsumerTls { credential, trust: LiveTrust::fixed(security::TrustConfig::new(dir)) })
+            }
+            Ok(_) => Err(format!("security is off and security.cert_dir {} holds no trusted CA", sec.cert_dir.display())),
+            Err(e) => Err(format!("security is off and security.cert_dir {} cannot be read: {e}", sec.cert_dir.display())),
+        },
+    };
+    match tls.and_then(|t| notifier.use_tls(t)) {
+        Ok(()) => tracing::info!(trust = %sec.cert_dir.display(), "https consumers: GSI transport"),
+        Err(why) => {
+            tracing::info!(reason = %why, "https consumers are refused");
+            notifier.refuse_https(why);
+        }
+    }
+}
+
 /// The store keeps replay keys in its own table, group-committed with every other write and
 /// pruned once their window has passed.
 struct StoreReplayLog(Store);
@@ -353,6 +382,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         msec = Some(m);
         trust = Some(live);
     }
+    consumer_tls(&cfg.security, trust.as_ref(), &app.notifier);
     // The trust files are watched (inotify, and a periodic check) and re-read on SIGHUP.
     let _watch = trust.as_ref().map(|t| t.watch(Duration::from_secs(cfg.security.reload_check_secs.max(1))));
     let hup = tokio::spawn(reload_on_sighup(trust.clone()));

@@ -2,7 +2,9 @@
 //! delivered to a real HTTP consumer on loopback (shape compared with a real GT 4.0 container's
 //! Notify), commit order, Pause/Resume, subscription lifetime, GetCurrentMessage, a consumer
 //! down for 10 s (missed messages delivered) or for good (subscription marked Failed, others
-//! unaffected), kill -9 with live subscriptions, destroying the producer, and bad input.
+//! unaffected), kill -9 with live subscriptions, destroying the producer, bad input, and
+//! https consumers over GSI transport (the kit's credentials; untrusted and misnamed consumer
+//! certificates; with security off and on).
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +25,10 @@ type Received = Arc<Mutex<Vec<(Vec<String>, String)>>>;
 /// A notification consumer: a real HTTP/1.1 listener on loopback recording every request.
 struct Consumer {
     addr: String,
+    /// Over TLS (an https consumer), presenting a certificate.
+    tls: bool,
+    /// The subject DNs of the client certificates presented to a TLS consumer.
+    peers: Arc<Mutex<Vec<String>>>,
     got: Received,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -34,6 +40,22 @@ impl Consumer {
     }
 
     fn start_at(addr: &str, got: Received) -> Consumer {
+        Consumer::listen(addr, got, None)
+    }
+
+    /// An https consumer on loopback presenting `cert` (PEM file) with `key`; it asks for the
+    /// client's certificate and records its subject.
+    fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Consumer {
+        use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate_chain_file(cert).unwrap();
+        b.set_private_key_file(key, SslFiletype::PEM).unwrap();
+        // Whatever the client presents is recorded, not judged (vwsd's host credential).
+        b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+        Consumer::listen("127.0.0.1:0", Arc::new(Mutex::new(Vec::new())), Some(b.build()))
+    }
+
+    fn listen(addr: &str, got: Received, acceptor: Option<openssl::ssl::SslAcceptor>) -> Consumer {
         let deadline = Instant::now() + Duration::from_secs(10);
         let l = loop {
             match TcpListener::bind(addr) {
@@ -48,42 +70,49 @@ impl Consumer {
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, st) = (got.clone(), stop.clone());
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let tls = acceptor.is_some();
+        let (g, st, pe) = (got.clone(), stop.clone(), peers.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((c, _)) => {
                         c.set_nonblocking(false).unwrap();
                         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let mut r = BufReader::new(c.try_clone().unwrap());
-                        let mut heads = Vec::new();
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                                break;
+                        match &acceptor {
+                            None => serve_one(c, &g),
+                            Some(a) => {
+                                // A client that refuses us after the handshake just closes.
+                                if let Ok(s) = a.accept(c) {
+                                    if let Some(p) = s.ssl().peer_certificate() {
+                                        let dn: Vec<String> = p
+                                            .subject_name()
+                                            .entries()
+                                            .map(|e| {
+                                                format!(
+                                                    "/{}={}",
+                                                    e.object().nid().short_name().unwrap_or("?"),
+                                                    e.data().to_string().unwrap()
+                                                )
+                                            })
+                                            .collect();
+                                        pe.lock().unwrap().push(dn.concat());
+                                    }
+                                    serve_one(s, &g);
+                                }
                             }
-                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                            heads.push(h.trim().to_string());
                         }
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).is_ok() {
-                            g.lock().unwrap().push((heads, String::from_utf8_lossy(&body).into_owned()));
-                        }
-                        let mut w = c;
-                        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Consumer { addr, got, stop, thread: Some(thread) }
+        Consumer { addr, tls, peers, got, stop, thread: Some(thread) }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/wsrf/services/NotificationConsumerService", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/wsrf/services/NotificationConsumerService", self.addr)
     }
 
     /// Stop listening (the port is closed).
@@ -107,6 +136,29 @@ impl Consumer {
         }
         self.got.lock().unwrap().iter().map(|(_, b)| xml::parse(b, &Default::default()).expect("Notify parses")).collect()
     }
+}
+
+/// Reads one HTTP/1.1 request from `c`, records it in `got`, answers 200.
+fn serve_one<S: Read + Write>(c: S, got: &Received) {
+    let mut r = BufReader::new(c);
+    let mut heads = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        heads.push(h.trim().to_string());
+    }
+    let mut body = vec![0; len];
+    if !heads.is_empty() && r.read_exact(&mut body).is_ok() {
+        got.lock().unwrap().push((heads, String::from_utf8_lossy(&body).into_owned()));
+    }
+    let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = r.get_mut().flush();
 }
 
 impl Drop for Consumer {
@@ -639,7 +691,11 @@ fn destroying_the_producer_sends_termination_and_ends_its_subscriptions() {
 
 #[test]
 fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
-    let s = Server::start();
+    // Security off and no trusted CAs: https consumers cannot be reached.
+    let none = tempfile::tempdir().unwrap();
+    let missing = none.path().join("no-certificates");
+    let s =
+        Server::start_with(Conf { host: format!("\n[security]\ncert_dir = \"{}\"\n", missing.display()), ..Default::default() });
     let consumer = Consumer::start();
     let counter = s.create_counter("CounterService");
     let hdr = Server::counter_key_header(&counter);
@@ -663,7 +719,7 @@ fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
         WSNT,
         "InvalidTopicExpressionFault",
     );
-    for bad in ["ftp://127.0.0.1/x", "not a url", "https://127.0.0.1:1/x"] {
+    for bad in ["ftp://127.0.0.1/x", "not a url"] {
         let f = assert_fault(
             &subscribe(&s, "CounterService", &hdr, &subscribe_body(bad, c, "c:Value", "")),
             WSNT,
@@ -671,6 +727,19 @@ fn bad_subscribe_and_get_current_message_input_gets_ws_base_faults() {
         );
         assert!(f.child(WSBF, "Description").unwrap().text().contains("ConsumerReference"));
     }
+    let f = assert_fault(
+        &subscribe(&s, "CounterService", &hdr, &subscribe_body("https://127.0.0.1:1/x", c, "c:Value", "")),
+        WSNT,
+        "SubscribeCreationFailedFault",
+    );
+    let why = f.child(WSBF, "Description").unwrap().text();
+    assert!(
+        why.contains("ConsumerReference")
+            && why.contains("https")
+            && why.contains("security.cert_dir")
+            && why.contains(&missing.display().to_string()),
+        "says why at Subscribe: {why}"
+    );
     let no_consumer = format!("<wsnt:Subscribe xmlns:wsnt=\"{WSNT}\"><wsnt:TopicExpression Dialect=\"{SIMPLE}\" {c}>c:Value</wsnt:TopicExpression></wsnt:Subscribe>");
     assert_fault(&subscribe(&s, "CounterService", &hdr, &no_consumer), WSNT, "SubscribeCreationFailedFault");
     let past = subscribe_body(
@@ -750,4 +819,192 @@ fn vws_watch_prints_each_change_and_ends_its_subscriptions_on_sigterm() {
     let st = child.wait().unwrap();
     assert!(st.success(), "{st:?}");
     assert_eq!(subs(), 0, "the watch destroyed its subscriptions");
+}
+
+// ---- https consumers (GSI transport) ------------------------------------------------------
+
+/// The GSI test kit (CA, trust directory, host and user credentials), made once per process.
+fn kit() -> &'static gsi::Kit {
+    static KIT: std::sync::OnceLock<gsi::Kit> = std::sync::OnceLock::new();
+    KIT.get_or_init(|| gsi::bring_up(&gsi::kit_dir(), &gsi::port()))
+}
+
+/// vwsd without security (plain HTTP listener) that reaches https consumers: the kit's trust
+/// directory and host credential in `[security]`, and short delivery retries.
+fn https_delivering_server() -> Server {
+    let k = kit();
+    Server::start_with(Conf {
+        host: format!(
+            "\n[security]\nhost_cert = \"{}\"\nhost_key = \"{}\"\ncert_dir = \"{}\"\n\n[notification]\nretry_initial_ms = 100\nretry_max_ms = 400\ngive_up_secs = 2\n",
+            k.var("GSI_HOST_CERT"),
+            k.var("GSI_HOST_KEY"),
+            k.var("X509_CERT_DIR"),
+        ),
+        ..Default::default()
+    })
+}
+
+/// A self-signed certificate for `localhost` / 127.0.0.1 (trusted by nobody), as PEM files.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("O", "Grid").unwrap();
+    name.append_entry_by_text("OU", "GlobusTest").unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&b.x509v3_context(None, None)).unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert, keyf) = (dir.join("untrusted.pem"), dir.join("untrusted.key"));
+    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert, keyf)
+}
+
+fn wait_failed(s: &Server, sub: &str) {
+    let start = Instant::now();
+    while sub_state(s, sub) != "Failed" {
+        assert!(start.elapsed() < Duration::from_secs(20), "not failed: {}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_https_consumer_gets_each_change_over_gsi_transport() {
+    let k = kit();
+    let s = https_delivering_server();
+    let consumer = Consumer::start_tls(&k.path("GSI_HOST_CERT"), &k.path("GSI_HOST_KEY"));
+    assert!(consumer.url().starts_with("https://127.0.0.1:"));
+    let counter = s.create_counter("CounterService");
+    let sub = counter_sub(&s, &counter, &consumer.url());
+    for i in 1..=3 {
+        add(&s, &counter, i);
+    }
+    let got = consumer.wait(3, &s);
+    let values: Vec<String> = got.iter().map(|n| value_of(n, "NewValue").unwrap()).collect();
+    assert_eq!(values, ["1", "3", "6"], "every change, in order, over TLS");
+    let (heads, body) = consumer.got.lock().unwrap()[0].clone();
+    assert!(heads.iter().any(|h| h.eq_ignore_ascii_case(&format!("SOAPAction: \"{WSNT_ACTION}/Notify\""))), "{heads:?}");
+    assert!(body.contains(&format!("<wsa:To soapenv:mustUnderstand=\"0\">{}</wsa:To>", consumer.url())), "{body}");
+    let peers = consumer.peers.lock().unwrap().clone();
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| *p == k.var("GSI_HOST_DN")),
+        "vwsd presents its host credential: {peers:?}"
+    );
+    assert_eq!(sub_state(&s, &sub), "Active");
+    // The stored ConsumerReference is the https one.
+    let r = sub_property(&s, &sub, &format!("xmlns:wsnt=\"{WSNT}\""), "wsnt:ConsumerReference");
+    assert!(r.body.contains(&consumer.url()), "{}", r.body);
+}
+
+#[test]
+fn an_https_consumer_with_an_untrusted_or_misnamed_certificate_is_sent_nothing_and_fails() {
+    let k = kit();
+    let s = https_delivering_server();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let untrusted = Consumer::start_tls(&cert, &key);
+    // Issued by the trusted CA, but to a user: it does not name the host.
+    let (ucert, ukey) = k.user();
+    let misnamed = Consumer::start_tls(&ucert, &ukey);
+    let good = Consumer::start_tls(&k.path("GSI_HOST_CERT"), &k.path("GSI_HOST_KEY"));
+    let counter = s.create_counter("CounterService");
+    let bad1 = counter_sub(&s, &counter, &untrusted.url());
+    let bad2 = counter_sub(&s, &counter, &misnamed.url());
+    counter_sub(&s, &counter, &good.url());
+    add(&s, &counter, 5);
+    assert_eq!(value_of(&good.wait(1, &s)[0], "NewValue").as_deref(), Some("5"), "the trusted consumer is not held up");
+    wait_failed(&s, &bad1);
+    wait_failed(&s, &bad2);
+    for (sub, c, why) in [(&bad1, &untrusted, "certificate refused"), (&bad2, &misnamed, "does not match 127.0.0.1")] {
+        assert_eq!(c.count(), 0, "no message reaches a consumer whose certificate is refused");
+        let r = sub_property(&s, sub, &format!("xmlns:v=\"{VWS}\""), "v:deliveryFailure");
+        assert!(
+            r.body.contains("certificate refused") && r.body.contains(why) && r.body.contains(&c.url()),
+            "says why: {}",
+            r.body
+        );
+    }
+}
+
+/// One request over GSI transport to vwsd's HTTPS listener, presenting the kit's RFC proxy.
+fn gsi_call(s: &Server, service: &str, key_header: &str, action: &str, payload: &str) -> HttpResponse {
+    let proxy = kit().path("GSI_PROXY_RFC");
+    let tcp = std::net::TcpStream::connect(&s.https_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tls = gsi::proxy_connector(Some(&proxy)).configure().unwrap().verify_hostname(false).connect("localhost", tcp).unwrap();
+    let body = envelope(&s.https_url(service), action, key_header, payload);
+    let req = format!(
+        "POST /wsrf/services/{service} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/xml; charset=utf-8\r\nSOAPAction: \"{action}\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.https_addr,
+        body.len()
+    );
+    let mut r = BufReader::new(tls);
+    r.get_mut().write_all(req.as_bytes()).unwrap();
+    read_response(&mut r).unwrap_or_else(|e| panic!("no answer ({e}); log: {}", s.log()))
+}
+
+#[test]
+fn with_security_on_https_consumers_get_the_listeners_credential_and_trust() {
+    let k = kit();
+    let s = Server::start_with(Conf {
+        security: k.security_toml(&k.path("X509_CERT_DIR"), ""),
+        host: "\n[notification]\nretry_initial_ms = 100\nretry_max_ms = 400\ngive_up_secs = 2\n".into(),
+        ..Default::default()
+    });
+    let consumer = Consumer::start_tls(&k.path("GSI_HOST_CERT"), &k.path("GSI_HOST_KEY"));
+    let r = gsi_call(
+        &s,
+        "CounterService",
+        "",
+        "http://counter.com/CounterPortType/createCounterRequest",
+        "<createCounter xmlns=\"http://counter.com\"/>",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let counter = between(&r.body, "CounterKey xmlns:k0=\"http://counter.com\">", "<").expect("counter key").to_string();
+    let hdr = Server::counter_key_header(&counter);
+    let body = subscribe_body(&consumer.url(), "xmlns:c=\"http://counter.com\"", "c:Value", "");
+    let sub = sub_key(&gsi_call(&s, "CounterService", &hdr, &format!("{WSNT_ACTION}/Subscribe"), &body));
+    for i in [2, 3] {
+        let r = gsi_call(
+            &s,
+            "CounterService",
+            &hdr,
+            "http://counter.com/CounterPortType/addRequest",
+            &format!("<add xmlns=\"{COUNTER}\">{i}</add>"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let got = consumer.wait(2, &s);
+    let values: Vec<String> = got.iter().map(|n| value_of(n, "NewValue").unwrap()).collect();
+    assert_eq!(values, ["2", "5"]);
+    let producer = find(&got[0], "ProducerReference").unwrap();
+    assert_eq!(find(producer, "Address").unwrap().text(), s.https_url("CounterService"));
+    let peers = consumer.peers.lock().unwrap().clone();
+    assert!(!peers.is_empty() && peers.iter().all(|p| *p == k.var("GSI_HOST_DN")), "{peers:?}");
+    let r = gsi_call(
+        &s,
+        SUBS,
+        &sub_header(&sub),
+        &format!("{WSRP_ACTION}/GetResourceProperty"),
+        &format!(
+            "<wsrp:GetResourceProperty xmlns:wsrp=\"{WSRP}\" xmlns:v=\"{VWS}\">v:SubscriptionState</wsrp:GetResourceProperty>"
+        ),
+    );
+    assert!(r.body.contains(">Active</v:SubscriptionState>"), "{}", r.body);
 }

@@ -5,18 +5,19 @@
 use super::{Client, ClientError};
 use crate::soap::epr::Epr;
 use crate::soap::ns;
-use crate::soap::xml::{self, escape, escape_attr, Element, Limits, QName};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::{self, Element, Limits, QName};
+use crate::wsrf::messages::{parse_content, Destroy, GetResourceProperty};
+use crate::wsrf::notify_messages::{ConsumerReference, Subscribe};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::io::Write;
 
 /// The topics a resource publishes (its `wsnt:Topic` property).
 pub async fn topics(c: &Client, epr: &Epr) -> Result<Vec<QName>, ClientError> {
-    let action = format!("{}/GetResourceProperty", ns::WSRP_ACTION);
-    let payload =
-        format!("<GetResourceProperty xmlns=\"{}\" xmlns:wsnt=\"{}\">wsnt:Topic</GetResourceProperty>", ns::WSRP, ns::WSNT);
-    let r = c.call(&epr.address, Some(epr), &action, &payload).await?;
-    Ok(r.elements().filter(|e| e.is(ns::WSNT, "Topic")).filter_map(|e| e.resolve_qname(&e.text()).ok()).collect())
+    let r = c.invoke(epr, &GetResourceProperty { name: QName::new(ns::WSNT, "Topic") }).await?;
+    let values = parse_content(&r.content).map_err(|m| ClientError::BadAnswer { status: 200, msg: m })?;
+    Ok(values.elements().filter(|e| e.is(ns::WSNT, "Topic")).filter_map(|e| e.resolve_qname(&e.text()).ok()).collect())
 }
 
 /// Which topic a command-line name means: `{ns}local`, `prefix:local`, or a local name that
@@ -127,7 +128,11 @@ pub async fn watch(c: &Client, epr: &Epr, props: &[String], listen: Option<&str>
                         let _ = writeln!(out, "{line}");
                         let _ = out.flush();
                     }
-                    let empty = format!("<soapenv:Envelope xmlns:soapenv=\"{}\"><soapenv:Body/></soapenv:Envelope>", ns::SOAPENV);
+                    let mut w = XmlWriter::with_capacity(128);
+                    w.start("soapenv:Envelope", &[("xmlns:soapenv", ns::SOAPENV)])
+                        .empty("soapenv:Body", &[])
+                        .end("soapenv:Envelope");
+                    let empty = w.into_string();
                     Ok::<_, std::convert::Infallible>(
                         hyper::Response::builder()
                             .header("Content-Type", "text/xml; charset=utf-8")
@@ -141,29 +146,20 @@ pub async fn watch(c: &Client, epr: &Epr, props: &[String], listen: Option<&str>
         }
     });
     let mut subs = Vec::new();
-    let action = format!("{}/Subscribe", ns::WSNT_ACTION);
     for t in &wanted {
-        let payload = format!(
-            "<wsnt:Subscribe xmlns:wsnt=\"{}\" xmlns:wsa=\"{}\"><wsnt:ConsumerReference><wsa:Address>{}</wsa:Address></wsnt:ConsumerReference><wsnt:TopicExpression Dialect=\"{}\" xmlns:t=\"{}\">t:{}</wsnt:TopicExpression><wsnt:UseNotify>true</wsnt:UseNotify></wsnt:Subscribe>",
-            ns::WSNT,
-            ns::WSA,
-            escape(&consumer),
-            ns::SIMPLE_TOPIC_DIALECT,
-            escape_attr(&t.ns),
-            t.local
-        );
-        let r = match c.call(&epr.address, Some(epr), &action, &payload).await {
-            Ok(r) => r,
+        let req = Subscribe {
+            consumer: ConsumerReference::new(consumer.clone()),
+            topic: t.clone(),
+            use_notify: Some(true),
+            initial_termination_ms: None,
+        };
+        match c.invoke(epr, &req).await {
+            Ok(r) => subs.push(r.subscription),
             Err(e) => {
                 end(c, &subs).await;
                 return Err(e);
             }
-        };
-        let sub = r
-            .child(ns::WSNT, "SubscriptionReference")
-            .ok_or_else(|| ClientError::BadAnswer { status: 200, msg: "SubscribeResponse without SubscriptionReference".into() })
-            .and_then(|e| Epr::from_element(e).map_err(|m| ClientError::BadAnswer { status: 200, msg: m }))?;
-        subs.push(sub);
+        }
     }
     eprintln!(
         "watching {} on {} (consumer {consumer}); Ctrl-C to stop",
@@ -185,9 +181,8 @@ pub async fn watch(c: &Client, epr: &Epr, props: &[String], listen: Option<&str>
 
 /// Destroy the subscriptions (best effort: they also end with their termination time).
 async fn end(c: &Client, subs: &[Epr]) {
-    let action = format!("{}/Destroy", ns::WSRL_ACTION);
     for s in subs {
-        if let Err(e) = c.call(&s.address, Some(s), &action, &format!("<Destroy xmlns=\"{}\"/>", ns::WSRL)).await {
+        if let Err(e) = c.invoke(s, &Destroy).await {
             eprintln!("destroying subscription at {}: {e}", s.address);
         }
     }

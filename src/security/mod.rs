@@ -5,9 +5,10 @@
 //!
 //! The GSI library: [`credential`] (loading proxies and certificates), [`certdir`] (trusted CAs,
 //! CRLs, signing policies), [`proxy`] (chain validation), [`voms`] (attribute certificates),
-//! [`gridmap`], [`tls`] (OpenSSL glue for the listeners) and [`authenticate`], which turns a
-//! presented chain into a [`Caller`]; [`reload`] keeps the trust current as its files change and
-//! re-validates open connections against it.
+//! [`gridmap`], [`tls`] (OpenSSL glue for the listeners), [`https`] (the connector of outgoing
+//! http(s) clients) and [`authenticate`], which turns a presented chain into a [`Caller`];
+//! [`reload`] keeps the trust current as its files change and re-validates open connections
+//! against it.
 
 pub mod acl;
 pub mod certdir;
@@ -20,6 +21,7 @@ mod der;
 pub mod error;
 pub mod gridmap;
 pub mod gss;
+pub mod https;
 pub mod proxy;
 pub mod reload;
 pub mod tls;

@@ -27,6 +27,7 @@ use crate::soap::envelope::SoapFault;
 use crate::soap::message::{Message, Request};
 use crate::soap::ns;
 use crate::wsrf::messages as m;
+use crate::wsrf::notify_messages::{GetCurrentMessage, Subscribe};
 use crate::wsrf::{lifetime, notification, properties, Access, BaseFault, FaultType, Home, LifetimePolicy};
 use std::sync::Arc;
 
@@ -113,16 +114,12 @@ pub(crate) async fn wsrf_operation(
                     ));
                 };
                 if op.1 == "Subscribe" {
+                    let r = Subscribe::decode(payload)?;
                     let owner = req.caller.as_owner();
-                    SoapReply {
-                        action: format!("{}/SubscribeResponse", ns::WSNT_ACTION),
-                        payload: n.subscribe(home, &key, payload, &req.service_url, owner, lifetime_policy, guard).await?,
-                    }
+                    answer(&r, &n.subscribe(home, &key, &r, &req.service_url, owner, lifetime_policy, guard).await?)
                 } else {
-                    SoapReply {
-                        action: format!("{}/GetCurrentMessageResponse", ns::WSNT_ACTION),
-                        payload: n.current_message(home, &key, payload, guard).await?,
-                    }
+                    let r = GetCurrentMessage::decode(payload)?;
+                    answer(&r, &n.current_message(home, &key, &r, guard).await?)
                 }
             }
             _ => return Err(unknown_operation(req)),

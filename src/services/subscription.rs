@@ -5,12 +5,16 @@
 
 use super::registry::PortType;
 use super::request::{DispatchFuture, SoapReply, SoapRequest};
-use super::{unknown_operation, wsrf_operation, Shared};
+use super::{answer, unknown_operation, wsrf_operation, Shared};
 use crate::security::Action;
 use crate::soap::envelope::SoapFault;
+use crate::soap::message::Message;
 use crate::soap::ns;
 use crate::soap::xml::QName;
 use crate::wsrf::notification::{Notifier, SERVICE};
+use crate::wsrf::notify_messages::{
+    PauseSubscription, PauseSubscriptionResponse, ResumeSubscription, ResumeSubscriptionResponse,
+};
 use crate::wsrf::{BaseFault, FaultType, LifetimePolicy};
 use std::sync::Arc;
 
@@ -28,10 +32,14 @@ impl SubscriptionService {
             let r = async {
                 let key = self.notifier.subs.key_from(&req.env, FaultType::NtResourceUnknown)?;
                 let guard = |st: &crate::wsrf::ResourceState| self.shared.authorize(&req.caller, Action::Manage, Some(&st.owner));
-                let out = self.notifier.set_paused(&key, paused, guard).await?;
-                Ok::<_, BaseFault>(SoapReply {
-                    action: format!("{}/{}Response", ns::WSNT_ACTION, payload.name.local),
-                    payload: out,
+                Ok::<_, BaseFault>(if paused {
+                    let r = PauseSubscription::decode(payload)?;
+                    self.notifier.set_paused(&key, true, guard).await?;
+                    answer(&r, &PauseSubscriptionResponse)
+                } else {
+                    let r = ResumeSubscription::decode(payload)?;
+                    self.notifier.set_paused(&key, false, guard).await?;
+                    answer(&r, &ResumeSubscriptionResponse)
                 })
             }
             .await;

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,16 +32,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use openssl::ssl::{SslConnector, SslMethod};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_openssl::SslStream;
 
 use super::{Endpoint, Options, Progress, Result, TransferError, Url};
 use crate::security::certdir::CertDir;
+use crate::security::https::{Connector, TlsFailure};
 
 /// Redirects a GET or HEAD follows before it fails.
 pub const MAX_REDIRECTS: usize = 5;
@@ -81,12 +79,8 @@ impl HttpEndpoint {
     }
 
     fn make_client(&self) -> Result<Client<Connector, UploadBody>> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.opts.timeout));
-        let tls = if self.url.scheme == "https" { Some(Arc::new(self.tls_connector()?)) } else { None };
-        let connector = Connector { http, tls, timeout: self.opts.timeout };
+        let tls = if self.url.scheme == "https" { Some(self.tls_connector()?) } else { None };
+        let connector = Connector::new(tls, self.opts.timeout);
         Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
     }
 
@@ -382,108 +376,5 @@ impl Body for UploadBody {
     }
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
-    }
-}
-
-/// A failed TLS handshake (the verification result included), told apart from other connect
-/// errors by [`HttpEndpoint::client_err`].
-#[derive(Debug)]
-struct TlsFailure(String);
-
-impl std::fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl StdError for TlsFailure {}
-
-/// hyper-util's TCP connector, plus OpenSSL for `https` URIs.
-#[derive(Clone)]
-pub struct Connector {
-    http: HttpConnector,
-    tls: Option<Arc<SslConnector>>,
-    timeout: Duration,
-}
-
-type BoxError = Box<dyn StdError + Send + Sync>;
-
-impl tower::Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = std::result::Result<Conn, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = uri.scheme_str() == Some("https");
-        let tcp = self.http.call(uri.clone());
-        let (tls, timeout) = (self.tls.clone(), self.timeout);
-        Box::pin(async move {
-            let tcp = tcp.await?;
-            if !https {
-                return Ok(Conn::Plain(tcp));
-            }
-            let tls = tls.ok_or_else(|| TlsFailure("no TLS context for this endpoint".into()))?;
-            let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-            let ssl = tls.configure().and_then(|c| c.into_ssl(host)).map_err(|e| TlsFailure(e.to_string()))?;
-            let mut s = SslStream::new(ssl, tcp.into_inner()).map_err(|e| TlsFailure(e.to_string()))?;
-            match tokio::time::timeout(timeout, Pin::new(&mut s).connect()).await {
-                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out").into()),
-                Ok(Err(e)) => {
-                    let v = s.ssl().verify_result();
-                    let why = if v == openssl::x509::X509VerifyResult::OK { e.to_string() } else { format!("{e} ({v})") };
-                    Err(TlsFailure(why).into())
-                }
-                Ok(Ok(())) => Ok(Conn::Tls(TokioIo::new(s))),
-            }
-        })
-    }
-}
-
-/// A client connection: plain TCP or TLS over it.
-pub enum Conn {
-    Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<SslStream<TcpStream>>),
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        match self {
-            Conn::Plain(t) => t.connected(),
-            Conn::Tls(t) => t.inner().get_ref().connected(),
-        }
-    }
-}
-
-impl hyper::rt::Read for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_read(cx, buf),
-            Conn::Tls(t) => Pin::new(t).poll_read(cx, buf),
-        }
-    }
-}
-
-impl hyper::rt::Write for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_write(cx, buf),
-            Conn::Tls(t) => Pin::new(t).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_flush(cx),
-            Conn::Tls(t) => Pin::new(t).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_shutdown(cx),
-            Conn::Tls(t) => Pin::new(t).poll_shutdown(cx),
-        }
     }
 }

@@ -13,7 +13,11 @@
 //! in the stream and builds its Notify when it delivers, so a slow or dead consumer delays
 //! nobody else and never the operation that made the change.
 //!
-//! Delivery: HTTP POST (SOAP 1.1, plain `http://` consumers only), the consumer's reference
+//! Delivery: HTTP POST (SOAP 1.1) to `http://` consumers, and to `https://` ones over GSI
+//! transport once [`Notifier::use_tls`] set it up ([`ConsumerTls`]: vwsd presents its host
+//! credential; the consumer's certificate chain must validate against the trusted CAs and name
+//! the consumer's host, else it is sent nothing and the attempt counts as failed; without TLS
+//! Subscribe refuses an `https://` consumer, saying why), the consumer's reference
 //! properties and parameters copied as headers, one `NotificationMessage` per Notify with Topic,
 //! ProducerReference and `wsrp:ResourcePropertyValueChangeNotification` (OldValue when known,
 //! NewValue), in commit order per subscription. A transport error, timeout or HTTP 5xx is retried
@@ -58,19 +62,26 @@
 use super::faults::{BaseFault, FaultType};
 use super::home::{Home, PropertyDecl, ResourceState, ResourceType, Values};
 use super::lifetime::{check_termination, LifetimePolicy};
-use super::notify_messages::{notify_envelope as envelope, Notify, NotifyContent};
+use super::notify_messages::{
+    notify_envelope as envelope, topic_property, wsnt_property, GetCurrentMessage, GetCurrentMessageResponse, Notify,
+    NotifyContent, Subscribe, SubscribeResponse,
+};
+use crate::security::https::{Connector, PeerCheck};
+use crate::security::reload::LiveTrust;
+use crate::security::{tls, Credential};
 use crate::soap::ns;
 use crate::soap::time;
-use crate::soap::xml::{escape, Element, QName};
+use crate::soap::writer::XmlWriter;
+use crate::soap::xml::QName;
 use crate::store::{NotifyChange, NotifyCursors, StreamId};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
@@ -408,7 +419,7 @@ impl Stream {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 type ChangeStream = broadcast::Receiver<Arc<super::home::Change>>;
 /// A producer resource: (service, key).
 type Producer = (String, String);
@@ -432,7 +443,19 @@ pub struct Notifier {
     /// A worker moved: the cursor flusher has work.
     flush_wake: Arc<tokio::sync::Notify>,
     settings: Settings,
-    http: HttpClient,
+    /// The consumers' client (`http://`, and `https://` once [`Notifier::use_tls`] ran).
+    http: RwLock<HttpClient>,
+    /// Whether `https://` consumers can be reached (Err: why not, told at Subscribe).
+    https: RwLock<Result<(), String>>,
+}
+
+/// How vwsd reaches `https://` consumers (GSI transport): the credential it presents (the host
+/// credential of its HTTPS listener) and the trusted CAs that must have issued the consumer's
+/// certificate, which must also name the consumer's host (a subjectAltName, or as GT 4.0's
+/// host authorisation: CN `<host>` or `host/<host>`).
+pub struct ConsumerTls {
+    pub credential: Option<Credential>,
+    pub trust: Arc<LiveTrust>,
 }
 
 /// What the notification tables held at start, handed out to the streams and workers.
@@ -447,10 +470,7 @@ struct Loaded {
 impl Notifier {
     /// A notifier over the subscription home `subs`; register producers with [`Notifier::watch`].
     pub fn new(subs: Arc<Home>, settings: Settings) -> Arc<Notifier> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(settings.timeout));
-        conn.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(conn);
+        let http = http_client(Connector::new(None, settings.timeout));
         let n = Arc::new(Notifier {
             subs: subs.clone(),
             producers: Mutex::new(HashMap::new()),
@@ -460,7 +480,8 @@ impl Notifier {
             next_seq: AtomicI64::new(1),
             flush_wake: Arc::new(tokio::sync::Notify::new()),
             settings,
-            http,
+            http: RwLock::new(http),
+            https: RwLock::new(Err("no TLS is set up for consumers".into())),
         });
         let weak = Arc::downgrade(&n);
         subs.on_destroy(Box::new(move |key| {
@@ -477,6 +498,28 @@ impl Notifier {
         let rx = home.subscribe();
         self.producers.lock().unwrap().insert(home.service.clone(), home.clone());
         self.pending.lock().unwrap().push((home, rx));
+    }
+
+    /// Reach `https://` consumers with `tls` from now on: the TLS client presents its
+    /// credential, and a consumer is sent nothing unless its certificate chain validates
+    /// against the trusted CAs (as they are now: the trust follows its files) and names the
+    /// host of the consumer's address.
+    pub fn use_tls(&self, tls: ConsumerTls) -> Result<(), String> {
+        let ssl = tls::connector(tls.credential.as_ref()).map_err(|e| format!("TLS set-up for consumers: {e}"))?.build();
+        let trust = tls.trust;
+        let check: PeerCheck = Arc::new(move |ssl, host| {
+            let g = trust.current();
+            let v = tls::verify_peer(ssl, &g.config.cert_dir).map_err(|e| format!("consumer's certificate refused: {e}"))?;
+            tls::check_host(v.leaf(), host).map_err(|e| format!("consumer's certificate refused: {e}"))
+        });
+        *self.http.write().unwrap() = http_client(Connector::new(Some(ssl), self.settings.timeout).with_check(check));
+        *self.https.write().unwrap() = Ok(());
+        Ok(())
+    }
+
+    /// `https://` consumers cannot be reached, because of `why` (told to a Subscribe naming one).
+    pub fn refuse_https(&self, why: impl Into<String>) {
+        *self.https.write().unwrap() = Err(why.into());
     }
 
     /// Load the stored subscriptions and start delivering (inside the runtime).
@@ -769,63 +812,38 @@ impl Notifier {
         tokio::spawn(async move { run_worker(n, w, d, queued).await });
     }
 
-    /// Subscribe: `payload` is the `wsnt:Subscribe` element sent to resource `key` of `home`,
-    /// at `service_url`. `guard` authorises the caller on the producer. Answers the
-    /// `SubscribeResponse` element.
+    /// Subscribe: `req` was sent to resource `key` of `home`, at `service_url`. `guard`
+    /// authorises the caller on the producer. Answers the new subscription's EPR.
     #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         self: &Arc<Self>,
         home: &Home,
         key: &str,
-        payload: &Element,
+        req: &Subscribe,
         service_url: &str,
         owner: super::home::Owner,
         policy: &LifetimePolicy,
         guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
-    ) -> Result<String, BaseFault> {
+    ) -> Result<SubscribeResponse, BaseFault> {
         let producer_ok = self.producers.lock().unwrap().get(&home.service).is_some_and(|h| std::ptr::eq(&**h, home));
         home.read(key, FaultType::NtResourceUnknown, guard).await?;
-        let topic_el = payload
-            .child(ns::WSNT, "TopicExpression")
-            .ok_or_else(|| BaseFault::new(FaultType::InvalidTopicExpression, "Subscribe has no wsnt:TopicExpression"))?;
-        let topic = simple_topic(topic_el)?;
-        if !producer_ok || !home.rtype.publishes() || !home.rtype.topics().contains(&topic) {
-            return Err(not_supported(&topic, home));
+        let topic = &req.topic;
+        if !producer_ok || !home.rtype.publishes() || !home.rtype.topics().contains(topic) {
+            return Err(not_supported(topic, home));
         }
-        for unsupported in ["Precondition", "Selector", "SubscriptionPolicy"] {
-            if payload.child(ns::WSNT, unsupported).is_some() {
+        let consumer = &req.consumer;
+        if consumer.address.starts_with("https://") {
+            if let Err(why) = &*self.https.read().unwrap() {
                 return Err(BaseFault::new(
                     FaultType::SubscribeCreationFailed,
-                    format!("wsnt:{unsupported} is not supported (only a Simple topic expression selects messages)"),
+                    format!("wsnt:ConsumerReference: address '{}': https consumers cannot be reached: {why}", consumer.address),
                 ));
             }
         }
-        let consumer = payload
-            .child(ns::WSNT, "ConsumerReference")
-            .ok_or_else(|| BaseFault::new(FaultType::SubscribeCreationFailed, "Subscribe has no wsnt:ConsumerReference"))?;
-        let (consumer_address, consumer_headers) = consumer_of(consumer)?;
-        let use_notify = match payload.child(ns::WSNT, "UseNotify").map(|e| e.text()) {
-            None => true,
-            Some(t) => match t.trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => {
-                    return Err(BaseFault::new(
-                        FaultType::SubscribeCreationFailed,
-                        format!("wsnt:UseNotify '{other}' is not an xsd:boolean"),
-                    ))
-                }
-            },
-        };
+        let use_notify = req.use_notify.unwrap_or(true);
         let now = time::now_ms();
-        let termination = match payload.child(ns::WSNT, "InitialTerminationTime") {
-            Some(e) if !e.is_nil() => {
-                let t = time::parse_ms(&e.text()).ok_or_else(|| {
-                    BaseFault::new(
-                        FaultType::UnacceptableInitialTerminationTime,
-                        format!("InitialTerminationTime '{}' is not an xsd:dateTime", e.text().trim()),
-                    )
-                })?;
+        let termination = match req.initial_termination_ms {
+            Some(t) => {
                 if t <= now {
                     return Err(BaseFault::new(
                         FaultType::UnacceptableInitialTerminationTime,
@@ -836,37 +854,29 @@ impl Notifier {
                     .map_err(|e| BaseFault::new(FaultType::UnacceptableInitialTerminationTime, e.description))?;
                 Some(t)
             }
-            _ => policy.max_lifetime_ms.map(|m| now + m),
+            None => policy.max_lifetime_ms.map(|m| now + m),
         };
         let data = SubData {
             producer_service: home.service.clone(),
             producer_key: key.to_string(),
             producer_address: service_url.to_string(),
             topic: topic.clark(),
-            consumer_address,
-            consumer_headers,
+            consumer_address: consumer.address.clone(),
+            consumer_headers: consumer.properties.iter().chain(&consumer.parameters).map(|p| with_must_understand_0(p)).collect(),
             use_notify,
             state: SubState::Active,
         };
         let rtype = &self.subs.rtype;
         let mut st = ResourceState::new(rtype, owner, termination);
-        st.set(rtype, ns::WSNT, "ConsumerReference", vec![consumer.to_fragment()]);
-        st.set(rtype, ns::WSNT, "TopicExpression", vec![topic_xml("TopicExpression", &topic, true)]);
-        st.set(rtype, ns::WSNT, "UseNotify", vec![wsnt_text("UseNotify", if use_notify { "true" } else { "false" })]);
-        st.set(rtype, ns::WSNT, "CreationTime", vec![wsnt_text("CreationTime", &time::format_ms(now))]);
+        st.set(rtype, ns::WSNT, "ConsumerReference", vec![consumer.to_property()]);
+        st.set(rtype, ns::WSNT, "TopicExpression", vec![topic_property("TopicExpression", topic)]);
+        st.set(rtype, ns::WSNT, "UseNotify", vec![wsnt_property("UseNotify", if use_notify { "true" } else { "false" })]);
+        st.set(rtype, ns::WSNT, "CreationTime", vec![wsnt_property("CreationTime", &time::format_ms(now))]);
         write_state(rtype, &mut st, &data, None);
         let sub_key = self.subs.create(st).await?;
         self.spawn_worker(&sub_key, &data, Vec::new(), None).await;
         tracing::info!(subscription = %sub_key, producer = %home.service, key, topic = %topic, consumer = %data.consumer_address, "subscribed");
-        let mut out = format!("<SubscribeResponse xmlns=\"{}\">", ns::WSNT);
-        out.push_str(
-            &self
-                .subs
-                .epr(&subscription_url(service_url), &sub_key)
-                .to_xml("SubscriptionReference", &[crate::soap::epr::WSA_DECL]),
-        );
-        out.push_str("</SubscribeResponse>");
-        Ok(out)
+        Ok(SubscribeResponse { subscription: self.subs.epr(&subscription_url(service_url), &sub_key) })
     }
 
     /// Pause or resume a subscription (`guard` authorises the caller on it). Resuming a Failed
@@ -876,7 +886,7 @@ impl Notifier {
         key: &str,
         paused: bool,
         guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
-    ) -> Result<String, BaseFault> {
+    ) -> Result<(), BaseFault> {
         let rtype = &self.subs.rtype;
         let was = self
             .subs
@@ -896,8 +906,7 @@ impl Notifier {
                 w.resync();
             }
         }
-        let op = if paused { "PauseSubscriptionResponse" } else { "ResumeSubscriptionResponse" };
-        Ok(format!("<{op} xmlns=\"{}\"/>", ns::WSNT))
+        Ok(())
     }
 
     /// GetCurrentMessage: the last message of a topic of resource `key` of `home` (for a value
@@ -906,36 +915,24 @@ impl Notifier {
         &self,
         home: &Home,
         key: &str,
-        payload: &Element,
+        req: &GetCurrentMessage,
         guard: impl FnOnce(&ResourceState) -> Result<(), BaseFault>,
-    ) -> Result<String, BaseFault> {
+    ) -> Result<GetCurrentMessageResponse, BaseFault> {
         let publishes = self.producers.lock().unwrap().contains_key(&home.service) && home.rtype.publishes();
-        let topic_el = payload
-            .child(ns::WSNT, "Topic")
-            .ok_or_else(|| BaseFault::new(FaultType::InvalidTopicExpression, "GetCurrentMessage has no wsnt:Topic"))?;
-        let topic = simple_topic(topic_el);
+        let topic = &req.topic;
         let rtype = &home.rtype;
         home.read(key, FaultType::NtResourceUnknown, |st| {
             guard(st)?;
-            let topic = topic?;
-            if !publishes || !rtype.topics().contains(&topic) {
-                return Err(not_supported(&topic, home));
+            if !publishes || !rtype.topics().contains(topic) {
+                return Err(not_supported(topic, home));
             }
-            let v = match current_values(rtype, st, &topic) {
-                Some(v) if v.count > 0 => v,
-                _ => {
-                    return Err(BaseFault::new(
-                        FaultType::NoCurrentMessageOnTopic,
-                        format!("no message has been published on topic {topic}"),
-                    ))
-                }
-            };
-            Ok(format!(
-                "<GetCurrentMessageResponse xmlns=\"{0}\"><ns1:ResourcePropertyValueChangeNotificationType xmlns:ns1=\"{1}\"><ns1:NewValue>{2}</ns1:NewValue></ns1:ResourcePropertyValueChangeNotificationType></GetCurrentMessageResponse>",
-                ns::WSNT,
-                ns::WSRP,
-                v.xml
-            ))
+            match current_values(rtype, st, topic) {
+                Some(v) if v.count > 0 => Ok(GetCurrentMessageResponse { new_value: v.xml.to_string() }),
+                _ => Err(BaseFault::new(
+                    FaultType::NoCurrentMessageOnTopic,
+                    format!("no message has been published on topic {topic}"),
+                )),
+            }
         })
         .await
     }
@@ -1006,7 +1003,8 @@ impl Notifier {
             .header("SOAPAction", format!("\"{}/Notify\"", ns::WSNT_ACTION))
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(self.settings.timeout, self.http.request(req))
+        let http = self.http.read().unwrap().clone();
+        let resp = tokio::time::timeout(self.settings.timeout, http.request(req))
             .await
             .map_err(|_| format!("no answer within {} ms", self.settings.timeout.as_millis()))?
             .map_err(|e| {
@@ -1066,6 +1064,10 @@ impl Notifier {
             delay = (delay * 2).min(self.settings.retry_max);
         }
     }
+}
+
+fn http_client(c: Connector) -> HttpClient {
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(c)
 }
 
 /// The wsa:MessageID of the Notify of change `seq` to subscription `sub`: the same every time
@@ -1151,19 +1153,18 @@ fn data_of(st: &ResourceState) -> Option<SubData> {
 
 /// Store a subscription's data and the properties that show its state.
 fn write_state(rtype: &ResourceType, st: &mut ResourceState, d: &SubData, failure: Option<&str>) {
-    st.set(
-        rtype,
-        ns::VWS,
-        "SubscriptionState",
-        vec![format!("<v:SubscriptionState xmlns:v=\"{}\">{}</v:SubscriptionState>", ns::VWS, d.state.as_str())],
-    );
+    let mut w = XmlWriter::with_capacity(96);
+    w.leaf("v:SubscriptionState", &[("xmlns:v", ns::VWS)], d.state.as_str());
+    st.set(rtype, ns::VWS, "SubscriptionState", vec![w.into_string()]);
     let failure = match (d.state, failure) {
-        (SubState::Failed, Some(why)) => vec![format!(
-            "<v:deliveryFailure xmlns:v=\"{}\"><v:time>{}</v:time><v:reason>{}</v:reason></v:deliveryFailure>",
-            ns::VWS,
-            time::format_ms(time::now_ms()),
-            escape(why)
-        )],
+        (SubState::Failed, Some(why)) => {
+            let mut w = XmlWriter::with_capacity(256);
+            w.start("v:deliveryFailure", &[("xmlns:v", ns::VWS)])
+                .leaf("v:time", &[], &time::format_ms(time::now_ms()))
+                .leaf("v:reason", &[], why)
+                .end("v:deliveryFailure");
+            vec![w.into_string()]
+        }
         (SubState::Failed, None) => st.get(rtype, &QName::new(ns::VWS, "deliveryFailure")).map(split_values).unwrap_or_default(),
         _ => Vec::new(),
     };
@@ -1190,34 +1191,6 @@ fn current_values(rtype: &ResourceType, st: &ResourceState, topic: &QName) -> Op
     }
 }
 
-/// A Simple-dialect topic expression: its QName.
-fn simple_topic(e: &Element) -> Result<QName, BaseFault> {
-    let dialect = e.attr("", "Dialect").or_else(|| e.attr(ns::WSNT, "Dialect")).unwrap_or("").trim();
-    if dialect != ns::SIMPLE_TOPIC_DIALECT {
-        let what = if dialect.is_empty() { "no Dialect".to_string() } else { format!("dialect '{dialect}'") };
-        let known = dialect == ns::CONCRETE_TOPIC_DIALECT || dialect == ns::FULL_TOPIC_DIALECT;
-        return Err(BaseFault::new(
-            FaultType::TopicPathDialectUnknown,
-            format!(
-                "topic expression with {what}{}: only {} is supported",
-                if known { " (known, not evaluated)" } else { "" },
-                ns::SIMPLE_TOPIC_DIALECT
-            ),
-        ));
-    }
-    let text = e.text();
-    let q = e.resolve_qname(&text).map_err(|m| {
-        BaseFault::new(FaultType::InvalidTopicExpression, format!("Simple topic expression '{}': {m}", text.trim()))
-    })?;
-    if q.ns.is_empty() {
-        return Err(BaseFault::new(
-            FaultType::InvalidTopicExpression,
-            format!("Simple topic expression '{}' has no namespace (write prefix:name)", text.trim()),
-        ));
-    }
-    Ok(q)
-}
-
 fn not_supported(topic: &QName, home: &Home) -> BaseFault {
     let topics: Vec<String> =
         if home.rtype.publishes() { home.rtype.topics().iter().map(|t| t.clark()).collect() } else { vec![] };
@@ -1227,30 +1200,6 @@ fn not_supported(topic: &QName, home: &Home) -> BaseFault {
         format!("{} publishes {}", home.service, topics.join(", "))
     };
     BaseFault::new(FaultType::TopicNotSupported, format!("topic {} is not supported: {also}", topic.clark()))
-}
-
-/// The consumer's address (plain http) and its reference properties/parameters as headers.
-fn consumer_of(e: &Element) -> Result<(String, Vec<String>), BaseFault> {
-    let bad = |m: String| BaseFault::new(FaultType::SubscribeCreationFailed, format!("wsnt:ConsumerReference: {m}"));
-    let addr = e.child(ns::WSA, "Address").ok_or_else(|| bad("no wsa:Address".into()))?.text().trim().to_string();
-    let uri: hyper::Uri = addr.parse().map_err(|err| bad(format!("address '{addr}' is not a URL: {err}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad(format!("address '{addr}': https consumers are not supported yet (use http)"))),
-        _ => return Err(bad(format!("address '{addr}' is not an http:// URL"))),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad(format!("address '{addr}' has no host")));
-    }
-    let mut headers = Vec::new();
-    for holder in ["ReferenceProperties", "ReferenceParameters"] {
-        if let Some(rp) = e.child(ns::WSA, holder) {
-            for p in rp.elements() {
-                headers.push(with_must_understand_0(&p.to_fragment()));
-            }
-        }
-    }
-    Ok((addr, headers))
 }
 
 /// Adds `soapenv:mustUnderstand="0"` to a fragment's start tag (as GT 4.0 does for the
@@ -1270,22 +1219,6 @@ fn with_must_understand_0(frag: &str) -> String {
         }
     }
     frag.to_string()
-}
-
-fn wsnt_text(local: &str, text: &str) -> String {
-    format!("<wsnt:{local} xmlns:wsnt=\"{}\">{}</wsnt:{local}>", ns::WSNT, escape(text))
-}
-
-/// A topic element (`TopicExpression` property: `wsnt:Dialect`, as GT 4.0's GetResourceProperty).
-fn topic_xml(local: &str, topic: &QName, qualified_dialect: bool) -> String {
-    let dialect = if qualified_dialect { "ns2:Dialect" } else { "Dialect" };
-    format!(
-        "<ns2:{local} {dialect}=\"{}\" xmlns:ns1=\"{}\" xmlns:ns2=\"{}\">ns1:{}</ns2:{local}>",
-        ns::SIMPLE_TOPIC_DIALECT,
-        escape(&topic.ns),
-        ns::WSNT,
-        topic.local
-    )
 }
 
 /// The subscription manager's URL next to a producer's service URL.

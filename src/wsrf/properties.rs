@@ -42,24 +42,28 @@ fn write_decl(rtype: &ResourceType, st: &ResourceState, i: usize, out: &mut Stri
         Source::CurrentTime => out.push_str(&time_property_xml(&d.name, Some(time::now_ms()))),
         Source::TerminationTime => out.push_str(&time_property_xml(&d.name, st.termination_ms)),
         Source::Topics => {
+            let mut w = XmlWriter::with_capacity(256);
             for t in rtype.topics() {
-                out.push_str(&format!(
-                    "<wsnt:Topic wsnt:Dialect=\"{}\" xmlns:t=\"{}\" xmlns:wsnt=\"{}\">t:{}</wsnt:Topic>",
-                    ns::SIMPLE_TOPIC_DIALECT,
-                    t.ns,
-                    ns::WSNT,
-                    t.local
-                ));
+                w.start(
+                    "wsnt:Topic",
+                    &[("wsnt:Dialect", ns::SIMPLE_TOPIC_DIALECT), ("xmlns:t", &t.ns), ("xmlns:wsnt", ns::WSNT)],
+                )
+                .text("t:")
+                .text(&t.local)
+                .end("wsnt:Topic");
             }
+            out.push_str(&w.into_string());
         }
         Source::FixedTopicSet => {
-            out.push_str(&format!("<wsnt:FixedTopicSet xmlns:wsnt=\"{}\">true</wsnt:FixedTopicSet>", ns::WSNT))
+            let mut w = XmlWriter::with_capacity(128);
+            w.leaf("wsnt:FixedTopicSet", &[("xmlns:wsnt", ns::WSNT)], "true");
+            out.push_str(&w.into_string());
         }
-        Source::TopicDialects => out.push_str(&format!(
-            "<wsnt:TopicExpressionDialects xmlns:wsnt=\"{}\">{}</wsnt:TopicExpressionDialects>",
-            ns::WSNT,
-            ns::SIMPLE_TOPIC_DIALECT
-        )),
+        Source::TopicDialects => {
+            let mut w = XmlWriter::with_capacity(192);
+            w.leaf("wsnt:TopicExpressionDialects", &[("xmlns:wsnt", ns::WSNT)], ns::SIMPLE_TOPIC_DIALECT);
+            out.push_str(&w.into_string());
+        }
     }
 }
 
