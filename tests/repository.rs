@@ -745,7 +745,7 @@ fn host_b_adopts_a_workspace_the_site_host_keeps() {
     let roots = tempfile::tempdir().unwrap();
     std::fs::write(roots.path().join("a.img"), image(64 << 10, 6)).unwrap();
     let a = server_with(roots.path(), "");
-    let mut b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
+    let b = server_with(roots.path(), &format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO)));
     let desc = describe(
         "qemu",
         (64, 128),
@@ -780,12 +780,42 @@ fn host_b_adopts_a_workspace_the_site_host_keeps() {
     // A key nobody catalogues is unknown on B too.
     let f = manager_op(&b, "no-such-workspace", "deploy");
     assert_eq!(f.fault_kind().as_deref(), Some("ResourceUnknownFault"), "{}", f.body);
-    // B still knows after a restart that its copy is kept by A: destroying it leaves A's
-    // workspace in the catalogue, and B sends the site neither an enrol nor a withdraw for it.
-    b.restart();
+    // B destroying its adopted copy leaves A's workspace in the catalogue.
     ok(destroy(&b, &w));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(keys_of(&ok(repo(&a, "list", ""))), vec![w.clone()]);
+}
+
+#[test]
+fn an_adopted_workspace_stays_kept_by_its_host_after_the_adopter_restarts() {
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(roots.path().join("c.img"), image(64 << 10, 7)).unwrap();
+    let a = server_with(roots.path(), "");
+    let remote = format!("url = \"{}\"\ntimeout_secs = 3", a.url(REPO));
+    let c = server_with(roots.path(), &remote);
+    let mut b = server_with(roots.path(), &remote);
+    let desc = describe(
+        "qemu",
+        (64, 128),
+        "",
+        "",
+        &format!("<disk name=\"root\"><image>file://{}</image></disk>", roots.path().join("c.img").display()),
+    );
+    // C keeps the workspace (enrolled at the site A); B adopts it for a deploy, then restarts.
+    let w = c.create_workspace_from(&desc);
+    std::thread::sleep(Duration::from_millis(300));
+    ok(manager_op(&b, &w, "deploy"));
+    wait_state(&b, &w, "Staged");
+    b.restart();
+    // B's state changes and its destroy of the copy are not B's to send to the site: C's
+    // entry stays as C enrolled it, and B sends neither an enrol nor a withdraw.
+    ok(manager_op(&b, &w, "undeploy"));
+    wait_state(&b, &w, "Unstaged");
+    ok(destroy(&b, &w));
+    std::thread::sleep(Duration::from_millis(500));
+    let listed = ok(repo(&a, "list", ""));
+    assert_eq!(keys_of(&listed), vec![w.clone()], "{listed}");
+    assert!(listed.contains(&format!("http://{}/", c.addr)), "C's entry: {listed}");
     let log = b.log();
     assert!(!log.contains("not withdrawn from the site Repository"), "{log}");
     assert!(!log.contains("site Repository entry not updated"), "{log}");

@@ -783,13 +783,19 @@ fn unescape<'a>(input: &'a str, raw: &'a [u8], line: u32) -> Result<std::borrow:
     Ok(u)
 }
 
-fn split_name(input: &str, raw: &[u8]) -> (Name, Name) {
+/// Splits a name into prefix and local part. Namespaces in XML: a QName is an NCName or
+/// `NCName:NCName`, so an empty side or a second ':' is refused (kept, such a name would be
+/// written back as another name, or one with an undeclared prefix).
+fn split_name(input: &str, raw: &[u8], line: u32) -> Result<(Name, Name), XmlError> {
     let s = in_input(input, raw);
     // ':' is one byte, so both sides of it are char boundaries. Names are short: a plain scan
     // beats memchr's setup.
     match s.bytes().position(|b| b == b':') {
-        Some(i) => (Name::new(&s[..i]), Name::new(&s[i + 1..])),
-        None => (Name::default(), Name::new(s)),
+        Some(i) if i > 0 && i + 1 < s.len() && !s.as_bytes()[i + 1..].contains(&b':') => {
+            Ok((Name::new(&s[..i]), Name::new(&s[i + 1..])))
+        }
+        Some(_) => Err(XmlError::Malformed { line, msg: format!("'{s}' is not a qualified name (Namespaces in XML)") }),
+        None => Ok((Name::default(), Name::new(s))),
     }
 }
 
@@ -898,7 +904,7 @@ impl<'a> Iterator for AttrScan<'a> {
 }
 
 fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, limits: &Limits) -> Result<Element, XmlError> {
-    let (prefix, local) = split_name(input, e.name().into_inner());
+    let (prefix, local) = split_name(input, e.name().into_inner(), line)?;
     let mut decls = Vec::new();
     // Attributes get their namespace once this element's declarations are all known.
     let mut attrs: Vec<Attr> = Vec::new();
@@ -912,12 +918,15 @@ fn start_element(input: &str, e: &BytesStart, parent_scope: Scope, line: u32, li
             decls.push((Name::default(), Ns::new(&value)));
         } else if let Some(p) = key.strip_prefix(b"xmlns:") {
             let p = Name::new(in_input(input, p));
+            if p.is_empty() || p.contains(':') {
+                return Err(XmlError::Malformed { line, msg: format!("'xmlns:{p}' declares no valid prefix") });
+            }
             if value.is_empty() {
                 return Err(XmlError::Malformed { line, msg: format!("namespace prefix '{p}' bound to empty URI") });
             }
             decls.push((p, Ns::new(&value)));
         } else {
-            let (prefix, local) = split_name(input, key);
+            let (prefix, local) = split_name(input, key, line)?;
             attrs.push(Attr { name: QName { ns: Ns::EMPTY, local }, prefix, value: Name::new(&value) });
         }
     }
@@ -1114,5 +1123,31 @@ mod tests {
             let ours: Vec<_> = AttrScan::new(&e).map(|a| a.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect();
             assert_eq!(ours, theirs, "{c:?}");
         }
+    }
+
+    #[test]
+    fn names_that_are_not_qualified_names_are_refused() {
+        // Fuzzing found ':npp:x' kept as an attribute and written back as 'npp:x', an
+        // undeclared prefix.
+        let bad = [
+            r#"<a xmlns:p="urn:p" :npp:x="1"/>"#,
+            r#"<a p:q:x="1" xmlns:p="urn:p"/>"#,
+            r#"<a x:="1"/>"#,
+            r#"<:a/>"#,
+            r#"<p:a:b xmlns:p="urn:p"/>"#,
+            r#"<a xmlns:p:q="urn:p"/>"#,
+        ];
+        for doc in bad {
+            match parse(doc, &Limits::default()) {
+                Err(XmlError::Malformed { line: 1, msg }) => {
+                    assert!(msg.contains("name") || msg.contains("prefix"), "{doc}: {msg}")
+                }
+                other => panic!("{doc}: {other:?}"),
+            }
+        }
+        let ok = parse(r#"<p:a xmlns:p="urn:p" p:x="1" y="2"/>"#, &Limits::default()).unwrap();
+        assert_eq!(ok.name, QName::new("urn:p", "a"));
+        assert_eq!(ok.attr("urn:p", "x"), Some("1"));
+        assert_eq!(ok.attr("", "y"), Some("2"));
     }
 }

@@ -38,7 +38,7 @@ fn expect(e: &Element, ns_uri: &str, local: &str) -> Result<(), BaseFault> {
 }
 
 /// Serialized children of `e` (elements as standalone fragments, text escaped).
-fn content_of(e: &Element) -> String {
+pub(crate) fn content_of(e: &Element) -> String {
     let mut w = XmlWriter::new();
     for c in &e.children {
         match c {

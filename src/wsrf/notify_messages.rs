@@ -10,12 +10,13 @@
 //! travel as serialized XML, copied without parsing.
 
 use super::faults::{BaseFault, FaultType};
+use super::messages::content_of;
 use crate::soap::epr::{Epr, WSA_DECL};
 use crate::soap::message::{DecodeError, Message, Request};
 use crate::soap::ns;
 use crate::soap::time;
 use crate::soap::writer::XmlWriter;
-use crate::soap::xml::{Element, Node, QName};
+use crate::soap::xml::{Element, QName};
 
 /// What a notification carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,22 +44,6 @@ fn err(m: impl Into<String>) -> DecodeError {
 
 fn child<'a>(e: &'a Element, ns_uri: &str, local: &str) -> Result<&'a Element, DecodeError> {
     e.child(ns_uri, local).ok_or_else(|| err(format!("{} has no {{{ns_uri}}}{local}", e.name)))
-}
-
-/// Serialized children of `e` (elements as standalone fragments, text escaped).
-fn content_of(e: &Element) -> String {
-    let mut w = XmlWriter::new();
-    for c in &e.children {
-        match c {
-            Node::Element(c) => {
-                w.raw(&c.to_fragment());
-            }
-            Node::Text(t) => {
-                w.text(t);
-            }
-        }
-    }
-    w.into_string()
 }
 
 impl Message for Notify {
