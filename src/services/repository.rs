@@ -1107,19 +1107,22 @@ impl RepositoryService {
     /// Authorises a lock operation on `key` and says who holds it: a workspace of this host's
     /// home by its owner's rights (holder: the caller); one another Manager host enrolled by
     /// that host (holder: the user it names in `<holder>`) or its owner.
+    /// The catalogue entry another Manager host enrolled for `key` (ResourceUnknown if none).
+    async fn enrolled_entry(&self, key: &str) -> Result<Enrolled, BaseFault> {
+        let (t, k) = (self.checkouts.tables.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || t.enrolled(&k))
+            .await
+            .map_err(BaseFault::internal)?
+            .map_err(repo_fault)?
+            .ok_or_else(|| BaseFault::new(FaultType::RpResourceUnknown, format!("no workspace '{key}' in the site's catalogue")))
+    }
+
     async fn lock_target(&self, req: &SoapRequest, key: &str, holder: Option<&str>) -> Result<String, BaseFault> {
         if self.catalogue.workspaces.contains(key) {
             self.source(req, key, Action::Deploy).await?;
             return Ok(req.caller.name().to_string());
         }
-        let (t, k) = (self.checkouts.tables.clone(), key.to_string());
-        let e = tokio::task::spawn_blocking(move || t.enrolled(&k))
-            .await
-            .map_err(BaseFault::internal)?
-            .map_err(repo_fault)?
-            .ok_or_else(|| {
-                BaseFault::new(FaultType::RpResourceUnknown, format!("no workspace '{key}' in the site's catalogue"))
-            })?;
+        let e = self.enrolled_entry(key).await?;
         if e.enrolled_by == req.caller.name() {
             return Ok(holder.unwrap_or(req.caller.name()).to_string());
         }
@@ -1282,14 +1285,7 @@ impl RepositoryService {
             allowed(&owner)?;
             return Ok(answer(&m, &Described(record)));
         }
-        let (t, k) = (self.checkouts.tables.clone(), key.clone());
-        let e = tokio::task::spawn_blocking(move || t.enrolled(&k))
-            .await
-            .map_err(BaseFault::internal)?
-            .map_err(repo_fault)?
-            .ok_or_else(|| {
-                BaseFault::new(FaultType::RpResourceUnknown, format!("no workspace '{key}' in the site's catalogue"))
-            })?;
+        let e = self.enrolled_entry(&key).await?;
         allowed(&Owner { dn: Some(e.owner.clone()).filter(|o| !o.is_empty()), ..Default::default() })?;
         let parse = |x: &str| crate::soap::xml::parse(x, &Default::default()).map_err(BaseFault::internal);
         let record = Enrol {
