@@ -6,7 +6,11 @@
 # ({nimbus}CurrentState) and prints instructions per request.
 # usage: benches/icount.sh [VWSD...]   (default target/release/vwsd); env: N (default 1000),
 #        N_WARM (default 300), VWS_LOG (default info), VWS (client binary),
-#        METRICS_LISTEN (ADDR:PORT: run with the Prometheus recorder on).
+#        METRICS_LISTEN (ADDR:PORT: run with the Prometheus recorder on),
+#        CONC (keep-alive clients of the counted run, default 1),
+#        CACHE=1 (also simulate the caches: I1 and D1 misses per request; on a VM without
+#        hardware counters this is how a build that runs the same instructions but more slowly
+#        shows where the time goes: a larger hot-path footprint misses the 32 KiB I1 more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VWS="${VWS:-target/release/vws}"
@@ -17,7 +21,8 @@ for VWSD in "${BINS[@]}"; do
   T="$(mktemp -d)"
   printf '[server]\nhttp = "127.0.0.1:0"\ndata = "%s/data"\nshutdown_grace_secs = 5\n' "$T" > "$T/vwsd.toml"
   [ -n "${METRICS_LISTEN:-}" ] && printf '[metrics]\nlisten = "%s"\n' "$METRICS_LISTEN" >> "$T/vwsd.toml"
-  VWS_LOG="${VWS_LOG:-info}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/cg.out" \
+  CG=(); [ "${CACHE:-0}" = 1 ] && CG=(--cache-sim=yes)
+  VWS_LOG="${VWS_LOG:-info}" valgrind --tool=callgrind "${CG[@]}" --instr-atstart=no --callgrind-out-file="$T/cg.out" \
     "$VWSD" --config "$T/vwsd.toml" > "$T/stdout" 2> "$T/vwsd.log" &
   PID=$!
   ADDR=""
@@ -43,12 +48,15 @@ PY
   H=(-p "$T/body.xml" -T 'text/xml; charset=utf-8' -H 'SOAPAction: "http://docs.oasis-open.org/wsrf/2004/06/wsrf-WS-ResourceProperties/GetResourceProperty"')
   ab -q -k -n "$N_WARM" -c 1 "${H[@]}" "$BASE/WorkspaceService" > "$T/warm.out" 2>&1
   callgrind_control -i on "$PID" > /dev/null 2>&1
-  ab -q -k -n "$N" -c 1 "${H[@]}" "$BASE/WorkspaceService" > "$T/ab.out" 2>&1
+  ab -q -k -n "$N" -c "${CONC:-1}" "${H[@]}" "$BASE/WorkspaceService" > "$T/ab.out" 2>&1
   callgrind_control -d "$PID" > /dev/null 2>&1
   callgrind_control -i off "$PID" > /dev/null 2>&1
   grep -q "^Complete requests: *$N" "$T/ab.out" && grep -q "^Failed requests: *0" "$T/ab.out" || { echo "ab failed" >&2; cat "$T/ab.out" >&2; }
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
-  ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$T"/cg.out.1)
-  awk -v ir="$ir" -v n="$N" -v b="$VWSD" 'BEGIN { printf "%-40s %10.0f instructions per request (%d requests)\n", b, ir / n, n }'
+  # summary: Ir [Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw]
+  awk -v n="$N" -v b="$VWSD" -v c="${CONC:-1}" '/^(summary|totals):/ {
+        printf "%-40s %10.0f instructions per request (%d requests, %d clients)", b, $2 / n, n, c
+        if (NF >= 10) printf "; I1 misses %.0f, D1 misses %.0f per request", $5 / n, ($6 + $7) / n
+        printf "\n"; exit }' "$T"/cg.out.1
   [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 done
