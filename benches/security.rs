@@ -2,7 +2,8 @@
 //! connection presenting a 2-level proxy chain (a proxy of a proxy) plus one
 //! GetResourceProperty, (b) GetResourceProperty over one reused GSI connection, (c) a
 //! WS-Security signed-message round trip (client signs, vwsd verifies and signs the answer,
-//! the client verifies it). The bench brings up its own throwaway credential kit
+//! the client verifies it), (d) GetResourceProperty through the client library
+//! (`client::Client` over its pooled GSI connection). The bench brings up its own throwaway credential kit
 //! (`target/gsikit-bench`, the helpers of `tests/common/gsi.rs`) and its own vwsd.
 //! Run: `cargo bench --bench security` (`VWS_SHARED` names the shared peers directory);
 //! `VWS_BENCH_CHAIN_CACHE_SECS=0` turns the validated-chain cache off on both sides (default 30);
@@ -242,6 +243,28 @@ fn main() {
     }
     let b = stats(b);
 
+    // (d) the client library (`client::Client`, what `vws --https` and a Manager host calling
+    // the site Repository use): GetResourceProperty over its pooled GSI connection.
+    let d = {
+        let cred = Credential::load_proxy(&chain2).unwrap();
+        let client = vws::client::Client::with_credential(&cred, &kit.path("X509_CERT_DIR")).unwrap();
+        let mut epr = vws::soap::epr::Epr::new(s.https_url("WorkspaceService"));
+        epr.properties.push((vws::soap::xml::QName::new(VWS, "WorkspaceKey"), key.clone()));
+        let get = vws::wsrf::messages::GetResourceProperty { name: vws::soap::xml::QName::new(VWS, "owner") };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let n = if only_signed { 1 } else { 500 };
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n + 20.min(n) {
+            let t = Instant::now();
+            let r = rt.block_on(client.invoke(&epr, &get)).expect("GetRP through client::Client");
+            if i >= 20.min(n) {
+                v.push(ms(t));
+            }
+            assert!(r.content.contains(&kit.user_dn()));
+        }
+        stats(v)
+    };
+
     // (c) signed-message round trip over a reused plain-HTTP connection: sign, send, the server
     // verifies (chain, replay) and signs its answer, the client verifies that answer.
     let cred = Credential::load_proxy(&chain2).unwrap();
@@ -327,6 +350,10 @@ fn main() {
     row("(a) new TLS conn, 2-level proxy chain + 1 GetRP", Some(&a), 5.0, "114 ms");
     row("(b) GetResourceProperty over a reused GSI connection", Some(&b), 0.2, "-");
     row("(c) WS-Security signed GetRP round trip", signed.as_ref(), 2.0, "182 ms");
+    println!(
+        "(d) GetRP through the client library (client::Client, pooled GSI connection): n {}, median {:.3} ms, p90 {:.3} ms, min {:.3} ms",
+        d.n, d.median, d.p90, d.min
+    );
     if signed.is_none() {
         println!("(c) not measured: WS-Security signed messages are not wired into vwsd");
     } else {

@@ -276,12 +276,10 @@ fn accepts_rfc_legacy_chained_and_voms_proxies_as_their_user() {
     assert_eq!(rows.iter().filter(|r| r.3.contains(ADMIN_FQAN)).count(), 2, "{rows:?}");
 }
 
-#[test]
-fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
-    // Security from the command line only: no [security] section, no ACL entries (create is
-    // then open to every authenticated caller; the grid-mapfile is the gate).
-    let k = kit();
-    let args: Vec<String> = [
+/// vwsd secured from the command line only: no [security] section, no ACL entries (create is
+/// then open to every authenticated caller; the grid-mapfile is the gate).
+fn https_flags(k: &Kit) -> Vec<String> {
+    [
         "--https",
         "127.0.0.1:0",
         "--host-cert",
@@ -297,8 +295,13 @@ fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    let s = Server::start_with(Conf { args, ..Default::default() });
+    .collect()
+}
+
+#[test]
+fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
+    let k = kit();
+    let s = Server::start_with(Conf { args: https_flags(k), ..Default::default() });
     let vws = |proxy: &Path, args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_vws"))
             .arg("--https")
@@ -334,6 +337,67 @@ fn the_vws_client_speaks_gsi_to_a_server_secured_by_flags() {
     assert!(format!("{out}{err}").contains("is not in the grid-mapfile"), "{out}{err}");
     nothing_ran(&s, &b, "unmapped user via vws");
     assert!(s.log().contains(&format!("client credentials refused: {USER_C_DN} is not in the grid-mapfile")), "{}", s.log());
+}
+
+/// `vws_gsi_handshakes_total{outcome}` from vwsd's `/metrics` listener at `maddr`.
+fn handshakes(maddr: &str, outcome: &str) -> u64 {
+    let mut c = TcpStream::connect(maddr).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: {maddr}\r\nConnection: close\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(c)).unwrap();
+    let series = format!("vws_gsi_handshakes_total{{outcome=\"{outcome}\"}} ");
+    r.body.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn the_client_library_reuses_its_gsi_connection_and_checks_the_host_once_per_connection() {
+    use vws::wsrf::messages::GetResourceProperty;
+    let k = kit();
+    let maddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let s = Server::start_with(Conf {
+        args: https_flags(k),
+        host: format!("[metrics]\nlisten = \"{maddr}\"\n"),
+        ..Default::default()
+    });
+    let cred = Credential::load_proxy(&m().rfc2).unwrap();
+    let client = vws::client::Client::with_credential(&cred, &k.path("X509_CERT_DIR")).unwrap();
+    let description = vws::soap::xml::parse(&sample_description(), &Default::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let owner = vws::soap::xml::QName::new(VWS, "owner");
+    rt.block_on(async {
+        let create = vws::workspace::messages::Create { description };
+        let epr = client.invoke_at(&s.https_url(FACTORY), None, &create).await.expect("create over GSI").epr;
+        assert!(epr.address.starts_with("https://"), "{}", epr.address);
+        for _ in 0..5 {
+            let r = client.invoke(&epr, &GetResourceProperty { name: owner.clone() }).await.expect("GetRP over GSI");
+            assert!(r.content.contains(&k.user_dn()), "{}", r.content);
+        }
+    });
+    // Six calls, one TLS handshake: the connection was kept and reused.
+    assert_eq!(handshakes(&maddr, "ok"), 1);
+    // A client that does not trust the host's CA is refused by its own check, before it sends
+    // anything: no request reaches vwsd (its handshake succeeds on the server's side).
+    let empty = tempfile::tempdir().unwrap();
+    let stranger = vws::client::Client::with_credential(&cred, empty.path()).unwrap();
+    let before = s.db_dump();
+    let err = rt
+        .block_on(stranger.invoke_at(
+            &s.https_url(FACTORY),
+            None,
+            &vws::workspace::messages::Create {
+                description: vws::soap::xml::parse(&sample_description(), &Default::default()).unwrap(),
+            },
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server credential refused"), "{err}");
+    assert_eq!(s.db_dump(), before, "nothing was created");
+    // A plain client is told that https needs a credential, before it connects.
+    let plain = vws::client::Client::new();
+    let err = rt.block_on(plain.get(&s.https_url(FACTORY))).unwrap_err().to_string();
+    assert!(err.contains("https needs a GSI credential"), "{err}");
 }
 
 // ------------------------------------------------------------------------------ refused: transport

@@ -4,6 +4,7 @@
 
 pub mod watch;
 
+use crate::security::https::{check_gsi_peer, Connector, PeerCheck};
 use crate::soap::epr::Epr;
 use crate::soap::message::{Message, Request};
 use crate::soap::ns;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,8 +30,12 @@ pub enum ClientError {
 }
 
 pub struct Client {
-    http: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    gsi: Option<Gsi>,
+    /// One pooled client for `http://` and `https://` (GSI transport: TLS with the credential,
+    /// the server's chain and host name checked at each handshake), so calls to the same
+    /// service reuse a connection instead of a new TLS handshake each.
+    http: HyperClient<Connector, Full<Bytes>>,
+    /// Whether this client has a GSI credential for `https://` URLs.
+    gsi: bool,
     signing: Option<Signing>,
 }
 
@@ -41,10 +47,13 @@ struct Signing {
     replay: crate::security::wssec::ReplayCache,
 }
 
-/// GSI transport for https:// URLs: the user's proxy, and the trusted CAs to check the host.
-struct Gsi {
-    connector: openssl::ssl::SslConnector,
-    trust: crate::security::CertDir,
+/// Longest TCP connect, and longest TLS handshake, of a new connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn pooled(c: Connector) -> HyperClient<Connector, Full<Bytes>> {
+    // Idle connections are kept 30 s: a connection checked before the CA directory changed is
+    // not used for longer than that afterwards.
+    HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(std::time::Duration::from_secs(30)).build(c)
 }
 
 impl Default for Client {
@@ -56,35 +65,37 @@ impl Default for Client {
 impl Client {
     /// A plain-HTTP client (https:// URLs are refused).
     pub fn new() -> Self {
-        Client { http: HyperClient::builder(TokioExecutor::new()).build_http(), gsi: None, signing: None }
+        Client { http: pooled(Connector::new(None, CONNECT_TIMEOUT)), gsi: false, signing: None }
     }
 
     /// A client that also speaks GSI transport, with the proxy from `proxy` or the standard
     /// places (`X509_USER_PROXY`, `/tmp/x509up_u<uid>`, …) and CAs from `X509_CERT_DIR` or
     /// `/etc/grid-security/certificates`.
     pub fn with_gsi(proxy: Option<&std::path::Path>) -> Result<Self, ClientError> {
-        use crate::security::{tls, CertDir, Credential};
+        use crate::security::{CertDir, Credential};
         let cred = match proxy {
             Some(p) => Credential::load_proxy(p),
             None => Credential::find_user(),
         }
         .map_err(|e| ClientError::Usage(format!("credential: {e}")))?;
         let trust = CertDir::from_env().map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
-        let connector = tls::connector(Some(&cred)).map_err(|e| ClientError::Usage(format!("TLS: {e}")))?.build();
-        let mut c = Client::new();
-        c.gsi = Some(Gsi { connector, trust });
-        Ok(c)
+        Self::gsi(&cred, trust)
     }
 
     /// A client speaking GSI transport with `cred` (a host credential: one vwsd calling
     /// another's Repository) and the CAs of `cert_dir`.
     pub fn with_credential(cred: &crate::security::Credential, cert_dir: &std::path::Path) -> Result<Self, ClientError> {
-        use crate::security::{tls, CertDir};
-        let trust = CertDir::load(cert_dir).map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
-        let connector = tls::connector(Some(cred)).map_err(|e| ClientError::Usage(format!("TLS: {e}")))?.build();
-        let mut c = Client::new();
-        c.gsi = Some(Gsi { connector, trust });
-        Ok(c)
+        let trust = crate::security::CertDir::load(cert_dir).map_err(|e| ClientError::Usage(format!("trusted CAs: {e}")))?;
+        Self::gsi(cred, trust)
+    }
+
+    /// GSI transport with `cred`: the host must prove a trusted identity that names the host
+    /// dialled.
+    fn gsi(cred: &crate::security::Credential, trust: crate::security::CertDir) -> Result<Self, ClientError> {
+        let ssl = crate::security::tls::connector(Some(cred)).map_err(|e| ClientError::Usage(format!("TLS: {e}")))?.build();
+        let check: PeerCheck = Arc::new(move |ssl, host| check_gsi_peer(ssl, host, &trust, "server credential refused"));
+        let http = pooled(Connector::new(Some(ssl), CONNECT_TIMEOUT).with_check(check));
+        Ok(Client { http, gsi: true, signing: None })
     }
 
     /// Sign every request (WS-Security X.509) with the proxy from `proxy` or the standard places,
@@ -107,28 +118,11 @@ impl Client {
         to: &str,
         req: hyper::Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let transport = |msg: String| ClientError::Transport { url: to.to_string(), msg };
-        if !to.starts_with("https://") {
-            // hyper-util's error says only "client error (Connect)": name the causes too.
-            return self.http.request(req).await.map_err(|e| transport(with_causes(&e)));
+        if !self.gsi && to.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+            return Err(ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")));
         }
-        let gsi = self.gsi.as_ref().ok_or_else(|| ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")))?;
-        let uri: hyper::Uri = to.parse().map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
-        let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = uri.port_u16().unwrap_or(8443);
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| transport(e.to_string()))?;
-        let ssl = gsi.connector.configure().and_then(|c| c.into_ssl(&host)).map_err(|e| transport(e.to_string()))?;
-        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| transport(e.to_string()))?;
-        std::pin::Pin::new(&mut tls).connect().await.map_err(|e| transport(format!("TLS handshake: {e}")))?;
-        // The host must prove a trusted identity that names the host we dialled.
-        let v = crate::security::tls::verify_peer(tls.ssl(), &gsi.trust)
-            .map_err(|e| transport(format!("server credential refused: {e}")))?;
-        crate::security::tls::check_host(v.leaf(), &host).map_err(|e| transport(format!("server credential refused: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        tokio::spawn(conn);
-        sender.send_request(req).await.map_err(|e| transport(e.to_string()))
+        // hyper-util's error says only "client error (Connect)": name the causes too.
+        self.http.request(req).await.map_err(|e| ClientError::Transport { url: to.to_string(), msg: with_causes(&e) })
     }
 
     /// Send `payload` (the Body's child) to `to` with `action`, reference properties of `epr` as

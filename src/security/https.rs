@@ -40,6 +40,14 @@ impl StdError for TlsFailure {}
 /// brackets around IPv6 addresses). Err: why the server is refused.
 pub type PeerCheck = Arc<dyn Fn(&SslRef, &str) -> Result<(), String> + Send + Sync>;
 
+/// The GSI check of a server reached over `https` (for [`Connector::with_check`]): the chain it
+/// presented validates against `cert_dir` (proxies, CRLs, signing policies) and its certificate
+/// names `host` (GT's `host/<name>` form included). Err: `refused` followed by why.
+pub fn check_gsi_peer(ssl: &SslRef, host: &str, cert_dir: &super::CertDir, refused: &str) -> Result<(), String> {
+    let v = super::tls::verify_peer(ssl, cert_dir).map_err(|e| format!("{refused}: {e}"))?;
+    super::tls::check_host(v.leaf(), host).map_err(|e| format!("{refused}: {e}"))
+}
+
 /// hyper-util's TCP connector, plus OpenSSL for `https` URIs.
 #[derive(Clone)]
 pub struct Connector {

@@ -66,7 +66,7 @@ use super::notify_messages::{
     notify_envelope as envelope, topic_property, wsnt_property, GetCurrentMessage, GetCurrentMessageResponse, Notify,
     NotifyContent, Subscribe, SubscribeResponse,
 };
-use crate::security::https::{Connector, PeerCheck};
+use crate::security::https::{check_gsi_peer, Connector, PeerCheck};
 use crate::security::reload::LiveTrust;
 use crate::security::{tls, Credential};
 use crate::soap::ns;
@@ -508,9 +508,7 @@ impl Notifier {
         let ssl = tls::connector(tls.credential.as_ref()).map_err(|e| format!("TLS set-up for consumers: {e}"))?.build();
         let trust = tls.trust;
         let check: PeerCheck = Arc::new(move |ssl, host| {
-            let g = trust.current();
-            let v = tls::verify_peer(ssl, &g.config.cert_dir).map_err(|e| format!("consumer's certificate refused: {e}"))?;
-            tls::check_host(v.leaf(), host).map_err(|e| format!("consumer's certificate refused: {e}"))
+            check_gsi_peer(ssl, host, &trust.current().config.cert_dir, "consumer's certificate refused")
         });
         *self.http.write().unwrap() = http_client(Connector::new(Some(ssl), self.settings.timeout).with_check(check));
         *self.https.write().unwrap() = Ok(());
