@@ -116,10 +116,19 @@ impl Client {
     async fn send(
         &self,
         to: &str,
-        req: hyper::Request<Full<Bytes>>,
+        mut req: hyper::Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        if !self.gsi && to.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
-            return Err(ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")));
+        if req.uri().scheme_str() == Some("https") {
+            if !self.gsi {
+                return Err(ClientError::Usage(format!("{to}: https needs a GSI credential (--https)")));
+            }
+            // An https URL without a port means GT 4.0's secure container port, 8443.
+            if req.uri().port().is_none() {
+                let mut parts = req.uri().clone().into_parts();
+                let host = req.uri().host().unwrap_or_default();
+                parts.authority = format!("{host}:8443").parse().ok();
+                *req.uri_mut() = hyper::Uri::from_parts(parts).map_err(|e| ClientError::Usage(format!("bad URL {to}: {e}")))?;
+            }
         }
         // hyper-util's error says only "client error (Connect)": name the causes too.
         self.http.request(req).await.map_err(|e| ClientError::Transport { url: to.to_string(), msg: with_causes(&e) })
