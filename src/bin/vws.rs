@@ -464,7 +464,7 @@ fn stage_cmd(
     if !quiet {
         let bar = Bar::new();
         opts.progress = Some(std::sync::Arc::new(move |p: &ProgressInfo| {
-            bar.show("", p.bytes, p.total, p.rate, p.eta.map(|d| d.as_secs_f64()));
+            bar.show("", p.bytes, p.total, Some(p.rate), p.eta.map(|d| d.as_secs_f64()));
             if p.done {
                 bar.finish();
             }
@@ -581,8 +581,15 @@ impl Bar {
         indicatif::ProgressStyle::with_template(t).expect("valid template").progress_chars("# ")
     }
 
-    fn show(&self, label: &str, bytes: u64, total: Option<u64>, rate: f64, eta_s: Option<f64>) {
-        let (mb, rate) = (bytes as f64 / 1048576.0, rate / 1048576.0);
+    /// `rate` (bytes/s) is None when nothing is being transferred (an image already staged):
+    /// then neither rate nor ETA is shown.
+    fn show(&self, label: &str, bytes: u64, total: Option<u64>, rate: Option<f64>, eta_s: Option<f64>) {
+        let mb = bytes as f64 / 1048576.0;
+        let speed = |eta: Option<String>| match (rate, eta) {
+            (Some(r), Some(eta)) => format!(" {:.1} MiB/s ETA {eta}", r / 1048576.0),
+            (Some(r), None) => format!(" {:.1} MiB/s", r / 1048576.0),
+            (None, _) => String::new(),
+        };
         if self.pb.prefix() != label {
             self.pb.set_prefix(label.to_string());
         }
@@ -595,10 +602,10 @@ impl Bar {
                 self.pb.set_position(bytes.min(t));
                 let eta = eta_s.map(|d| format!("{d:.0}s")).unwrap_or_else(|| "?".into());
                 let frac = (bytes as f64 / t as f64).min(1.0);
-                let msg = format!("{:5.1}% {:.1}/{:.1} MiB {:.1} MiB/s ETA {eta}", frac * 100.0, mb, t as f64 / 1048576.0, rate);
+                let msg = format!("{:5.1}% {:.1}/{:.1} MiB{}", frac * 100.0, mb, t as f64 / 1048576.0, speed(Some(eta)));
                 (msg, Some(frac))
             }
-            _ => (format!("{mb:.1} MiB {rate:.1} MiB/s"), None),
+            _ => (format!("{mb:.1} MiB{}", speed(None)), None),
         };
         if let Some(last) = &self.plain {
             let bar = frac
@@ -642,7 +649,8 @@ struct ImageProgress {
     status: String,
     bytes: u64,
     total: Option<u64>,
-    rate: f64,
+    /// Bytes/s while it is being transferred (the server reports none otherwise).
+    rate: Option<f64>,
     eta: Option<f64>,
 }
 
@@ -662,7 +670,7 @@ async fn poll_staging(c: &Client, epr: &Epr) -> Result<Staging, ClientError> {
                 status: i.attr("", "status").unwrap_or_default().to_string(),
                 bytes: num("bytes").unwrap_or(0),
                 total: num("total"),
-                rate: num("rate").unwrap_or(0) as f64,
+                rate: num("rate").map(|r| r as f64),
                 eta: num("eta").map(|v| v as f64),
             });
         }
