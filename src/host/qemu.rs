@@ -129,9 +129,19 @@ impl Qmp {
         w.set_write_timeout(Some(timeout))?;
         let mut q =
             Qmp { r: BufReader::new(w.try_clone()?), w, partial: Vec::new(), events: Default::default(), timeout, base: timeout };
-        let greeting = q.message()?;
-        if greeting.get("QMP").is_none() {
-            return Err(std::io::Error::other(format!("not a QMP greeting: {greeting}")));
+        // QEMU can write an event on a new connection before its greeting: an event emitted
+        // while the connection is being set up (an incoming migration's MIGRATION events, when
+        // vwsd connects during a restore) goes to the new client, whose greeting comes after.
+        // Such events are kept (as any that arrive while a command runs) and the greeting read.
+        loop {
+            let m = q.message()?;
+            if m.get("QMP").is_some() {
+                break;
+            }
+            if m.get("event").is_none() || q.events.len() == KEPT_EVENTS {
+                return Err(std::io::Error::other(format!("not a QMP greeting: {m}")));
+            }
+            q.keep_event(m);
         }
         q.execute("qmp_capabilities", None).map_err(std::io::Error::other)?;
         Ok(q)
@@ -899,6 +909,51 @@ pub fn read_console(path: &Path, offset: u64) -> std::io::Result<String> {
 mod tests {
     use super::*;
     use crate::host::vmm::{DiskFormat, NicSpec};
+
+    /// A QMP peer on a unix socket that writes `lines` on connect, then answers each command
+    /// with `{"return": {}}`; returns the socket's path (in `dir`).
+    fn scripted_qmp(dir: &Path, lines: &'static [&'static str]) -> PathBuf {
+        use std::io::{BufRead, Write};
+        let sock = dir.join("qmp.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            let mut w = c.try_clone().unwrap();
+            for line in lines {
+                writeln!(w, "{line}").unwrap();
+            }
+            for cmd in BufReader::new(c).lines() {
+                if cmd.is_err() || writeln!(w, "{{\"return\": {{}}}}").is_err() {
+                    return;
+                }
+            }
+        });
+        sock
+    }
+
+    const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}}, "capabilities": []}}"#;
+    const MIGRATION: &str =
+        r#"{"event": "MIGRATION", "data": {"status": "active"}, "timestamp": {"seconds": 1, "microseconds": 2}}"#;
+
+    #[test]
+    fn an_event_written_before_the_greeting_is_kept_and_the_session_opens() {
+        // Seen with QEMU 10.0 during a restore (-incoming file:…): the MIGRATION event of the
+        // incoming migration arrived on the new connection before the greeting.
+        let d = tempfile::tempdir().unwrap();
+        let sock = scripted_qmp(d.path(), &[MIGRATION, GREETING]);
+        let mut q = Qmp::connect(&sock, Duration::from_secs(5)).expect("the session opens");
+        let ev = q.wait_event(Duration::ZERO, |v| v["event"] == "MIGRATION").unwrap().expect("the early event is kept");
+        assert_eq!(ev["data"]["status"], "active");
+        assert_eq!(q.execute("query-status", None).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn a_peer_that_is_not_qmp_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = scripted_qmp(d.path(), &[r#"{"hello": "world"}"#, GREETING]);
+        let e = Qmp::connect(&sock, Duration::from_secs(5)).err().expect("refused").to_string();
+        assert!(e.contains("not a QMP greeting") && e.contains("hello"), "{e}");
+    }
 
     fn spec(root: &Path) -> VmSpec {
         VmSpec {
