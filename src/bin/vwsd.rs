@@ -134,10 +134,17 @@ fn init_logging(log: &vws::config::LogConfig, format: Option<&str>) {
         .unwrap_or_else(|| EnvFilter::builder().parse(log.directives()).unwrap_or_else(|_| EnvFilter::new("info")));
     let json = format.unwrap_or(&log.format) == "json";
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Each line written inside a request carries its context (peer, service, DN, action, key)
+    // where a `request` span would be: vws::server::reqlog.
+    use vws::server::reqlog::{RequestJson, RequestText};
     if json {
-        b.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        let f = tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(true).with_span_list(false);
+        b.json().event_format(RequestJson(f)).init();
     } else {
-        // PlainFields: DefaultFields' output, cheaper (the request span formats its fields per request).
-        b.fmt_fields(vws::server::logfields::PlainFields).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        // PlainFields: DefaultFields' output, cheaper.
+        b.fmt_fields(vws::server::logfields::PlainFields)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .event_format(RequestText::new(true))
+            .init();
     }
 }

@@ -2,8 +2,8 @@
 //! `DefaultFields` writes (`name=value` pairs, strings quoted as `Debug` quotes them), but
 //! without ANSI colours it skips `DefaultFields`' per-field styling machinery (an empty
 //! `nu_ansi_term` style painted around every name and `=`) and quotes plain strings without
-//! `Debug`'s per-character escaping. Every request's span formats its fields (peer, service,
-//! dn, then action and key) once, so this is on the edge's per-request path. With colours on,
+//! `Debug`'s per-character escaping (the request context of [`super::reqlog`] writes its
+//! strings the same way). With colours on,
 //! and for the fields `DefaultFields` treats specially (`message`, `r#…` names, errors), it
 //! hands over to `DefaultFields`' own visitor.
 
@@ -32,7 +32,7 @@ pub struct PlainVisitor<'a> {
 }
 
 /// Whether `Debug` would write `s` as it is between the quotes.
-fn debug_is_verbatim(s: &str) -> bool {
+pub(super) fn debug_is_verbatim(s: &str) -> bool {
     // Whole chunks without an early exit, so the test vectorises.
     let plain = |b: u8| (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\');
     s.as_bytes().chunks(32).all(|c| c.iter().fold(true, |ok, &b| ok & plain(b)))

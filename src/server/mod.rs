@@ -1,7 +1,7 @@
 //! The HTTP/HTTPS edge, on axum + tower: the [`Router`] (`POST /wsrf/services/{service}`,
 //! `GET …?wsdl`, `GET /healthz`, `GET /wsrf/images/{sha256}`: [`images`]), the listeners ([`conn`]: plain, and GSI TLS as an axum
-//! `Listener` whose connections carry their `Caller`), and the layers around every request: a
-//! span (peer, service, action, caller DN), caught panics (a SOAP fault and a log line), a cap on
+//! `Listener` whose connections carry their `Caller`), and the layers around every request: its
+//! log context ([`reqlog`]: peer, service, action, caller DN), caught panics (a SOAP fault and a log line), a cap on
 //! concurrent requests, and the SOAP body limits ([`soap`]: size, idle and total time → 413/408
 //! faults). The SOAP pipeline itself (parse, action checks, message security, mustUnderstand,
 //! dispatch, signing) is [`soap`]. Services never see the transport.
@@ -10,6 +10,7 @@ pub mod conn;
 pub mod images;
 pub mod logfields;
 pub mod metrics;
+pub mod reqlog;
 pub mod soap;
 
 use crate::services::Dispatcher;
@@ -161,79 +162,6 @@ async fn method_not_allowed() -> Response {
     text_response(StatusCode::METHOD_NOT_ALLOWED, "use POST for SOAP requests, GET ?wsdl for WSDL\n".into())
 }
 
-/// The span of one request: peer and caller from the connection, service from the path;
-/// action and key are filled in once the envelope is read; operation, outcome and duration_ms
-/// only when the access line (`vws::request`, debug) is on.
-fn request_span(req: &Request) -> tracing::Span {
-    let service = req.uri().path().strip_prefix("/wsrf/services/").unwrap_or("-").trim_end_matches('/');
-    match req.extensions().get::<Peer>() {
-        Some(p) => {
-            let dn = match &*p.caller {
-                Ok(c) => c.name(),
-                Err(_) => "refused",
-            };
-            tracing::info_span!(
-                "request",
-                peer = %p.addr_text,
-                service,
-                action = tracing::field::Empty,
-                dn,
-                operation = tracing::field::Empty,
-                key = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-                duration_ms = tracing::field::Empty
-            )
-        }
-        None => tracing::info_span!(
-            "request",
-            service,
-            action = tracing::field::Empty,
-            operation = tracing::field::Empty,
-            key = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            duration_ms = tracing::field::Empty
-        ),
-    }
-}
-
-/// Runs every request inside its [`request_span`]: the handler's future is instrumented with
-/// it, so every log line while the request is handled (panics caught inside included) carries
-/// its fields. Unlike tower-http's `TraceLayer` the response body is not wrapped (nothing logs
-/// while hyper writes it), which saves a span clone and two span entries per request.
-#[derive(Clone)]
-struct SpanLayer;
-
-impl<S> tower::Layer<S> for SpanLayer {
-    type Service = SpanService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        SpanService(inner)
-    }
-}
-
-#[derive(Clone)]
-struct SpanService<S>(S);
-
-impl<S> tower::Service<Request> for SpanService<S>
-where
-    S: tower::Service<Request>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = tracing::instrument::Instrumented<S::Future>;
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-    fn call(&mut self, req: Request) -> Self::Future {
-        use tracing::Instrument;
-        let span = request_span(&req);
-        let fut = {
-            let _in = span.enter();
-            self.0.call(req)
-        };
-        fut.instrument(span)
-    }
-}
-
 /// A panic while handling a request: a SOAP fault (the connection stays usable) and a log line.
 fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err
@@ -261,7 +189,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .fallback(not_found)
         // soap::service_post enforces `max_body_bytes` (with a SOAP fault); axum's own default is off.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(ServiceBuilder::new().layer(SpanLayer).layer(CatchPanicLayer::custom(panic_response)).layer(limit))
+        .layer(ServiceBuilder::new().layer(reqlog::ContextLayer).layer(CatchPanicLayer::custom(panic_response)).layer(limit))
         .with_state(edge)
 }
 

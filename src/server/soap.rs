@@ -211,7 +211,7 @@ fn record_metrics(service: &str, op: Option<&str>, outcome: &str, secs: f64) {
 }
 
 /// A request on `/wsrf/services/{service}`: [`handle_post`], then its outcome and duration in
-/// the request span, the metrics, and (target `vws::request`, level debug) an access-log line.
+/// the request's log context, the metrics, and (target `vws::request`, level debug) an access-log line.
 pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String>, req: Request) -> Response {
     // The body is read once, here, under the limits (refusals come before the service check).
     let (parts, body) = match limited_body(req, &edge.cfg).await {
@@ -230,15 +230,9 @@ pub async fn service_post(State(edge): State<Arc<Edge>>, Path(name): Path<String
         401 | 403 => "refused",
         _ => "fault",
     };
-    // Operation, outcome and duration are for the access line only: recorded into the span when
-    // that line is on (each record costs a lookup and a formatting of the span's fields).
+    // Operation, outcome and duration are for the access line only.
     if tracing::enabled!(target: "vws::request", tracing::Level::DEBUG) {
-        let span = tracing::Span::current();
-        if let Some(o) = &op {
-            span.record("operation", o.as_str());
-        }
-        span.record("outcome", outcome);
-        span.record("duration_ms", dt.as_secs_f64() * 1000.0);
+        super::reqlog::set_access(op.as_ref().map(|o| o.as_str()), outcome, dt.as_secs_f64() * 1000.0);
         tracing::debug!(target: "vws::request", status = resp.status().as_u16(), "request done");
     }
     record_metrics(&name, op.as_deref(), outcome, dt.as_secs_f64());
@@ -288,7 +282,7 @@ async fn handle_post(
     };
     *op = Some(env.payload().name.local.clone());
     let key = d.key_header(&name).and_then(|k| env.header_named(k)).map(|k| k.text_ref());
-    record_action_key(env.addressing.action.as_deref(), key.as_deref().map(str::trim));
+    super::reqlog::set_action_key(env.addressing.action.as_deref(), key.as_deref().map(str::trim));
     let mut signed = false;
     if let Some(ms) = &edge.msec {
         match verify_signed(ms, &body, &env, &service_url).await {
@@ -353,21 +347,6 @@ async fn handle_post(
         _ => out,
     };
     xml_response(status, out, false)
-}
-
-/// Records the request's action and key in the current (request) span with one `record_all`:
-/// one pass of the subscriber's field formatting instead of one per field, same text.
-fn record_action_key(action: Option<&str>, key: Option<&str>) {
-    use tracing::field::Value;
-    if action.is_none() && key.is_none() {
-        return;
-    }
-    let span = tracing::Span::current();
-    let Some(meta) = span.metadata() else { return };
-    let fields = meta.fields();
-    let (Some(fa), Some(fk)) = (fields.field("action"), fields.field("key")) else { return };
-    let (a, k) = (action.as_ref().map(|a| a as &dyn Value), key.as_ref().map(|k| k as &dyn Value));
-    span.record_all(&fields.value_set(&[(&fa, a), (&fk, k)]));
 }
 
 /// Wire rules a request meets before any service sees it: its Body's operation, wsa:Action and
