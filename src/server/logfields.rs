@@ -114,14 +114,21 @@ impl VisitFmt for PlainVisitor<'_> {
     }
 }
 
+/// A log writer into memory, for the tests of the log formatters.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod test_writer {
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::fmt::MakeWriter;
 
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub struct Buf(pub Arc<Mutex<Vec<u8>>>);
+
+    impl Buf {
+        /// What was written, as text.
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -139,6 +146,12 @@ mod tests {
             self.clone()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_writer::Buf;
+    use super::*;
 
     fn emit() {
         let peer: std::net::SocketAddr = "[::1]:8443".parse().unwrap();
@@ -169,8 +182,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(b.finish(), emit);
         }
-        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        out
+        buf.text()
     }
 
     #[test]
