@@ -236,15 +236,16 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let Some(span) = with_current(|c| c.json()) else {
+        // A `tracing` span of its own: the JSON format writes that one as "span".
+        let span = if ctx.lookup_current().is_some() { None } else { with_current(|c| c.json()) };
+        let Some(span) = span else {
             return self.0.format_event(ctx, w, event);
         };
         let mut line = String::with_capacity(256);
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
         // `{…}\n` → `{…,"span":{…}}\n` (a line of an object, as the formatter writes it).
-        let body = line.trim_end();
-        match body.strip_suffix('}') {
-            Some(head) if !body.contains("\"span\":") => {
+        match line.trim_end().strip_suffix('}') {
+            Some(head) => {
                 let sep = if head.trim_end().ends_with('{') { "" } else { "," };
                 writeln!(w, "{head}{sep}\"span\":{span}}}")
             }
@@ -266,6 +267,7 @@ mod tests {
         let err = std::io::Error::other("disk on fire");
         tracing::info!(count = -4i64, ok = true, error = &err as &dyn std::error::Error, "done: {}", "x\u{1b}[31m");
         tracing::warn!(what = ?Some("dbg"), plain = "p", "second \"line\"");
+        tracing::info!(json = "{\"span\":{}}", "a \"span\": in the text");
         tracing::debug!(target: "vws::request", status = 200u16, "request done");
     }
 
@@ -318,7 +320,7 @@ mod tests {
             tracing::subscriber::with_default(sub(&a).without_time().finish(), with_span);
             tracing::subscriber::with_default(sub(&b).event_format(RequestText::new(false)).finish(), with_context);
             let (span, ctx) = (a.text(), b.text());
-            assert_eq!(span.lines().count(), 3, "{span}");
+            assert_eq!(span.lines().count(), 4, "{span}");
             assert!(span.contains("request{peer=[::1]:8443") || ansi, "{span}");
             assert_eq!(ctx, span, "ansi {ansi}");
             // With the time: the same lines after it.
@@ -358,9 +360,10 @@ mod tests {
                 .collect()
         };
         let (span, ctx) = (parse(a.text()), parse(b.text()));
-        assert_eq!(span.len(), 3);
-        assert_eq!(span[2]["span"]["peer"], PEER);
-        assert_eq!(span[2]["span"]["duration_ms"], 0.25);
+        assert_eq!(span.len(), 4);
+        assert_eq!(span[3]["span"]["peer"], PEER);
+        assert_eq!(span[3]["span"]["duration_ms"], 0.25);
+        assert_eq!(ctx[2]["span"]["dn"], DN);
         assert_eq!(ctx, span);
         // Outside a request: no span object, the line as the JSON format writes it.
         let c = Buf::default();
